@@ -1,0 +1,55 @@
+# RackWarden: `make demo` and `make test` set up everything they need on a fresh Debian machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DEB_PACKAGES := snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
+	tshark postgresql iproute2 iputils-ping procps tcpdump
+DEB_STAMP := $(VENV)/.deb-ok
+PY_STAMP := $(VENV)/.py-ok
+
+.PHONY: deps test test-unit test-lab demo demo-stop bench fuzz lint clean
+
+deps: $(DEB_STAMP) $(PY_STAMP)
+
+# Debian packages: installed only when one is missing, so repeat runs cost nothing.
+$(DEB_STAMP):
+	@mkdir -p $(VENV)
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+$(PY_STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+test: deps
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: deps
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+lint: deps
+	$(VENV)/bin/ruff check agent drivers policies tests bench
+
+demo: deps
+	$(PY) -m tests.lab.demo
+
+demo-stop: deps
+	$(PY) -m tests.lab.demo --stop
+
+bench: deps
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+fuzz: deps
+	@echo "no fuzz targets yet"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""RackWarden agent package."""

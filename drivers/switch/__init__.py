@@ -1,0 +1,1 @@
+"""RackWarden drivers.switch package."""

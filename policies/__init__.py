@@ -1,0 +1,1 @@
+"""RackWarden policies package."""
