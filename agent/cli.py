@@ -1,0 +1,138 @@
+"""The `rackwarden` command: check-config, run, replay, report, sla."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from . import config as configmod
+
+
+def _load_or_exit(path: str) -> configmod.Config:
+    try:
+        return configmod.load(path)
+    except configmod.ConfigError as e:
+        for issue in e.issues:
+            print(issue, file=sys.stderr)
+        print(f"{path}: {len(e.issues)} error(s)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load_or_exit(args.path)
+    print(f"{args.path}: OK ({len(cfg.switches)} switches, {len(cfg.servers)} servers, "
+          f"{len(cfg.templates)} templates, mode {cfg.agent.mode})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .wiring import Runtime
+
+    cfg = _load_or_exit(args.config)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.metrics_port is not None:
+        import dataclasses
+        cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, metrics_port=args.metrics_port))
+    asyncio.run(Runtime(cfg, Path(args.config)).run())
+    return 0
+
+
+def cmd_replay_snmp(args: argparse.Namespace) -> int:
+    from .replay import main_replay
+
+    return main_replay(_load_or_exit(args.config), args.input, args.explain)
+
+
+def _month_bounds(month: str, tz: str) -> tuple[datetime, datetime]:
+    y, m = (int(x) for x in month.split("-"))
+    start = datetime(y, m, 1, tzinfo=ZoneInfo(tz))
+    end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=ZoneInfo(tz))
+    return start, end
+
+
+def cmd_report_usage(args: argparse.Namespace) -> int:
+    from .usage import UsageStore
+
+    cfg = _load_or_exit(args.config)
+    store = UsageStore(f"sqlite:///{cfg.agent.state_dir / 'usage.sqlite'}")
+    store.start()
+    rows = []
+    for s in cfg.servers:
+        t = cfg.templates[s.template]
+        start, end = _month_bounds(args.month, t.timezone)
+        p95, n = store.p95_bps(s.id, start, end, t.billing_direction)  # type: ignore[arg-type]
+        rows.append({"server": s.id, "customer": s.customer, "month": args.month,
+                     "rule": t.billing_direction, "buckets": n,
+                     "p95_bps": round(p95) if p95 is not None else None,
+                     "cap_bps": cfg.cap_schedule(s).cap_at(end)})
+    store.close()
+    if args.format == "json":
+        for r in rows:
+            print(json.dumps(r))
+    else:
+        print(f"{'server':<14}{'customer':<18}{'rule':<6}{'buckets':>8}{'p95 Mbps':>10}{'cap Mbps':>10}")
+        for r in rows:
+            p = "-" if r["p95_bps"] is None else f"{r['p95_bps'] / 1e6:.2f}"
+            print(f"{r['server']:<14}{r['customer']:<18}{r['rule']:<6}{r['buckets']:>8}{p:>10}"
+                  f"{r['cap_bps'] / 1e6:>10.2f}")
+    return 0
+
+
+def cmd_sla_explain(args: argparse.Namespace) -> int:
+    from .sla_explain import main as explain_main
+
+    return explain_main(["--input", args.input])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rackwarden", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("check-config", help="validate a config file offline")
+    c.add_argument("path")
+    c.set_defaults(fn=cmd_check_config)
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("-c", "--config", required=True)
+    r.add_argument("--metrics-port", type=int, help="override agent.metrics_port")
+    r.add_argument("-v", "--verbose", action="store_true")
+    r.set_defaults(fn=cmd_run)
+
+    rp = sub.add_parser("replay", help="feed recorded data through the daemon's policies")
+    rsub = rp.add_subparsers(dest="what", required=True)
+    rs = rsub.add_parser("snmp", help="recorded SNMP polls (JSON lines) through the metering policy")
+    rs.add_argument("--input", required=True, help="JSON-lines file, or - for stdin")
+    rs.add_argument("--config", "-c", required=True)
+    rs.add_argument("--explain", action="store_true", help="add reason, cap and run length")
+    rs.set_defaults(fn=cmd_replay_snmp)
+
+    rep = sub.add_parser("report", help="reports for billing and operations")
+    repsub = rep.add_subparsers(dest="what", required=True)
+    ru = repsub.add_parser("usage", help="monthly 95th percentile per server")
+    ru.add_argument("--month", required=True, help="YYYY-MM")
+    ru.add_argument("-c", "--config", required=True)
+    ru.add_argument("--format", choices=("table", "json"), default="table")
+    ru.set_defaults(fn=cmd_report_usage)
+
+    sla = sub.add_parser("sla", help="SLA credit engine")
+    slasub = sla.add_subparsers(dest="what", required=True)
+    se = slasub.add_parser("explain", help="credits for a scenario file")
+    se.add_argument("--input", required=True)
+    se.set_defaults(fn=cmd_sla_explain)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

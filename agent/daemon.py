@@ -1,0 +1,165 @@
+"""The daemon: APScheduler poll jobs on one asyncio loop, metering, metrics, records, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import Gauge
+
+from rackwarden.policies.facts import PortPoll
+
+from . import config as configmod
+from . import sdnotify
+from .clock import Clock
+from .metering import MeteringService, PortReport
+from .metrics import Metrics
+from .pollio import poll_to_json
+from .usage import UsageStore
+
+log = logging.getLogger("rackwarden.daemon")
+
+PollFn = Callable[[configmod.SwitchConfig], Awaitable[PortPoll]]
+
+
+class Daemon:
+    """Assembled from its parts (wiring.py builds the real ones); constructor does no I/O."""
+
+    def __init__(
+        self,
+        config: configmod.Config,
+        *,
+        clock: Clock,
+        poll: PollFn,
+        metrics: Metrics,
+        usage: UsageStore | None = None,
+        config_path: Path | None = None,
+        on_reports: Callable[[list[PortReport]], None] | None = None,
+    ):
+        self.config = config
+        self.clock = clock
+        self._poll = poll
+        self.metrics = metrics
+        self.usage = usage
+        self.config_path = config_path
+        self._on_reports = on_reports
+        self.metering = MeteringService(
+            config, metrics=metrics, usage_sink=usage.add if usage else None
+        )
+        self.reload_failed = Gauge(
+            "rackwarden_config_reload_failed",
+            "1 when the last reload was refused (the previous config keeps running).",
+            registry=metrics.registry,
+        )
+        self._scheduler: AsyncIOScheduler | None = None
+        self._stop = asyncio.Event()
+        self.polls_done = 0
+
+    async def poll_switch(self, name: str) -> list[PortReport]:
+        """One job run: poll, meter, record. Errors stay inside the job and are counted."""
+        sw = self.config.switches.get(name)
+        if sw is None:
+            return []
+        try:
+            poll = await self._poll(sw)
+        except Exception as e:  # a driver bug must not kill the scheduler
+            log.exception("poll of %s raised", name)
+            poll = PortPoll(name, self.clock.at(), self.clock.now(), None, {},
+                            error="protocol", error_detail=f"driver raised {type(e).__name__}: {e}")
+        self.metrics.observe_poll(
+            name, poll.duration_s, poll.error,
+            poll.at.timestamp() if poll.error in (None, "partial") else None,
+        )
+        if poll.error:
+            log.warning("poll of %s: %s %s", name, poll.error, poll.error_detail)
+        if self.config.agent.record_polls:
+            self._record(poll)
+        reports = self.metering.ingest(poll)
+        self.polls_done += 1
+        for r in reports:
+            if r.verdict.state == "sustained":
+                log.warning("%s sustained over cap: %s", r.server.id, r.verdict.reason)
+        if self._on_reports is not None:
+            self._on_reports(reports)
+        return reports
+
+    def _record(self, poll: PortPoll) -> None:
+        folder = self.config.agent.state_dir / "polls"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{poll.switch}.jsonl", "a", encoding="utf-8") as f:
+            f.write(poll_to_json(poll) + "\n")
+
+    def _schedule(self) -> None:
+        assert self._scheduler is not None
+        self._scheduler.remove_all_jobs()
+        for name, sw in self.config.switches.items():
+            self._scheduler.add_job(
+                self.poll_switch, "interval", args=[name], seconds=sw.interval_s,
+                id=f"poll:{name}", max_instances=1, coalesce=True,
+                next_run_time=self.clock.at(),
+                misfire_grace_time=max(1, int(sw.interval_s / 2)),
+            )
+
+    def reload(self) -> bool:
+        """Re-read the config file; a bad one is refused and the running config stays."""
+        if self.config_path is None:
+            return False
+        try:
+            new = configmod.load(self.config_path)
+        except configmod.ConfigError as e:
+            self.reload_failed.set(1)
+            log.error("reload refused, keeping the running config:\n%s", e)
+            return False
+        self.config = new
+        self.metering.reconfigure(new)
+        if self._scheduler is not None:
+            self._schedule()
+        self.reload_failed.set(0)
+        log.info("config reloaded: %d switches, %d servers", len(new.switches), len(new.servers))
+        return True
+
+    async def start(self) -> None:
+        if self.usage is not None:
+            self.usage.start()
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._schedule()
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self.usage is not None:
+            self.usage.close()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        await self.start()
+        sdnotify.notify("READY=1\nSTATUS=polling")
+        wd = sdnotify.watchdog_interval_s()
+        try:
+            while not self._stop.is_set():
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=wd or 3600)
+                except asyncio.TimeoutError:
+                    pass
+                if wd:
+                    sdnotify.notify("WATCHDOG=1")
+        finally:
+            sdnotify.notify("STOPPING=1")
+            await self.stop()
+
+    def _on_sighup(self) -> None:
+        sdnotify.notify("RELOADING=1")
+        self.reload()
+        sdnotify.notify("READY=1")

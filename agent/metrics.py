@@ -1,0 +1,82 @@
+"""Every metric RackWarden exports is defined here, once, on a registry the agent owns."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from rackwarden.policies.cap import CAP_STATE_VALUE, CapVerdict
+from rackwarden.policies.metering import RateSample
+
+NAN = float("nan")
+
+
+class Metrics:
+    """rackwarden_<subsystem>_<name>_<unit>; tests read them with registry.get_sample_value."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.port_rate_bps = Gauge(
+            "rackwarden_port_rate_bps",
+            "Measured rate of a server's port in bits/s, from the server's point of view"
+            " (direction=outbound is what the server sends, the switch port's ifIn). NaN when"
+            " the last poll gave no valid rate.",
+            ["server", "switch", "port", "direction"], registry=r,
+        )
+        self.server_cap_bps = Gauge(
+            "rackwarden_server_cap_bps", "The server's contract cap in force, bits/s.",
+            ["server"], registry=r,
+        )
+        self.server_cap_state = Gauge(
+            "rackwarden_server_cap_state", "Cap state: 0 ok, 1 over, 2 sustained over.",
+            ["server"], registry=r,
+        )
+        self.server_cap_actionable = Gauge(
+            "rackwarden_server_cap_actionable",
+            "1 when a sustained overage is the server's own (not a victim's inbound flood).",
+            ["server"], registry=r,
+        )
+        self.poll_duration = Histogram(
+            "rackwarden_snmp_poll_duration_seconds", "Time for one SNMP poll of a switch.",
+            ["switch"], registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.poll_errors = Counter(
+            "rackwarden_snmp_poll_errors_total",
+            "Failed or partial SNMP polls by kind (timeout, auth, transport, protocol, partial).",
+            ["switch", "kind"], registry=r,
+        )
+        self.discontinuities = Counter(
+            "rackwarden_counter_discontinuities_total",
+            "Counter resets (reboots, re-indexing, Counter64 decreases): no rate, new baseline.",
+            ["switch"], registry=r,
+        )
+        self.port_samples = Counter(
+            "rackwarden_port_samples_total",
+            "Port samples by status: ok, first, reset, gap, glitch, missing.",
+            ["switch", "status"], registry=r,
+        )
+        self.last_poll_success = Gauge(
+            "rackwarden_snmp_last_success_timestamp_seconds",
+            "Unix time of the switch's last successful poll.", ["switch"], registry=r,
+        )
+
+    def observe_poll(self, switch: str, duration_s: float, error: str | None, ok_at: float | None) -> None:
+        self.poll_duration.labels(switch).observe(duration_s)
+        if error:
+            self.poll_errors.labels(switch, error).inc()
+        if ok_at is not None:
+            self.last_poll_success.labels(switch).set(ok_at)
+
+    def observe_port(self, server: str, sample: RateSample, verdict: CapVerdict) -> None:
+        self.port_samples.labels(sample.switch, sample.status).inc()
+        if sample.status == "reset":
+            self.discontinuities.labels(sample.switch).inc()
+        # Port ingress is the server's outbound traffic.
+        outbound = sample.in_bps if sample.ok and sample.in_bps is not None else NAN
+        inbound = sample.out_bps if sample.ok and sample.out_bps is not None else NAN
+        self.port_rate_bps.labels(server, sample.switch, sample.port, "outbound").set(outbound)
+        self.port_rate_bps.labels(server, sample.switch, sample.port, "inbound").set(inbound)
+        self.server_cap_bps.labels(server).set(verdict.cap_bps)
+        self.server_cap_state.labels(server).set(CAP_STATE_VALUE[verdict.state])
+        self.server_cap_actionable.labels(server).set(1 if verdict.actionable else 0)

@@ -1,0 +1,281 @@
+"""IF-MIB walk parsing: plain (OID, value) varbinds in, PortCounters facts out; pure."""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from rackwarden.policies.facts import IF_STATUS, PortCounters
+
+Oid = tuple[int, ...]
+
+
+class Absent(enum.Enum):
+    """The SNMPv2 exception values: the agent answered, but with no value."""
+
+    NO_SUCH_OBJECT = "noSuchObject"
+    NO_SUCH_INSTANCE = "noSuchInstance"
+    END_OF_MIB_VIEW = "endOfMibView"
+
+
+# What a varbind value is once the SNMP library's types are stripped off: integers for
+# INTEGER/Counter32/Gauge32/TimeTicks/Counter64, bytes for OCTET STRING, a tuple for an OID.
+SnmpValue = int | bytes | str | Oid | Absent
+VarBind = tuple[Oid, SnmpValue]
+
+SYS_UPTIME: Oid = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+SNMP_ENGINE_BOOTS: Oid = (1, 3, 6, 1, 6, 3, 10, 2, 1, 2, 0)
+
+_IFX = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
+_IF = (1, 3, 6, 1, 2, 1, 2, 2, 1)
+IF_NAME: Oid = (*_IFX, 1)
+IF_HC_IN_OCTETS: Oid = (*_IFX, 6)
+IF_HC_OUT_OCTETS: Oid = (*_IFX, 10)
+IF_HIGH_SPEED: Oid = (*_IFX, 15)
+IF_COUNTER_DISCONTINUITY_TIME: Oid = (*_IFX, 19)
+IF_ADMIN_STATUS: Oid = (*_IF, 7)
+IF_OPER_STATUS: Oid = (*_IF, 8)
+IF_IN_OCTETS: Oid = (*_IF, 10)
+IF_OUT_OCTETS: Oid = (*_IF, 16)
+
+COLUMN_NAMES: Mapping[Oid, str] = {
+    IF_NAME: "ifName",
+    IF_HC_IN_OCTETS: "ifHCInOctets",
+    IF_HC_OUT_OCTETS: "ifHCOutOctets",
+    IF_HIGH_SPEED: "ifHighSpeed",
+    IF_COUNTER_DISCONTINUITY_TIME: "ifCounterDiscontinuityTime",
+    IF_ADMIN_STATUS: "ifAdminStatus",
+    IF_OPER_STATUS: "ifOperStatus",
+    IF_IN_OCTETS: "ifInOctets",
+    IF_OUT_OCTETS: "ifOutOctets",
+}
+
+# Walked on every poll. The 32-bit octet columns are walked only when some port lacks
+# Counter64, which keeps the common poll at 7 columns (fewer PDUs on agents that cap a reply).
+PRIMARY_COLUMNS: tuple[Oid, ...] = (
+    IF_NAME,
+    IF_HC_IN_OCTETS,
+    IF_HC_OUT_OCTETS,
+    IF_HIGH_SPEED,
+    IF_COUNTER_DISCONTINUITY_TIME,
+    IF_ADMIN_STATUS,
+    IF_OPER_STATUS,
+)
+FALLBACK_COLUMNS: tuple[Oid, ...] = (IF_IN_OCTETS, IF_OUT_OCTETS)
+ALL_COLUMNS: tuple[Oid, ...] = PRIMARY_COLUMNS + FALLBACK_COLUMNS
+
+_NUMERIC_COLUMNS = frozenset(ALL_COLUMNS) - {IF_NAME}
+_MAX_PROBLEMS_IN_DETAIL = 8
+
+
+@dataclass(frozen=True, slots=True)
+class IfWalk:
+    """Everything one poll's varbinds say. `problems` non-empty means the poll is partial."""
+
+    ports: Mapping[str, PortCounters]
+    sys_uptime_ticks: int | None
+    engine_boots: int | None
+    problems: tuple[str, ...]
+
+    def detail(self) -> str:
+        """The problems as one line for PortPoll.error_detail, capped to stay readable."""
+        shown = list(self.problems[:_MAX_PROBLEMS_IN_DETAIL])
+        if len(self.problems) > _MAX_PROBLEMS_IN_DETAIL:
+            shown.append(f"and {len(self.problems) - _MAX_PROBLEMS_IN_DETAIL} more")
+        return "; ".join(shown)
+
+
+def _column_of(oid: Oid) -> Oid | None:
+    # Every column we read has a 10- or 11-arc prefix followed by exactly one ifIndex arc.
+    if len(oid) >= 2:
+        col = oid[:-1]
+        if col in COLUMN_NAMES:
+            return col
+    return None
+
+
+def _uint(value: SnmpValue) -> int | None:
+    # bool is an int subclass; a bool here would be a caller bug, not an SNMP value.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _name(value: SnmpValue) -> str | None:
+    if isinstance(value, bytes):
+        # DisplayString is ASCII; some agents NUL-terminate it, which would never match config.
+        return value.decode("utf-8", "replace").rstrip("\x00")
+    if isinstance(value, str):
+        return value.rstrip("\x00")
+    return None
+
+
+def split_columns(
+    varbinds: Iterable[VarBind],
+) -> tuple[dict[Oid, dict[int, SnmpValue]], dict[Oid, SnmpValue], list[str]]:
+    """Sort varbinds into {column: {ifIndex: value}} and {scalar OID: value}; note repeats."""
+    columns: dict[Oid, dict[int, SnmpValue]] = defaultdict(dict)
+    scalars: dict[Oid, SnmpValue] = {}
+    problems: list[str] = []
+    for oid, value in varbinds:
+        oid = tuple(oid)
+        if oid in (SYS_UPTIME, SNMP_ENGINE_BOOTS):
+            scalars[oid] = value
+            continue
+        col = _column_of(oid)
+        if col is None:
+            continue  # a walk's overshoot into the next column or table: not ours
+        index = oid[-1]
+        if index in columns[col]:
+            problems.append(f"{COLUMN_NAMES[col]}.{index} answered twice; kept the first")
+            continue
+        columns[col][index] = value
+    return dict(columns), scalars, problems
+
+
+def indexes_without_hc(varbinds: Iterable[VarBind]) -> set[int]:
+    """ifIndexes that have an ifName but lack a usable ifHCInOctets or ifHCOutOctets value."""
+    columns, _, _ = split_columns(varbinds)
+    named = set(columns.get(IF_NAME, {}))
+    hc_in = {i for i, v in columns.get(IF_HC_IN_OCTETS, {}).items() if _uint(v) is not None}
+    hc_out = {i for i, v in columns.get(IF_HC_OUT_OCTETS, {}).items() if _uint(v) is not None}
+    return named - (hc_in & hc_out)
+
+
+class _Table:
+    """Column lookups that record, once per value, why a value the port needs is unusable."""
+
+    def __init__(self, columns: dict[Oid, dict[int, SnmpValue]], problems: list[str]):
+        self.columns = columns
+        self.problems = problems
+
+    def has(self, col: Oid, index: int) -> bool:
+        return index in self.columns.get(col, {})
+
+    def peek_uint(self, col: Oid, index: int) -> int | None:
+        value = self.columns.get(col, {}).get(index)
+        return None if value is None else _uint(value)
+
+    def get(self, col: Oid, index: int, *, optional: bool = False) -> SnmpValue | None:
+        """The value, or None with a problem noted (optional columns the agent lacks: no note)."""
+        value = self.columns.get(col, {}).get(index)
+        if value is None:
+            if not (optional and not self.columns.get(col)):
+                self.problems.append(f"{COLUMN_NAMES[col]}.{index} missing")
+            return None
+        if isinstance(value, Absent):
+            self.problems.append(f"{COLUMN_NAMES[col]}.{index} is {value.value}")
+            return None
+        if col in _NUMERIC_COLUMNS and _uint(value) is None:
+            self.problems.append(f"{COLUMN_NAMES[col]}.{index} is not an unsigned int: {value!r}")
+            return None
+        return value
+
+    def get_uint(self, col: Oid, index: int, *, optional: bool = False) -> int | None:
+        value = self.get(col, index, optional=optional)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def status(self, col: Oid, index: int) -> str:
+        value = self.get_uint(col, index)
+        if value is None:
+            return "unknown"
+        status: str | None = IF_STATUS.get(value)
+        if status is None:
+            self.problems.append(f"{COLUMN_NAMES[col]}.{index} = {value} is not an IF-MIB status")
+            return "unknown"
+        return status
+
+    def port(self, name: str, index: int) -> PortCounters:
+        hc_in = self.peek_uint(IF_HC_IN_OCTETS, index)
+        hc_out = self.peek_uint(IF_HC_OUT_OCTETS, index)
+        in_octets: int | None
+        out_octets: int | None
+        # One PortCounters has one width, so Counter64 only when both directions have it.
+        if hc_in is not None and hc_out is not None:
+            in_octets, out_octets, bits = hc_in, hc_out, 64
+        elif self.has(IF_IN_OCTETS, index) or self.has(IF_OUT_OCTETS, index):
+            in_octets = self.get_uint(IF_IN_OCTETS, index)
+            out_octets = self.get_uint(IF_OUT_OCTETS, index)
+            bits = 32
+        else:
+            in_octets = self.get_uint(IF_HC_IN_OCTETS, index)
+            out_octets = self.get_uint(IF_HC_OUT_OCTETS, index)
+            bits = 64
+        return PortCounters(
+            if_name=name,
+            if_index=index,
+            in_octets=in_octets,
+            out_octets=out_octets,
+            counter_bits=bits,
+            oper=self.status(IF_OPER_STATUS, index),
+            admin=self.status(IF_ADMIN_STATUS, index),
+            high_speed_mbps=self.get_uint(IF_HIGH_SPEED, index, optional=True),
+            discontinuity_ticks=self.get_uint(IF_COUNTER_DISCONTINUITY_TIME, index, optional=True),
+        )
+
+
+def parse_if_walk(varbinds: Iterable[VarBind]) -> IfWalk:
+    """Turn one poll's varbinds (sysUpTime.0, snmpEngineBoots.0 and IF-MIB columns) into facts.
+
+    Ports are keyed by ifName. Counters are Counter64 (ifHC*, counter_bits=64) when the port has
+    both; otherwise the 32-bit ifIn/OutOctets (counter_bits=32). A value the port needs that the
+    agent did not give (no row, noSuchInstance, noSuchObject, endOfMibView, wrong type) is None
+    and a problem; ifHighSpeed and ifCounterDiscontinuityTime are a problem only when the agent
+    has the column for other ports. A port with an empty ifName is left out silently: nothing in
+    an inventory can name it. Ports sharing an ifName are all left out, as a problem: attributing
+    either one's bytes would be a guess.
+    """
+    columns, scalars, problems = split_columns(varbinds)
+    table = _Table(columns, problems)
+
+    by_name: dict[str, list[int]] = defaultdict(list)
+    for index in sorted(columns.get(IF_NAME, {})):
+        raw = table.get(IF_NAME, index)
+        if raw is None:
+            continue
+        name = _name(raw)
+        if name is None:
+            problems.append(f"ifName.{index} is not a string: {raw!r}")
+        elif name:
+            by_name[name].append(index)
+
+    unnamed = {i for col in ALL_COLUMNS if col != IF_NAME for i in columns.get(col, {})}
+    unnamed -= set(columns.get(IF_NAME, {}))
+    if unnamed:
+        shown = ", ".join(map(str, sorted(unnamed)[:5]))
+        more = f" and {len(unnamed) - 5} more" if len(unnamed) > 5 else ""
+        problems.append(f"ifIndex {shown}{more} has counters but no ifName")
+
+    ports: dict[str, PortCounters] = {}
+    for name, indexes in by_name.items():
+        if len(indexes) > 1:
+            problems.append(
+                f"ifName {name!r} is on ifIndex {', '.join(map(str, indexes))}: left out"
+                " (give the ports distinct names on the switch)"
+            )
+            continue
+        ports[name] = table.port(name, indexes[0])
+
+    uptime = scalars.get(SYS_UPTIME)
+    if uptime is None:
+        problems.append("sysUpTime.0 not returned")
+    elif _uint(uptime) is None:
+        problems.append(f"sysUpTime.0 is {_show(uptime)}")
+    boots = scalars.get(SNMP_ENGINE_BOOTS)
+    return IfWalk(
+        ports=ports,
+        sys_uptime_ticks=None if uptime is None else _uint(uptime),
+        engine_boots=None if boots is None else _uint(boots),
+        problems=tuple(problems),
+    )
+
+
+def parse_if_table(varbinds: Iterable[VarBind]) -> dict[str, PortCounters]:
+    """The ports of one poll's varbinds, keyed by ifName (see parse_if_walk for the rules)."""
+    return dict(parse_if_walk(varbinds).ports)
+
+
+def _show(value: SnmpValue) -> str:
+    return str(value.value) if isinstance(value, Absent) else repr(value)

@@ -1,0 +1,1 @@
+"""RackWarden tests: unit, integration and the namespace lab."""

@@ -1,0 +1,1 @@
+"""Integration tests against real parts (snmpd, namespaces, kernel counters)."""

@@ -1,0 +1,1 @@
+"""The lab: a data centre in network namespaces with real snmpd, sshd and traffic."""

@@ -1,0 +1,140 @@
+"""Strict config: each error class of issue 2 is reported as file:line key: reason, and secrets never print."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rackwarden.agent import config as configmod
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+version: 1
+templates:
+  rental: {cap_mbps: 10}
+switches:
+  sw1:
+    address: 127.0.0.1
+    vendor: cisco_ios
+    snmp: {version: "2c", community: "s3cret-community"}
+    ports: ["Gi0/[1-4]", "Te0/1"]
+    protected_ports: [Te0/1]
+servers:
+  - id: a
+    customer: c1
+    switch: sw1
+    port: Gi0/1
+    ips: [192.0.2.1]
+    template: rental
+    monthly_fee_fen: 80000
+  - id: b
+    customer: c2
+    switch: sw1
+    port: Gi0/2
+    ips: [192.0.2.2]
+    template: rental
+    monthly_fee_fen: 80000
+"""
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(configmod.ConfigError) as e:
+        configmod.loads(text, "inv.yaml")
+    return e.value.issues
+
+
+def test_good_config_loads_frozen() -> None:
+    cfg = configmod.loads(GOOD, "inv.yaml")
+    assert [s.id for s in cfg.servers] == ["a", "b"]
+    assert cfg.switches["sw1"].ports == ("Gi0/1", "Gi0/2", "Gi0/3", "Gi0/4", "Te0/1")
+    assert cfg.server_on("sw1", "Gi0/2") is cfg.servers[1]
+    with pytest.raises(Exception):
+        cfg.servers[0].port = "Gi0/3"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ("    ports: [\"Gi0/[1-4]\", \"Te0/1\"]", "    ports: [\"Gi0/[1-4]\", \"Te0/1\"]\n    colour: red",
+     "inv.yaml:10 switches.sw1.colour: unknown key"),
+    ("template: rental\n    monthly_fee_fen: 80000\n  - id: b",
+     "template: rental\n    monthly_fee_fen: 80000\n    cap_changes: yes\n  - id: b",
+     "inv.yaml:19 servers[a].cap_changes: ambiguous value 'yes'"),
+    ("port: Gi0/2", "port: Gi0/9", "inv.yaml:22 servers[b].port: port 'Gi0/9' does not exist on switch 'sw1'"),
+    ("port: Gi0/2", "port: Gi0/1", "inv.yaml:22 servers[b].port: sw1 Gi0/1 is already used by server 'a'"),
+    ("ips: [192.0.2.2]", "ips: [192.0.2.1]", "inv.yaml:23 servers[b].ips: 192.0.2.1 is already assigned to server 'a'"),
+    ("rental: {cap_mbps: 10}", "rental: {cap_mbps: 150}", "servers[a].cap_mbps: cap 150 Mbps is above the port speed 100 Mbps"),
+    ("port: Gi0/2", "port: Te0/1", "servers[b].port: port 'Te0/1' is protected"),
+    ("ports: [\"Gi0/[1-4]\", \"Te0/1\"]", "ports: [\"Gi0/[1-4]\", \"Gi0/2\", \"Te0/1\"]", "duplicate port 'Gi0/2'"),
+    ("vendor: cisco_ios", "vendor: cisco", "switches.sw1.vendor: 'cisco' is not one of"),
+    ("snmp: {version: \"2c\", community: \"s3cret-community\"}", "snmp: {version: \"3\", user: u}",
+     "switches.sw1.snmp.auth_key: SNMPv3 needs user, auth_key and priv_key (authPriv)"),
+    ("monthly_fee_fen: 80000\n  - id: b", "monthly_fee_fen: 800.5\n  - id: b", "servers[a].monthly_fee_fen: '800.5' is not a whole number"),
+    ("template: rental\n    monthly_fee_fen: 80000\n  - id: b", "template: gold\n    monthly_fee_fen: 80000\n  - id: b",
+     "servers[a].template: no template named 'gold'"),
+])
+def test_each_error_names_file_line_key_and_reason(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    found = errors(GOOD.replace(old, new, 1))
+    assert any(expected in e for e in found), found
+
+
+def test_every_error_is_listed_not_just_the_first() -> None:
+    bad = GOOD.replace("port: Gi0/2", "port: Gi0/9").replace("vendor: cisco_ios", "vendor: nope")
+    bad = bad.replace("rental: {cap_mbps: 10}", "rental: {cap_mbps: 10, enabled: on}")
+    found = errors(bad)
+    assert len(found) == 3, found
+
+
+def test_boolean_fields_take_only_true_or_false() -> None:
+    text = "agent: {record_polls: on}\n" + GOOD
+    assert any("agent.record_polls" in e and "ambiguous" in e for e in errors(text))
+    cfg = configmod.loads("agent: {record_polls: true}\n" + GOOD, "inv.yaml")
+    assert cfg.agent.record_polls is True
+
+
+def test_secrets_come_from_files_or_credentials_and_never_print(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "comm").write_text("from-a-file\n")
+    text = GOOD.replace('community: "s3cret-community"', "community: {file: comm}")
+    cfg = configmod.loads(text, "inv.yaml", base=tmp_path)
+    secret = cfg.switches["sw1"].snmp.community
+    assert secret is not None and secret.reveal() == "from-a-file"
+    assert "from-a-file" not in repr(cfg) and "from-a-file" not in str(secret)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    cfg = configmod.loads(text.replace("{file: comm}", "{credential: comm}"), "inv.yaml")
+    assert cfg.switches["sw1"].snmp.community.reveal() == "from-a-file"  # type: ignore[union-attr]
+    missing = errors(text.replace("{file: comm}", "{file: nope}"))
+    assert any("switches.sw1.snmp.community: cannot read secret file" in e for e in missing)
+
+
+def test_cap_changes_are_dated_data(tmp_path: Path) -> None:
+    text = GOOD.replace("monthly_fee_fen: 80000\n  - id: b",
+                        "monthly_fee_fen: 80000\n    cap_changes:\n      - {cap_mbps: 20, effective: 2026-12-01}\n  - id: b")
+    cfg = configmod.loads(text, "inv.yaml")
+    sched = cfg.cap_schedule(cfg.servers[0])
+    (eff, cap), = sched.changes
+    assert cap == 20_000_000 and eff.isoformat() == "2026-12-01T00:00:00+08:00"
+    assert sched.base_cap_bps == 10_000_000
+
+
+def test_shipped_example_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("sw1-snmp-auth", "sw1-snmp-priv", "sw2-snmp-community"):
+        (tmp_path / name).write_text("example-secret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    cfg = configmod.load(ROOT / "config" / "example.yaml")
+    assert len(cfg.servers) == 3 and cfg.agent.mode == "notify"
+
+
+def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("port: Gi0/2", "port: Gi0/9"))
+    cli = [sys.executable, "-m", "rackwarden.agent.cli", "check-config"]
+    ok = subprocess.run(cli + [str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK (1 switches, 2 servers" in ok.stdout
+    no = subprocess.run(cli + [str(bad)], capture_output=True, text=True)
+    assert no.returncode != 0
+    assert f"{bad}:22 servers[b].port: port 'Gi0/9' does not exist on switch 'sw1'" in no.stderr

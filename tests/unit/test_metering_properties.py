@@ -1,0 +1,90 @@
+"""Hypothesis properties of the counter policy: no rate above port speed, never more bytes than sent, no rate across a reset."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rackwarden.policies.facts import PortCounters, PortPoll
+from rackwarden.policies.metering import Baseline, step
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+SPEED_MBPS = 100
+SPEED_BPS = SPEED_MBPS * 1_000_000
+
+# One interval of a simulated port: seconds elapsed, bytes truly sent as a fraction of line
+# rate, and what happened to the agent (nothing, reboot, a missed poll, a bogus counter jump).
+interval = st.tuples(
+    st.floats(min_value=0.5, max_value=400.0, allow_nan=False),
+    st.floats(min_value=0.0, max_value=1.0, allow_nan=False),
+    st.sampled_from(["none"] * 6 + ["reboot", "missed", "reindex", "discontinuity"]),
+)
+
+
+def simulate(bits: int, start: int, steps: list[tuple[float, float, str]]):
+    """Yield (poll, true bytes since the previous answered poll, rebooted-since-baseline)."""
+    mod = 2**bits
+    counter, uptime, now, if_index, disc = start % mod, 12_345, 1000.0, 3, 0
+    pending_true = 0
+    for dt, load, event in steps:
+        if event == "reboot":
+            # A switch takes tens of seconds to restart; sysUpTime can only reveal a restart
+            # that lost more time than the reply-jitter tolerance (5 s), which every real one does.
+            dt = max(dt, 30.0)
+        sent = int(SPEED_BPS / 8 * dt * load)
+        now += dt
+        uptime = (uptime + int(dt * 100)) % 2**32
+        rebooted = event == "reboot"
+        if rebooted:
+            counter, uptime = 0, int((dt - 20) * 100 * load)  # came back up partway through
+        if event == "reindex":
+            if_index += 1
+        if event == "discontinuity":
+            disc = uptime
+        counter = (counter + sent) % mod
+        pending_true += sent
+        answered = event != "missed"
+        pc = PortCounters("Gi0/1", if_index, counter, 0, bits, "up", "up", SPEED_MBPS, disc)
+        poll = PortPoll("sw1", T0 + timedelta(seconds=now), now, uptime,
+                        {"Gi0/1": pc} if answered else {})
+        yield poll, pending_true, event
+        if answered:
+            pending_true = 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(bits=st.sampled_from([32, 64]), start=st.integers(min_value=0, max_value=2**64 - 1),
+       steps=st.lists(interval, min_size=1, max_size=40))
+def test_counter_policy_properties(bits: int, start: int, steps: list[tuple[float, float, str]]) -> None:
+    base: Baseline | None = None
+    accepted = true_total = 0
+    disrupted = False  # a reboot/reindex/discontinuity since the last baseline
+    for poll, true_bytes, event in simulate(bits, start, steps):
+        true_total += true_bytes
+        disrupted = disrupted or event in ("reboot", "reindex", "discontinuity")
+        sample, base = step(base, poll, "Gi0/1", configured_speed_bps=SPEED_BPS)
+        if sample.ok:
+            assert sample.in_bps is not None and sample.in_octets is not None
+            # 1. No rate above the port speed, ever.
+            assert sample.in_bps <= SPEED_BPS
+            # 2. A reset never yields a rate.
+            assert not disrupted, f"rate {sample.in_bps} across a {event}"
+            accepted += sample.in_octets
+            # 3. Accepted deltas never exceed the bytes really sent.
+            assert accepted <= true_total
+        if event != "missed":
+            disrupted = False
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1), st.integers(min_value=1, max_value=2**40))
+def test_counter64_decrease_is_always_a_reset(old: int, drop: int) -> None:
+    new = max(0, old - drop)
+    if new == old:
+        return
+    mk = lambda v, now: PortPoll("sw1", T0 + timedelta(seconds=now), now, None,
+                                 {"p": PortCounters("p", 1, v, 0, 64, high_speed_mbps=100)})
+    _, base = step(None, mk(old, 0.0), "p", configured_speed_bps=SPEED_BPS)
+    sample, _ = step(base, mk(new, 60.0), "p", configured_speed_bps=SPEED_BPS)
+    assert sample.status == "reset" and sample.in_bps is None
