@@ -89,6 +89,11 @@ _EMPTY: HeaderTuple = (
 )
 
 
+_ETH_IPV4 = Struct("!6s6sHBxHxxHxBxx4s4s")  # untagged Ethernet + IPv4 fixed header, 34 bytes
+_ETH_IPV4_FIELDS = _ETH_IPV4.unpack_from
+_TCP_PORTS_FLAGS = Struct("!HH9xB").unpack_from
+
+
 def parse_tuple(buf: bytes | bytearray | memoryview, header_protocol: int = HEADER_ETHERNET) -> HeaderTuple:
     """Parse a (possibly truncated) header into a HeaderTuple; the hot path behind parse_header.
 
@@ -96,8 +101,29 @@ def parse_tuple(buf: bytes | bytearray | memoryview, header_protocol: int = HEAD
     with a reason instead of an exception.
     """
     if type(buf) is not bytes:
-        buf = bytes(buf)  # inet_ntoa and slicing want bytes; a 128-byte copy is cheap
+        buf = bytes(buf)  # slicing to dict keys and inet_ntoa want bytes; 128 bytes copy cheaply
     n = len(buf)
+    # Fast path for the common frame, untagged IPv4 without options: one unpack instead of
+    # six. It must give exactly what _parse_general gives (a property test holds it to that).
+    if n >= 48 and header_protocol == HEADER_ETHERNET:
+        dmac, smac, et, verihl, total, frag, protocol, sip, dip = _ETH_IPV4_FIELDS(buf, 0)
+        if et == ETH_IPV4 and verihl == 0x45 and not frag & 0x1FFF:
+            if protocol == PROTO_TCP:
+                sport, dport, flags = _TCP_PORTS_FLAGS(buf, 34)
+                return (_MAC_TEXT.get(smac) or _mac(smac), _MAC_TEXT.get(dmac) or _mac(dmac),
+                        None, ETH_IPV4, 4, _IP4_TEXT.get(sip) or _ip4(sip),
+                        _IP4_TEXT.get(dip) or _ip4(dip), PROTO_TCP, sport, dport, flags, None,
+                        None, total, None)
+            if protocol == PROTO_UDP:
+                sport, dport = _U16X2(buf, 34)
+                return (_MAC_TEXT.get(smac) or _mac(smac), _MAC_TEXT.get(dmac) or _mac(dmac),
+                        None, ETH_IPV4, 4, _IP4_TEXT.get(sip) or _ip4(sip),
+                        _IP4_TEXT.get(dip) or _ip4(dip), PROTO_UDP, sport, dport, None, None,
+                        None, total, None)
+    return _parse_general(buf, n, header_protocol)
+
+
+def _parse_general(buf: bytes, n: int, header_protocol: int) -> HeaderTuple:
     src_mac = dst_mac = None
     vlan = ethertype = ip_version = None
     if header_protocol == HEADER_ETHERNET:
@@ -178,8 +204,10 @@ def parse_tuple(buf: bytes | bytearray | memoryview, header_protocol: int = HEAD
     else:
         if off + 40 > n:
             if off + 7 <= n:
-                plen, protocol = _IPV6_LEN_NH(buf, off + 4)
+                plen, nh = _IPV6_LEN_NH(buf, off + 4)
                 total = plen + 40
+                if not (nh in _IPV6_EXT_8OCTET or nh == _IPV6_FRAGMENT or nh == _IPV6_AH):
+                    protocol = nh  # an extension header hides the real protocol further on
             if off + 24 <= n:
                 src_ip = _ip6(buf[off + 8:off + 24])
             return (src_mac, dst_mac, vlan, ethertype, 6, src_ip, None, protocol, None, None,
@@ -194,7 +222,7 @@ def parse_tuple(buf: bytes | bytearray | memoryview, header_protocol: int = HEAD
         walked = 0
         while nh in _IPV6_EXT_8OCTET or nh == _IPV6_FRAGMENT or nh == _IPV6_AH:
             if walked == MAX_IPV6_EXT_HEADERS:
-                return (src_mac, dst_mac, vlan, ethertype, 6, src_ip, dst_ip, nh, None, None,
+                return (src_mac, dst_mac, vlan, ethertype, 6, src_ip, dst_ip, None, None, None,
                         None, None, None, total, IPV6_EXT_LIMIT)
             if p + 8 > n:  # every extension header is at least 8 octets
                 return (src_mac, dst_mac, vlan, ethertype, 6, src_ip, dst_ip, None, None, None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -186,21 +186,24 @@ def positional_builder(cls: type[_T]) -> Callable[..., _T]:
     """A fast positional constructor for a frozen slots dataclass (every field, in order).
 
     A frozen dataclass's __init__ sets each field through object.__setattr__, which costs
-    7.8 µs for FlowSample's 33 fields on these machines, more than decoding the sample. An
-    unfrozen twin with the same slots is built with plain stores (0.7 µs) and then given the
-    frozen class; the result is an ordinary instance of `cls` (equality, hash, immutability).
-    No validation runs: the decoder and capture, which own the inputs, use it.
+    about 11 µs for FlowSample's 32 fields on these machines, more than decoding the sample.
+    Here the fields are stored into an unfrozen twin with the same slots (plain slot stores,
+    about 2 µs) that is then given the frozen class; the result is an ordinary instance of
+    `cls` (equality, hash, immutability). No validation runs: the decoder and the capture,
+    which own their inputs, use it.
     """
-    specs: list[Any] = [(f.name, f.type) for f in fields(cls)]  # type: ignore[arg-type]
-    twin: Any = make_dataclass(f"_{cls.__name__}Builder", specs, slots=True, eq=False)
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    twin: Any = type(f"_{cls.__name__}Twin", (), {"__slots__": tuple(names)})
     if twin.__slots__ != cls.__slots__:  # type: ignore[attr-defined]
         raise TypeError(f"{cls.__name__}: slot layout differs from its builder twin")
-
-    def build(*values: Any) -> _T:
-        obj = twin(*values)
-        obj.__class__ = cls
-        return obj  # type: ignore[no-any-return]
-
+    # Generated like dataclasses generates __init__: one plain store per field.
+    args = ", ".join(names)
+    stores = "".join(f"    o.{name} = {name}\n" for name in names)
+    src = f"def build({args}):\n    o = new(twin)\n{stores}    o.__class__ = cls\n    return o\n"
+    scope: dict[str, Any] = {"new": object.__new__, "twin": twin, "cls": cls}
+    exec(src, scope)  # noqa: S102 - the source is built from the dataclass's own field names
+    build: Callable[..., _T] = scope["build"]
+    build.__qualname__ = build.__name__ = f"new_{cls.__name__}"
     return build
 
 

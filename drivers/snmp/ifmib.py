@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rackwarden.policies.facts import IF_STATUS, PortCounters
@@ -136,12 +136,10 @@ def split_columns(
 
 
 def indexes_without_hc(varbinds: Iterable[VarBind]) -> set[int]:
-    """ifIndexes that have an ifName but lack a usable ifHCInOctets or ifHCOutOctets value."""
+    """ifIndexes that have an ifName but no ifHCInOctets or ifHCOutOctets row at all."""
     columns, _, _ = split_columns(varbinds)
-    named = set(columns.get(IF_NAME, {}))
-    hc_in = {i for i, v in columns.get(IF_HC_IN_OCTETS, {}).items() if _uint(v) is not None}
-    hc_out = {i for i, v in columns.get(IF_HC_OUT_OCTETS, {}).items() if _uint(v) is not None}
-    return named - (hc_in & hc_out)
+    hc = set(columns.get(IF_HC_IN_OCTETS, {})) | set(columns.get(IF_HC_OUT_OCTETS, {}))
+    return set(columns.get(IF_NAME, {})) - hc
 
 
 class _Table:
@@ -153,10 +151,6 @@ class _Table:
 
     def has(self, col: Oid, index: int) -> bool:
         return index in self.columns.get(col, {})
-
-    def peek_uint(self, col: Oid, index: int) -> int | None:
-        value = self.columns.get(col, {}).get(index)
-        return None if value is None else _uint(value)
 
     def get(self, col: Oid, index: int, *, optional: bool = False) -> SnmpValue | None:
         """The value, or None with a problem noted (optional columns the agent lacks: no note)."""
@@ -188,21 +182,23 @@ class _Table:
         return status
 
     def port(self, name: str, index: int) -> PortCounters:
-        hc_in = self.peek_uint(IF_HC_IN_OCTETS, index)
-        hc_out = self.peek_uint(IF_HC_OUT_OCTETS, index)
         in_octets: int | None
         out_octets: int | None
-        # One PortCounters has one width, so Counter64 only when both directions have it.
-        if hc_in is not None and hc_out is not None:
-            in_octets, out_octets, bits = hc_in, hc_out, 64
+        # The 32-bit columns stand in only where the agent has no ifHC* row for the port (IF-MIB
+        # lets slow interfaces omit them). An ifHC* row holding noSuchInstance is a glitch: the
+        # value is None, so the policy keeps its Counter64 baseline instead of switching widths.
+        if self.has(IF_HC_IN_OCTETS, index) or self.has(IF_HC_OUT_OCTETS, index):
+            in_octets = self.get_uint(IF_HC_IN_OCTETS, index)
+            out_octets = self.get_uint(IF_HC_OUT_OCTETS, index)
+            bits = 64
         elif self.has(IF_IN_OCTETS, index) or self.has(IF_OUT_OCTETS, index):
             in_octets = self.get_uint(IF_IN_OCTETS, index)
             out_octets = self.get_uint(IF_OUT_OCTETS, index)
             bits = 32
         else:
-            in_octets = self.get_uint(IF_HC_IN_OCTETS, index)
-            out_octets = self.get_uint(IF_HC_OUT_OCTETS, index)
-            bits = 64
+            in_octets = out_octets = None
+            bits = 64 if self.columns.get(IF_HC_IN_OCTETS) else 32
+            self.problems.append(f"{name} (ifIndex {index}) has no octet counters")
         return PortCounters(
             if_name=name,
             if_index=index,
@@ -220,7 +216,7 @@ def parse_if_walk(varbinds: Iterable[VarBind]) -> IfWalk:
     """Turn one poll's varbinds (sysUpTime.0, snmpEngineBoots.0 and IF-MIB columns) into facts.
 
     Ports are keyed by ifName. Counters are Counter64 (ifHC*, counter_bits=64) when the port has
-    both; otherwise the 32-bit ifIn/OutOctets (counter_bits=32). A value the port needs that the
+    ifHC* rows, else the 32-bit ifIn/OutOctets (counter_bits=32). A value the port needs that the
     agent did not give (no row, noSuchInstance, noSuchObject, endOfMibView, wrong type) is None
     and a problem; ifHighSpeed and ifCounterDiscontinuityTime are a problem only when the agent
     has the column for other ports. A port with an empty ifName is left out silently: nothing in
@@ -279,3 +275,40 @@ def parse_if_table(varbinds: Iterable[VarBind]) -> dict[str, PortCounters]:
 
 def _show(value: SnmpValue) -> str:
     return str(value.value) if isinstance(value, Absent) else repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkStep:
+    """What one GETBULK reply adds to a multi-column walk."""
+
+    varbinds: list[VarBind]  # rows inside their column, in reply order
+    last: dict[Oid, Oid]  # where each column resumes
+    ended: frozenset[Oid]  # columns that reached their end in this reply
+
+
+def absorb_bulk_rows(
+    active: Sequence[Oid], last: Mapping[Oid, Oid], rows: Sequence[VarBind]
+) -> BulkStep:
+    """Assign a GETBULK reply's repeater varbinds to the columns requested, in request order.
+
+    The reply is flat, row after row, each row holding the next OID of every requested column;
+    an agent may cut it short anywhere. A column ends at its first OID outside its own prefix
+    (the walk overshot into the next column) or at endOfMibView, whose OID is just the request
+    echoed back. Raises ValueError if a column's OIDs do not increase (an agent loop).
+    """
+    width = len(active)
+    new_last = dict(last)
+    ended: set[Oid] = set()
+    kept: list[VarBind] = []
+    for i, (oid, value) in enumerate(rows):
+        col = active[i % width]
+        if col in ended:
+            continue
+        if value is Absent.END_OF_MIB_VIEW or oid[: len(col)] != col:
+            ended.add(col)
+            continue
+        if oid <= new_last[col]:
+            raise ValueError(f"agent returned non-increasing OID {'.'.join(map(str, oid))}")
+        kept.append((oid, value))
+        new_last[col] = oid
+    return BulkStep(kept, new_last, frozenset(ended))

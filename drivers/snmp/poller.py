@@ -8,6 +8,7 @@ import hashlib
 import ipaddress
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,7 @@ from .ifmib import (
     Oid,
     SnmpValue,
     VarBind,
+    absorb_bulk_rows,
     indexes_without_hc,
     parse_if_walk,
 )
@@ -166,6 +168,37 @@ class SnmpTarget:
             raise ValueError(f"{self.name}: timeout_s > 0, retries >= 0, max_repetitions >= 1")
 
 
+_shared_mib_view: Any = None
+
+
+def _warm_mib_view(engine: SnmpEngine) -> None:
+    """Give the engine pysnmp's MIB view now, built once per process.
+
+    The hlapi resolves every request OID through it; built lazily it makes the first poll ~0.9 s
+    slower, and building it again for every engine costs that again. With lookupMib=False the
+    view only resolves numeric OIDs, so one view serves every engine on this thread.
+    """
+    global _shared_mib_view
+    if _shared_mib_view is not None:
+        engine.cache["mibViewController"] = _shared_mib_view
+        return
+    CommandGeneratorVarBinds().make_varbinds(
+        engine.cache, (ObjectType(ObjectIdentity(_SYS_UPTIME_OBJECT)),)
+    )
+    _shared_mib_view = engine.cache.get("mibViewController")
+
+
+def _raise_rcvbuf(sock: socket.socket, size: int) -> None:
+    # SO_RCVBUFFORCE (root or CAP_NET_ADMIN) may exceed net.core.rmem_max; SO_RCVBUF is capped.
+    if sys.platform == "linux":
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), size)
+            return
+        except PermissionError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 class _PollFailure(Exception):
     def __init__(self, kind: PollErrorKind, detail: str):
         super().__init__(detail)
@@ -278,7 +311,7 @@ class SnmpPoller:
         # at ~50 concurrent polls and the overflow looks like timeouts, so ask for more.
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf_request)
+            _raise_rcvbuf(sock, self._rcvbuf_request)
             sock.bind(self._local_address)
             sock.setblocking(False)
             transport = udp.UdpAsyncioTransport().open_server_mode(sock=sock)
@@ -286,11 +319,7 @@ class SnmpPoller:
         except BaseException:
             sock.close()
             raise
-        # Build pysnmp's MIB view now: the hlapi resolves every request OID through it, and
-        # building it lazily would make the first poll ~0.9 s slower than the rest.
-        CommandGeneratorVarBinds().make_varbinds(
-            engine.cache, (ObjectType(ObjectIdentity(_SYS_UPTIME_OBJECT)),)
-        )
+        _warm_mib_view(engine)
         self._engine = engine
         self._sock = sock
         self._sem = asyncio.Semaphore(self._max_concurrency)
@@ -445,13 +474,10 @@ class SnmpPoller:
         scalars: Sequence[Oid],
         stamp: _Stamp,
     ) -> list[VarBind]:
-        """Walk several table columns side by side with GETBULK until every column has ended.
+        """Walk table columns side by side with GETBULK until every column has ended.
 
-        A GETBULK reply is one flat list, row after row, each row holding the next OID of every
-        requested column in request order; a column's last row overshoots into whatever comes
-        next. So each varbind is assigned to its column by position, a column ends at its first
-        OID outside its prefix (or endOfMibView), and the next request resumes each still-open
-        column from its own last OID.
+        Each request asks only for the columns still open, each from its own last OID (see
+        absorb_bulk_rows); `scalars` ride along as non-repeaters in the first request.
         """
         assert self._engine is not None
         last = {col: col for col in columns}
@@ -493,23 +519,15 @@ class SnmpPoller:
                 return out
             if not repeaters:
                 raise _PollFailure("protocol", f"GETBULK reply with no rows in round {round_no}")
-            ended: set[Oid] = set()
-            width = len(active)
-            for i, (oid_obj, value) in enumerate(repeaters):
-                col = active[i % width]
-                if col in ended:
-                    continue
-                oid = tuple(oid_obj)
-                if isinstance(value, rfc1905.EndOfMibView) or oid[: len(col)] != col:
-                    ended.add(col)
-                    continue
-                if oid <= last[col]:
-                    raise _PollFailure(
-                        "protocol", f"agent returned non-increasing OID {'.'.join(map(str, oid))}"
-                    )
-                out.append((oid, _plain(value)))
-                last[col] = oid
-            active = [c for c in active if c not in ended]
+            try:
+                step = absorb_bulk_rows(
+                    active, last, [(tuple(oid), _plain(value)) for oid, value in repeaters]
+                )
+            except ValueError as exc:
+                raise _PollFailure("protocol", str(exc)) from None
+            out += step.varbinds
+            last = step.last
+            active = [c for c in active if c not in step.ended]
         raise _PollFailure("protocol", f"walk did not end after {_MAX_ROUNDS} GETBULK rounds")
 
 

@@ -30,8 +30,9 @@ _ABSENT = {
     END_OF_MIB_VIEW: Absent.END_OF_MIB_VIEW,
     NULL: Absent.NO_SUCH_OBJECT,  # a Null value carries no data either
 }
-# Printable without hex encoding: snmpsim reads a plain value as latin-1 text.
-_PLAIN = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/.-_:() ")
+# Printable ASCII is written as text, anything else as hex (tag suffix "x"); snmpsim strips the
+# line, so a value with an edge space must be hex too.
+_PLAIN = set(range(0x20, 0x7F))
 
 Record = tuple[Oid, int, int | bytes | Oid | None]
 
@@ -81,7 +82,7 @@ def format_snmprec(records: Iterable[Record]) -> str:
         if tag in _ABSENT or value is None:
             lines.append(f"{oid_text}|{tag}|")
         elif isinstance(value, bytes):
-            if value and all(b in _PLAIN for b in value):
+            if value and all(b in _PLAIN for b in value) and value.strip() == value:
                 lines.append(f"{oid_text}|{tag}|{value.decode('latin-1')}")
             else:
                 lines.append(f"{oid_text}|{tag}x|{value.hex()}")

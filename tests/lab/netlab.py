@@ -1,10 +1,11 @@
-"""A lab data centre in network namespaces: one bridged switch, N servers, an upstream, a mgmt link."""
+"""A lab data centre in network namespaces: a bridged switch, N servers, an upstream, mgmt."""
 
 from __future__ import annotations
 
 import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,11 +129,10 @@ class PortCounters:
 class TrafficRun:
     """One running rate-paced sender; `wait()` returns its JSON summary."""
 
-    def __init__(self, proc: subprocess.Popen[str], server: int, on_exit: Any = None) -> None:
+    def __init__(self, proc: subprocess.Popen[str], server: int) -> None:
         self.proc = proc
         self.server = server
         self._result: dict[str, Any] | None = None
-        self._on_exit = on_exit
 
     @property
     def pid(self) -> int:
@@ -348,7 +348,6 @@ class Lab:
 
     def _start_sink(self) -> None:
         stats = self.workdir / "sink.json"
-        self._sink_stats_path = stats
         self._sink = self.spawn(
             self.upstream_ns,
             [sys.executable, "-m", "tests.lab.traffic", "sink", "--bind", self.upstream_ip,
@@ -399,7 +398,7 @@ class Lab:
         if Path(f"/sys/class/net/{self.mgmt_if_root}").exists():
             subprocess.run(["ip", "link", "del", self.mgmt_if_root], capture_output=True)
         if self._workdir is not None:
-            subprocess.run(["rm", "-rf", str(self._workdir)], capture_output=True)
+            shutil.rmtree(self._workdir, ignore_errors=True)
         if errors:
             raise LabError("lab stop incomplete: " + "; ".join(errors))
 
@@ -417,7 +416,9 @@ class Lab:
             raise LabError(f"ip -n {ns} -batch failed: {proc.stderr.strip()}\n"
                            + "\n".join(commands))
 
-    def exec(self, ns: str, argv: Sequence[str], **popen_kw: Any) -> subprocess.CompletedProcess[Any]:
+    def exec(
+        self, ns: str, argv: Sequence[str], **popen_kw: Any
+    ) -> subprocess.CompletedProcess[Any]:
         """Run argv to completion inside namespace `ns` (kwargs go to subprocess.run)."""
         self._check_ns(ns)
         popen_kw.setdefault("capture_output", True)

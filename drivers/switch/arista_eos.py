@@ -1,0 +1,56 @@
+"""Arista EOS: IOS-like CLI on `Ethernet` ports; `write memory` ends in `Copy completed`."""
+
+from __future__ import annotations
+
+import re
+
+from .base import AdminState, SaveSpec, checked_port
+from .cisco_ios import parse_ios_header
+
+NAME = "arista_eos"
+
+INTERFACE_PATTERN = re.compile(r"Ethernet\d{1,3}(?:/\d{1,3}){0,2}", re.ASCII)
+
+ALIASES = {"et": "Ethernet", "eth": "Ethernet", "ethernet": "Ethernet"}
+
+ERROR_PATTERN = (
+    r"^\s*%\s?(?:Invalid input|Incomplete command|Ambiguous command|Unavailable command"
+    r"|Error|Interface does not exist|Not supported|Cannot)"
+)
+
+CONFIG_ENTER: tuple[str, ...] = ("configure terminal",)
+CONFIG_EXIT: tuple[str, ...] = ("end",)
+CONFIG_TERMINATOR = r"#"
+NEEDS_ENABLE = True
+CMD_VERIFY: bool | None = None
+SAVE: SaveSpec | None = SaveSpec(
+    command="write memory",
+    prompts=(),
+    success_pattern=r"Copy completed successfully",
+    timeout_s=60.0,
+)
+
+
+def canonical_port(port: str) -> str:
+    """Validate and expand `port` (`Et1/1` -> `Ethernet1/1`)."""
+    return checked_port(NAME, INTERFACE_PATTERN, port, ALIASES)
+
+
+def render_shut(port: str) -> tuple[str, ...]:
+    """`interface X` + `shutdown`."""
+    return (f"interface {canonical_port(port)}", "shutdown")
+
+
+def render_restore(port: str) -> tuple[str, ...]:
+    """`interface X` + `no shutdown`."""
+    return (f"interface {canonical_port(port)}", "no shutdown")
+
+
+def render_readback(port: str) -> str:
+    """`show interfaces X`: `administratively down ... (disabled)` when shut."""
+    return f"show interfaces {canonical_port(port)}"
+
+
+def parse_admin_state(output: str, port: str) -> AdminState:
+    """Admin state of `port` in `show interfaces` output."""
+    return parse_ios_header(output, port, ALIASES)

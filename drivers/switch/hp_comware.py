@@ -1,0 +1,95 @@
+"""H3C / HPE Comware 5 and 7: `system-view`, `undo shutdown`, `save force` needs no answers."""
+
+from __future__ import annotations
+
+import re
+
+from .base import AdminState, SaveSpec, checked_port, expand_alias, same_port
+
+NAME = "hp_comware"
+
+# member/slot/port, or chassis/member/slot/port on IRF chassis; M-GigabitEthernet (management)
+# and Bridge-Aggregation are deliberately not matched.
+INTERFACE_PATTERN = re.compile(
+    r"(?:GigabitEthernet|Ten-GigabitEthernet|Twenty-FiveGigE|FortyGigE|HundredGigE)"
+    r"\d{1,2}(?:/\d{1,3}){2,3}",
+    re.ASCII,
+)
+
+# Comware 7 `display interface brief` prints GE1/0/1, XGE1/0/49, WGE, FGE, HGE.
+ALIASES = {
+    "ge": "GigabitEthernet",
+    "xge": "Ten-GigabitEthernet",
+    "wge": "Twenty-FiveGigE",
+    "fge": "FortyGigE",
+    "hge": "HundredGigE",
+    "gigabitethernet": "GigabitEthernet",
+    "ten-gigabitethernet": "Ten-GigabitEthernet",
+    "twenty-fivegige": "Twenty-FiveGigE",
+    "fortygige": "FortyGigE",
+    "hundredgige": "HundredGigE",
+}
+
+ERROR_PATTERN = (
+    r"^\s*(?:%\s*(?:Unrecognized command|Wrong parameter|Incomplete command|Too many parameters"
+    r"|Ambiguous command|Unknown command)|Error\s*:)"
+)
+
+CONFIG_ENTER: tuple[str, ...] = ("system-view",)
+CONFIG_EXIT: tuple[str, ...] = ("return",)
+CONFIG_TERMINATOR = r"\]"
+NEEDS_ENABLE = False
+# netmiko turns echo verification off for Comware because long lines wrap at 80 columns there.
+# Our lines are short (longest: prompt + `interface Ten-GigabitEthernet1/0/0/48`), and without
+# verification every line costs a 2 s quiet-time read, so an action would take ~10 s.
+CMD_VERIFY: bool | None = True
+SAVE: SaveSpec | None = SaveSpec(
+    command="save force",
+    prompts=(
+        # Only seen when `force` is refused by old releases and the interactive dialogue runs.
+        (r"\[Y/N\]\s*:?", "y"),
+        (r"press the enter key\)\s*:?", ""),
+    ),
+    success_pattern=r"successfully",
+    timeout_s=120.0,
+)
+
+# Comware 5: `GigabitEthernet1/0/1 current state: DOWN`; Comware 7: the name alone on a line
+# and `Current state: Administratively DOWN` on the next.
+_STATE = re.compile(
+    r"^\s*(?P<name>[A-Za-z][\w./:-]*)(?: current state\s*:\s*(?P<s5>.+?)"
+    r"|\s*\r?\n\s*Current state\s*:\s*(?P<s7>.+?))\s*$",
+    re.M,
+)
+
+
+def canonical_port(port: str) -> str:
+    """Validate and expand `port` (`XGE1/0/49` -> `Ten-GigabitEthernet1/0/49`)."""
+    return checked_port(NAME, INTERFACE_PATTERN, port, ALIASES)
+
+
+def render_shut(port: str) -> tuple[str, ...]:
+    """`interface X` + `shutdown` (system view)."""
+    return (f"interface {canonical_port(port)}", "shutdown")
+
+
+def render_restore(port: str) -> tuple[str, ...]:
+    """`interface X` + `undo shutdown`."""
+    return (f"interface {canonical_port(port)}", "undo shutdown")
+
+
+def render_readback(port: str) -> str:
+    """`display interface X`: `Current state: Administratively DOWN` when shut."""
+    return f"display interface {canonical_port(port)}"
+
+
+def parse_admin_state(output: str, port: str) -> AdminState:
+    """Admin state of `port` in `display interface` output (Comware 5 or 7 layout)."""
+    want = expand_alias(port, ALIASES)
+    states: set[AdminState] = set()
+    for m in _STATE.finditer(output):
+        if not same_port(expand_alias(m.group("name"), ALIASES), want):
+            continue
+        state = (m.group("s5") or m.group("s7") or "").upper()
+        states.add("down" if state.startswith("ADMINISTRATIVELY") else "up")
+    return states.pop() if len(states) == 1 else "unknown"

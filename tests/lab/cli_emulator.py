@@ -1,0 +1,830 @@
+"""Lab switch CLI (IOS/EOS, VRP, Comware): an sshd ForceCommand shell that really sets veth ports."""
+
+# Raw mode first, before anything slow: bytes netmiko sends while the kernel tty is still in
+# cooked mode get echoed twice (once by the kernel, once by us).
+import os
+import sys
+import termios
+import tty
+
+_SAVED_TTY: list[object] | None = None
+if os.isatty(0):
+    _SAVED_TTY = termios.tcgetattr(0)
+    tty.setraw(0, termios.TCSANOW)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+FLAVOURS = ("ios", "eos", "vrp", "comware")
+IFF_UP = 0x1
+SYS_NET = Path("/sys/class/net")
+
+# Usage (as sshd ForceCommand):
+#   python3 -I -S cli_emulator.py --flavour ios --map /path/map.json
+# or with RW_CLI_FLAVOUR / RW_CLI_MAP in the environment. The map file is JSON:
+#   {"hostname": "sw1",
+#    "interfaces": {"GigabitEthernet0/1": "p1"},    CLI name -> Linux device in this netns
+#    "enable_secret": "s3cret",                      optional (ios/eos): `enable` asks for it
+#    "login_privileged": false,                      land in `#` instead of `>` (ios/eos)
+#    "startup_file": "/path/startup.json",           what `write memory`/`save` writes
+#    "log_file": "/path/cli.log",                    optional transcript of received lines
+#    "faults": {"drop_after_shutdown": false,        test-only: exit right after `shutdown`
+#               "reject_shutdown": false}}           test-only: `% Invalid input` to `shutdown`
+# It is read at every login, so a test can flip faults between sessions.
+
+
+# ------------------------------------------------------------------------------ terminal
+
+
+class Hangup(Exception):
+    """The client went away (EOF on stdin)."""
+
+
+class Terminal:
+    """Byte-level line editor on a raw tty: echoes like a switch, CRLF line ends."""
+
+    def __init__(self, fd_in: int = 0, fd_out: int = 1) -> None:
+        self.fd_in = fd_in
+        self.fd_out = fd_out
+        self.pending = b""
+        self.last_cr = False
+
+    def write(self, text: str) -> None:
+        data = re.sub(r"\r?\n", "\r\n", text).encode()
+        while data:
+            n = os.write(self.fd_out, data)
+            data = data[n:]
+
+    def _byte(self) -> int:
+        if not self.pending:
+            chunk = os.read(self.fd_in, 4096)
+            if not chunk:
+                raise Hangup
+            self.pending = chunk
+        b, self.pending = self.pending[0], self.pending[1:]
+        return b
+
+    def read_line(self, echo: bool = True) -> str:
+        """One typed line; Ctrl-Z comes back as '\\x1a', Ctrl-C as '\\x03'."""
+        buf: list[str] = []
+        while True:
+            b = self._byte()
+            was_cr, self.last_cr = self.last_cr, False
+            if b == 0x0A and was_cr:  # the LF of a CRLF pair
+                continue
+            if b in (0x0D, 0x0A):
+                self.last_cr = b == 0x0D
+                if echo:
+                    self.write("\n")
+                return "".join(buf)
+            if b in (0x1A, 0x03):
+                if echo:
+                    self.write("^Z\n" if b == 0x1A else "^C\n")
+                return chr(b)
+            if b in (0x08, 0x7F):
+                if buf:
+                    buf.pop()
+                    if echo:
+                        self.write("\b \b")
+                continue
+            if b == 0x1B:  # ESC [ ... final: arrow keys and friends, ignored
+                nxt = self._byte()
+                if nxt == ord("["):
+                    while not (0x40 <= self._byte() <= 0x7E):
+                        pass
+                continue
+            if 0x20 <= b < 0x7F:
+                buf.append(chr(b))
+                if echo:
+                    self.write(chr(b))
+            # anything else (NUL from netmiko's is_alive, tabs, 8-bit) is ignored
+
+
+# ------------------------------------------------------------------------------ state
+
+
+@dataclass
+class Setup:
+    flavour: str
+    hostname: str
+    interfaces: dict[str, str]
+    enable_secret: str | None
+    login_privileged: bool
+    startup_file: Path
+    log_file: Path | None
+    faults: dict[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, flavour: str, map_path: Path) -> "Setup":
+        raw = json.loads(map_path.read_text())
+        return cls(
+            flavour=flavour,
+            hostname=str(raw.get("hostname", "sw1")),
+            interfaces={str(k): str(v) for k, v in raw.get("interfaces", {}).items()},
+            enable_secret=raw.get("enable_secret"),
+            login_privileged=bool(raw.get("login_privileged", flavour == "eos")),
+            startup_file=Path(raw.get("startup_file", str(map_path) + ".startup.json")),
+            log_file=Path(raw["log_file"]) if raw.get("log_file") else None,
+            faults={str(k): bool(v) for k, v in raw.get("faults", {}).items()},
+        )
+
+
+@dataclass
+class Link:
+    admin_up: bool
+    oper_up: bool
+    mac: str
+    mtu: int
+    rx_bytes: int
+    tx_bytes: int
+    rx_packets: int
+    tx_packets: int
+    rx_multicast: int
+
+    @classmethod
+    def read(cls, dev: str) -> "Link":
+        base = SYS_NET / dev
+
+        def num(name: str) -> int:
+            return int((base / "statistics" / name).read_text())
+
+        flags = int((base / "flags").read_text(), 16)
+        oper = (base / "operstate").read_text().strip()
+        return cls(
+            admin_up=bool(flags & IFF_UP),
+            oper_up=bool(flags & IFF_UP) and oper in ("up", "unknown"),
+            mac=(base / "address").read_text().strip(),
+            mtu=int((base / "mtu").read_text()),
+            rx_bytes=num("rx_bytes"),
+            tx_bytes=num("tx_bytes"),
+            rx_packets=num("rx_packets"),
+            tx_packets=num("tx_packets"),
+            rx_multicast=num("multicast"),
+        )
+
+
+def ip_link_set(dev: str, up: bool) -> str | None:
+    """Really change the port; the error text on failure."""
+    proc = subprocess.run(
+        ["ip", "link", "set", "dev", dev, "up" if up else "down"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    return None if proc.returncode == 0 else (proc.stderr.strip() or f"exit {proc.returncode}")
+
+
+def mac_dotted(mac: str) -> str:
+    h = mac.replace(":", "")
+    return f"{h[0:4]}.{h[4:8]}.{h[8:12]}"
+
+
+def mac_dashed(mac: str) -> str:
+    h = mac.replace(":", "")
+    return f"{h[0:4]}-{h[4:8]}-{h[8:12]}"
+
+
+# ------------------------------------------------------------------------------ command tables
+
+
+@dataclass
+class Cmd:
+    words: list[tuple[str, int]]  # (keyword, shortest accepted prefix) or ("<if>"|"<rest>"|"<n>", 0)
+    run: Callable[[list[str]], None]
+
+
+def cmd(spec: str, run: Callable[[list[str]], None]) -> Cmd:
+    """`sh[ow] int[erfaces] <if>`: the bracketed tail may be left off, as on the real CLIs."""
+    words: list[tuple[str, int]] = []
+    for w in spec.split():
+        if w.startswith("<"):
+            words.append((w, 0))
+        elif "[" in w:
+            head, tail = w.split("[", 1)
+            words.append((head + tail.rstrip("]"), len(head)))
+        else:
+            words.append((w, len(w)))
+    return Cmd(words, run)
+
+
+@dataclass
+class Miss:
+    token: int  # index of the token that failed, or len(tokens) when input ran out
+    incomplete: bool
+
+
+def match(c: Cmd, tokens: list[str]) -> list[str] | Miss:
+    args: list[str] = []
+    i = 0
+    for kw, shortest in c.words:
+        if kw == "<rest>":
+            if i >= len(tokens):
+                return Miss(i, True)
+            args.append(" ".join(tokens[i:]))
+            i = len(tokens)
+            continue
+        if i >= len(tokens):
+            return Miss(i, True)
+        tok = tokens[i]
+        if kw == "<if>":
+            i += 1
+            # `GigabitEthernet 0/1` (with a space) is accepted by every one of these CLIs.
+            if i < len(tokens) and tokens[i][:1].isdigit() and not tok[-1:].isdigit():
+                tok += tokens[i]
+                i += 1
+            args.append(tok)
+            continue
+        if kw == "<n>":
+            if not tok.isdigit():
+                return Miss(i, False)
+            args.append(tok)
+            i += 1
+            continue
+        low = tok.lower()
+        if len(low) < shortest or not kw.startswith(low):
+            return Miss(i, False)
+        i += 1
+    if i < len(tokens):
+        return Miss(i, False)
+    return args
+
+
+# ------------------------------------------------------------------------------ the CLIs
+
+
+class Quit(Exception):
+    """The user logged out."""
+
+
+class Cli:
+    """Modes, prompts and commands shared by the flavours; subclasses fill the tables."""
+
+    def __init__(self, setup: Setup, term: Terminal) -> None:
+        self.s = setup
+        self.t = term
+        self.mode = "exec"
+        self.iface = ""  # CLI name of the interface being configured
+        self.tables: dict[str, list[Cmd]] = {}
+
+    # -- logging, for debugging the lab (never read by assertions)
+    def log(self, event: str) -> None:
+        if self.s.log_file is None:
+            return
+        with self.s.log_file.open("a") as f:
+            f.write(f"{time.time():.3f} {self.s.flavour} {self.mode} {event!r}\n")
+
+    # -- flavour hooks
+    def prompt(self) -> str:
+        raise NotImplementedError
+
+    def banner(self) -> str:
+        return ""
+
+    def error(self, kind: str, column: int) -> str:
+        raise NotImplementedError
+
+    def ctrl_z(self) -> None:
+        raise NotImplementedError
+
+    # -- interface names
+    def resolve(self, typed: str) -> tuple[str, str] | None:
+        """(CLI name, Linux device) for a typed name, abbreviations and Linux names included."""
+        low = typed.lower()
+        for name, dev in self.s.interfaces.items():
+            if name.lower() == low:
+                return name, dev
+        for name, dev in self.s.interfaces.items():
+            if dev == typed:
+                return name, dev
+        m = re.fullmatch(r"([A-Za-z-]+)(\d.*)", typed)
+        if m is None:
+            return None
+        prefix, rest = m.group(1).lower(), m.group(2)
+        longer = {"ge": "gigabitethernet", "xge": "ten-gigabitethernet", "et": "ethernet"}
+        hits = []
+        for name, dev in self.s.interfaces.items():
+            n = re.fullmatch(r"([A-Za-z-]+)(\d.*)", name)
+            if n is None or n.group(2) != rest:
+                continue
+            full = n.group(1).lower()
+            if full.startswith(prefix) or full.startswith(longer.get(prefix, "\0")):
+                hits.append((name, dev))
+        return hits[0] if len(hits) == 1 else None
+
+    # -- the loop
+    def run(self) -> None:
+        self.t.write(self.banner())
+        while True:
+            self.t.write(self.prompt())
+            line = self.t.read_line()
+            self.log(line)
+            if line == "\x1a":
+                self.ctrl_z()
+                continue
+            if line == "\x03":
+                continue
+            self.execute(line)
+
+    def execute(self, line: str, table: str | None = None) -> None:
+        spans = [(m.start(), m.group()) for m in re.finditer(r"\S+", line)]
+        tokens = [t for _, t in spans]
+        if not tokens:
+            return
+        misses: list[Miss] = []
+        for c in self.tables[table or self.mode]:
+            got = match(c, tokens)
+            if isinstance(got, Miss):
+                misses.append(got)
+                continue
+            c.run(got)
+            return
+        worst = max(misses, key=lambda m: (m.token, not m.incomplete))
+        if worst.incomplete and worst.token >= len(tokens):
+            self.t.write(self.error("incomplete", len(self.prompt()) + len(line)))
+            return
+        col = spans[min(worst.token, len(spans) - 1)][0]
+        self.t.write(self.error("invalid", len(self.prompt()) + col))
+
+    # -- effects shared by every flavour
+    def set_port(self, up: bool) -> None:
+        """shutdown / no shutdown / undo shutdown on the current interface."""
+        if not up and self.s.faults.get("reject_shutdown"):
+            # Marker under `shutdown`, exactly as a switch that does not take the command.
+            self.t.write(self.error("invalid", len(self.prompt())))
+            return
+        dev = self.s.interfaces[self.iface]
+        problem = ip_link_set(dev, up)
+        self.log(f"ip link set {dev} {'up' if up else 'down'} -> {problem or 'ok'}")
+        if problem is not None:
+            self.t.write(self.error("failed", 0) + f" {problem}\n")
+            return
+        if not up and self.s.faults.get("drop_after_shutdown"):
+            # The port is down now; the client sees its session vanish without a prompt.
+            os._exit(0)
+
+    def write_startup(self) -> None:
+        state = {}
+        for name, dev in self.s.interfaces.items():
+            try:
+                state[name] = "up" if Link.read(dev).admin_up else "down"
+            except OSError:
+                state[name] = "missing"
+        tmp = self.s.startup_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"saved_at": time.time(), "interfaces": state}, indent=1))
+        tmp.replace(self.s.startup_file)
+        self.log("startup config written")
+
+    def ask(self, question: str, echo: bool = True) -> str:
+        self.t.write(question)
+        answer = self.t.read_line(echo=echo)
+        self.log(f"answer {'***' if not echo else answer}")
+        return answer
+
+    def enter_interface(self, args: list[str], mode: str = "if") -> None:
+        found = self.resolve(args[0])
+        if found is None:
+            # Marker under the name, as the real CLIs do for a port that does not exist.
+            self.t.write(self.error("invalid", len(self.prompt()) + len("interface ")))
+            return
+        self.iface = found[0]
+        self.mode = mode
+
+    def logout(self, _: list[str]) -> None:
+        raise Quit
+
+
+class IosCli(Cli):
+    """Cisco IOS; with eos=True the Arista EOS spellings netmiko's arista_eos waits for."""
+
+    def __init__(self, setup: Setup, term: Terminal, eos: bool) -> None:
+        super().__init__(setup, term)
+        self.eos = eos
+        self.mode = "priv" if setup.login_privileged else "exec"
+        exec_cmds = [
+            cmd("sh[ow] int[erfaces] <if>", self.show_interface),
+            cmd("ter[minal] len[gth] <n>", self.term_length),
+            cmd("ter[minal] wid[th] <n>", self.term_width),
+            cmd("exi[t]", self.logout),
+            cmd("logo[ut]", self.logout),
+        ]
+        self.tables = {
+            "exec": [cmd("en[able]", self.enable), *exec_cmds],
+            "priv": [
+                cmd("conf[igure] t[erminal]", self.configure),
+                cmd("wr[ite] mem[ory]", self.write_memory),
+                cmd("wr[ite]", self.write_memory),
+                cmd("copy run[ning-config] sta[rtup-config]", self.copy_run_start),
+                cmd("disa[ble]", self.disable),
+                cmd("en[able]", lambda _: None),
+                *exec_cmds,
+            ],
+            "config": [
+                cmd("int[erface] <if>", self.enter_interface),
+                cmd("end", self.end),
+                cmd("exi[t]", self.end),
+                cmd("do <rest>", self.do),
+            ],
+            "if": [
+                cmd("shu[tdown]", lambda _: self.set_port(False)),
+                cmd("no shu[tdown]", lambda _: self.set_port(True)),
+                cmd("desc[ription] <rest>", lambda _: None),
+                cmd("int[erface] <if>", self.enter_interface),
+                cmd("end", self.end),
+                cmd("exi[t]", lambda _: setattr(self, "mode", "config")),
+                cmd("do <rest>", self.do),
+            ],
+        }
+
+    def prompt(self) -> str:
+        h = self.s.hostname
+        if self.mode == "exec":
+            return f"{h}>"
+        if self.mode == "priv":
+            return f"{h}#"
+        if self.mode == "config":
+            return f"{h}(config)#"
+        if self.eos:
+            short = re.sub(r"^Ethernet", "Et", self.iface)
+            return f"{h}(config-if-{short})#"
+        return f"{h}(config-if)#"
+
+    def banner(self) -> str:
+        return "\n"
+
+    def error(self, kind: str, column: int) -> str:
+        if kind == "incomplete":
+            return "% Incomplete command.\n\n"
+        if kind == "failed":
+            return "% Error:"
+        return " " * column + "^\n% Invalid input detected at '^' marker.\n\n"
+
+    def ctrl_z(self) -> None:
+        if self.mode in ("config", "if"):
+            self.mode = "priv"
+
+    def enable(self, _: list[str]) -> None:
+        if self.s.enable_secret:
+            for _attempt in range(3):
+                if self.ask("Password: ", echo=False) == self.s.enable_secret:
+                    self.mode = "priv"
+                    return
+            self.t.write("% Bad secrets\n\n")
+            return
+        self.mode = "priv"
+
+    def disable(self, _: list[str]) -> None:
+        self.mode = "exec"
+
+    def configure(self, _: list[str]) -> None:
+        self.t.write("Enter configuration commands, one per line.  End with CNTL/Z.\n")
+        self.mode = "config"
+
+    def end(self, _: list[str]) -> None:
+        self.mode = "priv"
+
+    def do(self, args: list[str]) -> None:
+        self.execute(args[0], table="priv")
+
+    def term_length(self, _: list[str]) -> None:
+        if self.eos:
+            self.t.write("Pagination disabled.\n")
+
+    def term_width(self, args: list[str]) -> None:
+        if self.eos:
+            self.t.write(f"Width set to {args[0]} columns.\n")
+
+    def write_memory(self, _: list[str]) -> None:
+        self.write_startup()
+        if self.eos:
+            self.t.write("Copy completed successfully.\n")
+        else:
+            self.t.write("Building configuration...\n[OK]\n")
+
+    def copy_run_start(self, _: list[str]) -> None:
+        answer = self.ask("Destination filename [startup-config]? ")
+        if answer.strip() not in ("", "startup-config"):
+            self.t.write(f"%Error opening nvram:{answer.strip()} (Permission denied)\n")
+            return
+        self.write_startup()
+        self.t.write("Building configuration...\n[OK]\n")
+
+    def show_interface(self, args: list[str]) -> None:
+        found = self.resolve(args[0])
+        if found is None:
+            self.t.write(self.error("invalid", len(self.prompt()) + len("show interfaces ")))
+            return
+        name, dev = found
+        try:
+            k = Link.read(dev)
+        except OSError:
+            self.t.write(self.error("invalid", len(self.prompt()) + len("show interfaces ")))
+            return
+        if not k.admin_up:
+            head = "administratively down, line protocol is down (disabled)"
+        elif k.oper_up:
+            head = "up, line protocol is up (connected)"
+        else:
+            head = "down, line protocol is down (notconnect)"
+        mac = mac_dotted(k.mac)
+        if self.eos:
+            self.t.write(
+                f"{name} is {head}\n"
+                f"  Hardware is Ethernet, address is {mac} (bia {mac})\n"
+                f"  Ethernet MTU {k.mtu} bytes , BW 10000000 kbit\n"
+                "  Full-duplex, 10Gb/s, auto negotiation: off, uni-link: n/a\n"
+                "  Loopback Mode : None\n"
+                '  Last clearing of "show interface" counters never\n'
+                "  5 minutes input rate 0 bps (0.0% with framing overhead), 0 packets/sec\n"
+                "  5 minutes output rate 0 bps (0.0% with framing overhead), 0 packets/sec\n"
+                f"     {k.rx_packets} packets input, {k.rx_bytes} bytes\n"
+                f"     Received 0 broadcasts, {k.rx_multicast} multicast\n"
+                "     0 runts, 0 giants\n"
+                "     0 input errors, 0 CRC, 0 alignment, 0 symbol, 0 input discards\n"
+                f"     {k.tx_packets} packets output, {k.tx_bytes} bytes\n"
+                "     0 output errors, 0 collisions\n"
+            )
+            return
+        self.t.write(
+            f"{name} is {head}\n"
+            f"  Hardware is Gigabit Ethernet, address is {mac} (bia {mac})\n"
+            f"  MTU {k.mtu} bytes, BW 1000000 Kbit/sec, DLY 10 usec, \n"
+            "     reliability 255/255, txload 1/255, rxload 1/255\n"
+            "  Encapsulation ARPA, loopback not set\n"
+            "  Keepalive set (10 sec)\n"
+            "  Full-duplex, 1000Mb/s, media type is 10/100/1000BaseTX\n"
+            "  input flow-control is off, output flow-control is unsupported \n"
+            '  Last clearing of "show interface" counters never\n'
+            "  Input queue: 0/75/0/0 (size/max/drops/flushes); Total output drops: 0\n"
+            "  Queueing strategy: fifo\n"
+            "  5 minute input rate 0 bits/sec, 0 packets/sec\n"
+            "  5 minute output rate 0 bits/sec, 0 packets/sec\n"
+            f"     {k.rx_packets} packets input, {k.rx_bytes} bytes, 0 no buffer\n"
+            f"     Received 0 broadcasts ({k.rx_multicast} multicasts)\n"
+            "     0 runts, 0 giants, 0 throttles \n"
+            "     0 input errors, 0 CRC, 0 frame, 0 overrun, 0 ignored\n"
+            f"     {k.tx_packets} packets output, {k.tx_bytes} bytes, 0 underruns\n"
+            "     0 output errors, 0 collisions, 1 interface resets\n"
+        )
+
+
+class HuaweiStyleCli(Cli):
+    """What VRP and Comware share: <user view>, [system view], display, undo, quit/return."""
+
+    system_banner = ""
+
+    def __init__(self, setup: Setup, term: Terminal) -> None:
+        super().__init__(setup, term)
+        self.mode = "user"
+        display = cmd("dis[play] int[erface] <if>", self.display_interface)
+        self.tables = {
+            "user": [
+                cmd("sys[tem-view]", self.system_view),
+                display,
+                cmd("q[uit]", self.logout),
+                *self.user_extras(),
+            ],
+            "system": [
+                cmd("int[erface] <if>", self.enter_interface),
+                display,
+                cmd("q[uit]", lambda _: setattr(self, "mode", "user")),
+                cmd("ret[urn]", lambda _: setattr(self, "mode", "user")),
+            ],
+            "if": [
+                cmd("shu[tdown]", lambda _: self.set_port(False)),
+                cmd("undo shu[tdown]", lambda _: self.set_port(True)),
+                cmd("desc[ription] <rest>", lambda _: None),
+                cmd("int[erface] <if>", self.enter_interface),
+                display,
+                cmd("q[uit]", lambda _: setattr(self, "mode", "system")),
+                cmd("ret[urn]", lambda _: setattr(self, "mode", "user")),
+            ],
+        }
+
+    def user_extras(self) -> list[Cmd]:
+        return []
+
+    def prompt(self) -> str:
+        h = self.s.hostname
+        if self.mode == "user":
+            return f"<{h}>"
+        if self.mode == "system":
+            return f"[{h}]"
+        return f"[{h}-{self.iface}]"
+
+    def ctrl_z(self) -> None:
+        self.mode = "user"
+
+    def system_view(self, _: list[str]) -> None:
+        self.t.write(self.system_banner)
+        self.mode = "system"
+
+    def display_interface(self, args: list[str]) -> None:
+        found = self.resolve(args[0])
+        if found is None:
+            self.t.write(self.error("wrong", len(self.prompt()) + len("display interface ")))
+            return
+        name, dev = found
+        try:
+            link = Link.read(dev)
+        except OSError:
+            self.t.write(self.error("wrong", len(self.prompt()) + len("display interface ")))
+            return
+        self.t.write(self.render_display(name, link))
+
+    def render_display(self, name: str, k: Link) -> str:
+        raise NotImplementedError
+
+
+class VrpCli(HuaweiStyleCli):
+    """Huawei VRP5 (S-series)."""
+
+    system_banner = "Enter system view, return user view with Ctrl+Z.\n"
+
+    def user_extras(self) -> list[Cmd]:
+        return [
+            cmd("screen-l[ength] <n> temp[orary]", self.screen_length),
+            cmd("sa[ve]", self.save),
+        ]
+
+    def banner(self) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S+08:00")
+        return (
+            "\nInfo: The max number of VTY users is 10, and the number\n"
+            "      of current VTY users on line is 1.\n"
+            f"      The current login time is {stamp}.\n"
+        )
+
+    def error(self, kind: str, column: int) -> str:
+        word = {"incomplete": "Incomplete command", "wrong": "Wrong parameter"}.get(
+            kind, "Unrecognized command"
+        )
+        if kind == "failed":
+            return "Error: Failed to change the port state."
+        return " " * column + f"^\nError: {word} found at '^' position.\n"
+
+    def screen_length(self, _: list[str]) -> None:
+        self.t.write("Info: The configuration takes effect on the current user terminal interface only.\n")
+
+    def save(self, _: list[str]) -> None:
+        self.t.write("The current configuration will be written to the device.\n")
+        answer = self.ask("Are you sure to continue?[Y/N]")
+        if answer.strip().lower() not in ("y", "yes"):
+            self.t.write("Info: The configuration is not saved.\n")
+            return
+        self.write_startup()
+        self.t.write(
+            "Now saving the current configuration to the slot 0.\n"
+            "Save the configuration successfully.\n"
+        )
+
+    def render_display(self, name: str, k: Link) -> str:
+        if not k.admin_up:
+            state, proto = "Administratively DOWN", "DOWN"
+        elif k.oper_up:
+            state, proto = "UP", "UP"
+        else:
+            state, proto = "DOWN", "DOWN"
+        now = time.strftime("%Y-%m-%d %H:%M:%S+08:00")
+        return (
+            f"{name} current state : {state}\n"
+            f"Line protocol current state : {proto}\n"
+            "Description:\n"
+            "Switch Port, PVID :    1, TPID : 8100(Hex), The Maximum Frame Length is 9216\n"
+            f"IP Sending Frames' Format is PKTFMT_ETHNT_2, Hardware address is {mac_dashed(k.mac)}\n"
+            f"Current system time: {now}\n"
+            "Port Mode: COMMON COPPER\n"
+            "Speed : 1000,  Loopback: NONE\n"
+            "Duplex: FULL,  Negotiation: ENABLE\n"
+            "Mdi   : AUTO,  Flow-control: DISABLE\n"
+            "Last 300 seconds input rate 0 bits/sec, 0 packets/sec\n"
+            "Last 300 seconds output rate 0 bits/sec, 0 packets/sec\n"
+            f"Input:  {k.rx_packets} packets, {k.rx_bytes} bytes\n"
+            f"  Unicast:                  0,  Multicast:          {k.rx_multicast:>10}\n"
+            f"Output:  {k.tx_packets} packets, {k.tx_bytes} bytes\n"
+            "    Input bandwidth utilization  :    0%\n"
+            "    Output bandwidth utilization :    0%\n"
+        )
+
+
+class ComwareCli(HuaweiStyleCli):
+    """H3C Comware 7."""
+
+    system_banner = "System View: return to User View with Ctrl+Z.\n"
+
+    def user_extras(self) -> list[Cmd]:
+        return [
+            cmd("screen-l[ength] dis[able]", lambda _: None),
+            cmd("sa[ve] f[orce]", self.save_force),
+            cmd("sa[ve]", self.save),
+        ]
+
+    def banner(self) -> str:
+        return (
+            "\n"
+            "******************************************************************************\n"
+            "* Copyright (c) 2004-2023 New H3C Technologies Co., Ltd. All rights reserved.*\n"
+            "* Without the owner's prior written consent,                                 *\n"
+            "* no decompiling or reverse-engineering shall be allowed.                    *\n"
+            "******************************************************************************\n"
+            "\n"
+        )
+
+    def error(self, kind: str, column: int) -> str:
+        word = {"incomplete": "Incomplete command", "wrong": "Wrong parameter"}.get(
+            kind, "Unrecognized command"
+        )
+        if kind == "failed":
+            return " % Failed to change the port state."
+        return " " * column + f"^\n % {word} found at '^' position.\n"
+
+    def save_force(self, _: list[str]) -> None:
+        self.write_startup()
+        self.t.write(
+            "Validating file. Please wait...\n"
+            "Saved the current configuration to mainboard device successfully.\n"
+        )
+
+    def save(self, _: list[str]) -> None:
+        answer = self.ask(
+            "The current configuration will be written to the device. Are you sure? [Y/N]:"
+        )
+        if answer.strip().lower() != "y":
+            self.t.write("Configuration is not saved!\n")
+            return
+        name = self.ask(
+            "Please input the file name(*.cfg)[flash:/startup.cfg]\n"
+            "(To leave the existing filename unchanged, press the enter key):"
+        )
+        if name.strip() not in ("", "flash:/startup.cfg", "startup.cfg"):
+            self.t.write("Configuration is not saved!\n")
+            return
+        if self.ask("flash:/startup.cfg exists, overwrite? [Y/N]:").strip().lower() != "y":
+            self.t.write("Configuration is not saved!\n")
+            return
+        self.save_force([])
+
+    def render_display(self, name: str, k: Link) -> str:
+        if not k.admin_up:
+            state, proto = "Administratively DOWN", "DOWN"
+        elif k.oper_up:
+            state, proto = "UP", "UP"
+        else:
+            state, proto = "DOWN", "DOWN"
+        return (
+            f"{name}\n"
+            f"Current state: {state}\n"
+            f"Line protocol state: {proto}\n"
+            f"IP packet frame type: Ethernet II, hardware address: {mac_dashed(k.mac)}\n"
+            f"Description: {name} Interface\n"
+            "Bandwidth: 1000000 kbps\n"
+            "Loopback is not set\n"
+            "Media type is twisted pair, port hardware type is 1000_BASE_T\n"
+            "1000Mbps-speed mode, full-duplex mode\n"
+            "Link speed type is autonegotiation, link duplex type is autonegotiation\n"
+            "Flow-control is not enabled\n"
+            f"Maximum frame length: {k.mtu + 18}\n"
+            "Last clearing of counters: Never\n"
+            " Last 300 seconds input:  0 packets/sec 0 bytes/sec 0%\n"
+            " Last 300 seconds output:  0 packets/sec 0 bytes/sec 0%\n"
+            f" Input (total):  {k.rx_packets} packets, {k.rx_bytes} bytes\n"
+            f" Output (total): {k.tx_packets} packets, {k.tx_bytes} bytes\n"
+        )
+
+
+def build(setup: Setup, term: Terminal) -> Cli:
+    if setup.flavour in ("ios", "eos"):
+        return IosCli(setup, term, eos=setup.flavour == "eos")
+    if setup.flavour == "vrp":
+        return VrpCli(setup, term)
+    return ComwareCli(setup, term)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--flavour", default=os.environ.get("RW_CLI_FLAVOUR", "ios"), choices=FLAVOURS)
+    p.add_argument("--map", default=os.environ.get("RW_CLI_MAP"), required=False)
+    args = p.parse_args(argv)
+    if not args.map:
+        p.error("--map or RW_CLI_MAP is required")
+    term = Terminal()
+    cli = build(Setup.load(args.flavour, Path(args.map)), term)
+    cli.log("login")
+    try:
+        cli.run()
+    except (Hangup, Quit):
+        pass
+    finally:
+        cli.log("logout")
+        if _SAVED_TTY is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, _SAVED_TTY)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
