@@ -33,6 +33,7 @@ from rackwarden.policies.sla import (
     WINDOW_KINDS,
     CreditTemplate,
     MaintenanceWindow,
+    OutageClass,
     OutagePart,
     OutageRecord,
     ServerContract,
@@ -235,7 +236,7 @@ def _outages(doc: Mapping[str, Any], server_ids: set[str]) -> list[OutageRecord]
     return out
 
 
-def _classes(by_class: Mapping[str, int]) -> dict[str, int]:
+def _classes(by_class: Mapping[OutageClass, int]) -> dict[str, int]:
     return {c: by_class[c] for c in CLASSES}
 
 

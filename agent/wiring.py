@@ -25,7 +25,7 @@ def snmp_target(sw: SwitchConfig) -> SnmpTarget:
         version=a.version,
         community=a.community,
         user=a.user,
-        auth_protocol=a.auth_protocol,
+        auth_protocol=a.auth_protocol or "sha",
         auth_key=a.auth_key,
         priv_protocol=a.priv_protocol,
         priv_key=a.priv_key,

@@ -137,7 +137,7 @@ def outage_class_of(cause: str, false_positive: bool = False) -> OutageClass:
     if entry is None:
         raise ValueError(f"unknown cause {cause!r}; known causes: {', '.join(CAUSES)}")
     if false_positive:
-        if False:
+        if entry.outage_class != "customer":
             raise ValueError(
                 f"false_positive applies only to customer-class causes (enforcements), "
                 f"not to {cause!r} ({entry.outage_class})"

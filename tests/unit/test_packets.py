@@ -209,12 +209,7 @@ def scapy_fields(raw: bytes) -> tuple[object, ...]:
     """The same fields read by scapy's full dissector: the oracle for parse_tuple."""
     p = Ether(raw)
     vlan = p[Dot1AD].vlan if Dot1AD in p else (p[Dot1Q].vlan if Dot1Q in p else None)
-    last = p
-    while isinstance(last.payload, (Dot1Q, Dot1AD)) or last is p:
-        last = last.payload
-        if not isinstance(last, (Dot1Q, Dot1AD)):
-            break
-    ethertype = (p[Dot1Q].type if Dot1Q in p else p.type)
+    ethertype = p[Dot1Q].type if Dot1Q in p else p.type  # the innermost tag names the payload
     ip = p[IP] if IP in p else (p[IPv6] if IPv6 in p else None)
     l4 = p[TCP] if TCP in p else (p[UDP] if UDP in p else None)
     icmp = p[ICMP] if ICMP in p else (p[ICMPv6EchoRequest] if ICMPv6EchoRequest in p else None)

@@ -5,23 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from fractions import Fraction
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from rackwarden.policies.sla import (
     BUILTIN_TEMPLATES,
     CAUSES,
     CLASSES,
     COLO,
     RENTAL,
+    WINDOW_KINDS,
     CreditTemplate,
     MaintenanceWindow,
     OutageRecord,
+    Rounding,
     ServerContract,
     TemplateError,
+    WindowKind,
     WindowRule,
     classify,
     contract_timezone,
@@ -48,10 +51,13 @@ def out(start: str, end: str, cause: str = "provider_fault", fp: bool = False,
     return OutageRecord(f"{cause}@{start}", server, T(start), T(end), cause, fp)
 
 
-def win(wid: str, kind: str, start: str, end: str, notified: str,
-        servers: tuple[str, ...] | str = "all") -> MaintenanceWindow:
-    return MaintenanceWindow(wid, kind, T(start), T(end), T(notified),  # type: ignore[arg-type]
-                             servers)  # type: ignore[arg-type]
+def win(wid: str, kind: WindowKind, start: str, end: str, notified: str,
+        servers: tuple[str, ...] | Literal["all"] = "all") -> MaintenanceWindow:
+    return MaintenanceWindow(wid, kind, T(start), T(end), T(notified), servers)
+
+
+def opt(text: str | None) -> datetime | None:
+    return None if text is None else T(text)
 
 
 def classes(**nonzero: int) -> dict[str, int]:
@@ -506,11 +512,11 @@ def test_records_reject_naive_fractional_and_reversed_times() -> None:
 def test_builtin_templates() -> None:
     assert set(BUILTIN_TEMPLATES) == {"rental", "colo"}
     assert RENTAL.kind == "fee_multiple" and COLO.kind == "extension_time"
-    assert (RENTAL.multiplier, RENTAL.unit_s, RENTAL.unit_rounding) == (2, 3600, "ceil")
-    assert (RENTAL.month_cap_fee_fraction, RENTAL.cap_paid_total) == (1, True)
+    assert (RENTAL.multiplier, RENTAL.unit_s, RENTAL.unit_rounding) == (Fraction(2), 3600, "ceil")
+    assert (RENTAL.month_cap_fee_fraction, RENTAL.cap_paid_total) == (Fraction(1), True)
     assert RENTAL.creditable_classes == {"provider"}
     assert COLO.creditable_classes == {"provider", "maintenance"}
-    assert (COLO.multiplier, COLO.min_units) == (2, 1)
+    assert (COLO.multiplier, COLO.min_units) == (Fraction(2), 1)
     assert COLO.window_rule("cutover") == WindowRule("cutover", 48 * 3600, "excluded")
     assert COLO.window_rule("planned") == WindowRule("planned", 0, "maintenance")
     assert RENTAL.window_rule("cutover") == WindowRule("cutover", 0, "maintenance")
@@ -543,6 +549,20 @@ def test_template_from_dict_percentage_of_fee() -> None:
     records = (out("2026-11-03T00:00:00+08:00", "2026-11-03T12:00:00+08:00"),)
     month = server_month(contract, records, (), "2026-11", SHANGHAI)
     assert (month.credit_fen, month.caps_applied) == (36000, ("month_fee",))
+
+
+def test_min_units_applies_only_to_creditable_parts() -> None:
+    # floor rounding with a 1-unit minimum: 10 min → floor(2×600/3600) = 0 → raised to 1 h;
+    # 1h40m → floor(2×6000/3600) = floor(3.33) = 3 h; an overage earns 0, not the minimum.
+    t = template_from_dict({"name": "floor1", "kind": "extension_time",
+                            "creditable_classes": ["provider"], "multiplier": 2,
+                            "unit_rounding": "floor", "min_units": 1})
+    records = (out("2026-11-03T10:00:00+08:00", "2026-11-03T10:10:00+08:00"),
+               out("2026-11-04T10:00:00+08:00", "2026-11-04T11:40:00+08:00"),
+               out("2026-11-05T10:00:00+08:00", "2026-11-05T11:00:00+08:00", "overage"))
+    month = server_month(ServerContract("s1", t, 0, 0), records, (), "2026-11", SHANGHAI)
+    assert [p.units for p in month.parts] == [1, 3, 0]
+    assert month.extension_hours == 4
 
 
 def test_template_from_dict_matches_builtins() -> None:
@@ -608,8 +628,8 @@ def test_template_from_dict_missing_required() -> None:
         (Fraction(7), "ceil", 7),
     ],
 )
-def test_round_fraction(value: Fraction, mode: str, expected: int) -> None:
-    assert round_fraction(value, mode) == expected  # type: ignore[arg-type]
+def test_round_fraction(value: Fraction, mode: Rounding, expected: int) -> None:
+    assert round_fraction(value, mode) == expected
 
 
 def test_contract_timezone() -> None:
@@ -645,7 +665,7 @@ NOW = T("2026-11-20T12:00:00+08:00")
     ],
 )
 def test_r12_unreachable(down: str | None, silent: str | None, status: str, due: str) -> None:
-    finding = check_unreachable("sw1:Gi0/1", NOW, down and T(down), silent and T(silent))
+    finding = check_unreachable("sw1:Gi0/1", NOW, opt(down), opt(silent))
     assert finding is not None
     assert (finding.rule, finding.status, finding.due_at) == ("R12", status, T(due))
     assert finding.flagged == (status == "breached")
@@ -671,7 +691,7 @@ def test_r12_nothing_quiet() -> None:
 def test_r13_incident_report(reported: str | None, status: str) -> None:
     detected = T("2026-11-19T12:00:00+08:00")
     now = T("2026-11-20T12:00:01+08:00")
-    finding = check_incident_report("inc-7", detected, reported and T(reported), now)
+    finding = check_incident_report("inc-7", detected, opt(reported), now)
     assert (finding.rule, finding.check, finding.status) == ("R13", "incident_report", status)
     assert finding.due_at == T("2026-11-20T12:00:00+08:00")
 
@@ -710,8 +730,7 @@ def test_r19_repair(terms: str, ack: str | None, on_site: str | None, resolved: 
     started = T("2026-11-19T10:00:00+08:00")
     now = T("2026-11-20T12:00:00+08:00")
     findings = check_repair("outages[3]", REPAIR_TERMS[terms], started, now,
-                            ack and T(ack), on_site and T(on_site), resolved and T(resolved),
-                            interrupted)
+                            opt(ack), opt(on_site), opt(resolved), interrupted)
     assert [(f.check, f.status) for f in findings] == expected
     assert all(f.rule == "R19" for f in findings)
 
@@ -749,11 +768,11 @@ def window_st(draw: st.DrawFn) -> MaintenanceWindow:
     start = draw(st.integers(0, 6 * 86400))
     length = draw(st.integers(1, 86400))
     notice = draw(st.integers(-3600, 4 * 86400))
-    kind = draw(st.sampled_from(["planned", "cutover"]))
-    servers = draw(st.sampled_from([("s1",), ("s2",), "all"]))
+    kind: WindowKind = draw(st.sampled_from(WINDOW_KINDS))
+    servers: tuple[str, ...] | Literal["all"] = draw(st.sampled_from([("s1",), ("s2",), "all"]))
     s = BASE + timedelta(seconds=start)
     return MaintenanceWindow(f"w{start}-{length}", kind, s, s + timedelta(seconds=length),
-                             s - timedelta(seconds=notice), servers)  # type: ignore[arg-type]
+                             s - timedelta(seconds=notice), servers)
 
 
 def union_seconds(records: list[OutageRecord]) -> int:

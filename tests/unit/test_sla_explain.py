@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from rackwarden.agent.sla_explain import SlaInputError, explain, main
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sla"
@@ -30,7 +29,7 @@ def assert_matches(actual: Any, expected: Any, path: str = "$") -> None:
             assert_matches(actual[key], value, f"{path}.{key}")
     elif isinstance(expected, list):
         assert isinstance(actual, list), path
-        assert len(actual) == len(expected), f"{path}: {len(actual)} items, expected {len(expected)}"
+        assert len(actual) == len(expected), f"{path}: {len(actual)} items, not {len(expected)}"
         for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
             assert_matches(a, e, f"{path}[{i}]")
     else:

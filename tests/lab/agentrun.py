@@ -1,0 +1,147 @@
+"""Runs the real `rackwarden` daemon against a lab: writes its config, starts it by PID, scrapes /metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .netlab import Lab
+from .snmpd import SnmpAgent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_lab_config(
+    lab: Lab,
+    snmp: SnmpAgent,
+    path: Path,
+    *,
+    state_dir: Path,
+    interval_s: float = 2.0,
+    window_s: float = 10.0,
+    cap_mbps: float = 10.0,
+    mode: str = "notify",
+    snmp_version: str = "3",
+    metrics_port: int = 9817,
+    n_servers: int | None = None,
+) -> Path:
+    """An inventory for the lab: switch sw1 at the lab's management address, one server per port."""
+    n = n_servers or lab.n_servers
+    if snmp_version == "3":
+        auth = (f'{{version: "3", user: {snmp.v3_user}, auth_protocol: sha, auth_key: "{snmp.v3_auth_key}",'
+                f' priv_protocol: aes, priv_key: "{snmp.v3_priv_key}"}}')
+    else:
+        auth = f'{{version: "2c", community: "{snmp.community}"}}'
+    servers = "\n".join(
+        f"  - {{id: srv-{i}, customer: cust-{i}, switch: sw1, port: {lab.port_name(i)},"
+        f" ips: [{lab.server_ip(i)}], template: rental, monthly_fee_fen: 80000}}"
+        for i in range(1, n + 1)
+    )
+    path.write_text(f"""\
+# Generated for lab {lab.lab_id}: short interval and window so a test sees a sustained overage.
+version: 1
+agent:
+  state_dir: {state_dir}
+  mode: {mode}
+  metrics_listen: 127.0.0.1
+  metrics_port: {metrics_port}
+  record_polls: true
+  max_gap_s: {max(30.0, interval_s * 5)}
+templates:
+  rental: {{cap_mbps: {cap_mbps}, window_s: {window_s}, direction: out}}
+switches:
+  sw1:
+    address: {snmp.host}
+    vendor: cisco_ios
+    snmp: {auth}
+    snmp_port: {snmp.port}
+    interval_s: {interval_s}
+    timeout_s: 1
+    retries: 1
+    port_speed_mbps: 100
+    ports: [{", ".join(lab.port_name(i) for i in range(1, lab.n_servers + 1))}, {lab.uplink_port}]
+    protected_ports: [{lab.uplink_port}]
+servers:
+{servers}
+""")
+    return path
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> Samples:
+    """Read /metrics over HTTP exactly as Prometheus would."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: Samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+@dataclass
+class AgentProcess:
+    proc: subprocess.Popen[bytes]
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def scrape(self) -> Samples:
+        return scrape(self.metrics_port)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        return int(self.proc.returncode)
+
+
+def start_agent(config: Path, metrics_port: int, log_path: Path, timeout_s: float = 20.0) -> AgentProcess:
+    """Start `rackwarden run` and return once /metrics answers."""
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rackwarden.agent.cli", "run", "-c", str(config)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    agent = AgentProcess(proc, metrics_port, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {proc.returncode}:\n{agent.log()}")
+        try:
+            agent.scrape()
+            return agent
+        except OSError:
+            time.sleep(0.2)
+    agent.stop()
+    raise RuntimeError(f"agent /metrics did not answer in {timeout_s} s:\n{agent.log()}")
