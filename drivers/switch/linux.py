@@ -12,7 +12,7 @@ NAME = "linux"
 INTERFACE_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}", re.ASCII)
 
 ERROR_PATTERN = (
-    r"^\s*(?:RTNETLINK answers:|Cannot find device|Error:|Command \"[^\"]*\" is unknown)"
+    r"^\s*(?:RTNETLINK answers:|Cannot find device|Error:|(?:Command|Object) \"[^\"]*\" is unknown)"
     r"|command not found|Operation not permitted|Permission denied"
 )
 

@@ -1,4 +1,4 @@
-"""Lab switch CLI (IOS/EOS, VRP, Comware): an sshd ForceCommand shell that really sets veth ports."""
+"""Lab switch CLI (IOS/EOS, VRP, Comware): sshd ForceCommand shell that really sets veth ports."""
 
 # Raw mode first, before anything slow: bytes netmiko sends while the kernel tty is still in
 # cooked mode get echoed twice (once by the kernel, once by us).
@@ -6,8 +6,9 @@ import os
 import sys
 import termios
 import tty
+from typing import Any
 
-_SAVED_TTY: list[object] | None = None
+_SAVED_TTY: list[Any] | None = None
 if os.isatty(0):
     _SAVED_TTY = termios.tcgetattr(0)
     tty.setraw(0, termios.TCSANOW)
@@ -195,7 +196,9 @@ def mac_dashed(mac: str) -> str:
 
 @dataclass
 class Cmd:
-    words: list[tuple[str, int]]  # (keyword, shortest accepted prefix) or ("<if>"|"<rest>"|"<n>", 0)
+    words: list[
+        tuple[str, int]
+    ]  # (keyword, shortest accepted prefix) or ("<if>"|"<rest>"|"<n>", 0)
     run: Callable[[list[str]], None]
 
 
@@ -669,7 +672,9 @@ class VrpCli(HuaweiStyleCli):
         return " " * column + f"^\nError: {word} found at '^' position.\n"
 
     def screen_length(self, _: list[str]) -> None:
-        self.t.write("Info: The configuration takes effect on the current user terminal interface only.\n")
+        self.t.write(
+            "Info: The configuration takes effect on the current user terminal interface only.\n"
+        )
 
     def save(self, _: list[str]) -> None:
         self.t.write("The current configuration will be written to the device.\n")
@@ -696,7 +701,8 @@ class VrpCli(HuaweiStyleCli):
             f"Line protocol current state : {proto}\n"
             "Description:\n"
             "Switch Port, PVID :    1, TPID : 8100(Hex), The Maximum Frame Length is 9216\n"
-            f"IP Sending Frames' Format is PKTFMT_ETHNT_2, Hardware address is {mac_dashed(k.mac)}\n"
+            "IP Sending Frames' Format is PKTFMT_ETHNT_2, "
+            f"Hardware address is {mac_dashed(k.mac)}\n"
             f"Current system time: {now}\n"
             "Port Mode: COMMON COPPER\n"
             "Speed : 1000,  Loopback: NONE\n"

@@ -145,9 +145,7 @@ def start_sshd(
 
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     prefix = ["ip", "netns", "exec", netns] if netns else []
-    check = subprocess.run(
-        [*prefix, SSHD, "-t", "-f", str(conf)], capture_output=True, text=True
-    )
+    check = subprocess.run([*prefix, SSHD, "-t", "-f", str(conf)], capture_output=True, text=True)
     if check.returncode != 0:
         raise SshdError(f"sshd -t rejected {conf}: {check.stderr.strip()}")
 
