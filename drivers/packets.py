@@ -51,7 +51,7 @@ _IPV6_LEN_NH = Struct("!HB").unpack_from
 # Address text is memoized: formatting costs about 3x a dict hit here, and the addresses seen
 # on a switch repeat. Each cache is dropped whole when full, so random (spoofed, scanning)
 # addresses cost one miss each and memory stays bounded.
-_CACHE_MAX = 65536
+_CACHE_MAX = 16384  # about 2.5 MiB per cache when full
 _MAC_TEXT: dict[bytes, str] = {}
 _IP4_TEXT: dict[bytes, str] = {}
 _IP6_TEXT: dict[bytes, str] = {}

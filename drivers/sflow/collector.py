@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
@@ -22,6 +23,8 @@ MAX_DATAGRAM = 65535
 # Per-source tallies for rejected senders are capped: a spoofed flood must not grow memory.
 MAX_REJECTED_SOURCES = 1024
 OTHER_SOURCES = "other"
+# Python 3.11's socket module does not export it; the value is Linux's asm-generic/socket.h.
+_SO_RCVBUFFORCE_LINUX = 33 if sys.platform.startswith("linux") else None
 
 
 class Clock(Protocol):
@@ -119,12 +122,12 @@ class SflowCollector(asyncio.DatagramProtocol):
         want = self.rcvbuf_requested
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, want)
         got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        force = getattr(socket, "SO_RCVBUFFORCE", None)
+        force = getattr(socket, "SO_RCVBUFFORCE", _SO_RCVBUFFORCE_LINUX)
         if got < want and force is not None:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, force, want)
                 self.rcvbuf_forced = True
-            except PermissionError:
+            except OSError:
                 log.warning("sflow: SO_RCVBUF capped at %d bytes (wanted %d); raise "
                             "net.core.rmem_max or grant CAP_NET_ADMIN", got, want)
             got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)

@@ -11,7 +11,7 @@ _HALF = 1 << 31
 # A datagram at most this far behind the newest is UDP reordering, not an agent restart.
 REORDER_WINDOW = 64
 # Uptime may step back this much on a reordered datagram; further back means a restart.
-UPTIME_SLACK_MS = 10_000
+UPTIME_SLACK_MS = 1_000
 
 
 class SeqEvent(Enum):

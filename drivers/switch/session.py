@@ -341,15 +341,7 @@ class NetmikoSwitch:
                         port=port,
                         action=action,
                     )
-                try:
-                    conn.enable()
-                except ValueError:
-                    raise AuthenticationFailed(
-                        "`enable` failed; check the enable secret",
-                        switch=self.name,
-                        port=port,
-                        action=action,
-                    ) from None
+                self._enable(conn, port=port, action=action)
         except DriverError:
             self._close(conn)
             raise
@@ -363,6 +355,34 @@ class NetmikoSwitch:
                 action=action,
             ) from None
         return conn
+
+    def _enable(self, conn: Any, *, port: str, action: str) -> None:
+        # Our own dialogue instead of netmiko's enable(): after a wrong secret IOS asks for the
+        # password again, and enable() would sit out a 10 s read before failing as a timeout.
+        secret = self.target.enable_secret
+        assert secret is not None
+        asks = r"[Pp]assword:\s*$"
+        settled = r"[>#]\s*$"
+        expect = f"(?:{asks}|{settled})"
+        kwargs = {"expect_string": expect, "read_timeout": self.target.read_timeout_s}
+        out = str(conn.send_command("enable", strip_prompt=False, strip_command=False, **kwargs))
+        if re.search(asks, out):
+            out = str(
+                conn.send_command(
+                    secret.reveal(),
+                    strip_prompt=False,
+                    strip_command=False,
+                    cmd_verify=False,  # the secret is not echoed
+                    **kwargs,
+                )
+            )
+        if not re.search(r"#\s*$", out):
+            raise AuthenticationFailed(
+                "`enable` did not reach privileged mode; check the enable secret",
+                switch=self.name,
+                port=port,
+                action=action,
+            )
 
     def _send_script(self, conn: Any, script: ChangeScript, *, port: str, action: str) -> None:
         # One send_config_set per line: netmiko's own config_mode() probes cost a 2 s quiet-time

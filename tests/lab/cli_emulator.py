@@ -81,8 +81,7 @@ class Terminal:
                 continue
             if b in (0x0D, 0x0A):
                 self.last_cr = b == 0x0D
-                if echo:
-                    self.write("\n")
+                self.write("\n")  # even after a hidden password, as a switch does
                 return "".join(buf)
             if b in (0x1A, 0x03):
                 if echo:

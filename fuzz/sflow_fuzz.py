@@ -1,0 +1,205 @@
+"""Coverage-guided fuzzer (atheris) for the sFlow v5 decoder and the header parser it calls.
+
+    python fuzz/sflow_fuzz.py -max_total_time=600 [libFuzzer flags] [corpus dirs]
+
+Seeds come from tests/fixtures/sflow and from the encoder. Unlike plain libFuzzer, a crash is
+recorded (crash-<sha1> under -artifact_prefix, default fuzz/artifacts/) and the run goes on,
+so a 10-minute run reports every distinct crash. At the end it prints executions, crashes,
+RSS at start and end and peak RSS, and one JSON line; the exit status is 1 if anything
+crashed or the RSS grew by more than --max-rss-growth-mb.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import atheris
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "sflow"
+AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+with atheris.instrument_imports():
+    from rackwarden.drivers import packets
+    from rackwarden.drivers.sflow import decoder
+
+RSS_CHECK_EVERY = 20_000  # executions between RSS samples and the time check
+
+
+class Stats:
+    def __init__(self, max_total_time: float | None, artifacts: Path) -> None:
+        self.execs = 0
+        self.crashes: dict[str, str] = {}  # sha1 of the input -> first line of the error
+        self.start = time.monotonic()
+        self.max_total_time = max_total_time
+        self.artifacts = artifacts
+        self.rss_start_kb: int | None = None
+        self.rss_samples_kb: list[int] = []
+
+
+STATS: Stats | None = None
+
+
+def rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def peak_rss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def test_one_input(data: bytes) -> None:
+    st = STATS
+    assert st is not None
+    st.execs += 1
+    try:
+        r = decoder.decode_unguarded(data, 1.0, AT)
+        # The properties the unit tests hold, checked on every input the fuzzer finds.
+        if r.error is not None and r.samples:
+            raise AssertionError("an errored datagram kept samples")
+        if sum(len(s.header) for s in r.samples if hasattr(s, "header")) > len(data):
+            raise AssertionError("kept more header bytes than the datagram had")
+        packets.parse_tuple(data)  # the same bytes as a frame: parser reached directly
+        packets.parse_tuple(data, 11)
+        packets.parse_tuple(data, 12)
+    except Exception as exc:  # noqa: BLE001 - every exception here is a finding to record
+        digest = hashlib.sha1(data).hexdigest()
+        if digest not in st.crashes:
+            st.crashes[digest] = f"{type(exc).__name__}: {exc}"
+            st.artifacts.mkdir(parents=True, exist_ok=True)
+            (st.artifacts / f"crash-{digest}").write_bytes(data)
+            sys.stderr.write(f"\n== crash {digest}\n{traceback.format_exc()}\n")
+    if st.execs % RSS_CHECK_EVERY == 0:
+        st.rss_samples_kb.append(rss_kb())
+        if st.rss_start_kb is None:
+            st.rss_start_kb = st.rss_samples_kb[-1]  # after warm-up: imports, corpus loaded
+        if st.max_total_time is not None and time.monotonic() - st.start >= st.max_total_time:
+            finish()
+
+
+def finish() -> None:
+    st = STATS
+    assert st is not None
+    elapsed = time.monotonic() - st.start
+    end = rss_kb()
+    start = st.rss_start_kb if st.rss_start_kb is not None else end
+    growth_mb = (end - start) / 1024
+    samples = st.rss_samples_kb or [end]
+    half = samples[len(samples) // 2]
+    report = {
+        "executions": st.execs,
+        "elapsed_s": round(elapsed, 1),
+        "execs_per_s": round(st.execs / elapsed) if elapsed else 0,
+        "crashes": len(st.crashes),
+        "rss_start_mb": round(start / 1024, 1),
+        "rss_end_mb": round(end / 1024, 1),
+        "rss_growth_mb": round(growth_mb, 1),
+        # The first minutes include libFuzzer's corpus and the parser's address caches
+        # filling up; a leak shows as growth in the second half too.
+        "rss_growth_second_half_mb": round((end - half) / 1024, 1),
+        "peak_rss_mb": round(peak_rss_kb() / 1024, 1),
+        "rss_samples_mb": [round(x / 1024, 1) for x in st.rss_samples_kb[:: max(
+            1, len(st.rss_samples_kb) // 10)]],
+    }
+    print("\n== sflow fuzz summary", flush=True)
+    print(f"executions: {st.execs} in {elapsed:.0f} s ({report['execs_per_s']}/s)")
+    print(f"crashes: {len(st.crashes)}")
+    for digest, what in st.crashes.items():
+        print(f"  {st.artifacts / ('crash-' + digest)}: {what}")
+    print(f"RSS start {report['rss_start_mb']} MiB, end {report['rss_end_mb']} MiB "
+          f"(second half {report['rss_growth_second_half_mb']:+} MiB), "
+          f"peak {report['peak_rss_mb']} MiB")
+    print(json.dumps(report), flush=True)
+    bad = st.crashes or growth_mb > MAX_RSS_GROWTH_MB
+    # libFuzzer owns the process and exits without running Python's atexit: leave directly.
+    os._exit(1 if bad else 0)
+
+
+MAX_RSS_GROWTH_MB = 64.0
+
+
+def seed_corpus(into: Path) -> int:
+    """Fixtures plus encoder output (every sample shape we produce) as starting inputs."""
+    from rackwarden.drivers.packets import flow_sample_from_frame
+    from rackwarden.drivers.sflow.decoder import DatagramHeader
+    from rackwarden.drivers.sflow.encoder import encode_datagram
+    from rackwarden.policies.flowfacts import CounterSample
+
+    seeds: list[bytes] = []
+    for p in sorted(FIXTURES.glob("*.hex")):
+        lines = p.read_text().splitlines()
+        seeds.append(bytes.fromhex("".join(x for x in lines if not x.startswith("#"))))
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
+    from scapy.layers.l2 import Dot1Q, Ether
+
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    frames = [bytes(p) for p in (
+        e / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=25, flags="S"),
+        e / Dot1Q(vlan=5) / IP(src="10.0.0.1", dst="10.0.0.2", options=b"\x01" * 4) / UDP(),
+        e / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(),
+        e / IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrHopByHop() / TCP(flags="S"),
+    )]
+    for agent in ("192.0.2.1", "2001:db8::1", ""):
+        samples: list[object] = [
+            flow_sample_from_frame(f, source="sflow", agent=agent, now=0.0, at=AT,
+                                   sampling_rate=512, input_ifindex=3, output_ifindex=4,
+                                   snaplen=128) for f in frames]
+        samples.append(CounterSample("sflow", agent, 0.0, AT, 3, 6, 10**9, 1, 3, 1, 2, 3, 4, 5,
+                                     6, 7, 8, 9, 10, 11, 12, 13, 0))
+        for expanded in (None, True):
+            seeds.append(encode_datagram(DatagramHeader(agent, 0, 1, 100), samples,  # type: ignore[arg-type]
+                                         expanded=expanded))
+    seeds.extend(frames)
+    into.mkdir(parents=True, exist_ok=True)
+    for s in seeds:
+        (into / hashlib.sha1(s).hexdigest()).write_bytes(s)
+    return len(seeds)
+
+
+def main() -> None:
+    global STATS, MAX_RSS_GROWTH_MB
+    argv = list(sys.argv)
+    for a in list(argv):
+        if a.startswith("--max-rss-growth-mb="):
+            MAX_RSS_GROWTH_MB = float(a.split("=", 1)[1])
+            argv.remove(a)
+    max_total: float | None = None
+    artifacts = ROOT / "fuzz" / "artifacts"
+    for a in argv[1:]:
+        if a.startswith("-max_total_time="):
+            max_total = float(a.split("=", 1)[1])
+        elif a.startswith("-artifact_prefix="):
+            artifacts = Path(a.split("=", 1)[1])
+    corpus_dirs = [a for a in argv[1:] if not a.startswith("-")]
+    if not corpus_dirs:
+        # A scratch corpus: libFuzzer writes what it finds into the first directory, and the
+        # repository should not grow with every run.
+        work = Path(tempfile.mkdtemp(prefix="sflow-fuzz-"))
+        n = seed_corpus(work)
+        print(f"seed corpus: {n} inputs in {work}", flush=True)
+        argv.append(str(work))
+    if max_total is not None:
+        # Our own clock ends the run so the summary prints; libFuzzer's limit is the backstop.
+        argv = [a for a in argv if not a.startswith("-max_total_time=")]
+        argv.append(f"-max_total_time={int(max_total) + 30}")
+    if not any(a.startswith("-max_len=") for a in argv):
+        argv.append("-max_len=4096")  # a datagram rarely exceeds one MTU
+    STATS = Stats(max_total, artifacts)
+    atheris.Setup(argv, test_one_input)
+    atheris.Fuzz()
+    finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The enforcement ladder (CONTRACT_RULES R2, R9–R11): observe → notify → grace → shut → restore, per server and reason.
+
+Pure: every function takes `at` (aware time) and returns the new state and intents with
+reasons. The enforcer carries the intents out; the safety rails (policies/safety.py) may
+still refuse a shut. Reasons and their defaults:
+
+- `overage` (R2): notify, wait a grace period, shut if the overage persists; restore after
+  the term; repeat offenders get longer terms. Customer-caused: no SLA credit (R16).
+- `abuse` (R5–R7, R10): notify; shut after a short grace, or at once when the customer
+  cannot be reached and the detector says it is an attack (R9). The notice attempt is always
+  recorded first. Restore needs an operator or a restore request.
+- `nonpayment` (R11) and `operator`: asked for by billing or a person; notify and shut after
+  the configured grace (default none); restore on request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+Reason = Literal["overage", "abuse", "nonpayment", "operator"]
+REASONS: tuple[Reason, ...] = ("overage", "abuse", "nonpayment", "operator")
+Phase = Literal["idle", "noticed", "shut", "restored"]
+NoticeOutcome = Literal["pending", "delivered", "unreachable"]
+
+
+@dataclass(frozen=True, slots=True)
+class LadderRule:
+    """How one reason climbs the ladder."""
+
+    grace_s: float  # from the notice to the shut
+    term_s: float | None  # how long a shut lasts before automatic restore; None: on request
+    shut_at_once_if_unreachable: bool = False  # R9: cut first only when the notice failed
+    repeat_multiplier: float = 2.0  # each repeat within repeat_memory_s multiplies the term
+    max_term_s: float = 7 * 86400.0
+    repeat_memory_s: float = 30 * 86400.0
+
+
+DEFAULT_RULES: dict[Reason, LadderRule] = {
+    "overage": LadderRule(grace_s=600.0, term_s=3600.0),
+    "abuse": LadderRule(grace_s=300.0, term_s=None, shut_at_once_if_unreachable=True),
+    "nonpayment": LadderRule(grace_s=0.0, term_s=None),
+    "operator": LadderRule(grace_s=0.0, term_s=None),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a decision rests on: the rule, the figures and where the samples are."""
+
+    rule: str  # e.g. "R1 cap 10 Mbit/s over 300 s"
+    summary: str
+    figures: tuple[tuple[str, float], ...] = ()
+    refs: tuple[str, ...] = ()  # pcap paths, poll records, detection ids
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    server: str
+    reason: Reason
+    stage: Literal["warning", "suspension", "restored"]
+    evidence: Evidence
+    key: str  # idempotency: the same notice is not sent twice
+
+
+@dataclass(frozen=True, slots=True)
+class ShutPort:
+    server: str
+    reason: Reason
+    evidence: Evidence
+    key: str
+    until: datetime | None  # None: until an operator or a restore request
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePort:
+    server: str
+    reason: Reason
+    why: str
+    key: str
+
+
+Intent = Notify | ShutPort | RestorePort
+
+
+@dataclass(frozen=True, slots=True)
+class Rung:
+    """Where one server stands on the ladder for one reason."""
+
+    server: str
+    reason: Reason
+    phase: Phase = "idle"
+    episode: int = 0  # increments per violation episode; part of every idempotency key
+    noticed_at: datetime | None = None
+    notice: NoticeOutcome = "pending"
+    shut_at: datetime | None = None
+    until: datetime | None = None
+    repeats: tuple[datetime, ...] = ()  # past shut times, for repeat-offender terms
+    restore_requested: bool = False
+    evidence: Evidence | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    rung: Rung
+    intents: tuple[Intent, ...] = ()
+    why: str = ""
+
+
+def _key(r: Rung, what: str) -> str:
+    return f"{r.server}:{r.reason}:{r.episode}:{what}"
+
+
+def term_for(rule: LadderRule, repeats: tuple[datetime, ...], at: datetime) -> float | None:
+    """Term of the next shut: longer for each recent repeat, capped."""
+    if rule.term_s is None:
+        return None
+    recent = sum(1 for t in repeats if (at - t).total_seconds() <= rule.repeat_memory_s)
+    return min(rule.term_s * rule.repeat_multiplier**recent, rule.max_term_s)
+
+
+def _shut(r: Rung, rule: LadderRule, at: datetime, why: str) -> Step:
+    term = term_for(rule, r.repeats, at)
+    until = at + timedelta(seconds=term) if term is not None else None
+    assert r.evidence is not None
+    rung = replace(r, phase="shut", shut_at=at, until=until, repeats=r.repeats + (at,),
+                   restore_requested=False)
+    return Step(rung, (ShutPort(r.server, r.reason, r.evidence, _key(r, "shut"), until),
+                       Notify(r.server, r.reason, "suspension", r.evidence, _key(r, "suspension"))),
+                why)
+
+
+def step(
+    r: Rung,
+    rule: LadderRule,
+    at: datetime,
+    *,
+    violating: bool,
+    evidence: Evidence | None = None,
+    attack: bool = False,
+) -> Step:
+    """Advance one rung by one observation.
+
+    `violating` is whether the violation is present now (a sustained actionable overage, a
+    fresh actionable detection, a standing billing or operator request). `attack` marks a
+    detection severe enough to cut first when the customer cannot be reached (R9).
+    """
+    if r.phase in ("idle", "restored"):
+        if not violating:
+            return Step(r)
+        assert evidence is not None, "a violation needs its evidence"
+        rung = replace(r, phase="noticed", episode=r.episode + 1, noticed_at=at, notice="pending",
+                       evidence=evidence, shut_at=None, until=None, restore_requested=False)
+        intents: tuple[Intent, ...] = (
+            Notify(r.server, r.reason, "warning", evidence, _key(rung, "warning")),)
+        if rule.grace_s <= 0:
+            s = _shut(rung, rule, at, "no grace period for this reason")
+            return Step(s.rung, intents + s.intents, s.why)
+        return Step(rung, intents, f"notified; grace {rule.grace_s:g} s before a shut")
+
+    if r.phase == "noticed":
+        if not violating:
+            # The customer fixed it within the grace period: back to observing.
+            return Step(replace(r, phase="idle"), (), "violation ended within the grace period")
+        if evidence is not None:
+            r = replace(r, evidence=evidence)
+        assert r.noticed_at is not None
+        if attack and rule.shut_at_once_if_unreachable and r.notice == "unreachable":
+            return _shut(r, rule, at, "attack and the customer cannot be reached (R9)")
+        waited = (at - r.noticed_at).total_seconds()
+        if waited >= rule.grace_s:
+            return _shut(r, rule, at, f"still violating after the {rule.grace_s:g} s grace period")
+        return Step(r, (), f"in grace: {waited:.0f} of {rule.grace_s:g} s")
+
+    # phase == "shut"
+    if r.restore_requested:
+        return _restore(r, at, "restore requested")
+    if r.until is not None and at >= r.until:
+        return _restore(r, at, "term served")
+    return Step(r, (), "suspended")
+
+
+def _restore(r: Rung, at: datetime, why: str) -> Step:
+    rung = replace(r, phase="restored", restore_requested=False, until=None)
+    return Step(rung, (RestorePort(r.server, r.reason, why, _key(r, "restore")),
+                       Notify(r.server, r.reason, "restored",
+                              r.evidence or Evidence("", why), _key(r, "restored"))), why)
+
+
+def notice_result(r: Rung, outcome: NoticeOutcome) -> Rung:
+    """Record how the warning went (R9: delivery failure means unreachable)."""
+    return replace(r, notice=outcome)
+
+
+def request_restore(r: Rung) -> Rung:
+    return replace(r, restore_requested=True) if r.phase == "shut" else r
+
+
+def extend(r: Rung, rule: LadderRule, at: datetime) -> Rung:
+    """A repeat of the same reason while shut extends the term instead of a second action."""
+    if r.phase != "shut" or r.until is None:
+        return r
+    term = term_for(rule, r.repeats[:-1], at) or 0.0
+    return replace(r, until=max(r.until, at + timedelta(seconds=term)))
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A server exempt from automation until a time (an operator's decision)."""
+
+    server: str
+    until: datetime
+    note: str = ""
+    by: str = ""
+
+    def active(self, at: datetime) -> bool:
+        return at < self.until

@@ -1,0 +1,319 @@
+"""Real netmiko over real OpenSSH into the lab CLI emulator: ports really move, the rails hold."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rackwarden.drivers.switch import (
+    AuthenticationFailed,
+    CommandRejected,
+    InvalidPortName,
+    PermanentDriverError,
+    SessionDropped,
+    TransientDriverError,
+)
+from rackwarden.drivers.switch.session import NetmikoSwitch, SwitchTarget
+from tests.lab.sshd import SshdHandle, start_sshd
+
+pytestmark = pytest.mark.lab
+
+NS = "rwt5-sw"
+ROOT_IF, NS_IF = "rwt5-m0", "rwt5-m1"
+ROOT_ADDR, SWITCH_ADDR = "198.19.55.1", "198.19.55.2"
+EMULATOR = Path(__file__).resolve().parents[1] / "lab" / "cli_emulator.py"
+IFF_UP = 0x1
+ENABLE_SECRET = "lab-enable-7f3a"
+
+
+@dataclass(frozen=True)
+class Flavour:
+    vendor: str  # netmiko device_type = driver name
+    flavour: str  # emulator dialect
+    cli_name: str  # what the inventory says
+    dev: str  # the veth it really drives
+    ssh_port: int
+    hostname: str
+
+
+FLAVOURS = [
+    Flavour("cisco_ios", "ios", "GigabitEthernet0/1", "p1", 2201, "sw1"),
+    Flavour("arista_eos", "eos", "Ethernet1", "p2", 2202, "sw2"),
+    Flavour("huawei", "vrp", "GigabitEthernet0/0/1", "p3", 2203, "sw3"),
+    Flavour("hp_comware", "comware", "GigabitEthernet1/0/1", "p4", 2204, "sw4"),
+]
+IDS = [f.vendor for f in FLAVOURS]
+
+
+class Mask:
+    """The config layer's secret type stands here: only reveal() yields the value."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+
+@dataclass
+class Rig:
+    """One emulated switch: its sshd, its map file and the switch driver pointed at it."""
+
+    flavour: Flavour
+    sshd: SshdHandle
+    map_path: Path
+    base_map: dict[str, Any]
+    known_hosts: Path
+
+    def switch(self, **overrides: Any) -> NetmikoSwitch:
+        fields: dict[str, Any] = {
+            "name": f"lab-{self.flavour.hostname}",
+            "vendor": self.flavour.vendor,
+            "host": SWITCH_ADDR,
+            "port": self.flavour.ssh_port,
+            "username": getpass.getuser(),
+            "key_file": self.sshd.client_key,
+            "known_hosts": self.known_hosts,  # strict host-key checking, as in production
+            "enable_secret": Mask(ENABLE_SECRET),
+            "conn_timeout_s": 5.0,
+            "read_timeout_s": 2.5,  # bounds how long a dropped session takes to surface
+        }
+        fields.update(overrides)
+        return NetmikoSwitch(SwitchTarget(**fields))
+
+    def faults(self, **faults: bool) -> None:
+        """Read by the emulator at each login, so it applies from the next session on."""
+        self.map_path.write_text(json.dumps({**self.base_map, "faults": faults}))
+
+    @property
+    def startup(self) -> Path:
+        return Path(self.base_map["startup_file"])
+
+
+# ------------------------------------------------------------------------------ lab plumbing
+
+
+def sh(*argv: str) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def in_ns(*argv: str) -> str:
+    return sh("ip", "netns", "exec", NS, *argv)
+
+
+def admin_up(dev: str) -> bool:
+    """IFF_UP as the kernel has it inside the switch namespace: the effect, not the CLI."""
+    return bool(int(in_ns("cat", f"/sys/class/net/{dev}/flags"), 16) & IFF_UP)
+
+
+def remove_stale_lab() -> None:
+    """A crashed earlier run of this module may have left its namespace and processes."""
+    if NS in sh("ip", "netns", "list").split():
+        for pid in sh("ip", "netns", "pids", NS).split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)  # processes this module started last time
+            except ProcessLookupError:
+                pass
+        sh("ip", "netns", "del", NS)
+    if subprocess.run(["ip", "link", "show", ROOT_IF], capture_output=True).returncode == 0:
+        sh("ip", "link", "del", ROOT_IF)
+
+
+@pytest.fixture(scope="module")
+def switch_ns() -> Iterator[str]:
+    remove_stale_lab()
+    sh("ip", "netns", "add", NS)
+    try:
+        # Management link: the agent (root namespace) reaches the switch's sshd over it.
+        sh("ip", "link", "add", ROOT_IF, "type", "veth", "peer", "name", NS_IF, "netns", NS)
+        sh("ip", "addr", "add", f"{ROOT_ADDR}/30", "dev", ROOT_IF)
+        sh("ip", "link", "set", ROOT_IF, "up")
+        in_ns("ip", "addr", "add", f"{SWITCH_ADDR}/30", "dev", NS_IF)
+        in_ns("ip", "link", "set", NS_IF, "up")
+        in_ns("ip", "link", "set", "lo", "up")
+        # Customer ports: p<n> is the switch port, h<n> its server-side peer.
+        for f in FLAVOURS:
+            peer = "h" + f.dev[1:]
+            in_ns("ip", "link", "add", f.dev, "type", "veth", "peer", "name", peer)
+            in_ns("ip", "link", "set", peer, "up")
+            in_ns("ip", "link", "set", f.dev, "up")
+        yield NS
+    finally:
+        sh("ip", "netns", "del", NS)
+        assert NS not in sh("ip", "netns", "list").split()
+
+
+@pytest.fixture(scope="module")
+def rigs(switch_ns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Rig]]:
+    out: dict[str, Rig] = {}
+    try:
+        for f in FLAVOURS:
+            work = tmp_path_factory.mktemp(f"sshd-{f.flavour}")
+            base_map: dict[str, Any] = {
+                "hostname": f.hostname,
+                "interfaces": {f.cli_name: f.dev},
+                "enable_secret": ENABLE_SECRET if f.flavour == "ios" else None,
+                "startup_file": str(work / "startup.json"),
+                "log_file": str(work / "cli.log"),
+            }
+            map_path = work / "map.json"
+            map_path.write_text(json.dumps(base_map))
+            handle = start_sshd(
+                switch_ns,
+                SWITCH_ADDR,
+                f.ssh_port,
+                work,
+                [sys.executable, "-I", "-S", str(EMULATOR), "--flavour", f.flavour,
+                 "--map", str(map_path)],
+            )
+            known_hosts = work / "known_hosts"
+            known_hosts.write_text(handle.known_hosts_line())
+            out[f.vendor] = Rig(f, handle, map_path, base_map, known_hosts)
+        yield out
+    finally:
+        pids = [r.sshd.pid for r in out.values()]
+        for rig in out.values():
+            rig.sshd.stop()
+        assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+@pytest.fixture
+def rig(request: pytest.FixtureRequest, rigs: dict[str, Rig]) -> Iterator[Rig]:
+    r = rigs[request.param]
+    r.faults()
+    if not admin_up(r.flavour.dev):
+        in_ns("ip", "link", "set", r.flavour.dev, "up")
+    yield r
+    r.faults()
+
+
+def by_vendor() -> Any:
+    return pytest.mark.parametrize("rig", IDS, indirect=True)
+
+
+# ------------------------------------------------------------------------------ the proofs
+
+
+@by_vendor()
+def test_shut_takes_the_port_down_and_restore_brings_it_back(rig: Rig) -> None:
+    sw, port, dev = rig.switch(), rig.flavour.cli_name, rig.flavour.dev
+    assert admin_up(dev)
+
+    shut = asyncio.run(sw.shut(port))
+    assert not admin_up(dev)  # the kernel port really went down
+    assert shut.cli_admin == "down" and shut.agrees and shut.saved is None
+    assert asyncio.run(sw.read_admin_state(port)).admin == "down"
+
+    restore = asyncio.run(sw.restore(port))
+    assert admin_up(dev)
+    assert restore.cli_admin == "up" and restore.agrees
+    assert asyncio.run(sw.read_admin_state(port)).admin == "up"
+    # Generous: the point is "seconds, not minutes"; measured ~0.6-1.2 s per session here.
+    assert shut.duration_s < 10 and restore.duration_s < 10
+
+
+@by_vendor()
+def test_invalid_input_reply_is_permanent_and_leaves_the_port_alone(rig: Rig) -> None:
+    rig.faults(reject_shutdown=True)
+    sw, port, dev = rig.switch(), rig.flavour.cli_name, rig.flavour.dev
+    with pytest.raises(CommandRejected) as info:
+        asyncio.run(sw.shut(port))
+    assert isinstance(info.value, PermanentDriverError)
+    assert not info.value.outcome_unknown
+    assert "shutdown" in str(info.value)
+    assert admin_up(dev)
+    assert asyncio.run(sw.read_admin_state(port)).admin == "up"
+
+
+@by_vendor()
+def test_dropped_session_after_shutdown_is_transient_with_unknown_outcome(rig: Rig) -> None:
+    rig.faults(drop_after_shutdown=True)
+    sw, port, dev = rig.switch(), rig.flavour.cli_name, rig.flavour.dev
+    with pytest.raises(SessionDropped) as info:
+        asyncio.run(sw.shut(port))
+    assert isinstance(info.value, TransientDriverError)
+    assert info.value.outcome_unknown
+    assert "dropped" in str(info.value) and "read the port state back" in str(info.value)
+    # And "unknown" was the honest answer: the switch did take the port down before dropping.
+    assert not admin_up(dev)
+    rig.faults()
+    assert asyncio.run(sw.read_admin_state(port)).admin == "down"
+    assert asyncio.run(sw.restore(port)).agrees and admin_up(dev)
+
+
+@by_vendor()
+def test_injected_name_is_refused_without_any_ssh_connection(rig: Rig) -> None:
+    sw, port = rig.switch(), rig.flavour.cli_name
+    before = rig.sshd.connection_count()
+    for name in ("p1\nreload", f"{port}\nreload", f"{port};reload", f"{port}\r", port + " | x"):
+        for call in (sw.shut, sw.restore, sw.read_admin_state):
+            with pytest.raises(InvalidPortName):
+                asyncio.run(call(name))
+    time.sleep(0.2)  # sshd logs a connection as soon as it accepts it; give it the chance
+    assert rig.sshd.connection_count() == before
+    assert admin_up(rig.flavour.dev)
+    # Positive control: the counter does see a real session.
+    asyncio.run(sw.read_admin_state(port))
+    deadline = time.monotonic() + 2
+    while rig.sshd.connection_count() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rig.sshd.connection_count() == before + 1
+
+
+@by_vendor()
+def test_save_answers_the_confirm_prompts_and_persists_the_state(rig: Rig) -> None:
+    rig.startup.unlink(missing_ok=True)
+    sw, port = rig.switch(save_config=True), rig.flavour.cli_name
+
+    shut = asyncio.run(sw.shut(port))
+    assert shut.saved is True and shut.save_error == ""
+    # The emulator writes its startup file only after the dialogue completes (VRP: after `y`).
+    assert json.loads(rig.startup.read_text())["interfaces"][port] == "down"
+
+    restore = asyncio.run(sw.restore(port))
+    assert restore.saved is True
+    assert json.loads(rig.startup.read_text())["interfaces"][port] == "up"
+
+    rig.startup.unlink()
+    saved = asyncio.run(sw.save())
+    assert saved.switch == f"lab-{rig.flavour.hostname}"
+    assert json.loads(rig.startup.read_text())["interfaces"][port] == "up"
+
+
+@pytest.mark.parametrize("rig", ["cisco_ios"], indirect=True)
+def test_unknown_host_key_is_refused_before_login(rig: Rig, tmp_path: Path) -> None:
+    other = tmp_path / "other_key"
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other))
+    kind, blob = other.with_suffix(".pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{SWITCH_ADDR}]:{rig.flavour.ssh_port} {kind} {blob}\n")
+    with pytest.raises(PermanentDriverError, match="host key"):
+        asyncio.run(rig.switch(known_hosts=known).shut(rig.flavour.cli_name))
+    assert admin_up(rig.flavour.dev)
+
+
+@pytest.mark.parametrize("rig", ["cisco_ios"], indirect=True)
+def test_wrong_enable_secret_is_an_authentication_failure(rig: Rig) -> None:
+    sw = rig.switch(enable_secret=Mask("not-the-secret"))
+    with pytest.raises(AuthenticationFailed) as info:
+        asyncio.run(sw.shut(rig.flavour.cli_name))
+    assert "not-the-secret" not in str(info.value) and ENABLE_SECRET not in str(info.value)
+    assert admin_up(rig.flavour.dev)
