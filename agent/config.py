@@ -16,6 +16,8 @@ import yaml
 
 from rackwarden.policies.billing import BILLING_DIRECTIONS
 from rackwarden.policies.cap import DIRECTIONS, CapRule, CapSchedule
+from rackwarden.policies.ladder import DEFAULT_RULES, REASONS, LadderRule
+from rackwarden.policies.safety import SafetyConfig
 
 VENDORS = ("cisco_ios", "huawei", "hp_comware", "juniper_junos", "arista_eos", "linux")
 MODES = ("off", "notify", "enforce")
@@ -70,6 +72,17 @@ class SnmpAuth:
 
 
 @dataclass(frozen=True)
+class SshConfig:
+    username: str
+    port: int = 22
+    key_file: Path | None = None
+    password: Secret | None = None
+    known_hosts: Path | None = None
+    save_config: bool = False
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class SwitchConfig:
     name: str
     address: str
@@ -83,6 +96,7 @@ class SwitchConfig:
     port_speed_mbps: int
     ports: tuple[str, ...]
     protected_ports: frozenset[str]
+    ssh: SshConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,9 @@ class ServerConfig:
     monthly_fee_fen: int
     cap_mbps: float | None  # override of the template's cap
     cap_changes: tuple[tuple[datetime, float], ...]  # (effective_at, cap_mbps), ascending
+    contacts: tuple[str, ...] = ()  # customer notice addresses (R9)
+    mail_server: bool = False  # declared mail server: exempt from the spam detector
+    declared_ports: tuple[int, ...] = ()  # R8: service ports the customer declared open
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,45 @@ class AgentSettings:
     record_polls: bool
     max_gap_s: float
     snmp_max_concurrency: int
+    api_listen: str = "127.0.0.1"
+    api_port: int = 9818
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """One enforcement reason's ladder and mode (None: the agent's mode)."""
+
+    mode: str | None
+    rule: LadderRule
+
+
+@dataclass(frozen=True)
+class EnforcementConfig:
+    rules: Mapping[str, RuleConfig]
+    safety: SafetyConfig
+
+    def mode_for(self, reason: str, default: str) -> str:
+        r = self.rules.get(reason)
+        return r.mode if r is not None and r.mode is not None else default
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    sender: str
+    starttls: bool
+    username: str | None
+    password: Secret | None
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    smtp: SmtpConfig | None = None
+    alertmanager_url: str | None = None
+    webhook_url: str | None = None
+    language: str = "both"
+    operator_contact: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +183,12 @@ class Config:
     templates: Mapping[str, TemplateConfig]
     switches: Mapping[str, SwitchConfig]
     servers: tuple[ServerConfig, ...]
+    enforcement: EnforcementConfig = field(default_factory=lambda: _default_enforcement())
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     _by_port: Mapping[tuple[str, str], ServerConfig] = field(repr=False, default_factory=dict)
+
+    def server(self, server_id: str) -> ServerConfig | None:
+        return next((s for s in self.servers if s.id == server_id), None)
 
     def server_on(self, switch: str, port: str) -> ServerConfig | None:
         return self._by_port.get((switch, port))
@@ -149,6 +210,13 @@ class Config:
             window_s=t.window_s,
             direction=t.direction,  # type: ignore[arg-type]
         )
+
+
+def _default_enforcement() -> EnforcementConfig:
+    return EnforcementConfig(
+        rules=MappingProxyType({k: RuleConfig(None, v) for k, v in DEFAULT_RULES.items()}),
+        safety=SafetyConfig(),
+    )
 
 
 def mbps_to_bps(mbps: float) -> int:
@@ -335,7 +403,7 @@ def _parse_when(text: str, tz: str) -> datetime | None:
 # ---------------------------------------------------------------------------------------------
 
 _TOP_REQUIRED = ("switches", "templates", "servers")
-_TOP_OPTIONAL = ("version", "agent", "snmp_defaults")
+_TOP_OPTIONAL = ("version", "agent", "snmp_defaults", "enforcement", "notify")
 
 
 def load(path: str | Path) -> Config:
@@ -376,6 +444,8 @@ def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config
     declared.names |= {str(k.value) for k, _ in getattr(top["templates"], "value", [])}
     servers = _servers(r, top["servers"], switches, templates, declared,
                        agent.timezone if agent else "Asia/Shanghai")
+    enforcement = _enforcement(r, top.get("enforcement"))
+    notify = _notify(r, top.get("notify"), base)
     if r.issues or agent is None:
         raise ConfigError(r.issues)
     by_port = {(s.switch, s.port): s for s in servers}
@@ -385,7 +455,90 @@ def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config
         templates=MappingProxyType(templates),
         switches=MappingProxyType(switches),
         servers=tuple(servers),
+        enforcement=enforcement,
+        notify=notify,
         _by_port=MappingProxyType(by_port),
+    )
+
+
+def _enforcement(r: _Reader, node: yaml.Node | None) -> EnforcementConfig:
+    d = _default_enforcement()
+    if node is None:
+        return d
+    m = r.mapping(node, "enforcement", (), ("rules", "safety"))
+    if m is None:
+        return d
+    rules = dict(d.rules)
+    if "rules" in m:
+        rm = r.mapping(m["rules"], "enforcement.rules", (), REASONS) or {}
+        for reason, rnode in rm.items():
+            p = f"enforcement.rules.{reason}"
+            x = r.mapping(rnode, p, (), ("mode", "grace_s", "term_s", "shut_at_once_if_unreachable",
+                                         "repeat_multiplier", "max_term_s"))
+            if x is None:
+                continue
+            base_rule = DEFAULT_RULES[reason]  # type: ignore[index]
+            term: float | None = base_rule.term_s
+            if "term_s" in x:
+                tn = x["term_s"]
+                if isinstance(tn, yaml.ScalarNode) and tn.style is None and tn.value == "until_restored":
+                    term = None
+                else:
+                    term = r.number(tn, f"{p}.term_s", 1, 365 * 86400)
+            rules[reason] = RuleConfig(
+                mode=_get(r, x, "mode", p, r.choice, None, MODES),  # type: ignore[arg-type]
+                rule=LadderRule(
+                    grace_s=_get(r, x, "grace_s", p, r.number, base_rule.grace_s, 0, 30 * 86400),
+                    term_s=term,
+                    shut_at_once_if_unreachable=_get(r, x, "shut_at_once_if_unreachable", p, r.boolean,
+                                                     base_rule.shut_at_once_if_unreachable),
+                    repeat_multiplier=_get(r, x, "repeat_multiplier", p, r.number, base_rule.repeat_multiplier, 1, 100),
+                    max_term_s=_get(r, x, "max_term_s", p, r.number, base_rule.max_term_s, 1, 365 * 86400),
+                ),
+            )
+    safety = d.safety
+    if "safety" in m:
+        sp = "enforcement.safety"
+        x = r.mapping(m["safety"], sp, (), ("max_shuts_per_switch", "max_shuts_total", "budget_window_s",
+                                             "breaker_fraction", "breaker_min_servers")) or {}
+        safety = SafetyConfig(
+            max_shuts_per_switch=_get(r, x, "max_shuts_per_switch", sp, r.integer, safety.max_shuts_per_switch, 0, 10_000),
+            max_shuts_total=_get(r, x, "max_shuts_total", sp, r.integer, safety.max_shuts_total, 0, 100_000),
+            budget_window_s=_get(r, x, "budget_window_s", sp, r.number, safety.budget_window_s, 1, 30 * 86400),
+            breaker_fraction=_get(r, x, "breaker_fraction", sp, r.number, safety.breaker_fraction, 0.01, 1),
+            breaker_min_servers=_get(r, x, "breaker_min_servers", sp, r.integer, safety.breaker_min_servers, 1, 10_000),
+        )
+    return EnforcementConfig(MappingProxyType(rules), safety)
+
+
+def _notify(r: _Reader, node: yaml.Node | None, base: Path) -> NotifyConfig:
+    if node is None:
+        return NotifyConfig()
+    m = r.mapping(node, "notify", (), ("smtp", "alertmanager_url", "webhook_url", "language", "operator_contact"))
+    if m is None:
+        return NotifyConfig()
+    smtp = None
+    if "smtp" in m:
+        p = "notify.smtp"
+        x = r.mapping(m["smtp"], p, ("host", "from"), ("port", "starttls", "username", "password"))
+        if x is not None and "host" in x and "from" in x:
+            host = r.string(x["host"], f"{p}.host")
+            sender = r.string(x["from"], f"{p}.from", r"[^@\s]+@[^@\s]+")
+            if host and sender:
+                smtp = SmtpConfig(
+                    host=host, sender=sender,
+                    port=_get(r, x, "port", p, r.integer, 25, 1, 65535),
+                    starttls=_get(r, x, "starttls", p, r.boolean, False),
+                    username=_get(r, x, "username", p, r.string, None),  # type: ignore[arg-type]
+                    password=r.secret(x["password"], f"{p}.password", base) if "password" in x else None,
+                )
+    url = r"https?://[^\s]+"
+    return NotifyConfig(
+        smtp=smtp,
+        alertmanager_url=_get(r, m, "alertmanager_url", "notify", r.string, None, url),  # type: ignore[arg-type]
+        webhook_url=_get(r, m, "webhook_url", "notify", r.string, None, url),  # type: ignore[arg-type]
+        language=_get(r, m, "language", "notify", r.choice, "both", ("zh", "en", "both")),
+        operator_contact=_get(r, m, "operator_contact", "notify", r.string, ""),
     )
 
 
@@ -399,7 +552,7 @@ def _get(r: _Reader, m: dict[str, yaml.Node], key: str, path: str, fn: Callable[
 
 def _agent(r: _Reader, node: yaml.Node | None, base: Path) -> AgentSettings | None:
     keys = ("state_dir", "timezone", "mode", "metrics_listen", "metrics_port", "record_polls",
-            "max_gap_s", "snmp_max_concurrency")
+            "max_gap_s", "snmp_max_concurrency", "api_listen", "api_port")
     m = r.mapping(node, "agent", (), keys) if node is not None else {}
     if m is None:
         return None
@@ -413,6 +566,8 @@ def _agent(r: _Reader, node: yaml.Node | None, base: Path) -> AgentSettings | No
         record_polls=_get(r, m, "record_polls", "agent", r.boolean, False),
         max_gap_s=_get(r, m, "max_gap_s", "agent", r.number, 300.0, 1, 86400),
         snmp_max_concurrency=_get(r, m, "snmp_max_concurrency", "agent", r.integer, 32, 1, 1024),
+        api_listen=_get(r, m, "api_listen", "agent", r.string, "127.0.0.1"),
+        api_port=_get(r, m, "api_port", "agent", r.integer, 9818, 0, 65535),
     )
 
 
@@ -514,7 +669,7 @@ def _switches(r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declare
         p = f"switches.{name}"
         m = r.mapping(snode, p, ("address", "vendor", "snmp", "ports"),
                       ("snmp_port", "interval_s", "timeout_s", "retries", "max_repetitions",
-                       "port_speed_mbps", "protected_ports"))
+                       "port_speed_mbps", "protected_ports", "ssh"))
         if m is None:
             continue
         address = r.string(m["address"], f"{p}.address") if "address" in m else None
@@ -543,6 +698,7 @@ def _switches(r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declare
                 protected.add(port)
         speed = _get(r, m, "port_speed_mbps", p, r.integer, 100, 1, 1_000_000)
         declared.ports[name] = (tuple(ports), frozenset(protected), speed)
+        ssh = _ssh(r, m["ssh"], f"{p}.ssh", base) if "ssh" in m else None
         if address is None or vendor is None or snmp is None:
             continue
         out[name] = SwitchConfig(
@@ -558,8 +714,40 @@ def _switches(r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declare
             port_speed_mbps=speed,
             ports=tuple(ports),
             protected_ports=frozenset(protected),
+            ssh=ssh,
         )
     return out
+
+
+def _ssh(r: _Reader, node: yaml.Node, p: str, base: Path) -> SshConfig | None:
+    m = r.mapping(node, p, ("username",), ("port", "key_file", "password", "known_hosts", "save_config", "timeout_s"))
+    if m is None or "username" not in m:
+        return None
+    if "key_file" not in m and "password" not in m:
+        r.error(node, p, "give key_file or password")
+        return None
+    user = r.string(m["username"], f"{p}.username")
+
+    def path_of(key: str) -> Path | None:
+        v = r.string(m[key], f"{p}.{key}") if key in m else None
+        if v is None:
+            return None
+        path = Path(v) if os.path.isabs(v) else base / v
+        if not path.exists():
+            r.error(m[key], f"{p}.{key}", f"file {path} does not exist")
+        return path
+
+    if user is None:
+        return None
+    return SshConfig(
+        username=user,
+        port=_get(r, m, "port", p, r.integer, 22, 1, 65535),
+        key_file=path_of("key_file"),
+        password=r.secret(m["password"], f"{p}.password", base) if "password" in m else None,
+        known_hosts=path_of("known_hosts"),
+        save_config=_get(r, m, "save_config", p, r.boolean, False),
+        timeout_s=_get(r, m, "timeout_s", p, r.number, 10.0, 0.5, 300),
+    )
 
 
 def _servers(
@@ -577,7 +765,7 @@ def _servers(
     for i, snode in enumerate(r.seq(node, "servers")):
         p = f"servers[{i}]"
         m = r.mapping(snode, p, ("id", "customer", "switch", "port", "ips", "template", "monthly_fee_fen"),
-                      ("cap_mbps", "cap_changes"))
+                      ("cap_mbps", "cap_changes", "contacts", "mail_server", "declared_ports"))
         if m is None:
             continue
         sid = r.string(m["id"], f"{p}.id", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}") if "id" in m else None
@@ -645,8 +833,20 @@ def _servers(
             if changes and when <= changes[-1][0]:
                 r.error(cm["effective"], f"{cp}.effective", "cap changes must be in increasing date order")
             changes.append((when, c))
+        contacts: list[str] = []
+        for cn in r.seq(m["contacts"], f"{p}.contacts") if "contacts" in m else []:
+            c = r.string(cn, f"{p}.contacts", r"[^@\s]+@[^@\s]+\.[^@\s]+")
+            if c:
+                contacts.append(c)
+        declared_ports: list[int] = []
+        for dn in r.seq(m["declared_ports"], f"{p}.declared_ports") if "declared_ports" in m else []:
+            d = r.integer(dn, f"{p}.declared_ports", 1, 65535)
+            if d is not None:
+                declared_ports.append(d)
+        mail = _get(r, m, "mail_server", p, r.boolean, False)
         if None in (sid, customer, sw, port, tmpl, fee) or port not in (sw.ports if sw else ()):
             continue
         assert sid and customer and sw and port and tmpl and fee is not None
-        out.append(ServerConfig(sid, customer, sw.name, port, tuple(ips), tmpl.name, fee, cap, tuple(changes)))
+        out.append(ServerConfig(sid, customer, sw.name, port, tuple(ips), tmpl.name, fee, cap, tuple(changes),
+                                tuple(contacts), mail, tuple(declared_ports)))
     return out

@@ -94,7 +94,9 @@ _ETH_IPV4_FIELDS = _ETH_IPV4.unpack_from
 _TCP_PORTS_FLAGS = Struct("!HH9xB").unpack_from
 
 
-def parse_tuple(buf: bytes | bytearray | memoryview, header_protocol: int = HEADER_ETHERNET) -> HeaderTuple:
+def parse_tuple(
+    buf: bytes | bytearray | memoryview, header_protocol: int = HEADER_ETHERNET
+) -> HeaderTuple:
     """Parse a (possibly truncated) header into a HeaderTuple; the hot path behind parse_header.
 
     Every read is bounds-checked against the buffer, so garbage and truncation end the parse
@@ -291,7 +293,9 @@ class ParsedHeader:
         return self.error is None
 
 
-def parse_header(buf: bytes | bytearray | memoryview, header_protocol: int = HEADER_ETHERNET) -> ParsedHeader:
+def parse_header(
+    buf: bytes | bytearray | memoryview, header_protocol: int = HEADER_ETHERNET
+) -> ParsedHeader:
     """Parse an Ethernet frame (or a bare IPv4/IPv6 packet) from its first bytes."""
     return ParsedHeader(*parse_tuple(buf, header_protocol))
 

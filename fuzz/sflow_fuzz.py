@@ -19,14 +19,14 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import atheris
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "sflow"
-AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
+AT = datetime(2025, 1, 1, tzinfo=UTC)
 
 with atheris.instrument_imports():
     from rackwarden.drivers import packets
@@ -131,7 +131,7 @@ MAX_RSS_GROWTH_MB = 64.0
 def seed_corpus(into: Path) -> int:
     """Fixtures plus encoder output (every sample shape we produce) as starting inputs."""
     from rackwarden.drivers.packets import flow_sample_from_frame
-    from rackwarden.drivers.sflow.decoder import DatagramHeader
+    from rackwarden.drivers.sflow.decoder import DatagramHeader, Sample
     from rackwarden.drivers.sflow.encoder import encode_datagram
     from rackwarden.policies.flowfacts import CounterSample
 
@@ -151,14 +151,14 @@ def seed_corpus(into: Path) -> int:
         e / IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrHopByHop() / TCP(flags="S"),
     )]
     for agent in ("192.0.2.1", "2001:db8::1", ""):
-        samples: list[object] = [
+        samples: list[Sample] = [
             flow_sample_from_frame(f, source="sflow", agent=agent, now=0.0, at=AT,
                                    sampling_rate=512, input_ifindex=3, output_ifindex=4,
                                    snaplen=128) for f in frames]
         samples.append(CounterSample("sflow", agent, 0.0, AT, 3, 6, 10**9, 1, 3, 1, 2, 3, 4, 5,
                                      6, 7, 8, 9, 10, 11, 12, 13, 0))
         for expanded in (None, True):
-            seeds.append(encode_datagram(DatagramHeader(agent, 0, 1, 100), samples,  # type: ignore[arg-type]
+            seeds.append(encode_datagram(DatagramHeader(agent, 0, 1, 100), samples,
                                          expanded=expanded))
     seeds.extend(frames)
     into.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Typed facts about sampled traffic: one FlowSample per sampled packet, one CounterSample per port."""
+"""Typed facts about sampled traffic: FlowSample per sampled packet, CounterSample per port."""
 
 from __future__ import annotations
 

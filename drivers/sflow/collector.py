@@ -141,7 +141,7 @@ class SflowCollector(asyncio.DatagramProtocol):
 
     # -- asyncio.DatagramProtocol ------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         source = str(addr[0])
         if not self._allowed(source):
             self.rejected_total += 1

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from socket import AF_INET6, inet_ntoa, inet_ntop
 from struct import Struct
 from types import MappingProxyType
-from typing import Mapping
+from typing import TypeAlias
 
 from rackwarden.drivers.packets import parse_tuple
 from rackwarden.policies.flowfacts import (
@@ -30,7 +31,7 @@ __all__ = [
     "scale_count",
 ]
 
-Sample = FlowSample | CounterSample
+Sample: TypeAlias = FlowSample | CounterSample
 
 # Error reasons: the datagram is malformed and is dropped whole (DecodeResult.error).
 TOO_SHORT = "too_short"  # shorter than the fixed datagram header
@@ -125,7 +126,9 @@ def _fail(reason: str, offset: int, header: DatagramHeader | None = None) -> Dec
     return DecodeResult(header, [], reason, offset)
 
 
-def decode_datagram(data: bytes | bytearray | memoryview, now: float, at: datetime) -> DecodeResult:
+def decode_datagram(
+    data: bytes | bytearray | memoryview, now: float, at: datetime
+) -> DecodeResult:
     """Decode one sFlow v5 datagram. Never raises; a malformed datagram comes back with `error`.
 
     `now` (monotonic s) and `at` (aware UTC) are the receive time, stamped on every sample.
@@ -136,7 +139,9 @@ def decode_datagram(data: bytes | bytearray | memoryview, now: float, at: dateti
         return _fail(INTERNAL_ERROR, 0)
 
 
-def decode_unguarded(data: bytes | bytearray | memoryview, now: float, at: datetime) -> DecodeResult:
+def decode_unguarded(
+    data: bytes | bytearray | memoryview, now: float, at: datetime
+) -> DecodeResult:
     """decode_datagram without the last-resort guard, so the fuzzer and tests see real bugs."""
     if at.tzinfo is None or at.utcoffset() is None:
         return _fail(NAIVE_AT, 0)

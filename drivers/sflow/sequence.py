@@ -47,7 +47,9 @@ class SequenceTracker:
         self.late: dict[Hashable, int] = {}
         self.evicted_keys = 0
 
-    def observe(self, key: Hashable, sequence: int, uptime_ms: int | None = None) -> tuple[SeqEvent, int]:
+    def observe(
+        self, key: Hashable, sequence: int, uptime_ms: int | None = None
+    ) -> tuple[SeqEvent, int]:
         """Record one sequence number; returns the event and how many numbers it skipped."""
         st = self._state.get(key)
         if st is None:
@@ -82,7 +84,9 @@ class SequenceTracker:
             return SeqEvent.LATE, 0
         return self._reset(key, st, sequence, uptime_ms)
 
-    def _reset(self, key: Hashable, st: _State, sequence: int, uptime_ms: int | None) -> tuple[SeqEvent, int]:
+    def _reset(
+        self, key: Hashable, st: _State, sequence: int, uptime_ms: int | None
+    ) -> tuple[SeqEvent, int]:
         self.resets[key] = self.resets.get(key, 0) + 1
         st.last = sequence
         st.uptime_ms = uptime_ms

@@ -11,24 +11,23 @@ import struct
 import subprocess
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rackwarden.drivers.packets import flow_sample_from_frame
+from rackwarden.drivers.sflow.collector import SflowCollector
+from rackwarden.drivers.sflow.decoder import DatagramHeader, Sample, decode_datagram
+from rackwarden.drivers.sflow.encoder import encode_datagram, pack_datagrams
+from rackwarden.policies.flowfacts import CounterSample, FlowSample
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
-from rackwarden.drivers.packets import flow_sample_from_frame
-from rackwarden.drivers.sflow.collector import SflowCollector
-from rackwarden.drivers.sflow.decoder import DatagramHeader, Sample, decode_datagram
-from rackwarden.drivers.sflow.encoder import encode_datagram, pack_datagrams
-from rackwarden.policies.flowfacts import CounterSample, FlowSample
-
-AT = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 AGENT = "192.0.2.1"
 AGENT6 = "2001:db8::a"
 
@@ -211,18 +210,19 @@ def test_decoder_agrees_with_tshark_field_by_field(tmp_path: Path) -> None:
     assert len(layers) == len(datagrams) >= 4
 
     checked_flows = checked_counters = 0
-    for d, ts in zip(datagrams, layers):
+    for d, ts in zip(datagrams, layers, strict=True):
         ours = decode_datagram(d, 1.0, AT)
         assert ours.error is None and ours.header is not None
         h = ours.header
-        agent_key = "sflow_245.agent" if _int(ts["sflow_245.agenttype"]) == 1 else "sflow_245.agent.v6"
+        v4 = _int(ts["sflow_245.agenttype"]) == 1
+        agent_key = "sflow_245.agent" if v4 else "sflow_245.agent.v6"
         assert (_one(ts[agent_key]), _int(ts["sflow_245.sub_agent_id"]),
                 _int(ts["sflow_245.sequence_number"]), _int(ts["sflow_245.sysuptime"]),
                 _int(ts["sflow_245.numsamples"])) == (h.agent, h.sub_agent_id, h.sequence,
                                                       h.uptime_ms, len(ours.samples))
         their = _samples(ts)
         assert len(their) == len(ours.samples)
-        for (name, t), s in zip(their, ours.samples):
+        for (name, t), s in zip(their, ours.samples, strict=True):
             if isinstance(s, FlowSample):
                 assert "low sample" in name
                 _check_flow(name, t, s)
@@ -253,7 +253,7 @@ class _Clock:
         return time.monotonic()
 
     def at(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 def _datagram(seq: int, uptime_ms: int, frame: bytes) -> bytes:

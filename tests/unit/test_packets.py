@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP
-from scapy.layers.inet6 import (
-    ICMPv6EchoRequest,
-    IPv6,
-    IPv6ExtHdrDestOpt,
-    IPv6ExtHdrFragment,
-    IPv6ExtHdrHopByHop,
-    IPv6ExtHdrRouting,
-)
-from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
-from scapy.packet import Packet, Raw
-
 from rackwarden.drivers.packets import (
     BAD_IHL,
     BAD_IP_VERSION,
@@ -33,8 +21,19 @@ from rackwarden.drivers.packets import (
     parse_tuple,
 )
 from rackwarden.policies.flowfacts import HEADER_IPV4, HEADER_IPV6, FlowSample
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+)
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
+from scapy.packet import Packet, Raw
 
-AT = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SRC_MAC = "02:00:00:00:00:0a"
 DST_MAC = "02:00:00:00:00:0b"
 
@@ -134,7 +133,8 @@ def test_ipv6_extension_chain_is_bounded() -> None:
         pkt = pkt / IPv6ExtHdrDestOpt()
     pkt = pkt / UDP(sport=1, dport=2)
     h = parse_header(bytes(pkt))
-    assert (h.src_ip, h.protocol, h.src_port, h.error) == ("2001:db8::1", None, None, IPV6_EXT_LIMIT)
+    assert (h.src_ip, h.protocol, h.src_port, h.error) == (
+        "2001:db8::1", None, None, IPV6_EXT_LIMIT)
 
 
 def test_icmpv6() -> None:
@@ -242,7 +242,7 @@ def test_truncation_at_every_length_never_raises_and_agrees(pkt: Packet) -> None
     assert full[-1] is None
     for cut in range(len(raw) + 1):
         part = parse_tuple(raw[:cut])
-        for i, (got, want) in enumerate(zip(part[:-1], full[:-1])):
+        for i, (got, want) in enumerate(zip(part[:-1], full[:-1], strict=True)):
             assert got is None or got == want, (cut, i, got, want)
         if cut < len(raw) and part != full:
             assert part[-1] == TRUNCATED, (cut, part)
@@ -297,5 +297,5 @@ def test_flow_sample_from_frame_for_span() -> None:
     assert (s.src_ip, s.dst_ip, s.protocol, s.src_port, s.dst_port, s.ip_total_length,
             s.parse_error, s.sample_sequence) == ("192.0.2.10", "198.51.100.7", 17, 9, 53, 928,
                                                   None, None)
-    assert s == FlowSample(**{f: getattr(s, f) for f in FlowSample.__slots__})  # type: ignore[arg-type]
+    assert s == FlowSample(*(getattr(s, f) for f in FlowSample.__slots__))
     assert (s.estimated_packets, s.estimated_bytes) == (1, 942)
