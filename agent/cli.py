@@ -91,6 +91,86 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
     return explain_main(["--input", args.input])
 
 
+def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
+    """Call the running daemon's local API with the token from its state directory."""
+    import urllib.error
+    import urllib.request
+
+    from .api import TOKEN_FILE
+
+    cfg = _load_or_exit(args.config)
+    token_path = cfg.agent.state_dir / TOKEN_FILE
+    try:
+        token = token_path.read_text().strip()
+    except OSError as e:
+        print(f"cannot read the API token {token_path}: {e.strerror} (is the daemon running?)", file=sys.stderr)
+        raise SystemExit(2) from None
+    url = f"http://{cfg.agent.api_listen}:{cfg.agent.api_port}{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=130) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        print(f"{method} {path}: {e.code} {json.loads(e.read() or b'{}').get('error', '')}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as e:
+        print(f"cannot reach the daemon at {url}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _print_status(doc: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(doc, ensure_ascii=False, indent=1))
+        return
+    print(f"mode: {doc.get('mode')}")
+    print(f"{'server':<12}{'switch':<8}{'port':<10}{'ladder':<34}{'last action':<30}hold")
+    for s in doc.get("servers", [doc] if "server" in doc else []):
+        ladder = ", ".join(f"{k}:{v['phase']}" for k, v in s["ladder"].items()) or "-"
+        la = s.get("last_action")
+        last = f"{la['action']} {la['reason']} {la['state']}" if la else "-"
+        print(f"{s['server']:<12}{s['switch']:<8}{s['port']:<10}{ladder:<34}{last:<30}{s.get('hold_until') or '-'}")
+    for b in doc.get("breakers", []):
+        print(f"BREAKER OPEN on {b['switch']} since {b['at']}: {b['why']}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print_status(_api(args, "GET", "/v1/status"), args.json)
+    return 0
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    doc = _api(args, "POST", "/v1/suspend", {"server": args.server, "reason": args.reason,
+                                             "note": args.note, "actor": args.actor})
+    _print_status(doc, args.json)
+    return 0 if doc.get("last_action", {}) and doc["last_action"]["state"] in ("APPLIED", "DRYRUN") else 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    doc = _api(args, "POST", "/v1/restore", {"server": args.server, "actor": args.actor})
+    _print_status(doc, args.json)
+    return 0 if doc.get("last_action", {}) and doc["last_action"]["state"] in ("APPLIED", "DRYRUN") else 1
+
+
+def _duration_s(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    _print_status(_api(args, "POST", "/v1/hold", {"server": args.server, "seconds": _duration_s(args.duration),
+                                                  "note": args.note, "actor": args.actor}), args.json)
+    return 0
+
+
+def cmd_breaker_reset(args: argparse.Namespace) -> int:
+    _print_status(_api(args, "POST", "/v1/breaker/reset", {"switch": args.switch, "actor": args.actor}), args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rackwarden", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -120,6 +200,29 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("-c", "--config", required=True)
     ru.add_argument("--format", choices=("table", "json"), default="table")
     ru.set_defaults(fn=cmd_report_usage)
+
+    import getpass
+
+    def ops(name: str, help_: str, fn: object, server: bool = True) -> argparse.ArgumentParser:
+        x = sub.add_parser(name, help=help_)
+        if server:
+            x.add_argument("server")
+        x.add_argument("-c", "--config", required=True)
+        x.add_argument("--json", action="store_true")
+        x.add_argument("--actor", default=f"operator:{getpass.getuser()}")
+        x.set_defaults(fn=fn)
+        return x
+
+    ops("status", "servers, ladder state, last actions, breakers", cmd_status, server=False)
+    su = ops("suspend", "suspend a server's port (nonpayment, abuse, operator)", cmd_suspend)
+    su.add_argument("--reason", required=True, choices=("nonpayment", "abuse", "operator"))
+    su.add_argument("--note", default="")
+    ops("restore", "restore a suspended server's port", cmd_restore)
+    h = ops("hold", "exempt a server from automation for a time", cmd_hold)
+    h.add_argument("--for", dest="duration", required=True, help="e.g. 30m, 2h, 1d")
+    h.add_argument("--note", default="")
+    b = ops("breaker-reset", "close a switch's breaker after checking the meter", cmd_breaker_reset, server=False)
+    b.add_argument("switch")
 
     sla = sub.add_parser("sla", help="SLA credit engine")
     slasub = sla.add_subparsers(dest="what", required=True)

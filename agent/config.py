@@ -97,6 +97,12 @@ class SwitchConfig:
     ports: tuple[str, ...]
     protected_ports: frozenset[str]
     ssh: SshConfig | None = None
+    # Inventory names are the switch's ifName (what SNMP reports); where its CLI spells the
+    # interface differently (ifName "p1" in the lab, CLI "GigabitEthernet0/1"), this maps them.
+    cli_names: Mapping[str, str] = field(default_factory=dict)
+
+    def cli_name(self, port: str) -> str:
+        return self.cli_names.get(port, port)
 
 
 @dataclass(frozen=True)
@@ -669,7 +675,7 @@ def _switches(r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declare
         p = f"switches.{name}"
         m = r.mapping(snode, p, ("address", "vendor", "snmp", "ports"),
                       ("snmp_port", "interval_s", "timeout_s", "retries", "max_repetitions",
-                       "port_speed_mbps", "protected_ports", "ssh"))
+                       "port_speed_mbps", "protected_ports", "ssh", "cli_names"))
         if m is None:
             continue
         address = r.string(m["address"], f"{p}.address") if "address" in m else None
@@ -699,6 +705,16 @@ def _switches(r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declare
         speed = _get(r, m, "port_speed_mbps", p, r.integer, 100, 1, 1_000_000)
         declared.ports[name] = (tuple(ports), frozenset(protected), speed)
         ssh = _ssh(r, m["ssh"], f"{p}.ssh", base) if "ssh" in m else None
+        cli_names: dict[str, str] = {}
+        if "cli_names" in m:
+            cm = r.mapping(m["cli_names"], f"{p}.cli_names", (),
+                           tuple(str(k.value) for k, _ in getattr(m["cli_names"], "value", []))) or {}
+            for port, cn in cm.items():
+                if port not in ports:
+                    r.error(cn, f"{p}.cli_names.{port}", f"port '{port}' is not in {p}.ports")
+                spelled = r.string(cn, f"{p}.cli_names.{port}")
+                if spelled:
+                    cli_names[port] = spelled
         if address is None or vendor is None or snmp is None:
             continue
         out[name] = SwitchConfig(
@@ -715,6 +731,7 @@ def _switches(r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declare
             ports=tuple(ports),
             protected_ports=frozenset(protected),
             ssh=ssh,
+            cli_names=MappingProxyType(cli_names),
         )
     return out
 

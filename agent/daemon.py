@@ -38,7 +38,9 @@ class Daemon:
         metrics: Metrics,
         usage: UsageStore | None = None,
         config_path: Path | None = None,
-        on_reports: Callable[[list[PortReport]], None] | None = None,
+        on_reports: Callable[[list[PortReport]], Awaitable[None]] | None = None,
+        tick: Callable[[], Awaitable[None]] | None = None,
+        tick_interval_s: float = 5.0,
     ):
         self.config = config
         self.clock = clock
@@ -47,6 +49,8 @@ class Daemon:
         self.usage = usage
         self.config_path = config_path
         self._on_reports = on_reports
+        self._tick = tick
+        self._tick_interval_s = tick_interval_s
         self.metering = MeteringService(
             config, metrics=metrics, usage_sink=usage.add if usage else None
         )
@@ -84,8 +88,18 @@ class Daemon:
             if r.verdict.state == "sustained":
                 log.warning("%s sustained over cap: %s", r.server.id, r.verdict.reason)
         if self._on_reports is not None:
-            self._on_reports(reports)
+            try:
+                await self._on_reports(reports)
+            except Exception:  # an enforcement bug must not stop metering
+                log.exception("acting on the poll of %s raised", name)
         return reports
+
+    async def _run_tick(self) -> None:
+        if self._tick is not None:
+            try:
+                await self._tick()
+            except Exception:
+                log.exception("enforcement tick raised")
 
     def _record(self, poll: PortPoll) -> None:
         folder = self.config.agent.state_dir / "polls"
@@ -103,6 +117,9 @@ class Daemon:
                 next_run_time=self.clock.at(),
                 misfire_grace_time=max(1, int(sw.interval_s / 2)),
             )
+        if self._tick is not None:
+            self._scheduler.add_job(self._run_tick, "interval", seconds=self._tick_interval_s,
+                                    id="enforcement:tick", max_instances=1, coalesce=True)
 
     def reload(self) -> bool:
         """Re-read the config file; a bad one is refused and the running config stays."""

@@ -61,6 +61,32 @@ class Metrics:
             "Unix time of the switch's last successful poll.", ["switch"], registry=r,
         )
 
+        self.enforcement_actions = Counter(
+            "rackwarden_enforcement_actions_total",
+            "Enforcement decisions by action (shut, restore), reason, result (applied, failed,"
+            " unknown, refused, dryrun) and mode (enforce, notify).",
+            ["action", "reason", "result", "mode"], registry=r,
+        )
+        self.enforcement_state = Gauge(
+            "rackwarden_server_enforcement_state",
+            "Where the server stands on the ladder: 0 observing, 1 notified (grace), 2 suspended.",
+            ["server"], registry=r,
+        )
+        self.breaker_open = Gauge(
+            "rackwarden_breaker_open",
+            "1 while a switch's breaker is open: too many servers breached at once, automation stopped.",
+            ["switch"], registry=r,
+        )
+        self.drift = Counter(
+            "rackwarden_enforcement_drift_total",
+            "Ports found up although RackWarden holds them suspended (re-enabled outside RackWarden).",
+            ["server"], registry=r,
+        )
+        self.notices = Counter(
+            "rackwarden_notices_total", "Customer notices by stage and result (delivered, unreachable).",
+            ["stage", "result"], registry=r,
+        )
+
     def observe_poll(self, switch: str, duration_s: float, error: str | None, ok_at: float | None) -> None:
         self.poll_duration.labels(switch).observe(duration_s)
         if error:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from prometheus_client import start_http_server
 
 from rackwarden.drivers.snmp.poller import SnmpPoller, SnmpTarget
+from rackwarden.drivers.switch.base import SwitchDriver
+from rackwarden.drivers.switch.session import NetmikoSwitch, SwitchTarget
 from rackwarden.policies.facts import PortPoll
 
+from .actions import ActionStore
+from .api import ApiServer, ensure_token
 from .clock import Clock, SystemClock
 from .config import Config, SwitchConfig
 from .daemon import Daemon
+from .enforcer import Enforcer
 from .metrics import Metrics
 from .usage import UsageStore
 
@@ -35,6 +41,19 @@ def snmp_target(sw: SwitchConfig) -> SnmpTarget:
     )
 
 
+def switch_driver(sw: SwitchConfig) -> SwitchDriver | None:
+    """A netmiko session driver for a switch with SSH configured; None means it cannot be shut."""
+    if sw.ssh is None:
+        return None
+    managed = frozenset(sw.cli_name(p) for p in sw.ports if p not in sw.protected_ports)
+    return NetmikoSwitch(SwitchTarget(
+        name=sw.name, vendor=sw.vendor, host=sw.address, username=sw.ssh.username, port=sw.ssh.port,
+        key_file=sw.ssh.key_file, password=sw.ssh.password, known_hosts=sw.ssh.known_hosts,
+        conn_timeout_s=sw.ssh.timeout_s, auth_timeout_s=sw.ssh.timeout_s,
+        read_timeout_s=sw.ssh.timeout_s, save_config=sw.ssh.save_config, ports=managed,
+    ))
+
+
 class Runtime:
     """The daemon plus the resources it owns (poller, metrics server) and their lifecycles."""
 
@@ -46,14 +65,27 @@ class Runtime:
             max_concurrency=config.agent.snmp_max_concurrency,
         )
         usage = UsageStore(f"sqlite:///{config.agent.state_dir / 'usage.sqlite'}")
+        self.actions = ActionStore(f"sqlite:///{config.agent.state_dir / 'actions.sqlite'}")
+        drivers = {name: d for name, sw in config.switches.items() if (d := switch_driver(sw)) is not None}
+        self.enforcer = Enforcer(
+            config, store=self.actions, switches=drivers, readback=self._readback,
+            clock=self.clock, metrics=self.metrics,
+        )
         self.daemon = Daemon(
             config, clock=self.clock, poll=self._poll, metrics=self.metrics, usage=usage,
-            config_path=config_path,
+            config_path=config_path, on_reports=self.enforcer.on_reports, tick=self.enforcer.tick,
         )
         self._http: object | None = None
+        self.api: ApiServer | None = None
 
     async def _poll(self, sw: SwitchConfig) -> PortPoll:
         return await self.poller.poll(snmp_target(sw))
+
+    async def _readback(self, switch: str, port: str) -> str | None:
+        """ifAdminStatus straight from the switch: the judge of every change."""
+        poll = await self.poller.poll(snmp_target(self.daemon.config.switches[switch]))
+        pc = poll.ports.get(port)
+        return pc.admin if pc is not None and pc.admin in ("up", "down") else None
 
     def start_metrics_server(self) -> int:
         a = self.daemon.config.agent
@@ -62,12 +94,20 @@ class Runtime:
         return int(server.server_port)
 
     async def run(self) -> None:
-        self.daemon.config.agent.state_dir.mkdir(parents=True, exist_ok=True)
+        a = self.daemon.config.agent
+        a.state_dir.mkdir(parents=True, exist_ok=True)
         await self.poller.start()
+        self.actions.start()
+        await self.enforcer.start()
         self.start_metrics_server()
+        self.api = ApiServer(self.enforcer, listen=a.api_listen, port=a.api_port,
+                             token=ensure_token(a.state_dir))
+        self.api.start(asyncio.get_running_loop())
         try:
             await self.daemon.run_until_stopped()
         finally:
+            self.api.stop()
             await self.poller.close()
+            self.actions.close()
             if self._http is not None:
                 self._http.shutdown()  # type: ignore[attr-defined]

@@ -317,6 +317,7 @@ def flow_sample_from_frame(
 
     `frame_length` defaults to the bytes given; `snaplen` keeps only the first bytes as the
     header, as an sFlow agent does (128 is the usual). The sFlow bookkeeping fields stay None.
+    `at` must be aware; it is not checked here, on the capture's per-packet path.
     """
     data = bytes(frame)
     length = len(data) if frame_length is None else frame_length

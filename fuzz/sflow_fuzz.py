@@ -107,7 +107,7 @@ def finish() -> None:
         # The first minutes include libFuzzer's corpus and the parser's address caches
         # filling up; a leak shows as growth in the second half too.
         "rss_growth_second_half_mb": round((end - half) / 1024, 1),
-        "peak_rss_mb": round(peak_rss_kb() / 1024, 1),
+        "peak_rss_mb": round(max(peak_rss_kb(), end, *st.rss_samples_kb) / 1024, 1),
         "rss_samples_mb": [round(x / 1024, 1) for x in st.rss_samples_kb[:: max(
             1, len(st.rss_samples_kb) // 10)]],
     }

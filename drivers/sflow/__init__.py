@@ -1,1 +1,1 @@
-"""RackWarden drivers.sflow package."""
+"""sFlow v5: bounded decoder, encoder, sequence tracking and the asyncio UDP collector."""

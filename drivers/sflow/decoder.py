@@ -178,7 +178,10 @@ def decode_unguarded(
         return _fail(SAMPLE_COUNT_OVERFLOW, off - 4, header)
 
     samples: list[Sample] = []
+    append = samples.append
     skipped: dict[str, int] = {}
+    # Flow samples are decoded inline: they are nearly all the traffic, and a call per sample
+    # cost more than the walk itself here. Every read below is bounded by the sample's end.
     for _ in range(count):
         if off + 8 > n:
             return _fail(TRUNCATED_SAMPLE, off, header)
@@ -187,18 +190,72 @@ def decode_unguarded(
         end = start + length
         if end > n:
             return _fail(SAMPLE_LENGTH_OVERFLOW, off + 4, header)
-        if fmt == FLOW_SAMPLE or fmt == FLOW_SAMPLE_EXPANDED:
-            err = _flow_sample(data, start, end, fmt == FLOW_SAMPLE_EXPANDED, agent, now, at,
-                               samples, skipped)
+        off = end
+        if fmt == FLOW_SAMPLE:
+            if length < FLOW_SAMPLE_FIXED:
+                return _fail(SAMPLE_TOO_SHORT, start, header)
+            seq, sid, rate, pool, drops, inp, outp, nrec = _FLOW(data, start)
+            sid_type = sid >> 24
+            sid_index = sid & 0x00FFFFFF
+            in_fmt = inp >> 30
+            in_val = inp & 0x3FFFFFFF
+            out_fmt = outp >> 30
+            out_val = outp & 0x3FFFFFFF
+            p = start + FLOW_SAMPLE_FIXED
+        elif fmt == FLOW_SAMPLE_EXPANDED:
+            if length < FLOW_SAMPLE_EXPANDED_FIXED:
+                return _fail(SAMPLE_TOO_SHORT, start, header)
+            (seq, sid_type, sid_index, rate, pool, drops, in_fmt, in_val, out_fmt, out_val,
+             nrec) = _FLOW_X(data, start)
+            p = start + FLOW_SAMPLE_EXPANDED_FIXED
         elif fmt == COUNTER_SAMPLE or fmt == COUNTER_SAMPLE_EXPANDED:
             err = _counter_sample(data, start, end, fmt == COUNTER_SAMPLE_EXPANDED, agent, now,
                                   at, samples, skipped)
+            if err is not None:
+                return _fail(err[0], err[1], header)
+            continue
         else:
-            err = None
-            skipped[UNKNOWN_SAMPLE] = skipped.get(UNKNOWN_SAMPLE, 0) + 1
-        if err is not None:
-            return _fail(err[0], err[1], header)
-        off = end
+            _skip(skipped, UNKNOWN_SAMPLE)
+            continue
+
+        # A flow sample's records: keep the first raw packet header, skip the rest by length.
+        if nrec > (end - p) // MIN_ITEM:
+            return _fail(RECORD_COUNT_OVERFLOW, p - 4, header)
+        hdr = None
+        proto = frame_length = stripped = 0
+        for _ in range(nrec):
+            if p + 8 > end:
+                return _fail(TRUNCATED_RECORD, p, header)
+            rfmt, rlen = _U32X2(data, p)
+            rstart = p + 8
+            p = rstart + rlen
+            if p > end:
+                return _fail(RECORD_LENGTH_OVERFLOW, rstart - 4, header)
+            if rfmt == FLOW_RECORD_RAW_HEADER:
+                if rlen < RAW_HEADER_FIXED:
+                    return _fail(RECORD_TOO_SHORT, rstart, header)
+                hproto, hframe, hstripped, hlen = _U32X4(data, rstart)
+                hstart = rstart + RAW_HEADER_FIXED
+                if hlen > p - hstart:
+                    return _fail(HEADER_LENGTH_OVERFLOW, rstart + 12, header)
+                if hdr is None:
+                    hdr = data[hstart:hstart + hlen]
+                    proto, frame_length, stripped = hproto, hframe, hstripped
+                else:
+                    _skip(skipped, EXTRA_HEADER_RECORD)
+            else:
+                _skip(skipped, UNKNOWN_FLOW_RECORD)
+        if hdr is None:
+            _skip(skipped, FLOW_SAMPLE_WITHOUT_HEADER)
+            continue
+        append(new_flow_sample(
+            "sflow", agent,
+            in_val if in_fmt == 0 and in_val else None,
+            out_val if out_fmt == 0 and out_val else None,
+            rate, now, at, frame_length, hdr,
+            *parse_tuple(hdr, proto),
+            proto, out_fmt, seq, sid_type, sid_index, pool, drops, stripped,
+        ))
     if off != n:
         # Trailing bytes are odd but harmless: every declared sample decoded inside bounds.
         skipped[TRAILING_BYTES] = 1
@@ -206,71 +263,13 @@ def decode_unguarded(
                         MappingProxyType(skipped) if skipped else _NO_SKIPS)
 
 
-# The sample decoders append their facts and count what they skip; they return None, or
+# The counter sample decoder appends its facts and counts what it skips; it returns None, or
 # (error reason, offset) when the sample is malformed and the datagram must be dropped.
 _Error = tuple[str, int] | None
 
 
 def _skip(skipped: dict[str, int], reason: str) -> None:
     skipped[reason] = skipped.get(reason, 0) + 1
-
-
-def _flow_sample(data: bytes, off: int, end: int, expanded: bool, agent: str, now: float,
-                 at: datetime, out: list[Sample], skipped: dict[str, int]) -> _Error:
-    if expanded:
-        if end - off < FLOW_SAMPLE_EXPANDED_FIXED:
-            return (SAMPLE_TOO_SHORT, off)
-        (seq, sid_type, sid_index, rate, pool, drops, in_fmt, in_val, out_fmt, out_val,
-         nrec) = _FLOW_X(data, off)
-        off += FLOW_SAMPLE_EXPANDED_FIXED
-    else:
-        if end - off < FLOW_SAMPLE_FIXED:
-            return (SAMPLE_TOO_SHORT, off)
-        seq, sid, rate, pool, drops, inp, outp, nrec = _FLOW(data, off)
-        sid_type, sid_index = sid >> 24, sid & 0x00FFFFFF
-        in_fmt, in_val = inp >> 30, inp & 0x3FFFFFFF
-        out_fmt, out_val = outp >> 30, outp & 0x3FFFFFFF
-        off += FLOW_SAMPLE_FIXED
-    if nrec > (end - off) // MIN_ITEM:
-        return (RECORD_COUNT_OVERFLOW, off - 4)
-
-    found: tuple[int, int, int, bytes] | None = None
-    for _ in range(nrec):
-        if off + 8 > end:
-            return (TRUNCATED_RECORD, off)
-        rfmt, rlen = _U32X2(data, off)
-        rstart = off + 8
-        rend = rstart + rlen
-        if rend > end:
-            return (RECORD_LENGTH_OVERFLOW, off + 4)
-        if rfmt == FLOW_RECORD_RAW_HEADER:
-            if rlen < RAW_HEADER_FIXED:
-                return (RECORD_TOO_SHORT, rstart)
-            proto, frame_length, stripped, hlen = _U32X4(data, rstart)
-            hstart = rstart + RAW_HEADER_FIXED
-            if hlen > rend - hstart:
-                return (HEADER_LENGTH_OVERFLOW, rstart + 12)
-            if found is None:
-                found = (proto, frame_length, stripped, data[hstart:hstart + hlen])
-            else:
-                _skip(skipped, EXTRA_HEADER_RECORD)
-        else:
-            _skip(skipped, UNKNOWN_FLOW_RECORD)
-        off = rend
-
-    if found is None:
-        _skip(skipped, FLOW_SAMPLE_WITHOUT_HEADER)
-        return None
-    proto, frame_length, stripped, hdr = found
-    out.append(new_flow_sample(
-        "sflow", agent,
-        in_val if in_fmt == 0 and in_val else None,
-        out_val if out_fmt == 0 and out_val else None,
-        rate, now, at, frame_length, hdr,
-        *parse_tuple(hdr, proto),
-        proto, out_fmt, seq, sid_type, sid_index, pool, drops, stripped,
-    ))
-    return None
 
 
 def _counter_sample(data: bytes, off: int, end: int, expanded: bool, agent: str, now: float,

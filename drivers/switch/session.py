@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import threading
@@ -293,6 +294,15 @@ class NetmikoSwitch:
         return kwargs
 
     def _open(self, *, port: str, action: str) -> Any:
+        key = self.target.key_file
+        if key is not None and not os.access(key, os.R_OK):
+            # netmiko would report this as a ValueError indistinguishable from a prompt problem.
+            raise PermanentDriverError(
+                f"SSH key file {key} is missing or unreadable; fix key_file (nothing was sent)",
+                switch=self.name,
+                port=port,
+                action=action,
+            )
         try:
             conn = self._connect(**self._connect_kwargs())
         except NetmikoAuthenticationException as exc:

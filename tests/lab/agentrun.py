@@ -14,8 +14,54 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+import json
+
 from .netlab import Lab
 from .snmpd import SnmpAgent
+from .sshd import SshdHandle, start_sshd
+
+EMULATOR = Path(__file__).resolve().parent / "cli_emulator.py"
+
+
+def cli_name(i: int) -> str:
+    """The lab switch's CLI name for port p{i}: IOS spelling, as netmiko expects."""
+    return f"GigabitEthernet0/{i}"
+
+
+@dataclass
+class SwitchCli:
+    """A real OpenSSH server in the switch namespace whose login shell is the vendor-CLI emulator."""
+
+    sshd: SshdHandle
+    map_path: Path
+    base_map: dict[str, object]
+    known_hosts: Path
+
+    def set_faults(self, **faults: bool) -> None:
+        """Test-only faults the emulator reads at each login (reject_shutdown, drop_after_shutdown)."""
+        self.map_path.write_text(json.dumps({**self.base_map, "faults": faults}))
+
+    def stop(self) -> None:
+        self.sshd.stop()
+
+
+def start_switch_cli(lab: Lab, workdir: Path, flavour: str = "ios", port: int = 22) -> SwitchCli:
+    workdir.mkdir(parents=True, exist_ok=True)
+    base_map: dict[str, object] = {
+        "hostname": "sw1",
+        "interfaces": {cli_name(i): lab.port_name(i) for i in range(1, lab.n_servers + 1)}
+        | {"TenGigabitEthernet0/1": lab.uplink_port},
+        "login_privileged": True,
+        "startup_file": str(workdir / "startup.json"),
+        "log_file": str(workdir / "cli.log"),
+    }
+    map_path = workdir / "map.json"
+    map_path.write_text(json.dumps(base_map))
+    handle = start_sshd(lab.switch_ns, lab.mgmt_addr, port, workdir,
+                        [sys.executable, "-I", "-S", str(EMULATOR), "--flavour", flavour, "--map", str(map_path)])
+    known_hosts = workdir / "known_hosts"
+    known_hosts.write_text(handle.known_hosts_line())
+    return SwitchCli(handle, map_path, base_map, known_hosts)
 
 
 def free_port() -> int:
@@ -37,6 +83,11 @@ def write_lab_config(
     snmp_version: str = "3",
     metrics_port: int = 9817,
     n_servers: int | None = None,
+    cli: SwitchCli | None = None,
+    api_port: int | None = None,
+    smtp_port: int | None = None,
+    extra: str = "",
+    rules: str = "",
 ) -> Path:
     """An inventory for the lab: switch sw1 at the lab's management address, one server per port."""
     n = n_servers or lab.n_servers
@@ -47,9 +98,21 @@ def write_lab_config(
         auth = f'{{version: "2c", community: "{snmp.community}"}}'
     servers = "\n".join(
         f"  - {{id: srv-{i}, customer: cust-{i}, switch: sw1, port: {lab.port_name(i)},"
-        f" ips: [{lab.server_ip(i)}], template: rental, monthly_fee_fen: 80000}}"
+        f" ips: [{lab.server_ip(i)}], template: rental, monthly_fee_fen: 80000,"
+        f" contacts: [noc-{i}@cust-{i}.example]}}"
         for i in range(1, n + 1)
     )
+    ssh = ""
+    if cli is not None:
+        names = ", ".join(f"{lab.port_name(i)}: {cli_name(i)}" for i in range(1, lab.n_servers + 1))
+        ssh = (f"    ssh: {{username: root, port: {cli.sshd.port}, key_file: {cli.sshd.client_key},"
+               f" known_hosts: {cli.known_hosts}, timeout_s: 10}}\n"
+               f"    cli_names: {{{names}, {lab.uplink_port}: TenGigabitEthernet0/1}}\n")
+    notify = ""
+    if smtp_port is not None:
+        notify = (f"notify:\n  smtp: {{host: 127.0.0.1, port: {smtp_port}, from: noc@idc.example}}\n"
+                  f"  operator_contact: \"NOC +86 592 0000 0000\"\n")
+    enforcement = f"enforcement:\n  rules:\n{rules}" if rules else ""
     path.write_text(f"""\
 # Generated for lab {lab.lab_id}: short interval and window so a test sees a sustained overage.
 version: 1
@@ -60,6 +123,8 @@ agent:
   metrics_port: {metrics_port}
   record_polls: true
   max_gap_s: {max(30.0, interval_s * 5)}
+  api_port: {api_port if api_port is not None else free_port()}
+{notify}{enforcement}{extra}
 templates:
   rental: {{cap_mbps: {cap_mbps}, window_s: {window_s}, direction: out}}
 switches:
@@ -74,7 +139,7 @@ switches:
     port_speed_mbps: 100
     ports: [{", ".join(lab.port_name(i) for i in range(1, lab.n_servers + 1))}, {lab.uplink_port}]
     protected_ports: [{lab.uplink_port}]
-servers:
+{ssh}servers:
 {servers}
 """)
     return path

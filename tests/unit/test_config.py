@@ -138,3 +138,15 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     no = subprocess.run(cli + [str(bad)], capture_output=True, text=True)
     assert no.returncode != 0
     assert f"{bad}:22 servers[b].port: port 'Gi0/9' does not exist on switch 'sw1'" in no.stderr
+
+
+def test_cli_names_do_not_rename_the_switch() -> None:
+    # Bug: the cli_names loop reused the switch's name variable, so sw1 became "Te0/1".
+    text = GOOD.replace("    protected_ports: [Te0/1]\n",
+                        "    protected_ports: [Te0/1]\n    cli_names: {Gi0/1: GigabitEthernet0/1, Te0/1: TenGigabitEthernet0/1}\n")
+    cfg = configmod.loads(text, "inv.yaml")
+    assert list(cfg.switches) == ["sw1"] and cfg.switches["sw1"].name == "sw1"
+    assert cfg.switches["sw1"].cli_name("Gi0/1") == "GigabitEthernet0/1"
+    assert cfg.switches["sw1"].cli_name("Gi0/2") == "Gi0/2"
+    bad = errors(text.replace("Gi0/1: GigabitEthernet0/1", "Gi0/9: GigabitEthernet0/9"))
+    assert any("switches.sw1.cli_names.Gi0/9: port 'Gi0/9' is not in switches.sw1.ports" in e for e in bad)

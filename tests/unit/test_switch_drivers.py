@@ -502,8 +502,19 @@ def test_connect_failures_are_classified(
     assert "hunter2" not in str(info.value)
 
 
-def test_connect_arguments() -> None:
+def test_missing_key_file_is_permanent_and_opens_nothing(tmp_path: Path) -> None:
+    calls: list[Any] = []
+    t = target("huawei", password=None, key_file=tmp_path / "absent")
+    sw = NetmikoSwitch(t, connect=lambda **kw: calls.append(kw))
+    with pytest.raises(PermanentDriverError, match="key file"):
+        asyncio.run(sw.read_admin_state("GE0/0/10"))
+    assert calls == []
+
+
+def test_connect_arguments(tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
+    key = tmp_path / "rw"
+    key.write_text("not parsed by the fake")
 
     def connect(**kw: Any) -> FakeConnection:
         seen.update(kw)
@@ -512,14 +523,14 @@ def test_connect_arguments() -> None:
     t = target(
         "hp_comware",
         password=None,
-        key_file=Path("/keys/rw"),
+        key_file=key,
         known_hosts=Path("/keys/known_hosts"),
         disabled_algorithms={"pubkeys": ("rsa-sha2-256", "rsa-sha2-512")},
         read_timeout_s=7.0,
     )
     asyncio.run(NetmikoSwitch(t, connect=connect).read_admin_state("GE1/0/10"))
     assert seen["device_type"] == "hp_comware"
-    assert seen["use_keys"] is True and seen["key_file"] == "/keys/rw"
+    assert seen["use_keys"] is True and seen["key_file"] == str(key)
     assert "password" not in seen and seen["allow_agent"] is False
     assert seen["ssh_strict"] is True and seen["alt_key_file"] == "/keys/known_hosts"
     assert seen["disabled_algorithms"] == {"pubkeys": ["rsa-sha2-256", "rsa-sha2-512"]}

@@ -1,0 +1,123 @@
+"""Issue 3 in the lab: the real daemon shuts an over-cap server's port over SSH (netmiko → real sshd → CLI emulator) and restores it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from rackwarden.agent.actions import ActionStore
+from tests.lab.agentrun import AgentProcess, free_port, start_agent, start_switch_cli, value, write_lab_config
+from tests.lab.netlab import Lab, pid_alive
+from tests.lab.snmpd import IF_ADMIN_STATUS, start_snmpd
+
+pytestmark = pytest.mark.lab
+OVERAGE_RULE = "    overage: {grace_s: 4, term_s: 600}\n"
+
+
+def wait_for(what: str, cond: Callable[[], Any], timeout_s: float, agent: AgentProcess | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{agent.log()[-4000:]}" if agent else ""))
+
+
+def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rackwarden.agent.cli", *args, "-c", str(cfg)],
+                          capture_output=True, text=True, timeout=150)
+
+
+def forwarding(lab: Lab, i: int, seconds: float = 1.5) -> bool:
+    """Does server i's traffic reach the upstream right now? Send a short burst and count."""
+    before = lab.sink_received(lab.server_ip(i))
+    lab.start_traffic(i, 1_000_000, seconds).wait(timeout=seconds + 10)
+    time.sleep(0.3)
+    return lab.sink_received(lab.server_ip(i)) > before
+
+
+def test_enforce_shuts_an_over_cap_server_and_restore_brings_it_back(tmp_path: Path) -> None:
+    lab = Lab(22, 2, replace_stale=True).start()
+    agent = None
+    sw_cli = None
+    try:
+        snmp = start_snmpd(lab)
+        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        port = free_port()
+        cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
+                               interval_s=2, window_s=6, metrics_port=port, mode="enforce",
+                               cli=sw_cli, rules=OVERAGE_RULE)
+        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        p1_index = lab.if_index("p1")
+        assert forwarding(lab, 1)
+
+        heavy = lab.start_traffic(1, 15_000_000, 40)
+        light = lab.start_traffic(2, 5_000_000, 40)
+        t0 = time.monotonic()
+        wait_for("the shut of srv-1", lambda: value(agent.scrape(), "rackwarden_enforcement_actions_total",
+                                                    action="shut", reason="overage", result="applied",
+                                                    mode="enforce"), 40, agent)
+        decided_s = time.monotonic() - t0
+        # Window (6 s) + grace (4 s) at least; the port really stopped forwarding.
+        assert decided_s >= 10, decided_s
+        assert lab.link_admin_up("p1") is False
+        assert snmp.get_int(f"{IF_ADMIN_STATUS}.{p1_index}") == 2
+        rx = lab.port_counters("p1").rx_bytes
+        received = lab.sink_received(lab.server_ip(1))
+        time.sleep(2)
+        assert lab.sink_received(lab.server_ip(1)) == received  # nothing gets through the bridge
+        assert lab.port_counters("p1").rx_bytes == rx
+        # The light server was never touched and still forwards.
+        assert lab.link_admin_up("p2") is True
+        light_before = lab.sink_received(lab.server_ip(2))
+        time.sleep(1)
+        assert lab.sink_received(lab.server_ip(2)) > light_before
+        heavy.stop()
+        light.stop()
+
+        st = cli(cfg, "status", "--json")
+        assert st.returncode == 0, st.stderr
+        doc = json.loads(st.stdout)
+        s1 = next(s for s in doc["servers"] if s["server"] == "srv-1")
+        s2 = next(s for s in doc["servers"] if s["server"] == "srv-2")
+        assert s1["ladder"]["overage"]["phase"] == "shut"
+        assert s1["last_action"] == {**s1["last_action"], "action": "shut", "state": "APPLIED", "mode": "enforce"}
+        assert s2["last_action"] is None
+        m = agent.scrape()
+        assert value(m, "rackwarden_server_enforcement_state", server="srv-1") == 2
+        assert value(m, "rackwarden_server_enforcement_state", server="srv-2") == 0
+
+        r = cli(cfg, "restore", "srv-1")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert lab.link_admin_up("p1") is True
+        assert snmp.get_int(f"{IF_ADMIN_STATUS}.{p1_index}") == 1
+        assert forwarding(lab, 1)
+
+        store = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        store.start()
+        decisions = [(a["server"], a["decision"], a["result"].split(":")[0]) for a in store.audit_rows()]
+        store.close()
+        assert ("srv-1", "notify_warning", "unreachable") in decisions  # no SMTP configured: R9 records it
+        assert ("srv-1", "shut", "APPLIED") in decisions
+        assert ("srv-1", "restore", "APPLIED") in decisions
+        assert not [d for d in decisions if d[0] == "srv-2"]
+        # The emulator really received the IOS commands from netmiko.
+        transcript = (tmp_path / "cli" / "cli.log").read_text()
+        assert "interface GigabitEthernet0/1" in transcript and "shutdown" in transcript
+    finally:
+        pids = list(lab.started_pids)
+        if agent is not None:
+            agent.stop()
+            pids.append(agent.pid)
+        if sw_cli is not None:
+            pids.append(sw_cli.sshd.pid)
+            sw_cli.stop()
+        lab.stop()
+    assert not any(pid_alive(p) for p in pids)
