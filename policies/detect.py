@@ -437,6 +437,7 @@ class _ServerState:
         if response:
             b[_B_RESP] += r
             b[_B_RESP_BYTES] += size
+            self.ev_flood.append(s)  # a reflection's evidence is its responses
         else:
             b[_B_PKTS] += r
             b[_B_BYTES] += size
@@ -814,19 +815,21 @@ class AbuseDetector:
         if seq is None or pool is None:
             return
         prev = self._rate_check.get(key)
-        if prev is None and len(self._rate_check) >= 65536:
-            self._rate_check.clear()
-        self._rate_check[key] = (seq, pool)
-        if prev is None or st is None:
+        if prev is None:
+            if len(self._rate_check) >= 65536:
+                self._rate_check.clear()
+            self._rate_check[key] = (seq, pool)
             return
         dseq = (seq - prev[0]) & 0xFFFFFFFF
-        dpool = (pool - prev[1]) & 0xFFFFFFFF
-        if not dseq or dseq > 1 << 20:
+        if dseq < 8:  # judge over several samples: one pool delta is noise
             return
-        eff = dpool / dseq
+        self._rate_check[key] = (seq, pool)
+        if dseq > 1 << 20 or st is None:  # a restart or a wrap: start a new baseline
+            return
+        eff = ((pool - prev[1]) & 0xFFFFFFFF) / dseq
         declared = max(1, s.sampling_rate)
-        drift = self.templates.get(st.spec.template, self.default).max_rate_drift
-        if dseq >= 8 and (eff > declared * drift or eff * drift < declared):
+        drift = st.t.max_rate_drift
+        if eff > declared * drift or eff * drift < declared:
             st.rate_suspect_until = s.now + st.t.rate_window_s * 5
 
     # ---- decisions out -------------------------------------------------------------------

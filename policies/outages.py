@@ -58,6 +58,7 @@ Evidence = Mapping[str, EvidenceValue]
 
 TICKS_WRAP = 2**32  # sysUpTime is TimeTicks (1/100 s), wrapping after about 497 days
 _EMPTY: Evidence = MappingProxyType({})
+_SECOND = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,7 +481,7 @@ class OutageTracker:
 
         events: list[OutageEvent] = []
         for p, po, state in plan:
-            base = dict(
+            base: dict[str, EvidenceValue] = dict(
                 switch=obs.switch,
                 port=po.port,
                 poll_at=_iso(at),
@@ -530,11 +531,11 @@ class OutageTracker:
             if state == "up" and reboot is not None and prev_at is not None:
                 # Up at both polls, yet the switch restarted in between: its ports could not
                 # forward from the boot until at most this poll.
-                start = max(prev_at, reboot.boot_at)
+                start = max(prev_at + _SECOND, reboot.boot_at)  # prev_at saw it forwarding
                 if start < at:
-                    ev = _evidence(**base, boot_at=_iso(reboot.boot_at),
+                    rb = _evidence(**base, boot_at=_iso(reboot.boot_at),
                                    sys_uptime_ticks=obs.sys_uptime_ticks, reason=reboot.reason)
-                    started = self._start(p, start, "switch_reboot", "oper_down", ev)
+                    started = self._start(p, start, "switch_reboot", "oper_down", rb)
                     return [started, *self._end(p, at, _evidence(**base))]
             return []
         events = self._end(p, at, _evidence(**base))
@@ -562,7 +563,7 @@ class OutageTracker:
             ev.update(boot_at=_iso(reboot.boot_at), sys_uptime_ticks=obs.sys_uptime_ticks,
                       reason=reboot.reason)
             if old == "up" and prev_at is not None and pending is None:
-                start = max(prev_at, min(reboot.boot_at, at))
+                start = max(prev_at + _SECOND, min(reboot.boot_at, at))
         elif together:
             cause = "ports_down_together"
             ev.update(ports_down_together=together_n, ports_answered=answered_n)
@@ -571,7 +572,9 @@ class OutageTracker:
         events.append(self._start(p, start, cause, state, _evidence(**ev)))
         return events
 
-    def _r12(self, p: _Port, po: PortObservation, state: PortState, at: datetime) -> list[OutageEvent]:
+    def _r12(
+        self, p: _Port, po: PortObservation, state: PortState, at: datetime
+    ) -> list[OutageEvent]:
         if state in ("oper_down", "admin_down"):
             p.down_since = p.down_since or at
             p.silent_since = None

@@ -6,7 +6,10 @@ import email.utils
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from email.header import Header
 from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as _POLICY
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -221,7 +224,6 @@ def render_email(notice: Notice, sender: str, *, date: datetime | None = None) -
     if _has_control(sender):
         raise ValueError("sender must not contain control characters")
     msg = EmailMessage()
-    msg["Subject"] = subject_for(notice)
     msg["From"] = sender
     msg["To"] = ", ".join(notice.to)
     msg["Date"] = email.utils.format_datetime(when.astimezone(ZoneInfo(notice.timezone)))
@@ -234,4 +236,16 @@ def render_email(notice: Notice, sender: str, *, date: datetime | None = None) -
     msg.set_content(render_text(notice), charset="utf-8")
     # After set_content, which clears every Content-* header it finds.
     msg["Content-Language"] = {"zh": "zh-CN", "en": "en", "both": "zh-CN, en"}[notice.language]
-    return msg
+    return _with_subject(msg, subject_for(notice))
+
+
+def _with_subject(msg: EmailMessage, subject: str) -> EmailMessage:
+    # Python < 3.15's header folder drops a space that falls between two encoded-words
+    # (CPython gh-144156), so long Chinese subjects lost spaces. email.header.Header keeps
+    # spaces inside the encoded-words; a parsed header is re-emitted verbatim when its lines
+    # are short, so the message is assembled as source and parsed once.
+    folded = Header(subject, "utf-8", maxlinelen=76, header_name="Subject").encode(linesep="\n")
+    raw = b"Subject: " + folded.encode("ascii") + b"\n" + msg.as_bytes(policy=_POLICY)
+    parsed = BytesParser(policy=_POLICY).parsebytes(raw)
+    assert isinstance(parsed, EmailMessage)
+    return parsed

@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ FLAVOURS = [
     Flavour("hp_comware", "comware", "GigabitEthernet1/0/1", "p4", 2204, "sw4"),
 ]
 IDS = [f.vendor for f in FLAVOURS]
+# The `linux` driver talks to a real shell: bash as the ForceCommand, `ip link` on this veth.
+LINUX_DEV, LINUX_SSH_PORT = "p5", 2205
 
 
 class Mask:
@@ -150,11 +153,11 @@ def switch_ns() -> Iterator[str]:
         in_ns("ip", "link", "set", NS_IF, "up")
         in_ns("ip", "link", "set", "lo", "up")
         # Customer ports: p<n> is the switch port, h<n> its server-side peer.
-        for f in FLAVOURS:
-            peer = "h" + f.dev[1:]
-            in_ns("ip", "link", "add", f.dev, "type", "veth", "peer", "name", peer)
+        for dev in [f.dev for f in FLAVOURS] + [LINUX_DEV]:
+            peer = "h" + dev[1:]
+            in_ns("ip", "link", "add", dev, "type", "veth", "peer", "name", peer)
             in_ns("ip", "link", "set", peer, "up")
-            in_ns("ip", "link", "set", f.dev, "up")
+            in_ns("ip", "link", "set", dev, "up")
         yield NS
     finally:
         sh("ip", "netns", "del", NS)
@@ -197,106 +200,154 @@ def rigs(switch_ns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
 
 
-@pytest.fixture
-def rig(request: pytest.FixtureRequest, rigs: dict[str, Rig]) -> Iterator[Rig]:
-    r = rigs[request.param]
-    r.faults()
-    if not admin_up(r.flavour.dev):
-        in_ns("ip", "link", "set", r.flavour.dev, "up")
-    yield r
-    r.faults()
+@pytest.fixture(scope="module")
+def linux_sshd(switch_ns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdHandle]:
+    work = tmp_path_factory.mktemp("sshd-linux")
+    shell = [
+        *("/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=dumb"),
+        *("PS1=lab-host# ", "/bin/bash", "--norc", "--noprofile", "-i"),
+    ]
+    handle = start_sshd(switch_ns, SWITCH_ADDR, LINUX_SSH_PORT, work, shell)
+    yield handle
+    handle.stop()
+    assert not Path(f"/proc/{handle.pid}").exists()
 
 
-BY_VENDOR = pytest.mark.parametrize("rig", IDS, indirect=True)
+def ready(rig: Rig) -> None:
+    """No faults armed and the port up: every scenario starts from a working switch."""
+    rig.faults()
+    if not admin_up(rig.flavour.dev):
+        in_ns("ip", "link", "set", rig.flavour.dev, "up")
+
+
+def on_every_vendor(rigs: dict[str, Rig], scenario: Callable[[Rig], Awaitable[None]]) -> None:
+    """Run `scenario` against all emulated switches at once and report failures per vendor.
+
+    Concurrent on purpose: the driver serialises sessions per switch only, so four switches
+    must not wait on each other (and the module stays well under a minute).
+    """
+    for r in rigs.values():
+        ready(r)
+
+    async def everyone() -> list[BaseException | None]:
+        return await asyncio.gather(*(scenario(r) for r in rigs.values()), return_exceptions=True)
+
+    try:
+        results = asyncio.run(everyone())
+    finally:
+        for r in rigs.values():
+            ready(r)
+    failed = [(v, e) for v, e in zip(rigs, results, strict=True) if e is not None]
+    if failed:
+        report = "\n".join(
+            f"--- {vendor}\n{''.join(traceback.format_exception(exc))}" for vendor, exc in failed
+        )
+        pytest.fail(f"failed on {', '.join(v for v, _ in failed)}:\n{report}", pytrace=False)
 
 
 # ------------------------------------------------------------------------------ the proofs
 
 
-@BY_VENDOR
-def test_shut_takes_the_port_down_and_restore_brings_it_back(rig: Rig) -> None:
-    sw, port, dev = rig.switch(), rig.flavour.cli_name, rig.flavour.dev
-    assert admin_up(dev)
-
-    shut = asyncio.run(sw.shut(port))
-    assert not admin_up(dev)  # the kernel port really went down
-    assert shut.cli_admin == "down" and shut.agrees and shut.saved is None
-    assert asyncio.run(sw.read_admin_state(port)).admin == "down"
-
-    restore = asyncio.run(sw.restore(port))
-    assert admin_up(dev)
-    assert restore.cli_admin == "up" and restore.agrees  # read back in the same session
-    # Generous: the point is "seconds, not minutes"; measured ~0.6-1.2 s per session here.
-    assert shut.duration_s < 10 and restore.duration_s < 10
+def test_every_vendor_is_served() -> None:
+    assert IDS == ["cisco_ios", "arista_eos", "huawei", "hp_comware"]
 
 
-@BY_VENDOR
-def test_invalid_input_reply_is_permanent_and_leaves_the_port_alone(rig: Rig) -> None:
-    rig.faults(reject_shutdown=True)
-    sw, port, dev = rig.switch(), rig.flavour.cli_name, rig.flavour.dev
-    with pytest.raises(CommandRejected) as info:
-        asyncio.run(sw.shut(port))
-    assert isinstance(info.value, PermanentDriverError)
-    assert not info.value.outcome_unknown
-    assert "shutdown" in str(info.value)
-    assert admin_up(dev)
-    assert asyncio.run(sw.read_admin_state(port)).admin == "up"
+def test_shut_takes_the_port_down_and_restore_brings_it_back(rigs: dict[str, Rig]) -> None:
+    async def scenario(rig: Rig) -> None:
+        sw, port, dev = rig.switch(), rig.flavour.cli_name, rig.flavour.dev
+        assert admin_up(dev)
+
+        shut = await sw.shut(port)
+        assert not admin_up(dev)  # the kernel port really went down
+        assert shut.cli_admin == "down" and shut.agrees and shut.saved is None
+        assert (await sw.read_admin_state(port)).admin == "down"
+
+        restore = await sw.restore(port)
+        assert admin_up(dev)
+        assert restore.cli_admin == "up" and restore.agrees  # read back in the same session
+        # Generous: the point is "seconds, not minutes"; ~0.6-1.2 s per session here.
+        assert shut.duration_s < 10 and restore.duration_s < 10
+
+    on_every_vendor(rigs, scenario)
 
 
-@BY_VENDOR
-def test_dropped_session_after_shutdown_is_transient_with_unknown_outcome(rig: Rig) -> None:
-    rig.faults(drop_after_shutdown=True)
-    sw, port, dev = rig.switch(), rig.flavour.cli_name, rig.flavour.dev
-    with pytest.raises(SessionDropped) as info:
-        asyncio.run(sw.shut(port))
-    assert isinstance(info.value, TransientDriverError)
-    assert info.value.outcome_unknown
-    assert "dropped" in str(info.value) and "read the port state back" in str(info.value)
-    # And "unknown" was the honest answer: the switch did take the port down before dropping.
-    assert not admin_up(dev)
-    rig.faults()
-    assert asyncio.run(sw.read_admin_state(port)).admin == "down"
-    assert asyncio.run(sw.restore(port)).agrees and admin_up(dev)
+def test_invalid_input_reply_is_permanent_and_leaves_the_port_alone(rigs: dict[str, Rig]) -> None:
+    async def scenario(rig: Rig) -> None:
+        rig.faults(reject_shutdown=True)
+        sw, port, dev = rig.switch(), rig.flavour.cli_name, rig.flavour.dev
+        with pytest.raises(CommandRejected) as info:
+            await sw.shut(port)
+        assert isinstance(info.value, PermanentDriverError)
+        assert not info.value.outcome_unknown
+        assert "shutdown" in str(info.value)
+        assert admin_up(dev)
+        assert (await sw.read_admin_state(port)).admin == "up"
+
+    on_every_vendor(rigs, scenario)
 
 
-@BY_VENDOR
-def test_injected_name_is_refused_without_any_ssh_connection(rig: Rig) -> None:
-    sw, port = rig.switch(), rig.flavour.cli_name
-    before = rig.sshd.connection_count()
-    for name in ("p1\nreload", f"{port}\nreload", f"{port};reload", f"{port}\r", port + " | x"):
-        for call in (sw.shut, sw.restore, sw.read_admin_state):
-            with pytest.raises(InvalidPortName):
-                asyncio.run(call(name))
-    time.sleep(0.2)  # sshd logs a connection as soon as it accepts it; give it the chance
-    assert rig.sshd.connection_count() == before
-    assert admin_up(rig.flavour.dev)
-    # Positive control: the counter does see a real session.
-    asyncio.run(sw.read_admin_state(port))
-    deadline = time.monotonic() + 2
-    while rig.sshd.connection_count() == before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert rig.sshd.connection_count() == before + 1
+def test_dropped_session_after_shutdown_is_transient_with_unknown_outcome(
+    rigs: dict[str, Rig],
+) -> None:
+    async def scenario(rig: Rig) -> None:
+        rig.faults(drop_after_shutdown=True)
+        sw, port, dev = rig.switch(), rig.flavour.cli_name, rig.flavour.dev
+        with pytest.raises(SessionDropped) as info:
+            await sw.shut(port)
+        assert isinstance(info.value, TransientDriverError)
+        assert info.value.outcome_unknown
+        assert "dropped" in str(info.value) and "read the port state back" in str(info.value)
+        # "Unknown" was the honest answer: the switch did take the port down before dropping.
+        assert not admin_up(dev)
+        rig.faults()
+        assert (await sw.read_admin_state(port)).admin == "down"
+        assert (await sw.restore(port)).agrees and admin_up(dev)
+
+    on_every_vendor(rigs, scenario)
 
 
-@BY_VENDOR
-def test_save_answers_the_confirm_prompts_and_persists_the_state(rig: Rig) -> None:
-    rig.startup.unlink(missing_ok=True)
-    sw, port = rig.switch(save_config=True), rig.flavour.cli_name
+def test_injected_name_is_refused_without_any_ssh_connection(rigs: dict[str, Rig]) -> None:
+    async def scenario(rig: Rig) -> None:
+        sw, port = rig.switch(), rig.flavour.cli_name
+        before = rig.sshd.connection_count()
+        for name in ("p1\nreload", f"{port}\nreload", f"{port};reload", f"{port}\r", port + " | x"):
+            for call in (sw.shut, sw.restore, sw.read_admin_state):
+                with pytest.raises(InvalidPortName):
+                    await call(name)
+        await asyncio.sleep(0.2)  # sshd logs a connection as soon as it accepts one
+        assert rig.sshd.connection_count() == before
+        assert admin_up(rig.flavour.dev)
+        # Positive control: the counter does see a real session.
+        await sw.read_admin_state(port)
+        deadline = time.monotonic() + 2
+        while rig.sshd.connection_count() == before and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert rig.sshd.connection_count() == before + 1
 
-    shut = asyncio.run(sw.shut(port))
-    assert shut.saved is True and shut.save_error == ""
-    # The emulator writes its startup file only after the dialogue completes (VRP: after `y`).
-    assert json.loads(rig.startup.read_text())["interfaces"][port] == "down"
-
-    rig.startup.unlink()
-    saved = asyncio.run(sw.save())
-    assert saved.switch == f"lab-{rig.flavour.hostname}"
-    assert json.loads(rig.startup.read_text())["interfaces"][port] == "down"
-    # (the rig fixture puts the port back up for the next test)
+    on_every_vendor(rigs, scenario)
 
 
-@pytest.mark.parametrize("rig", ["cisco_ios"], indirect=True)
-def test_unknown_host_key_is_refused_before_login(rig: Rig, tmp_path: Path) -> None:
+def test_save_answers_the_confirm_prompts_and_persists_the_state(rigs: dict[str, Rig]) -> None:
+    async def scenario(rig: Rig) -> None:
+        rig.startup.unlink(missing_ok=True)
+        sw, port = rig.switch(save_config=True), rig.flavour.cli_name
+
+        shut = await sw.shut(port)
+        assert shut.saved is True and shut.save_error == ""
+        # The emulator writes its startup file only once the dialogue completes (VRP: `y`).
+        assert json.loads(rig.startup.read_text())["interfaces"][port] == "down"
+
+        rig.startup.unlink()
+        saved = await sw.save()
+        assert saved.switch == f"lab-{rig.flavour.hostname}"
+        assert json.loads(rig.startup.read_text())["interfaces"][port] == "down"
+
+    on_every_vendor(rigs, scenario)
+
+
+def test_unknown_host_key_is_refused_before_login(rigs: dict[str, Rig], tmp_path: Path) -> None:
+    rig = rigs["cisco_ios"]
+    ready(rig)
     other = tmp_path / "other_key"
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other))
     kind, blob = other.with_suffix(".pub").read_text().split()[:2]
@@ -307,10 +358,33 @@ def test_unknown_host_key_is_refused_before_login(rig: Rig, tmp_path: Path) -> N
     assert admin_up(rig.flavour.dev)
 
 
-@pytest.mark.parametrize("rig", ["cisco_ios"], indirect=True)
-def test_wrong_enable_secret_is_an_authentication_failure(rig: Rig) -> None:
+def test_wrong_enable_secret_is_an_authentication_failure(rigs: dict[str, Rig]) -> None:
+    rig = rigs["cisco_ios"]
+    ready(rig)
     sw = rig.switch(enable_secret=Mask("not-the-secret"))
     with pytest.raises(AuthenticationFailed) as info:
         asyncio.run(sw.shut(rig.flavour.cli_name))
     assert "not-the-secret" not in str(info.value) and ENABLE_SECRET not in str(info.value)
     assert admin_up(rig.flavour.dev)
+
+
+def test_linux_driver_drives_ip_link_in_a_real_shell(linux_sshd: SshdHandle) -> None:
+    sw = NetmikoSwitch(
+        SwitchTarget(
+            name="lab-host",
+            vendor="linux",
+            host=SWITCH_ADDR,
+            port=LINUX_SSH_PORT,
+            username=getpass.getuser(),
+            key_file=linux_sshd.client_key,
+            read_timeout_s=2.5,
+        )
+    )
+    shut = asyncio.run(sw.shut(LINUX_DEV))
+    assert not admin_up(LINUX_DEV) and shut.cli_admin == "down" and shut.agrees
+    restore = asyncio.run(sw.restore(LINUX_DEV))
+    assert admin_up(LINUX_DEV) and restore.cli_admin == "up" and restore.agrees
+    # `Cannot find device "p9"` is the Linux flavour of `% Invalid input`.
+    with pytest.raises(CommandRejected) as info:
+        asyncio.run(sw.shut("p9"))
+    assert not info.value.outcome_unknown

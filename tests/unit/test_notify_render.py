@@ -1,4 +1,4 @@
-"""Customer notices and alert payloads render correctly: languages, zones, figures, headers, no secrets."""
+"""Notices and alert payloads render right: languages, zones, figures, headers, no secrets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from rackwarden.drivers.notify import (
     Notice,
     SmtpNotifier,

@@ -1,0 +1,415 @@
+"""Serves /metrics with optional bcrypt basic auth and TLS, set up like the exporter web config."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import hashlib
+import ipaddress
+import logging
+import re
+import socket
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import bcrypt
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+log = logging.getLogger("rackwarden.webauth")
+
+# The hash forms Go's bcrypt (exporter-toolkit) and htpasswd -B write; $2y$ is $2b$ by another name.
+_BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
+_TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+# exporter-toolkit's names; the ones that only request a certificate without checking it are
+# left out on purpose, they add no security.
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_REALM = "rackwarden"
+# Successful checks are remembered so a scrape every few seconds does not cost a bcrypt each.
+_AUTH_CACHE_MAX = 256
+# Failed checks always pay bcrypt; bounding them keeps a password-guessing flood from taking
+# every core, while cached (legitimate) scrapes skip the queue.
+_MAX_CONCURRENT_BCRYPT = 2
+_REQUEST_TIMEOUT_S = 10.0
+
+
+class WebConfigError(Exception):
+    """A web config that cannot be used; the message names the file and the key."""
+
+
+class BindPolicyError(WebConfigError):
+    """Refused to expose the metrics beyond loopback without authentication."""
+
+
+@dataclass(frozen=True)
+class TlsServerConfig:
+    cert_file: Path
+    key_file: Path
+    client_auth_type: str = "NoClientCert"
+    client_ca_file: Path | None = None
+    min_version: str = "TLS12"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The parsed web config; hashes are kept out of repr so they never reach a log."""
+
+    basic_auth_users: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}),
+                                                  repr=False)
+    tls: TlsServerConfig | None = None
+    source: str = "<web config>"
+
+    @property
+    def requires_auth(self) -> bool:
+        return bool(self.basic_auth_users)
+
+
+def _mapping(
+    value: Any, where: str, allowed: tuple[str, ...], unsupported: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WebConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    for k in value:
+        if k in unsupported:
+            raise WebConfigError(f"{where}.{k}: not supported by RackWarden (remove it)")
+        if k not in allowed:
+            raise WebConfigError(f"{where}.{k}: unknown key (allowed: {', '.join(allowed)})")
+    return value
+
+
+def _path(value: Any, where: str, base: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise WebConfigError(f"{where}: expected a file path")
+    p = Path(value)
+    # Relative to the web config, as in exporter-toolkit: a web config loaded with systemd
+    # LoadCredential= can name its key and certificate, loaded the same way, by bare name.
+    return p if p.is_absolute() else base / p
+
+
+def parse_web_config(
+    text: str, source: str = "<web config>", base: Path | None = None
+) -> WebConfig:
+    """Parse and check a web config; raise WebConfigError naming the key that is wrong."""
+    base = base or Path.cwd()
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise WebConfigError(f"{source}: not valid YAML: {e}") from e
+    top = _mapping(doc, source, ("tls_server_config", "basic_auth_users"),
+                   unsupported=("http_server_config",))
+    raw_users = top.get("basic_auth_users") or {}
+    if not isinstance(raw_users, dict):
+        raise WebConfigError(f"{source}: basic_auth_users: expected a mapping of user: bcrypt hash")
+    users: dict[str, bytes] = {}
+    for user, h in raw_users.items():
+        where = f"{source}: basic_auth_users.{user}"
+        if not isinstance(user, str) or not user or ":" in user:
+            raise WebConfigError(f"{where}: a user name must be non-empty text without ':'")
+        if not isinstance(h, str) or not _BCRYPT_HASH.match(h):
+            raise WebConfigError(
+                f"{where}: not a bcrypt hash. Make one with "
+                "`python3 -c 'import bcrypt,getpass; print(bcrypt.hashpw("
+                "getpass.getpass().encode(), bcrypt.gensalt()).decode())'` or "
+                "`htpasswd -nBC 10 USER`"
+            )
+        users[user] = h.encode()
+    tls = None
+    if top.get("tls_server_config") is not None:
+        where = f"{source}: tls_server_config"
+        t = _mapping(top["tls_server_config"], where,
+                     ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version"),
+                     unsupported=("cert", "key", "client_ca", "max_version", "cipher_suites",
+                                  "curve_preferences", "prefer_server_cipher_suites",
+                                  "client_allowed_sans"))
+        for k in ("cert_file", "key_file"):
+            if k not in t:
+                raise WebConfigError(f"{where}.{k}: required")
+        auth_type = t.get("client_auth_type", "NoClientCert")
+        if auth_type not in _CLIENT_AUTH:
+            raise WebConfigError(f"{where}.client_auth_type: '{auth_type}' is not one of "
+                                 f"{', '.join(_CLIENT_AUTH)}")
+        min_version = t.get("min_version", "TLS12")
+        if min_version not in _TLS_VERSIONS:
+            raise WebConfigError(f"{where}.min_version: '{min_version}' is not one of "
+                                 f"{', '.join(_TLS_VERSIONS)}")
+        ca = None
+        if "client_ca_file" in t:
+            ca = _path(t["client_ca_file"], f"{where}.client_ca_file", base)
+        if auth_type != "NoClientCert" and ca is None:
+            raise WebConfigError(
+                f"{where}.client_ca_file: required with client_auth_type {auth_type}")
+        tls = TlsServerConfig(
+            cert_file=_path(t["cert_file"], f"{where}.cert_file", base),
+            key_file=_path(t["key_file"], f"{where}.key_file", base),
+            client_auth_type=auth_type, client_ca_file=ca, min_version=min_version,
+        )
+    return WebConfig(basic_auth_users=MappingProxyType(users), tls=tls, source=source)
+
+
+def load_web_config(path: str | Path) -> WebConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise WebConfigError(f"{path}: cannot read: {e.strerror}") from e
+    return parse_web_config(text, str(path), base=path.parent)
+
+
+def ssl_context(tls: TlsServerConfig) -> ssl.SSLContext:
+    """Build the server context; a missing or mismatched key and certificate fail here, at start."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _TLS_VERSIONS[tls.min_version]
+    try:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        if tls.client_ca_file is not None:
+            ctx.load_verify_locations(cafile=str(tls.client_ca_file))
+    except (OSError, ssl.SSLError) as e:
+        files = [tls.cert_file, tls.key_file] + ([tls.client_ca_file] if tls.client_ca_file else [])
+        raise WebConfigError(
+            f"tls_server_config: cannot load {' / '.join(map(str, files))}: {e}") from e
+    ctx.verify_mode = _CLIENT_AUTH[tls.client_auth_type]
+    return ctx
+
+
+def is_loopback(listen_addr: str) -> bool:
+    """True only for addresses that cannot be reached from another host."""
+    host = listen_addr.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # A host name may resolve to anything, now or later: treat it as exposed.
+        return False
+
+
+def check_bind_policy(listen_addr: str, web_config: WebConfig | None) -> list[str]:
+    """Refuse a non-loopback bind without basic auth; return warnings for weaker set-ups."""
+    if is_loopback(listen_addr):
+        return []
+    if web_config is None or not web_config.requires_auth:
+        raise BindPolicyError(
+            f"metrics_listen {listen_addr!r} is reachable from other hosts, so it needs basic "
+            "auth: give a web config with basic_auth_users (bcrypt hashes), or listen on "
+            "127.0.0.1"
+        )
+    if web_config.tls is None:
+        return [f"metrics on {listen_addr!r} use basic auth without TLS: passwords cross the "
+                "network in clear text; add tls_server_config"]
+    return []
+
+
+class _AuthChecker:
+    """Constant-effort bcrypt checks: unknown users cost the same as a wrong password."""
+
+    def __init__(self, users: Mapping[str, bytes]):
+        self._users = dict(users)
+        self._ok: set[bytes] = set()
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(_MAX_CONCURRENT_BCRYPT)
+        cost = int(next(iter(self._users.values()))[4:6]) if self._users else 4
+        # Comparing against a throwaway hash of the same cost hides which user names exist.
+        self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=cost))
+
+    def check(self, user: str, password: str) -> bool:
+        hashed = self._users.get(user)
+        key = hashlib.sha256(b"\0".join((user.encode(), hashed or b"", password.encode()))).digest()
+        with self._lock:
+            if hashed is not None and key in self._ok:
+                return True
+        with self._slots:
+            try:
+                ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
+            except ValueError:  # bcrypt refuses passwords over 72 bytes; none can match
+                ok = False
+        if ok:
+            with self._lock:
+                if len(self._ok) >= _AUTH_CACHE_MAX:
+                    self._ok.clear()
+                self._ok.add(key)
+        return ok
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    registry: CollectorRegistry
+    auth: _AuthChecker | None
+    tls: ssl.SSLContext | None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake runs here, in the connection's own thread, so a slow or silent
+        # client cannot hold up accept() for everyone else.
+        if self.tls is not None:
+            request.settimeout(_REQUEST_TIMEOUT_S)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log.debug("TLS handshake with %s failed: %s", client_address, e)
+                return
+        super().finish_request(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = _REQUEST_TIMEOUT_S
+    server_version = "rackwarden"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def _serve(self, body: bool) -> None:
+        if not self._authorized():
+            self._reply(401, b"Unauthorized\n", "text/plain; charset=utf-8", body,
+                        [("WWW-Authenticate", f'Basic realm="{_REALM}", charset="UTF-8"')])
+            return
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            out = encoder(self.server.registry)
+            extra = []
+            if gzip_accepted(self.headers.get("Accept-Encoding", "")):
+                out = gzip.compress(out)
+                extra.append(("Content-Encoding", "gzip"))
+            self._reply(200, out, content_type, body, extra)
+        elif path == "/":
+            page = b'<html><body><a href="/metrics">RackWarden metrics</a></body></html>\n'
+            self._reply(200, page, "text/html; charset=utf-8", body)
+        else:
+            self._reply(404, b"Not found: the metrics are at /metrics\n",
+                        "text/plain; charset=utf-8", body)
+
+    def _authorized(self) -> bool:
+        auth = self.server.auth
+        if auth is None:
+            return True
+        header = self.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode()
+            user, sep, password = decoded.partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return bool(sep) and auth.check(user, password)
+
+    def _reply(self, code: int, data: bytes, content_type: str, body: bool,
+               extra: list[tuple[str, str]] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in extra or []:
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        # Every scrape would otherwise print a line on stderr, i.e. in the journal.
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def _family(host: str) -> socket.AddressFamily:
+    if host == "":
+        return socket.AF_INET
+    try:
+        v6 = ipaddress.ip_address(host.strip("[]")).version == 6
+        return socket.AF_INET6 if v6 else socket.AF_INET
+    except ValueError:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        return infos[0][0]
+
+
+class MetricsServer:
+    """The /metrics endpoint; the constructor only records settings, start() binds."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        listen_addr: str = "127.0.0.1",
+        port: int = 9817,
+        web_config: WebConfig | None = None,
+    ):
+        self.registry = registry
+        self.listen_addr = listen_addr
+        self.requested_port = port
+        self.web_config = web_config
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.warnings: list[str] = []
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("metrics server not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.web_config is not None and self.web_config.tls else "http"
+        bare = self.listen_addr.strip("[]")
+        host = f"[{bare}]" if ":" in bare else bare
+        return f"{scheme}://{host}:{self.port}/metrics"
+
+    def start(self) -> int:
+        """Check the bind policy, load TLS, bind and serve in a thread; returns the bound port."""
+        if self._server is not None:
+            return self.port
+        # The policy is checked here too, so no caller can forget it.
+        self.warnings = check_bind_policy(self.listen_addr, self.web_config)
+        for w in self.warnings:
+            log.warning("%s", w)
+        wc = self.web_config
+        tls = ssl_context(wc.tls) if wc is not None and wc.tls is not None else None
+        auth = _AuthChecker(wc.basic_auth_users) if wc is not None and wc.requires_auth else None
+        host = self.listen_addr.strip("[]")
+        server_cls = type("_BoundServer", (_Server,), {"address_family": _family(host)})
+        server: _Server = server_cls((host, self.requested_port), _Handler)
+        server.registry = self.registry
+        server.auth = auth
+        server.tls = tls
+        self._server = server
+        # A short poll keeps stop() (which waits for the loop to notice) quick at shutdown.
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="metrics-http", daemon=True)
+        self._thread.start()
+        log.info("metrics on %s%s", self.url, " (basic auth)" if auth else "")
+        return self.port
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def validate(listen_addr: str, web_config_path: str | Path | None) -> list[str]:
+    """For check-config: load the web config, its TLS files and the bind policy, without binding."""
+    wc = load_web_config(web_config_path) if web_config_path is not None else None
+    warnings = check_bind_policy(listen_addr, wc)
+    if wc is not None and wc.tls is not None:
+        ssl_context(wc.tls)
+    return warnings

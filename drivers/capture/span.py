@@ -1,0 +1,366 @@
+"""SPAN/mirror capture: AF_PACKET frames on a thread, struct-decoded into FlowSample batches."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from rackwarden.drivers.capture.afpacket import (
+    PKT_HDR,
+    CaptureError,
+    RawSocket,
+    enter_netns,
+)
+from rackwarden.drivers.capture.evidence import EvidenceRing
+from rackwarden.drivers.packets import parse_tuple
+from rackwarden.policies.flowfacts import (
+    HEADER_ETHERNET,
+    OUTPUT_IFINDEX,
+    FlowSample,
+    new_flow_sample,
+)
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["ring", "recv"]
+BatchSink = Callable[[Sequence[FlowSample]], None]
+DEFAULT_SNAPLEN = 256  # headers plus some payload for evidence; sFlow keeps 128
+DEFAULT_RCVBUF_BYTES = 32 * 1024 * 1024
+STATS_EVERY_S = 0.5
+
+
+class Clock(Protocol):
+    """The agent's clock, structurally (agent/clock.py)."""
+
+    def now(self) -> float: ...
+
+    def at(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorSource:
+    """One interface receiving mirrored frames and what its frames say about switch ports.
+
+    An ingress mirror of port P gives `input_ifindex=P` (the frame entered the switch on P, so
+    P's server sent it); an egress mirror gives `output_ifindex=P`. Leave both None for a
+    shared SPAN destination: ports then come from `mac_ports` (source MAC -> input port,
+    destination MAC -> output port).
+    """
+
+    ifname: str
+    input_ifindex: int | None = None
+    output_ifindex: int | None = None
+
+
+@dataclass
+class CaptureCounters:
+    """What the capture did; plain attributes for the metrics module to read."""
+
+    packets: int = 0  # frames read from the kernel
+    bytes: int = 0  # wire bytes of those frames
+    samples: int = 0  # FlowSamples handed on (after 1-in-N software sampling)
+    drops: int = 0  # the kernel's PACKET_STATISTICS drops, summed over sources
+    kernel_packets: int = 0
+    batches: int = 0
+    decode_errors: dict[str, int] | None = None  # parse stopped early, by reason
+    exceptions: int = 0  # frames dropped because decoding raised (never propagated)
+    callback_errors: int = 0
+    unattributed: int = 0  # shared-mirror frames whose MACs map to no port
+
+    def __post_init__(self) -> None:
+        if self.decode_errors is None:
+            self.decode_errors = {}
+
+
+class _Source:
+    __slots__ = ("spec", "raw", "in_if", "out_if", "by_mac")
+
+    def __init__(self, spec: MirrorSource) -> None:
+        self.spec = spec
+        self.raw = RawSocket(spec.ifname)
+        self.in_if = spec.input_ifindex
+        self.out_if = spec.output_ifindex
+        self.by_mac = spec.input_ifindex is None and spec.output_ifindex is None
+
+
+class SpanCapture:
+    """Reads mirrored frames on its own thread and hands FlowSample batches to `on_batch`.
+
+    `on_batch` runs on the capture thread: keep it short or hand over (a queue, or
+    loop.call_soon_threadsafe). `mode` "ring" reads a PACKET_MMAP TPACKET_V3 ring (measured
+    here ~3x the frames per core of "recv", a recv_into loop). `sample_every` N > 1 keeps one
+    frame in N (sampling_rate N on the samples). Garbage frames are counted and dropped; the
+    thread never dies of a frame. The constructor does no I/O; start() opens, stop() closes.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[MirrorSource],
+        on_batch: BatchSink,
+        clock: Clock,
+        *,
+        agent: str = "span",
+        mode: Mode = "ring",
+        netns: str | None = None,
+        mac_ports: Mapping[str, int] | None = None,
+        snaplen: int = DEFAULT_SNAPLEN,
+        sample_every: int = 1,
+        rcvbuf_bytes: int = DEFAULT_RCVBUF_BYTES,
+        ring_block_size: int = 1 << 20,
+        ring_blocks: int = 32,
+        ring_timeout_ms: int = 10,
+        batch_max: int = 2048,
+        evidence: EvidenceRing | None = None,
+    ) -> None:
+        if not sources:
+            raise ValueError("SpanCapture needs at least one mirror source")
+        if sample_every < 1 or snaplen < 64:
+            raise ValueError("sample_every must be >= 1 and snaplen >= 64")
+        self.sources = [_Source(s) for s in sources]
+        self.on_batch = on_batch
+        self.clock = clock
+        self.agent = agent
+        self.mode: Mode = mode
+        self.netns = netns
+        self.mac_ports = {k.lower(): v for k, v in (mac_ports or {}).items()}
+        self.snaplen = snaplen
+        self.sample_every = sample_every
+        self.rcvbuf_bytes = rcvbuf_bytes
+        self.ring_block_size = ring_block_size
+        self.ring_blocks = ring_blocks
+        self.ring_timeout_ms = ring_timeout_ms
+        self.batch_max = batch_max
+        self.evidence = evidence
+        self.counters = CaptureCounters()
+        self._skip = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Open every source (inside `netns` when given) and start reading; raises
+        CaptureError when a source cannot be opened."""
+        if self._thread is not None:
+            raise RuntimeError("SpanCapture already started")
+        self._thread = threading.Thread(target=self._run, name=f"span-capture-{self.agent}",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            self.stop()
+            raise CaptureError("capture thread did not come up")
+        if self._error is not None:
+            err = self._error
+            self._thread.join()
+            self._thread = None
+            raise err
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _open(self) -> None:
+        if self.netns is not None:
+            enter_netns(self.netns)  # this thread only; see afpacket.enter_netns
+        for src in self.sources:
+            src.raw.open(self.rcvbuf_bytes)
+            if self.mode == "ring":
+                frame = 2048
+                src.raw.open_ring(self.ring_block_size, self.ring_blocks, frame,
+                                  self.ring_timeout_ms)
+        for src in self.sources:
+            src.raw.stats()  # reset: only drops from now on count
+
+    def _run(self) -> None:
+        try:
+            self._open()
+        except BaseException as e:  # noqa: BLE001 - reported by start() on the caller's thread
+            self._error = e if isinstance(e, CaptureError) else CaptureError(str(e))
+            for src in self.sources:
+                src.raw.close()
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            if self.mode == "ring":
+                self._loop_ring()
+            else:
+                self._loop_recv()
+        finally:
+            self._read_stats()
+            for src in self.sources:
+                src.raw.close()
+
+    def _read_stats(self) -> None:
+        for src in self.sources:
+            try:
+                pk, dr = src.raw.stats()
+            except OSError:
+                continue
+            self.counters.kernel_packets += pk
+            self.counters.drops += dr
+
+    # ---- per frame ----------------------------------------------------------------------
+
+    def _sample(self, src: _Source, frame: bytes, wire_len: int, now: float,
+                at: datetime) -> FlowSample | None:
+        """One frame to one FlowSample; None when it must be dropped (counted)."""
+        c = self.counters
+        try:
+            t = parse_tuple(frame, HEADER_ETHERNET)
+            if src.by_mac:
+                in_if = self.mac_ports.get(t[0]) if t[0] is not None else None
+                out_if = self.mac_ports.get(t[1]) if t[1] is not None else None
+                if in_if is None and out_if is None:
+                    c.unattributed += 1
+            else:
+                in_if = src.in_if
+                out_if = src.out_if
+            if t[14] is not None:
+                errs = c.decode_errors
+                assert errs is not None
+                errs[t[14]] = errs.get(t[14], 0) + 1
+            return new_flow_sample(
+                "span", self.agent, in_if, out_if, self.sample_every, now, at, wire_len,
+                frame, *t, HEADER_ETHERNET, OUTPUT_IFINDEX, None, None, None, None, None, None,
+            )
+        except Exception:  # noqa: BLE001 - a frame must never take the capture down
+            c.exceptions += 1
+            return None
+
+    def _deliver(self, batch: list[FlowSample]) -> None:
+        if not batch:
+            return
+        c = self.counters
+        c.batches += 1
+        c.samples += len(batch)
+        if self.evidence is not None:
+            self.evidence.add(batch)
+        try:
+            self.on_batch(batch)
+        except Exception:  # noqa: BLE001 - the consumer's bug must not stop the capture
+            c.callback_errors += 1
+            log.exception("span capture: batch callback failed")
+
+    # ---- loops --------------------------------------------------------------------------
+
+    def _loop_ring(self) -> None:
+        poller = select.poll()
+        for src in self.sources:
+            poller.register(src.raw.fileno(), select.POLLIN | select.POLLERR)
+        clock = self.clock
+        c = self.counters
+        snaplen = self.snaplen
+        every = self.sample_every
+        unpack_hdr = PKT_HDR.unpack_from
+        last_stats = clock.now()
+        while not self._stop.is_set():
+            got = 0
+            for src in self.sources:
+                raw = src.raw
+                ring = raw.ring
+                assert ring is not None
+                for base, num, first in raw.ready_blocks():
+                    now = clock.now()
+                    at = clock.at()
+                    batch: list[FlowSample] = []
+                    off = base + first
+                    try:
+                        for _ in range(num):
+                            nxt, snap, wire, mac = unpack_hdr(ring, off)
+                            if every > 1:
+                                self._skip += 1
+                                if self._skip < every:
+                                    c.packets += 1
+                                    c.bytes += wire
+                                    off += nxt
+                                    continue
+                                self._skip = 0
+                            start = off + mac
+                            frame = ring[start:start + (snap if snap < snaplen else snaplen)]
+                            c.packets += 1
+                            c.bytes += wire
+                            s = self._sample(src, frame, wire, now, at)
+                            if s is not None:
+                                batch.append(s)
+                            off += nxt
+                    except Exception:  # noqa: BLE001 - a corrupt block: count, skip, go on
+                        c.exceptions += 1
+                    finally:
+                        raw.release(base)
+                    got += num
+                    self._deliver(batch)
+            now = clock.now()
+            if now - last_stats >= STATS_EVERY_S:
+                last_stats = now
+                self._read_stats()
+            if not got:
+                poller.poll(100)
+
+    def _loop_recv(self) -> None:
+        import socket as _socket
+
+        poller = select.poll()
+        by_fd: dict[int, _Source] = {}
+        for src in self.sources:
+            fd = src.raw.fileno()
+            by_fd[fd] = src
+            poller.register(fd, select.POLLIN | select.POLLERR)
+        clock = self.clock
+        c = self.counters
+        snaplen = self.snaplen
+        every = self.sample_every
+        buf = bytearray(snaplen)
+        view = memoryview(buf)
+        trunc = _socket.MSG_TRUNC
+        batch_max = self.batch_max
+        last_stats = clock.now()
+        while not self._stop.is_set():
+            events = poller.poll(100)
+            now = clock.now()
+            at = clock.at()
+            for fd, _ev in events:
+                src = by_fd[fd]
+                sock = src.raw.sock
+                assert sock is not None
+                recv_into = sock.recv_into
+                batch: list[FlowSample] = []
+                while len(batch) < batch_max:
+                    try:
+                        # MSG_TRUNC returns the frame's real length; only snaplen is copied.
+                        wire = recv_into(buf, snaplen, trunc)
+                    except BlockingIOError:
+                        break
+                    except OSError as e:
+                        if e.errno in (errno.EINTR, errno.ENETDOWN):
+                            break
+                        raise
+                    c.packets += 1
+                    c.bytes += wire
+                    if every > 1:
+                        self._skip += 1
+                        if self._skip < every:
+                            continue
+                        self._skip = 0
+                    n = wire if wire < snaplen else snaplen
+                    s = self._sample(src, bytes(view[:n]), wire, now, at)
+                    if s is not None:
+                        batch.append(s)
+                self._deliver(batch)
+            if now - last_stats >= STATS_EVERY_S:
+                last_stats = now
+                self._read_stats()
