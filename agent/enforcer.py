@@ -30,7 +30,8 @@ class CustomerNotifier(Protocol):
 
 
 class OnCall(Protocol):
-    async def alert(self, name: str, severity: str, labels: dict[str, str], summary: str, at: datetime) -> None: ...
+    async def alert(self, name: str, severity: str, labels: dict[str, str], summary: str,
+                    description: str, at: datetime) -> Mapping[str, bool]: ...
 
 
 class EnforcementError(Exception):
@@ -233,18 +234,25 @@ class Enforcer:
                 return
             step = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack)
             new = step.rung
+            if new != r:
+                # Write-ahead like the action itself: a kill -9 during the switch session must
+                # not leave an applied shut with no ladder state behind it.
+                self.rungs[key] = new
+                self.store.save_rung(new)
             for intent in step.intents:
                 if isinstance(intent, L.Notify):
                     new = await self._notify(server, intent, new, at, mode)
                 elif isinstance(intent, L.ShutPort):
-                    if not await self._change(server, intent, at, mode, actor, r.phase, intent.reason):
+                    outcome = await self._change(server, intent, at, mode, actor, r.phase, intent.reason)
+                    if outcome == "refused":
                         # Refused by a rail: stay noticed and try again at the next observation.
+                        # A FAILED or UNKNOWN change stays as recorded: known, paged, not retried.
                         new = replace(new, phase="noticed", shut_at=None, until=None,
                                       repeats=new.repeats[:-1])
                         break
                 elif isinstance(intent, L.RestorePort):
                     await self._change(server, intent, at, mode, actor, r.phase, intent.reason)
-            if new != r:
+            if new != self.rungs.get(key):
                 self.rungs[key] = new
                 self.store.save_rung(new)
             self._publish_states()
@@ -270,7 +278,8 @@ class Enforcer:
         return rung
 
     async def _change(self, server: ServerConfig, intent: L.ShutPort | L.RestorePort, at: datetime,
-                      mode: str, actor: str, before: str, reason: str) -> bool:
+                      mode: str, actor: str, before: str, reason: str) -> str:
+        """Carry out one change; returns refused, applied, dryrun, failed or unknown."""
         shut = isinstance(intent, L.ShutPort)
         action = "shut" if shut else "restore"
         sw = self.config.switches[server.switch]
@@ -296,20 +305,20 @@ class Enforcer:
                     await self._page("RackWardenEnforcementRefused", "ticket", server.id,
                                      f"shut of {sw.name} {server.port} refused: {verdict.reason}",
                                      {"rail": str(verdict.rail)})
-                return False
+                return "refused"
             self._refusals.pop((server.id, reason), None)
 
         row, created = self.store.begin(key=intent.key, server=server.id, switch=sw.name, port=server.port,
                                         reason=reason, action=action, mode=mode, at=at, detail=inputs)
         if not created:
-            return row.state in ("APPLIED", "DRYRUN")  # a repeat of a decision already carried out
+            return row.state.lower()  # a repeat of a decision already carried out
         if mode != "enforce":
             self.metrics.enforcement_actions.labels(action, reason, "dryrun", mode).inc()
             self._audit(at, server.id, reason, action, mode, actor, rule, inputs, before,
                         "shut" if shut else "restored", "dry run: switch not touched")
             if shut:
                 self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, sw.name)
-            return True
+            return "dryrun"
 
         driver = self.switches.get(sw.name)
         detail: dict[str, Any] = {}
@@ -348,7 +357,7 @@ class Enforcer:
         await self._page(f"RackWarden{action.capitalize()}{'' if state == 'APPLIED' else state.capitalize()}",
                          severity, server.id, f"{action} {sw.name} {server.port} for {reason}: {state}",
                          {"switch": sw.name, "port": server.port, "reason": reason})
-        return state == "APPLIED"
+        return state.lower()
 
     async def _read(self, switch: str, port: str) -> str | None:
         try:
@@ -369,10 +378,16 @@ class Enforcer:
                     labels: dict[str, str] | None = None) -> None:
         if self.oncall is None:
             return
+        all_labels = {"server": server, **(labels or {})}
+        description = f"{summary} ({', '.join(f'{k}={v}' for k, v in sorted(all_labels.items()))})"
         try:
-            await self.oncall.alert(name, severity, {"server": server, **(labels or {})}, summary, self.clock.at())
+            sent = await self.oncall.alert(name, severity, all_labels, summary, description, self.clock.at())
         except Exception:  # an alerting outage must not stop enforcement
             log.exception("alert %s could not be sent", name)
+            return
+        for sink, ok in sent.items():
+            if not ok:
+                log.error("alert %s was not accepted by %s", name, sink)
 
     def _publish_states(self) -> None:
         per_server: dict[str, int] = {}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
+from rackwarden.drivers.notify import AlertmanagerClient, Notifier, OnCall, SmtpNotifier, WebhookNotifier
 from rackwarden.drivers.snmp.poller import SnmpPoller, SnmpTarget
 from rackwarden.drivers.switch.base import SwitchDriver
 from rackwarden.drivers.switch.session import NetmikoSwitch, SwitchTarget
@@ -18,6 +19,7 @@ from .clock import Clock, SystemClock
 from .config import Config, SwitchConfig
 from .daemon import Daemon
 from .enforcer import Enforcer
+from .notices import CustomerNotices
 from .metrics import Metrics
 from .usage import UsageStore
 
@@ -54,6 +56,23 @@ def switch_driver(sw: SwitchConfig) -> SwitchDriver | None:
     ))
 
 
+def customer_notices(config: Config) -> CustomerNotices | None:
+    n = config.notify.smtp
+    if n is None:
+        return None
+    return CustomerNotices(config, SmtpNotifier(n.host, n.port, n.sender, starttls=n.starttls,
+                                                username=n.username, password=n.password))
+
+
+def oncall(config: Config) -> OnCall | None:
+    sinks: dict[str, Notifier] = {}
+    if config.notify.alertmanager_url:
+        sinks["alertmanager"] = AlertmanagerClient(config.notify.alertmanager_url)
+    if config.notify.webhook_url:
+        sinks["webhook"] = WebhookNotifier(config.notify.webhook_url)
+    return OnCall(sinks) if sinks else None
+
+
 class Runtime:
     """The daemon plus the resources it owns (poller, metrics server) and their lifecycles."""
 
@@ -69,7 +88,8 @@ class Runtime:
         drivers = {name: d for name, sw in config.switches.items() if (d := switch_driver(sw)) is not None}
         self.enforcer = Enforcer(
             config, store=self.actions, switches=drivers, readback=self._readback,
-            clock=self.clock, metrics=self.metrics,
+            clock=self.clock, metrics=self.metrics, notifier=customer_notices(config),
+            oncall=oncall(config),
         )
         self.daemon = Daemon(
             config, clock=self.clock, poll=self._poll, metrics=self.metrics, usage=usage,

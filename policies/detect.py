@@ -311,6 +311,9 @@ class _Active:
     actionable: bool
     severity: Severity
     last: Detection | None = None
+    # The latest finding held back by repeat_s; built into a Detection only when asked for,
+    # because building sorts the flow table and evaluate runs after every capture batch.
+    pending: tuple[_ServerState, _Finding, bool, float, Severity, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -865,7 +868,15 @@ class AbuseDetector:
 
     def active(self) -> list[Detection]:
         """The latest report of every detection still active."""
-        return [a.last for a in self._active.values() if a.last is not None]
+        out = []
+        for a in self._active.values():
+            if a.pending is not None:
+                st, f, actionable, confidence, severity, rate = a.pending
+                a.last = self._build(st, f, a, actionable, confidence, severity, rate, True)
+                a.pending = None
+            if a.last is not None:
+                out.append(a.last)
+        return out
 
     def _emit(self, st: _ServerState, f: _Finding, key: tuple[str, str, str], now: float,
               at: datetime) -> Detection | None:
@@ -888,7 +899,7 @@ class AbuseDetector:
             rising = (actionable and not a.actionable) or (
                 severity == "critical" and a.severity != "critical")
             if not rising and now - a.last_emit < t.repeat_s:
-                a.last = self._build(st, f, a, actionable, confidence, severity, rate, True)
+                a.pending = (st, f, actionable, confidence, severity, rate)
                 return None
             a.last_emit = now
             a.actionable = a.actionable or actionable
@@ -896,6 +907,7 @@ class AbuseDetector:
             update = True
         d = self._build(st, f, a, actionable, confidence, severity, rate, update)
         a.last = d
+        a.pending = None
         k2 = (f.detector, st.spec.id)
         self.stats.detections[k2] = self.stats.detections.get(k2, 0) + 1
         return d

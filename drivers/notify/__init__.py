@@ -3,7 +3,14 @@
 from .alertmanager import AlertmanagerClient, postable_alert, rfc3339
 from .base import Delivery, NoticeSender, Notifier, SecretLike
 from .httppost import HttpResult
-from .notice import Notice, message_id_for, render_email, render_text, subject_for
+from .notice import (
+    Notice,
+    figures_from_metrics,
+    message_id_for,
+    render_email,
+    render_text,
+    subject_for,
+)
 from .oncall import OnCall
 from .smtp import SmtpNotifier
 from .webhook import WebhookNotifier, alert_event
@@ -20,6 +27,7 @@ __all__ = [
     "SmtpNotifier",
     "WebhookNotifier",
     "alert_event",
+    "figures_from_metrics",
     "message_id_for",
     "postable_alert",
     "render_email",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -116,6 +117,31 @@ def format_value(value: float | int | str) -> str:
         return str(value)
     text = f"{value:.3f}".rstrip("0").rstrip(".")
     return text if text not in ("", "-0") else "0"
+
+
+# Unit suffixes used in metric-style names (STYLE.md §9) → (divisor, unit people read).
+_UNIT_SUFFIXES: tuple[tuple[str, float, str], ...] = (
+    ("_bps", 1e6, "Mbit/s"),
+    ("_pps", 1.0, "packets/s"),
+    ("_mbps", 1.0, "Mbit/s"),
+    ("_bytes", 1e6, "MB"),
+    ("_fen", 100.0, "CNY"),
+    ("_s", 1.0, "s"),
+)
+
+
+def figures_from_metrics(pairs: Iterable[tuple[str, float | int]]) -> tuple[Figure, ...]:
+    """("rate_bps", 23_400_000) → ("rate", 23.4, "Mbit/s"): the ladder's figures made readable."""
+    out: list[Figure] = []
+    for name, value in pairs:
+        for suffix, divisor, unit in _UNIT_SUFFIXES:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                scaled = value / divisor if divisor != 1.0 else value
+                out.append((name[: -len(suffix)], scaled, unit))
+                break
+        else:
+            out.append((name, value, ""))
+    return tuple(out)
 
 
 def message_id_for(key: str, sender: str) -> str:

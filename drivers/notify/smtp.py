@@ -146,6 +146,9 @@ class SmtpNotifier:
             return {}, (f"message refused by {where}: {e.smtp_code} {_text(e.smtp_error)}",
                         _transient(e.smtp_code), ())
         except smtplib.SMTPServerDisconnected as e:
+            if isinstance(e.__context__, TimeoutError):
+                # smtplib reports a read timeout as a disconnect; say what really happened.
+                return {}, (f"{where} timed out after {self.timeout_s:g} s", True, ())
             return {}, (f"{where} closed the connection: {e or 'no reason given'}", True, ())
         except smtplib.SMTPResponseException as e:
             return {}, (f"SMTP error from {where}: {e.smtp_code} {_text(e.smtp_error)}",

@@ -304,7 +304,7 @@ def absorb_bulk_rows(
         col = active[i % width]
         if col in ended:
             continue
-        if oid[: len(col)] != col:
+        if value is Absent.END_OF_MIB_VIEW or oid[: len(col)] != col:
             ended.add(col)
             continue
         if oid <= new_last[col]:

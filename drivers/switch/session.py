@@ -108,7 +108,7 @@ class NetmikoSwitch:
     enforcement actions are rare, switch vty lines are few and shared with people, idle
     sessions are cut by exec-timeouts and would fail exactly when needed, and a fresh login
     always starts in a known CLI mode, even after an aborted dialogue. The cost is one login
-    per action (about 0.3-1 s in the lab).
+    per action (0.6-1.1 s in the lab, most of it netmiko's session preparation).
 
     Build one object per switch: its asyncio.Lock queues callers, and a thread lock keeps the
     promise even when a cancelled caller leaves its worker thread running.

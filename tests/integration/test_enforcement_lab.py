@@ -121,3 +121,67 @@ def test_enforce_shuts_an_over_cap_server_and_restore_brings_it_back(tmp_path: P
             sw_cli.stop()
         lab.stop()
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_rails_in_the_lab_invalid_input_and_kill_9_between_pending_and_applied(tmp_path: Path) -> None:
+    lab = Lab(23, 2, replace_stale=True).start()
+    agent = None
+    sw_cli = None
+    pids: list[int] = []
+    try:
+        snmp = start_snmpd(lab)
+        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        port = free_port()
+        cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
+                               interval_s=2, window_s=6, metrics_port=port, mode="enforce", cli=sw_cli)
+        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        pids.append(agent.pid)
+        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        db.start()
+
+        # 1. The switch answers `% Invalid input`: FAILED, the port unchanged, the operator told.
+        sw_cli.set_faults(reject_shutdown=True)
+        r = cli(cfg, "suspend", "srv-1", "--reason", "operator", "--note", "lab rail test")
+        assert r.returncode == 1, r.stdout + r.stderr
+        (row,) = db.actions("srv-1")
+        assert row.state == "FAILED" and "CommandRejected" in row.detail["error"]
+        assert row.detail["snmp_admin"] == "up" and lab.link_admin_up("p1") is True
+        assert value(agent.scrape(), "rackwarden_enforcement_actions_total", action="shut",
+                     reason="operator", result="failed", mode="enforce") == 1
+
+        # 2. kill -9 while the switch has made the change but not yet answered.
+        sw_cli.set_faults(hang_after_shutdown_s=20)
+        waiting = subprocess.Popen([sys.executable, "-m", "rackwarden.agent.cli", "suspend", "srv-2",
+                                    "--reason", "nonpayment", "-c", str(cfg)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pids.append(waiting.pid)
+        pending = wait_for("the PENDING intent", lambda: [a for a in db.actions("srv-2") if a.state == "PENDING"],
+                           30, agent)
+        wait_for("the port to go down", lambda: lab.link_admin_up("p2") is False, 15, agent)
+        agent.proc.kill()  # SIGKILL: no cleanup, no flush
+        agent.proc.wait(timeout=10)
+        waiting.wait(timeout=30)
+        assert [a.state for a in db.actions("srv-2")] == ["PENDING"]
+
+        sw_cli.set_faults()
+        agent = start_agent(cfg, port, tmp_path / "agent2.log")
+        pids.append(agent.pid)
+        rows = wait_for("reconciliation", lambda: [a for a in db.actions("srv-2") if a.state != "PENDING"], 20, agent)
+        assert [(a.key, a.state) for a in rows] == [(pending[0].key, "APPLIED")]
+        assert len(db.actions("srv-2")) == 1  # one record, now with a known state
+        assert rows[0].detail["reconciled"] is True and rows[0].detail["readback"] == "down"
+        assert "reconcile" in [a["decision"] for a in db.audit_rows("srv-2")]
+        st = json.loads(cli(cfg, "status", "--json").stdout)
+        s2 = next(s for s in st["servers"] if s["server"] == "srv-2")
+        assert s2["ladder"]["nonpayment"]["phase"] == "shut" and s2["last_action"]["state"] == "APPLIED"
+        assert lab.link_admin_up("p2") is False
+        db.close()
+    finally:
+        pids += list(lab.started_pids)
+        if agent is not None:
+            agent.stop()
+        if sw_cli is not None:
+            pids.append(sw_cli.sshd.pid)
+            sw_cli.stop()
+        lab.stop()
+    assert not any(pid_alive(p) for p in pids)

@@ -249,7 +249,7 @@ def check_login(server: SMTP, session: Session, envelope: Envelope, mechanism: s
                 auth_data: Any) -> AuthResult:
     ok = (isinstance(auth_data, LoginPassword) and auth_data.login == b"rackwarden"
           and auth_data.password == SMTP_PASSWORD.encode())
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends 235 / 535
 
 
 def test_starttls_and_login(tmp_path: Path) -> None:

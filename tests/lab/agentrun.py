@@ -37,7 +37,7 @@ class SwitchCli:
     base_map: dict[str, object]
     known_hosts: Path
 
-    def set_faults(self, **faults: bool) -> None:
+    def set_faults(self, **faults: float) -> None:
         """Test-only faults the emulator reads at each login (reject_shutdown, drop_after_shutdown)."""
         self.map_path.write_text(json.dumps({**self.base_map, "faults": faults}))
 

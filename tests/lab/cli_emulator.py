@@ -36,7 +36,8 @@ SYS_NET = Path("/sys/class/net")
 #    "startup_file": "/path/startup.json",           what `write memory`/`save` writes
 #    "log_file": "/path/cli.log",                    optional transcript of received lines
 #    "faults": {"drop_after_shutdown": false,        test-only: exit right after `shutdown`
-#               "reject_shutdown": false}}           test-only: `% Invalid input` to `shutdown`
+#               "reject_shutdown": false,            test-only: `% Invalid input` to `shutdown`
+#               "hang_after_shutdown_s": 0}}         test-only: port down, then no prompt for N s
 # It is read at every login, so a test can flip faults between sessions.
 
 
@@ -118,7 +119,7 @@ class Setup:
     login_privileged: bool
     startup_file: Path
     log_file: Path | None
-    faults: dict[str, bool] = field(default_factory=dict)
+    faults: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(cls, flavour: str, map_path: Path) -> "Setup":
@@ -131,7 +132,7 @@ class Setup:
             login_privileged=bool(raw.get("login_privileged", flavour == "eos")),
             startup_file=Path(raw.get("startup_file", str(map_path) + ".startup.json")),
             log_file=Path(raw["log_file"]) if raw.get("log_file") else None,
-            faults={str(k): bool(v) for k, v in raw.get("faults", {}).items()},
+            faults={str(k): float(v) for k, v in raw.get("faults", {}).items()},
         )
 
 
@@ -369,6 +370,10 @@ class Cli:
         if not up and self.s.faults.get("drop_after_shutdown"):
             # The port is down now; the client sees its session vanish without a prompt.
             os._exit(0)
+        if not up and self.s.faults.get("hang_after_shutdown_s"):
+            # A slow switch: the change is made, the answer is late. Holds the agent between
+            # writing its intent and recording the outcome, where a test can kill it.
+            time.sleep(self.s.faults["hang_after_shutdown_s"])
 
     def write_startup(self) -> None:
         state = {}

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry, Gauge
-
 from rackwarden.agent.webauth import (
     BindPolicyError,
     MetricsServer,
@@ -87,7 +86,7 @@ def _key() -> ec.EllipticCurvePrivateKey:
 def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Certificate,
           ec.EllipticCurvePrivateKey] | None = None, *, ca: bool = False,
           server: bool = False) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     b = (x509.CertificateBuilder()
          .subject_name(name)
@@ -151,7 +150,7 @@ def test_without_web_config_loopback_serves_metrics(serve: list[MetricsServer]) 
     assert head.status == 200 and head.body == b""  # type: ignore[attr-defined]
 
 
-def test_basic_auth_refuses_missing_wrong_and_unknown_credentials(serve: list[MetricsServer]) -> None:
+def test_basic_auth_refuses_missing_wrong_and_unknown_users(serve: list[MetricsServer]) -> None:
     s = _start(serve, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
     missing = _get(s.port)
     assert missing.status == 401
@@ -200,7 +199,7 @@ def test_stop_closes_the_port(serve: list[MetricsServer]) -> None:
 
 # --- TLS ---------------------------------------------------------------------------------------
 
-def test_tls_with_self_signed_cert_and_basic_auth(serve: list[MetricsServer], pki: dict[str, Path]) -> None:
+def test_tls_self_signed_with_basic_auth(serve: list[MetricsServer], pki: dict[str, Path]) -> None:
     s = _start(serve, f"""\
 tls_server_config:
   cert_file: server.crt      # relative to the web config's folder
@@ -224,7 +223,7 @@ basic_auth_users:
     assert _get(s.port, _basic("prometheus", PASSWORD), tls=client).status == 200
 
 
-def test_tls_min_version_13_refuses_a_tls12_client(serve: list[MetricsServer], pki: dict[str, Path]) -> None:
+def test_tls13_only_refuses_tls12(serve: list[MetricsServer], pki: dict[str, Path]) -> None:
     s = _start(serve, f"tls_server_config: {{cert_file: {pki['cert']}, key_file: {pki['key']},"
                       " min_version: TLS13}\n")
     old = ssl.create_default_context(cafile=str(pki["cert"]))
@@ -278,7 +277,8 @@ def test_policy_refuses_non_loopback_without_basic_auth(pki: dict[str, Path]) ->
     warnings = check_bind_policy("0.0.0.0", with_auth)
     assert warnings and "clear text" in warnings[0]
     both = parse_web_config(f"basic_auth_users: {{prometheus: '{HASH}'}}\n"
-                            f"tls_server_config: {{cert_file: {pki['cert']}, key_file: {pki['key']}}}\n")
+                            f"tls_server_config: {{cert_file: {pki['cert']},"
+                            f" key_file: {pki['key']}}}\n")
     assert check_bind_policy("192.0.2.10", both) == []
 
 
@@ -311,10 +311,12 @@ def test_validate_for_check_config(tmp_path: Path, pki: dict[str, Path]) -> None
     ("tls_server_config: {cert_file: a.crt}\n", "tls_server_config.key_file: required"),
     ("tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequestClientCert}\n",
      "client_auth_type: 'RequestClientCert' is not one of"),
-    ("tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAndVerifyClientCert}\n",
+    ("tls_server_config: {cert_file: a, key_file: b,"
+     " client_auth_type: RequireAndVerifyClientCert}\n",
      "client_ca_file: required"),
     ("tls_server_config: {cert_file: a, key_file: b, min_version: TLS10}\n", "min_version"),
-    ("tls_server_config: {cert_file: a, key_file: b, cipher_suites: [x]}\n", "cipher_suites: not supported"),
+    ("tls_server_config: {cert_file: a, key_file: b, cipher_suites: [x]}\n",
+     "cipher_suites: not supported"),
     ("- just\n- a list\n", "expected a mapping"),
     ("basic_auth_users: [a, b]\n", "expected a mapping of user"),
     ("basic_auth_users: {'a:b': '" + HASH + "'}\n", "without ':'"),
