@@ -45,7 +45,6 @@ from rackwarden.policies.facts import PortPoll
 from rackwarden.policies.outages import (
     PORT_STATES,
     OpenOutage,
-    OutageCauseChange,
     OutageEnd,
     OutageEvent,
     OutageStart,
@@ -93,6 +92,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from .clock import SystemClock
 from .config import Config, ServerConfig
 from .metering import PortReport
 
@@ -353,11 +353,14 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class NewEntry:
+    """An entry to append; `ref_index` refers to an earlier item of the same batch."""
+
     kind: str
     at: datetime
     payload: Mapping[str, Any]
     server: str | None = None
     ref_seq: int | None = None
+    ref_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,7 +610,7 @@ class LedgerStore:
             )
         self._engine = engine
         with self._write() as conn:
-            migrate(conn, now or datetime.now(UTC))
+            migrate(conn, now or SystemClock().at())
 
     def close(self) -> None:
         if self._engine is not None:
@@ -670,20 +673,26 @@ class LedgerStore:
                 .with_for_update()
             ).one()
             seq, prev = int(head.seq), str(head.hash)
-            for it in items:
+            first = seq + 1
+            for i, it in enumerate(items):
                 seq += 1
-                if it.ref_seq is not None and not 0 < it.ref_seq < seq:
-                    raise LedgerError(f"entry refers to seq {it.ref_seq}, which does not exist")
+                ref_seq = it.ref_seq
+                if it.ref_index is not None:
+                    if not 0 <= it.ref_index < i:
+                        raise LedgerError(f"batch item {i} refers to item {it.ref_index}")
+                    ref_seq = first + it.ref_index
+                if ref_seq is not None and not 0 < ref_seq < seq:
+                    raise LedgerError(f"entry refers to seq {ref_seq}, which does not exist")
                 at_text = ts(it.at)
                 payload = json.loads(canonical(dict(it.payload)))
-                h = entry_hash(prev, seq, at_text, it.kind, it.server, it.ref_seq, payload)
+                h = entry_hash(prev, seq, at_text, it.kind, it.server, ref_seq, payload)
                 conn.execute(
                     insert(ledger_entries).values(
-                        seq=seq, at=at_text, kind=it.kind, server=it.server, ref_seq=it.ref_seq,
+                        seq=seq, at=at_text, kind=it.kind, server=it.server, ref_seq=ref_seq,
                         payload=canonical(payload), prev_hash=prev, hash=h,
                     )
                 )
-                out.append(Entry(seq, parse_ts(at_text), it.kind, it.server, it.ref_seq,
+                out.append(Entry(seq, parse_ts(at_text), it.kind, it.server, ref_seq,
                                  MappingProxyType(payload), prev, h))
                 prev = h
             conn.execute(
@@ -840,38 +849,56 @@ class LedgerStore:
         ]
         return sorted(rows, key=lambda r: (-r[1], r[0].seq))
 
-    def record_event(self, ev: OutageEvent, *, ref_seq: int | None = None) -> Entry:
-        """Append one tracker event. OutageEnd/OutageCauseChange need the start's seq."""
-        if isinstance(ev, OutageStart):
-            return self.append(
-                "outage_start", ev.start,
-                {"outage_id": ev.outage_id, "switch": ev.switch, "port": ev.port,
-                 "start": ts(ev.start), "cause": ev.cause, "state": ev.state,
-                 "evidence": dict(ev.evidence)},
-                server=ev.server,
-            )
-        if isinstance(ev, PortFlagged):
-            f = ev.finding
-            return self.append(
-                "flag", ev.at,
-                {"rule": f.rule, "check": f.check, "switch": ev.switch, "port": ev.port,
-                 "status": f.status, "due_at": ts(f.due_at), "reason": f.reason},
-                server=ev.server,
-            )
-        if ref_seq is None:
-            ref_seq = self._start_seq(ev.server, ev.outage_id)
-        if isinstance(ev, OutageEnd):
-            return self.append("outage_end", ev.end,
-                               {"outage_id": ev.outage_id, "end": ts(ev.end),
-                                "evidence": dict(ev.evidence)},
-                               server=ev.server, ref_seq=ref_seq)
-        return self.append(
-            "classify", ev.at,
-            {"outage_id": ev.outage_id, "class": outage_class_of(ev.cause), "cause": ev.cause,
-             "false_positive": False, "reason": ev.reason, "by": "agent",
-             "evidence": dict(ev.evidence)},
-            server=ev.server, ref_seq=ref_seq,
-        )
+    def record_events(
+        self, events: Sequence[OutageEvent], open_seqs: Mapping[str, int] | None = None
+    ) -> list[Entry]:
+        """Append a batch of tracker events (one poll's, say) in one transaction.
+
+        An end or cause change refers to its record's outage_start: one earlier in the same
+        batch, else `open_seqs[outage_id]`, else the latest outage_start with that id.
+        """
+        items: list[NewEntry] = []
+        in_batch: dict[str, int] = {}
+        for ev in events:
+            if isinstance(ev, OutageStart):
+                in_batch[ev.outage_id] = len(items)
+                items.append(NewEntry(
+                    "outage_start", ev.start,
+                    {"outage_id": ev.outage_id, "switch": ev.switch, "port": ev.port,
+                     "start": ts(ev.start), "cause": ev.cause, "state": ev.state,
+                     "evidence": dict(ev.evidence)},
+                    server=ev.server,
+                ))
+                continue
+            if isinstance(ev, PortFlagged):
+                f = ev.finding
+                items.append(NewEntry(
+                    "flag", ev.at,
+                    {"rule": f.rule, "check": f.check, "switch": ev.switch, "port": ev.port,
+                     "status": f.status, "due_at": ts(f.due_at), "reason": f.reason},
+                    server=ev.server,
+                ))
+                continue
+            ref_seq: int | None = None
+            ref_index = in_batch.get(ev.outage_id)
+            if ref_index is None:
+                ref_seq = (open_seqs or {}).get(ev.outage_id) or self._start_seq(
+                    ev.server, ev.outage_id)
+            if isinstance(ev, OutageEnd):
+                items.append(NewEntry(
+                    "outage_end", ev.end,
+                    {"outage_id": ev.outage_id, "end": ts(ev.end), "evidence": dict(ev.evidence)},
+                    server=ev.server, ref_seq=ref_seq, ref_index=ref_index,
+                ))
+            else:
+                items.append(NewEntry(
+                    "classify", ev.at,
+                    {"outage_id": ev.outage_id, "class": outage_class_of(ev.cause),
+                     "cause": ev.cause, "false_positive": False, "reason": ev.reason,
+                     "by": "agent", "evidence": dict(ev.evidence)},
+                    server=ev.server, ref_seq=ref_seq, ref_index=ref_index,
+                ))
+        return self.append_many(items) if items else []
 
     def _start_seq(self, server: str, outage_id: str) -> int:
         found = [e.seq for e in self.entries(server=server, kinds=("outage_start",))
@@ -1088,19 +1115,15 @@ class OutageRecorder:
     def reconfigure(self, config: Config) -> None:
         self._config = config
 
-    def _record(self, events: Iterable[OutageEvent]) -> list[Entry]:
-        out: list[Entry] = []
-        for ev in events:
-            ref = None
-            if isinstance(ev, (OutageEnd, OutageCauseChange)):
-                ref = self._seq_by_id.get(ev.outage_id)
-            entry = self._store.record_event(ev, ref_seq=ref)
+    def _record(self, events: Sequence[OutageEvent]) -> list[Entry]:
+        # One transaction per poll or act: a crash never leaves half of a poll's events.
+        entries = self._store.record_events(events, self._seq_by_id)
+        for ev, entry in zip(events, entries, strict=True):
             if isinstance(ev, OutageStart):
                 self._seq_by_id[ev.outage_id] = entry.seq
             elif isinstance(ev, OutageEnd):
                 self._seq_by_id.pop(ev.outage_id, None)
-            out.append(entry)
-        return out
+        return entries
 
     def on_poll(self, poll: PortPoll, reports: Sequence[PortReport] = ()) -> list[Entry]:
         return self._record(self._tracker.observe(switch_observation(self._config, poll, reports)))
@@ -1156,6 +1179,16 @@ class OutageInMonth:
     @property
     def seconds(self) -> int:
         return sum(self.seconds_by_class.values())
+
+    @property
+    def class_in_month(self) -> str:
+        """The class the engine gave its seconds (windows applied): one class, "mixed", or the
+        ledger's class when it has no seconds here. A cause of planned_work shows as
+        maintenance only where a window with notice covers it."""
+        present = [c for c, n in self.seconds_by_class.items() if n]
+        if not present:
+            return self.view.outage_class
+        return present[0] if len(present) == 1 else "mixed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1313,6 +1346,7 @@ __all__ = [
     "VerifyResult",
     "WindowView",
     "canonical",
+    "migrate",
     "default_url",
     "entry_hash",
     "ledger_metrics",

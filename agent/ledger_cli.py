@@ -23,6 +23,7 @@ from rackwarden.policies.sla import (
     CAUSES,
     CLASSES,
     WINDOW_KINDS,
+    contract_timezone,
     duration_text,
     fraction_text,
     parse_period,
@@ -363,14 +364,21 @@ def _credit_text(s: ServerSla) -> str:
 
 
 def _evidence_text(v: OutageView) -> str:
-    ev = dict(v.evidence)
-    keys = ("state", "oper", "admin", "reason", "ports_down_together", "boot_at", "detail")
-    return ", ".join(f"{k}={ev[k]}" for k in keys if k in ev) or "-"
+    # Where and when are in the row already; the rest is the evidence.
+    ev = {k: x for k, x in v.evidence.items() if k not in ("switch", "port", "poll_at")}
+    return ", ".join(f"{k}={ev[k]}" for k in sorted(ev)) or "-"
 
 
-def _outage_row(o: OutageInMonth, now: datetime) -> dict[str, Any]:
+def _local(at: datetime | None, s: ServerSla) -> str:
+    """Report times in the contract's timezone: the one its months are cut in."""
+    return "" if at is None else at.astimezone(contract_timezone(s.timezone)).isoformat()
+
+
+def _outage_row(o: OutageInMonth, s: ServerSla, now: datetime) -> dict[str, Any]:
     v = o.view
     row = _outage_json(v, now)
+    row["start"], row["end"] = _local(v.start, s), _local(v.end, s) or None
+    row["class_in_month"] = o.class_in_month
     row["seconds_in_month"] = o.seconds
     row["seconds_by_class"] = {c: o.seconds_by_class[c] for c in CLASSES}
     return row
@@ -379,7 +387,7 @@ def _outage_row(o: OutageInMonth, now: datetime) -> dict[str, Any]:
 def _report_json(rows: Sequence[ServerSla], period: str, now: datetime,
                  verified: VerifyResult) -> dict[str, Any]:
     unresolved = [
-        {**_outage_row(o, now), "unknown_seconds": o.seconds_by_class["unknown"]}
+        {**_outage_row(o, s, now), "unknown_seconds": o.seconds_by_class["unknown"]}
         for s in rows for o in s.unresolved
     ]
     servers = []
@@ -394,12 +402,13 @@ def _report_json(rows: Sequence[ServerSla], period: str, now: datetime,
             "extension_hours": (fraction_text(m.extension_hours)
                                 if s.extension_s is not None else None),
             "caps_applied": list(m.caps_applied), "reason": m.reason, "notes": list(s.notes),
-            "outages": [_outage_row(o, now) for o in s.outages],
-            "parts": [{"start": ts(p.start), "end": ts(p.end), "class": p.outage_class,
+            "outages": [_outage_row(o, s, now) for o in s.outages],
+            "parts": [{"start": _local(p.start, s), "end": _local(p.end, s),
+                       "class": p.outage_class,
                        "seconds": p.seconds, "creditable_seconds": p.creditable_seconds,
                        "units": p.units, "contribution_fen": fraction_text(p.credit_fen),
                        "extension_s": p.extension_s, "reason": p.reason,
-                       "segments": [{"start": ts(g.start), "end": ts(g.end),
+                       "segments": [{"start": _local(g.start, s), "end": _local(g.end, s),
                                      "class": g.outage_class, "seconds": g.seconds,
                                      "records": list(g.records), "window": g.window,
                                      "reason": g.reason} for g in p.segments]}
@@ -422,8 +431,8 @@ def _report_table(rows: Sequence[ServerSla], period: str, now: datetime,
     w(" (resolve: rackwarden ledger reclassify SEQ --class … --reason …)\n" if unresolved else "\n")
     for s, o in unresolved:
         v = o.view
-        end = ts(v.end) if v.end else "(open)"
-        w(f"  seq {v.seq:<6} {s.server.id:<14} {ts(v.start)} .. {end}  unknown "
+        end = _local(v.end, s) or "(open)"
+        w(f"  seq {v.seq:<6} {s.server.id:<14} {_local(v.start, s)} .. {end}  unknown "
           f"{duration_text(o.seconds_by_class['unknown'])} this month  cause {v.cause}  "
           f"[{_evidence_text(v)}]\n")
     w("\nSERVERS\n")
@@ -441,12 +450,12 @@ def _report_table(rows: Sequence[ServerSla], period: str, now: datetime,
     for s in rows:
         for o in s.outages:
             v = o.view
-            end = ts(v.end) if v.end else "(open)"
+            end = _local(v.end, s) or "(open)"
             by_class = ", ".join(f"{c} {duration_text(o.seconds_by_class[c])}"
                                  for c in CLASSES if o.seconds_by_class[c])
             fp = " false-positive" if v.false_positive else ""
-            w(f"  seq {v.seq:<6} {s.server.id:<14} {ts(v.start)} .. {end}  class "
-              f"{v.outage_class}{fp}  cause {v.cause}  in month: {by_class or '0s'}  "
+            w(f"  seq {v.seq:<6} {s.server.id:<14} {_local(v.start, s)} .. {end}  class "
+              f"{o.class_in_month}{fp}  cause {v.cause}  in month: {by_class or '0s'}  "
               f"[{_evidence_text(v)}]\n")
     return out.getvalue()
 
@@ -454,17 +463,17 @@ def _report_table(rows: Sequence[ServerSla], period: str, now: datetime,
 def _report_csv(rows: Sequence[ServerSla], now: datetime) -> str:
     out = io.StringIO()
     cols = ["section", "server", "customer", "template", "seq", "start", "end", "class", "cause",
-            *[f"{c}_s" for c in CLASSES], "credit_fen", "extension_hours", "reason"]
+            *[f"{c}_s" for c in CLASSES], "credit_fen", "extension_hours", "detail"]
     wr = csv.DictWriter(out, fieldnames=cols, lineterminator="\n")
     wr.writeheader()
 
     def outage(section: str, s: ServerSla, o: OutageInMonth) -> dict[str, Any]:
         v = o.view
         return {"section": section, "server": s.server.id, "customer": s.server.customer,
-                "template": s.server.template, "seq": v.seq, "start": ts(v.start),
-                "end": ts(v.end) if v.end else "", "class": v.outage_class, "cause": v.cause,
+                "template": s.server.template, "seq": v.seq, "start": _local(v.start, s),
+                "end": _local(v.end, s), "class": o.class_in_month, "cause": v.cause,
                 **{f"{c}_s": o.seconds_by_class[c] for c in CLASSES},
-                "reason": _evidence_text(v)}
+                "detail": _evidence_text(v)}
 
     # Unresolved unknown time first, as operators must act on it before anyone bills.
     for s in rows:
@@ -478,7 +487,7 @@ def _report_csv(rows: Sequence[ServerSla], now: datetime) -> str:
                      "credit_fen": "" if s.credit_fen is None else s.credit_fen,
                      "extension_hours": ("" if s.extension_s is None
                                          else fraction_text(m.extension_hours)),
-                     "reason": m.reason})
+                     "detail": m.reason})
     for s in rows:
         for o in s.outages:
             wr.writerow(outage("outage", s, o))

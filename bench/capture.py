@@ -16,7 +16,6 @@ import os
 import random
 import select
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -260,8 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _sh("ip", "-n", ns, "link", "set", "b0", "up")
         _sh("ip", "-n", ns, "link", "set", "b1", "up")
         frames = make_frames(a.frames)
-        from scapy.utils import wrpcap
         import pickle
+
+        from scapy.utils import wrpcap
 
         pcap = tmp / "mix.pcap"
         wrpcap(str(pcap), [__import__("scapy.layers.l2", fromlist=["Ether"]).Ether(f)

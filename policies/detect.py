@@ -1,4 +1,4 @@
-"""Abuse detectors (CONTRACT_RULES R4–R8): sampled packets in, per-server Detections with evidence out."""
+"""Abuse detectors (CONTRACT_RULES R4–R8): sampled packets in, per-server Detections out."""
 
 from __future__ import annotations
 
@@ -554,8 +554,8 @@ class _ServerState:
                 del self.flows[k]
             if not self.flows:
                 self.flows_other = 0
-        for k in [k for k in self.undeclared_hits if k not in self.undeclared]:
-            del self.undeclared_hits[k]
+        for what in [w for w in self.undeclared_hits if w not in self.undeclared]:
+            del self.undeclared_hits[what]
 
     def findings(self, now: float, owners: Mapping[str, str]) -> list[_Finding]:
         t = self.t
@@ -634,7 +634,8 @@ class _ServerState:
             pred = ((lambda k: k[2] == host) if scan_kind == "ports" else None)
             out.append(_Finding(
                 SCAN, scan_kind,
-                f"{n} distinct destination {'ports on ' + str(top_host) if scan_kind == 'ports' else 'hosts'}"
+                f"{n} distinct destination "
+                f"{'ports on ' + str(top_host) if scan_kind == 'ports' else 'hosts'}"
                 f" in {t.scan_window_s:g} s (limit {limit})"
                 + (f"; {failed:.0%} unanswered" if visible else ""),
                 confident, conf, len(self.scan_pairs), rates,
@@ -650,7 +651,7 @@ class _ServerState:
             srcs = list(self.spoof_srcs.seen)
             stolen = sorted({f"{a}={owners[a]}" for a in srcs if a in owners})  # type: ignore[index]
             kind = "stolen" if stolen else "spoofed"
-            subj = tuple(stolen) or tuple(sorted(str(a) for a in srcs[-20:]))
+            spoof_subj = tuple(stolen) or tuple(sorted(str(a) for a in srcs[-20:]))
             mine = self.ips
             out.append(_Finding(
                 SPOOF, kind,
@@ -659,7 +660,7 @@ class _ServerState:
                 + f" ({hits} samples in {t.spoof_window_s:g} s)",
                 hits >= t.spoof_min_samples, min(1.0, hits / t.spoof_min_samples), hits,
                 rates, {"distinct_sources": len(srcs), "samples": hits},
-                {"spoof_min_samples": t.spoof_min_samples}, subj,
+                {"spoof_min_samples": t.spoof_min_samples}, spoof_subj,
                 self.spoof_srcs.saturated(now),
                 lambda k: k[1] not in mine, tuple(self.ev_spoof), base_severity="warning"))
         if len(self.used_ips) > self.spec.contract_ips:
@@ -784,8 +785,10 @@ class AbuseDetector:
         for s in samples:
             n += 1
             agent = s.agent
-            sender = by_port.get((agent, s.input_ifindex)) if s.input_ifindex is not None else None  # type: ignore[arg-type]
-            receiver = by_port.get((agent, s.output_ifindex)) if s.output_ifindex is not None else None  # type: ignore[arg-type]
+            ii = s.input_ifindex
+            oi = s.output_ifindex
+            sender = by_port.get((agent, ii)) if ii is not None else None
+            receiver = by_port.get((agent, oi)) if oi is not None else None
             if s.sample_pool is not None:
                 self._check_rate(s, sender or receiver)
             if sender is not None or receiver is not None:

@@ -185,3 +185,64 @@ def test_rails_in_the_lab_invalid_input_and_kill_9_between_pending_and_applied(t
             sw_cli.stop()
         lab.stop()
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_notify_mode_shuts_nothing_and_the_notice_reaches_the_smtp_server(tmp_path: Path) -> None:
+    from email import message_from_bytes, policy
+
+    from aiosmtpd.controller import Controller
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.messages: list[Any] = []
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+            return "250 OK"
+
+    inbox = Inbox()
+    smtp_port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    lab = Lab(24, 2, replace_stale=True).start()
+    agent = None
+    sw_cli = None
+    try:
+        snmp = start_snmpd(lab)
+        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        port = free_port()
+        cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
+                               interval_s=2, window_s=6, metrics_port=port, mode="notify",
+                               cli=sw_cli, smtp_port=smtp_port, rules=OVERAGE_RULE)
+        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        heavy = lab.start_traffic(1, 15_000_000, 30)
+        wait_for("the dry-run shut", lambda: value(agent.scrape(), "rackwarden_enforcement_actions_total",
+                                                   action="shut", reason="overage", result="dryrun",
+                                                   mode="notify"), 40, agent)
+        wait_for("two notices", lambda: len(inbox.messages) >= 2, 10, agent)
+        assert lab.link_admin_up("p1") is True
+        assert sw_cli.sshd.connection_count() == 0  # the switch was never logged into
+        received = lab.sink_received(lab.server_ip(1))
+        time.sleep(1)
+        assert lab.sink_received(lab.server_ip(1)) > received  # still forwarding
+        heavy.stop()
+        warning, suspension = inbox.messages[:2]
+        assert warning["To"] == "noc-1@cust-1.example"
+        body = warning.get_body(preferencelist=("plain",)).get_content()
+        assert "srv-1" in body and "+08:00" in body
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in body)  # the Chinese text is there
+        assert "Mbit/s" in body
+        assert warning["X-RackWarden-Key"] == "srv-1:overage:1:warning"
+        assert suspension["X-RackWarden-Key"] == "srv-1:overage:1:suspension"
+        assert value(agent.scrape(), "rackwarden_notices_total", stage="warning", result="delivered") == 1
+    finally:
+        pids = list(lab.started_pids)
+        if agent is not None:
+            agent.stop()
+            pids.append(agent.pid)
+        if sw_cli is not None:
+            pids.append(sw_cli.sshd.pid)
+            sw_cli.stop()
+        lab.stop()
+        smtp.stop()
+    assert not any(pid_alive(p) for p in pids)

@@ -1,4 +1,4 @@
-"""The ledger's shared suite (tests/unit/test_ledger_sqlite.LedgerSuite) on a real PostgreSQL server.
+"""The ledger's shared suite (tests/unit/test_ledger_sqlite.LedgerSuite) on a real PostgreSQL.
 
 The module starts its own throwaway cluster (tests/integration/pg.py: initdb in a temp dir, a
 private unix socket, stopped by PID) and gives every test a fresh schema in it.
@@ -10,9 +10,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from rackwarden.agent.ledger import LedgerStore
 from sqlalchemy import text
 
-from rackwarden.agent.ledger import LedgerStore
 from tests.integration.pg import PgCluster
 from tests.unit.test_ledger_sqlite import T0, LedgerSuite
 

@@ -1,4 +1,4 @@
-"""The shipped Prometheus rules, Alertmanager example and Grafana dashboard, checked by promtool, amtool and name audits."""
+"""Shipped Prometheus rules, Alertmanager example, Grafana dashboard: promtool, amtool, names."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from rackwarden.agent.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -273,6 +273,20 @@ def test_wrong_v3_credentials(snmpd: Snmpd) -> None:
     assert "lo" in polls["right"].ports and polls["right"].error in (None, "partial")
 
 
+def test_same_v3_user_with_different_keys_polled_concurrently(snmpd: Snmpd) -> None:
+    """Two switches, one user name, different keys (one of them wrong here): pysnmp keeps one key
+    set per user name, so without the poller's gate the right-key polls fail at random."""
+    good = [snmpd.v3(timeout_s=1.5, retries=1) for _ in range(8)]
+    bad = [snmpd.v3(auth_key="not-the-auth-key", timeout_s=1.5, retries=1) for _ in range(8)]
+    interleaved = [t for pair in zip(good, bad, strict=True) for t in pair]
+    polls = run(lambda: with_poller(lambda p: p.poll_many(interleaved)))
+    lo_index = int((LO / "ifindex").read_text())
+    for poll in polls[0::2]:
+        assert_clean_for(poll, lo_index)
+        assert "lo" in poll.ports
+    assert [p.error for p in polls[1::2]] == ["auth"] * 8
+
+
 def test_dead_port_is_a_timeout() -> None:
     port = free_udp_port()  # nothing listens there any more
     poll = poll_once(SnmpTarget("dead", "127.0.0.1", port, community="x", timeout_s=0.3, retries=1))

@@ -161,8 +161,10 @@ def rig() -> Iterator[Rig]:
         ]
         pipe = Pipeline(AbuseDetector(specs))
         ring = EvidenceRing(per_port=2048)
+        # 16 mirror interfaces: 8 MiB rings each (64 x 128 KiB, 2.5 s at 40 ms retire).
         capture = SpanCapture(span.sources(), pipe.on_batch, pipe.clock, netns=lab.switch_ns,
-                              evidence=ring)
+                              evidence=ring, ring_block_size=1 << 17, ring_blocks=64,
+                              ring_timeout_ms=40)
         capture.start()
         yield Rig(lab, span, pipe, capture, ring)
         assert not pipe.errors

@@ -1,4 +1,4 @@
-"""The systemd unit: systemd-analyze verify and security, the real daemon's sd_notify, and install.sh into a DESTDIR."""
+"""systemd unit: systemd-analyze verify and security, sd_notify from the daemon, install.sh."""
 
 from __future__ import annotations
 
@@ -31,12 +31,14 @@ EXPOSURE_LIMIT = 2.0  # "OK" in systemd-analyze's words is below 4.9; this unit 
 
 
 def _run(argv: list[str], timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        argv, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def render_unit(folder: Path, confdir: Path, *, span: bool = False, venv: Path = VENV) -> Path:
     """The unit as install.sh writes it, with ExecStart on this checkout's venv."""
-    r = _run(["bash", str(INSTALL), "--render-unit", "--venv", str(venv), "--confdir", str(confdir)])
+    r = _run(["bash", str(INSTALL), "--render-unit", "--venv", str(venv),
+              "--confdir", str(confdir)])
     assert r.returncode == 0, r.stderr
     folder.mkdir(parents=True, exist_ok=True)
     unit = folder / "rackwarden.service"
@@ -116,8 +118,8 @@ def test_unit_settings_are_the_ones_the_issue_asks_for(tmp_path: Path) -> None:
     assert one["Service.StateDirectory"] == "rackwarden"
     for key, want in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
                       "PrivateTmp": "yes", "DynamicUser": "yes", "CapabilityBoundingSet": "",
-                      "AmbientCapabilities": "", "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
-                      }.items():
+                      "AmbientCapabilities": "",
+                      "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6"}.items():
         assert one[f"Service.{key}"] == want, key
     assert "@system-service" in s["Service.SystemCallFilter"]
     # Without the SPAN drop-in there is no raw packet access at all.
@@ -205,7 +207,8 @@ class FakeNotifySocket:
             n = self.recv(left)
             if n is not None and n.fields.get(key) == val:
                 return n
-        raise AssertionError(f"no {key}={val} within {timeout} s; got {[n.fields for n in self.seen]}")
+        seen = [n.fields for n in self.seen]
+        raise AssertionError(f"no {key}={val} within {timeout} s; got {seen}")
 
     def close(self) -> None:
         self.sock.close()
@@ -249,7 +252,7 @@ def test_daemon_ready_watchdog_reload_and_stop_under_fake_systemd(
         pings = [notify_socket.wait_for("WATCHDOG", "1", timeout=2) for _ in range(4)]
         per_ping = (time.monotonic() - t1) / 4
         assert all(p.pid == proc.pid for p in pings)
-        assert per_ping < watchdog_usec / 1e6, f"pings every {per_ping:.2f} s: systemd would kill it"
+        assert per_ping < watchdog_usec / 1e6, f"pings every {per_ping:.2f} s: would be killed"
 
         # ExecReload with a broken file: refused, the old config keeps running.
         reload_argv = exec_argv(s["Service.ExecReload"][0], {"MAINPID": str(proc.pid)})
@@ -276,7 +279,8 @@ def test_daemon_ready_watchdog_reload_and_stop_under_fake_systemd(
         assert rc == 0, log_path.read_text()
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
-        print(f"READY after {ready_s:.2f} s, watchdog every {per_ping:.2f} s, stop in {stop_s:.2f} s")
+        print(f"READY after {ready_s:.2f} s, watchdog every {per_ping:.2f} s, "
+              f"stop in {stop_s:.2f} s")
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -377,8 +381,8 @@ def test_install_sh_into_a_destdir(tmp_path: Path) -> None:
     # The staged unit and its drop-ins verify, with /opt pointed at the staging tree.
     check = tmp_path / "verify"
     shutil.copytree(units, check)
-    for f in [check / "rackwarden.service", *(check / "rackwarden.service.d").iterdir()]:
-        f.write_text(f.read_text().replace("/opt/rackwarden", f"{dest}/opt/rackwarden")
+    for staged in [check / "rackwarden.service", *(check / "rackwarden.service.d").iterdir()]:
+        staged.write_text(staged.read_text().replace("/opt/rackwarden", f"{dest}/opt/rackwarden")
                      .replace("/etc/rackwarden", f"{dest}/etc/rackwarden"))
     assert verify(check / "rackwarden.service") == []
     assert unit_settings(check / "rackwarden.service",

@@ -88,6 +88,7 @@ def write_lab_config(
     smtp_port: int | None = None,
     extra: str = "",
     rules: str = "",
+    safety: str = "",
 ) -> Path:
     """An inventory for the lab: switch sw1 at the lab's management address, one server per port."""
     n = n_servers or lab.n_servers
@@ -112,7 +113,10 @@ def write_lab_config(
     if smtp_port is not None:
         notify = (f"notify:\n  smtp: {{host: 127.0.0.1, port: {smtp_port}, from: noc@idc.example}}\n"
                   f"  operator_contact: \"NOC +86 592 0000 0000\"\n")
-    enforcement = f"enforcement:\n  rules:\n{rules}" if rules else ""
+    enforcement = ""
+    if rules or safety:
+        enforcement = "enforcement:\n" + (f"  rules:\n{rules}" if rules else "") + (
+            f"  safety: {safety}\n" if safety else "")
     path.write_text(f"""\
 # Generated for lab {lab.lab_id}: short interval and window so a test sees a sustained overage.
 version: 1

@@ -1,4 +1,4 @@
-"""Lab abuse traffic, run inside a namespace: floods, SMTP fan-out, scans, spoofing, proxy, download.
+"""Lab abuse traffic run inside a namespace: floods, spam, scans, spoofing, proxy, a download.
 
 Usage: `ip netns exec NS python -m tests.lab.attacks KIND [options]`. Packets are crafted with
 scapy once and sent through a raw IP socket (the kernel routes and resolves the next hop, so
@@ -134,7 +134,7 @@ async def _smtp_session(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             else:
                 writer.write(b"250 ok\r\n")
             await writer.drain()
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         pass
     finally:
         writer.close()
@@ -145,7 +145,7 @@ async def _http_session(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         await asyncio.wait_for(reader.readline(), 5)
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         pass
     finally:
         writer.close()
@@ -189,7 +189,7 @@ async def _smtp_client(dst: str, src: str | None) -> bool:
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(dst, 25, local_addr=(src, 0) if src else None), 5)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     ok = False
     try:
@@ -202,7 +202,7 @@ async def _smtp_client(dst: str, src: str | None) -> bool:
         writer.write(b"Subject: buy now\r\n\r\ncheap\r\n.\r\nQUIT\r\n")
         await writer.drain()
         ok = (await reader.readline()).startswith(b"250")
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         pass
     finally:
         writer.close()
@@ -236,7 +236,7 @@ async def _proxy_server(a: argparse.Namespace) -> None:
             _method, target, _ver = line.decode().split()
             host, port = target.rsplit(":", 1)
             ur, uw = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5)
-        except (OSError, ValueError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, ValueError):
             writer.close()
             return
         writer.write(b"HTTP/1.0 200 Connection established\r\n\r\n")
@@ -252,7 +252,7 @@ async def _proxy_server(a: argparse.Namespace) -> None:
 async def _proxy_client(proxy: str, port: int, target: str) -> bool:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(proxy, port), 5)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     ok = False
     try:
@@ -264,7 +264,7 @@ async def _proxy_client(proxy: str, port: int, target: str) -> bool:
         await writer.drain()
         body = await asyncio.wait_for(reader.read(), 5)
         ok = b"200" in status and body.endswith(b"ok")
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         pass
     finally:
         writer.close()

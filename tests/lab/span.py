@@ -1,4 +1,4 @@
-"""SPAN for the lab switch: each customer port's ingress and egress mirrored with tc to capture veths.
+"""Lab SPAN: each customer port's ingress and egress mirrored with tc to capture veths.
 
 This kernel has only the u32 classifier and the mirred action (no 8021q, no act_vlan, no
 matchall), so a shared SPAN port cannot be tagged per source port. Each mirrored port gets two

@@ -26,7 +26,7 @@ from rackwarden.drivers.capture import (
 from rackwarden.drivers.capture.span import _Source
 from rackwarden.drivers.packets import flow_sample_from_frame
 from rackwarden.policies.flowfacts import FlowSample
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 

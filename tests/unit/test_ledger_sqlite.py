@@ -69,7 +69,7 @@ servers:
 
 
 def poll(at: str, down: tuple[str, ...] = (), admin: tuple[str, ...] = (),
-         answered: bool = True) -> PortPoll:
+         answered: bool = True, uptime_s: int | None = None) -> PortPoll:
     """One poll of sw1; ports of the servers in `down` are oper-down, in `admin` admin-down."""
     ports = {}
     for i, (sid, name) in enumerate(SERVERS.items(), 1):
@@ -78,7 +78,7 @@ def poll(at: str, down: tuple[str, ...] = (), admin: tuple[str, ...] = (),
                                    "down" if sid in admin else "up")
     if not answered:
         return PortPoll("sw1", Z(at), 0.0, None, {}, error="timeout", error_detail="no reply")
-    return PortPoll("sw1", Z(at), 0.0, None, ports)
+    return PortPoll("sw1", Z(at), 0.0, None if uptime_s is None else uptime_s * 100, ports)
 
 
 def raw(store: LedgerStore, *statements: str) -> None:
@@ -386,6 +386,26 @@ class LedgerSuite:
         assert {(v.server, v.cause, v.outage_class, v.seconds(T0)) for v in views} == {
             (s, "switch_unreachable", "unknown", 240) for s in SERVERS}
         assert views[0].evidence["detail"] == "timeout: no reply"
+        # The operator checks the switch's logs: r1's port forwarded all along.
+        store.reclassify(views[0].seq, "none", "port forwarded; only SNMP was blocked",
+                         Z("2026-11-03T02:00:00Z"))
+        v = store.outage(views[0].seq)
+        assert (v.outage_class, v.cause, v.record(T0)) == ("none", None, None)
+        assert sorted(u.server for u, _ in store.unresolved_unknown(T0)) == ["c1", "r2", "r3"]
+
+    def test_quick_reboot_is_one_atomic_batch(self, store: LedgerStore,
+                                              config: configmod.Config) -> None:
+        rec = OutageRecorder(store, config)
+        rec.start()
+        rec.on_poll(poll("2026-11-03T01:00:00Z", uptime_s=100_000))
+        # Up at both polls, but sysUpTime says the switch booted at 01:04:00Z.
+        entries = rec.on_poll(poll("2026-11-03T01:05:00Z", uptime_s=60))
+        assert [(e.kind, e.server) for e in entries] == [
+            (k, s) for s in SERVERS for k in ("outage_start", "outage_end")]
+        start, end = entries[0], entries[1]
+        assert (end.ref_seq, start.payload["cause"], start.payload["start"]) == (
+            start.seq, "switch_reboot", "2026-11-03T01:04:00+00:00")
+        assert {(v.outage_class, v.seconds(T0)) for v in store.outages()} == {("provider", 60)}
 
     def test_reclassify_appends_and_leaves_the_old_entry(self, store: LedgerStore,
                                                          config: configmod.Config) -> None:
@@ -450,6 +470,9 @@ class LedgerSuite:
         assert (s["r2"]["seconds_by_class"]["customer"], s["r2"]["credit_fen"]) == (7200, 0)
         # r3: inside the window declared 48 h ahead: maintenance, no breach under rental.
         assert (s["r3"]["seconds_by_class"]["maintenance"], s["r3"]["credit_fen"]) == (1800, 0)
+        r3 = s["r3"]["outages"][0]
+        assert (r3["class"], r3["cause"], r3["class_in_month"]) == (
+            "provider", "planned_work", "maintenance")
         # c1 colo: ceil(2 × 1800 s / 3600) = 1 h of extension.
         assert (s["c1"]["seconds_by_class"]["provider"], s["c1"]["extension_hours"]) == (1800,
                                                                                           "1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -81,7 +82,7 @@ def observation(p: Poll) -> SwitchObservation:
                              "timeout: no reply" if not p.answered else "")
 
 
-def run(steps: list[Step], tracker: OutageTracker | None = None) -> list[OutageEvent]:
+def run(steps: Sequence[Step], tracker: OutageTracker | None = None) -> list[OutageEvent]:
     tr = tracker or OutageTracker()
     out: list[OutageEvent] = []
     for s in steps:
@@ -320,8 +321,7 @@ def test_resume_enforced_keeps_enforcement() -> None:
 
 def test_r12_port_down_for_a_week_is_flagged_once() -> None:
     week = 7 * DAY_S
-    steps: list[Step] = [UP(0)] + [Poll(t, {"s3": "down"}) for t in
-                                   (60, week - 60, week + 60, week + 120)]
+    steps = [UP(0), *(Poll(t, {"s3": "down"}) for t in (60, week - 60, week + 60, week + 120))]
     flags = [fmt(e) for e in run(steps) if isinstance(e, PortFlagged)]
     # Down since 60: due at 60 + 7 d; first poll at or after that is week + 60.
     assert flags == [("flag", "s3", week + 60, "breached")]
@@ -329,7 +329,7 @@ def test_r12_port_down_for_a_week_is_flagged_once() -> None:
 
 def test_r12_silent_port_is_flagged() -> None:
     week = 7 * DAY_S
-    steps: list[Step] = [Poll(0, traffic=5000)] + [Poll(t, traffic=0) for t in (60, week + 60)]
+    steps = [Poll(0, traffic=5000), *(Poll(t, traffic=0) for t in (60, week + 60))]
     flags = [fmt(e) for e in run(steps) if isinstance(e, PortFlagged)]
     assert flags == [("flag", s, week + 60, "breached") for s in SERVERS]
 
@@ -395,7 +395,7 @@ def test_records_never_overlap_and_cover_every_down_poll(polls: list[Poll]) -> N
         intervals[s].append((start, None))
     for s, ivs in intervals.items():
         ivs.sort(key=lambda iv: iv[0])
-        for (a0, a1), (b0, _) in zip(ivs, ivs[1:], strict=False):
+        for (_, a1), (b0, _) in zip(ivs, ivs[1:], strict=False):
             assert a1 is not None and a1 <= b0, f"{s}: records overlap"
     # Every poll that saw a port not forwarding (or did not see it) lies in one of its records;
     # every poll that saw it forwarding lies in none.
