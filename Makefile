@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEB_PACKAGES := snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
-	tshark postgresql iproute2 iputils-ping procps tcpdump
+	tshark postgresql iproute2 iputils-ping procps tcpdump tcpreplay
 DEB_STAMP := $(VENV)/.deb-ok
 PY_STAMP := $(VENV)/.py-ok
 
@@ -48,8 +48,10 @@ demo-stop: deps
 bench: deps
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# Coverage-guided fuzzing of the sFlow decoder; prints executions, crashes and RSS.
+FUZZ_SECONDS ?= 600
 fuzz: deps
-	@echo "no fuzz targets yet"
+	$(PY) fuzz/sflow_fuzz.py -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -245,7 +245,7 @@ class _UsmGate:
                 self._cond.notify_all()
 
 
-def _plain(value: Any) -> SnmpValue:
+def plain_value(value: Any) -> SnmpValue:
     """A pysnmp value as an int, bytes, OID tuple or Absent (ifmib works on these only)."""
     if isinstance(value, rfc1905.NoSuchObject):
         return Absent.NO_SUCH_OBJECT
@@ -381,19 +381,53 @@ class SnmpPoller:
             raise RuntimeError("SnmpPoller.poll() before start() or after close()")
         if self._closing:
             return self._failed(target, self._mono(), "transport", "poller is closing")
-        async with self._sem:
-            self._in_flight += 1
-            started = self._mono()
-            try:
-                return await self._poll(target, started)
-            except _PollFailure as failure:
-                return self._failed(target, started, failure.kind, failure.detail)
-            except (PySnmpError, PyAsn1Error, OSError) as exc:
-                return self._failed(target, started, "transport", f"{type(exc).__name__}: {exc}")
-            finally:
-                self._in_flight -= 1
-                async with self._idle:
-                    self._idle.notify_all()
+        # Counted from here, so close() also waits for polls still queued at the gate or the
+        # semaphore; they must not reach an engine that is already gone.
+        self._in_flight += 1
+        try:
+            auth, gate, scalars = self._credentials(target)
+            # The gate comes first: a poll waiting for its key set must not hold a slot.
+            async with gate, self._sem:
+                started = self._mono()
+                try:
+                    return await self._poll(target, auth, scalars, started)
+                except _PollFailure as failure:
+                    return self._failed(target, started, failure.kind, failure.detail)
+                except (PySnmpError, PyAsn1Error, OSError) as exc:
+                    detail = f"{type(exc).__name__}: {exc}"
+                    return self._failed(target, started, "transport", detail)
+        finally:
+            self._in_flight -= 1
+            async with self._idle:
+                self._idle.notify_all()
+
+    def _credentials(
+        self, target: SnmpTarget
+    ) -> tuple[
+        CommunityData | UsmUserData, contextlib.AbstractAsyncContextManager[None], list[Oid]
+    ]:
+        """pysnmp's auth object, the gate this poll must pass, and the scalars to ask for."""
+        if target.version == "2c":
+            return (
+                CommunityData(reveal(target.community), mpModel=1),
+                contextlib.nullcontext(),
+                [_SYS_UPTIME_OBJECT],
+            )
+        assert target.user is not None and self._usm_gate is not None
+        auth_key, priv_key = reveal(target.auth_key), reveal(target.priv_key)
+        auth = UsmUserData(
+            target.user,
+            authKey=auth_key,
+            privKey=priv_key,
+            authProtocol=AUTH_PROTOCOLS[target.auth_protocol] if auth_key else None,
+            privProtocol=PRIV_PROTOCOLS[target.priv_protocol]
+            if priv_key and target.priv_protocol
+            else None,
+        )
+        gate = self._usm_gate.hold(target.user, _auth_fingerprint(target, auth_key, priv_key))
+        # snmpEngineBoots as a non-repeater costs one varbind; reading it out of pysnmp's USM
+        # timeline would mean private attributes.
+        return auth, gate, [_SYS_UPTIME_OBJECT, _SNMP_ENGINE_BOOTS_OBJECT]
 
     def _failed(
         self, target: SnmpTarget, started: float, kind: PollErrorKind, detail: str
@@ -410,34 +444,19 @@ class SnmpPoller:
             duration_s=max(0.0, now - started),
         )
 
-    async def _poll(self, target: SnmpTarget, started: float) -> PortPoll:
+    async def _poll(
+        self,
+        target: SnmpTarget,
+        auth: CommunityData | UsmUserData,
+        scalars: list[Oid],
+        started: float,
+    ) -> PortPoll:
         transport = await self._transport(target)
         stamp = _Stamp(self._wall(), started)
-        if target.version == "2c":
-            community = reveal(target.community)
-            auth: CommunityData | UsmUserData = CommunityData(community, mpModel=1)
-            gate: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
-            scalars = [_SYS_UPTIME_OBJECT]
-        else:
-            assert target.user is not None and self._usm_gate is not None
-            auth_key, priv_key = reveal(target.auth_key), reveal(target.priv_key)
-            auth = UsmUserData(
-                target.user,
-                authKey=auth_key,
-                privKey=priv_key,
-                authProtocol=AUTH_PROTOCOLS[target.auth_protocol] if auth_key else None,
-                privProtocol=PRIV_PROTOCOLS[target.priv_protocol]
-                if priv_key and target.priv_protocol
-                else None,
-            )
-            gate = self._usm_gate.hold(target.user, _auth_fingerprint(target, auth_key, priv_key))
-            # snmpEngineBoots as a non-repeater costs one varbind; reading it out of pysnmp's
-            # USM timeline would mean private attributes.
-            scalars = [_SYS_UPTIME_OBJECT, _SNMP_ENGINE_BOOTS_OBJECT]
-        async with gate:
-            varbinds = await self._walk(target, auth, transport, PRIMARY_COLUMNS, scalars, stamp)
-            if indexes_without_hc(varbinds):
-                varbinds += await self._walk(target, auth, transport, FALLBACK_COLUMNS, [], stamp)
+        varbinds = await self._walk(target, auth, transport, PRIMARY_COLUMNS, scalars, stamp)
+        if indexes_without_hc(varbinds):
+            # Only for agents (or ports) without Counter64: one more walk of two columns.
+            varbinds += await self._walk(target, auth, transport, FALLBACK_COLUMNS, [], stamp)
         walk = parse_if_walk(varbinds)
         return PortPoll(
             switch=target.name,
@@ -512,7 +531,7 @@ class SnmpPoller:
                 raise _failure_from_status(error_status, int(error_index), request, round_no)
             stamp.at, stamp.now = self._wall(), self._mono()
             for oid, value in reply[: len(pending_scalars)]:
-                out.append((tuple(oid), _plain(value)))
+                out.append((tuple(oid), plain_value(value)))
             repeaters = reply[len(pending_scalars) :]
             pending_scalars = []
             if not active:
@@ -521,7 +540,7 @@ class SnmpPoller:
                 raise _PollFailure("protocol", f"GETBULK reply with no rows in round {round_no}")
             try:
                 step = absorb_bulk_rows(
-                    active, last, [(tuple(oid), _plain(value)) for oid, value in repeaters]
+                    active, last, [(tuple(oid), plain_value(value)) for oid, value in repeaters]
                 )
             except ValueError as exc:
                 raise _PollFailure("protocol", str(exc)) from None

@@ -12,7 +12,15 @@ from typing import Any, Callable
 import pytest
 
 from rackwarden.agent.actions import ActionStore
-from tests.lab.agentrun import AgentProcess, free_port, start_agent, start_switch_cli, value, write_lab_config
+from tests.lab.agentrun import (
+    AgentProcess,
+    WebhookSink,
+    free_port,
+    start_agent,
+    start_switch_cli,
+    value,
+    write_lab_config,
+)
 from tests.lab.netlab import Lab, pid_alive
 from tests.lab.snmpd import IF_ADMIN_STATUS, start_snmpd
 
@@ -47,13 +55,14 @@ def test_enforce_shuts_an_over_cap_server_and_restore_brings_it_back(tmp_path: P
     lab = Lab(22, 2, replace_stale=True).start()
     agent = None
     sw_cli = None
+    hook = WebhookSink()
     try:
         snmp = start_snmpd(lab)
         sw_cli = start_switch_cli(lab, tmp_path / "cli")
         port = free_port()
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
                                interval_s=2, window_s=6, metrics_port=port, mode="enforce",
-                               cli=sw_cli, rules=OVERAGE_RULE)
+                               cli=sw_cli, rules=OVERAGE_RULE, webhook_url=hook.url)
         agent = start_agent(cfg, port, tmp_path / "agent.log")
         p1_index = lab.if_index("p1")
         assert forwarding(lab, 1)
@@ -111,7 +120,12 @@ def test_enforce_shuts_an_over_cap_server_and_restore_brings_it_back(tmp_path: P
         # The emulator really received the IOS commands from netmiko.
         transcript = (tmp_path / "cli" / "cli.log").read_text()
         assert "interface GigabitEthernet0/1" in transcript and "shutdown" in transcript
+        # On-call heard about both actions through the webhook.
+        names = [str(e["name"]) for e in hook.events]
+        assert any("RackWardenShut" in n for n in names), hook.events
+        assert any("RackWardenRestore" in n for n in names), hook.events
     finally:
+        hook.stop()
         pids = list(lab.started_pids)
         if agent is not None:
             agent.stop()

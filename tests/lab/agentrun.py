@@ -64,6 +64,35 @@ def start_switch_cli(lab: Lab, workdir: Path, flavour: str = "ios", port: int = 
     return SwitchCli(handle, map_path, base_map, known_hosts)
 
 
+class WebhookSink:
+    """An on-call webhook receiver on loopback that keeps every JSON body it is sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.events: list[dict[str, object]] = []
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                sink.events.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -89,6 +118,7 @@ def write_lab_config(
     extra: str = "",
     rules: str = "",
     safety: str = "",
+    webhook_url: str | None = None,
 ) -> Path:
     """An inventory for the lab: switch sw1 at the lab's management address, one server per port."""
     n = n_servers or lab.n_servers
@@ -110,9 +140,12 @@ def write_lab_config(
                f" known_hosts: {cli.known_hosts}, timeout_s: 10}}\n"
                f"    cli_names: {{{names}, {lab.uplink_port}: TenGigabitEthernet0/1}}\n")
     notify = ""
+    if smtp_port is not None or webhook_url is not None:
+        notify = "notify:\n  operator_contact: \"NOC +86 592 0000 0000\"\n"
     if smtp_port is not None:
-        notify = (f"notify:\n  smtp: {{host: 127.0.0.1, port: {smtp_port}, from: noc@idc.example}}\n"
-                  f"  operator_contact: \"NOC +86 592 0000 0000\"\n")
+        notify += f"  smtp: {{host: 127.0.0.1, port: {smtp_port}, from: noc@idc.example}}\n"
+    if webhook_url is not None:
+        notify += f"  webhook_url: {webhook_url}\n"
     enforcement = ""
     if rules or safety:
         enforcement = "enforcement:\n" + (f"  rules:\n{rules}" if rules else "") + (

@@ -268,3 +268,69 @@ def test_operator_suspend_and_restore(tmp_path: Path) -> None:
     st = asyncio.run(rig.enf.restore("s3", "billing"))
     assert rig.sw.admin["Gi0/3"] == "up" and st["last_action"]["action"] == "restore"
     assert [a["actor"] for a in rig.store.audit_rows("s3") if a["decision"] in ("shut", "restore")] == ["billing"] * 2
+
+
+def test_overage_term_ends_on_the_tick_and_the_port_is_restored(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.poll(rig.report(1))
+    rig.poll(rig.report(1))
+    assert rig.sw.admin["Gi0/1"] == "down"
+    rig.clock.advance(539)  # shut at t=60 for 600 s; now t=659
+    asyncio.run(rig.enf.tick())
+    assert rig.sw.admin["Gi0/1"] == "down"
+    rig.clock.advance(1)
+    asyncio.run(rig.enf.tick())
+    assert rig.sw.admin["Gi0/1"] == "up"
+    assert [(r.action, r.state) for r in rig.store.actions("s1")] == [("shut", "APPLIED"), ("restore", "APPLIED")]
+    assert ("restore", "APPLIED") in rig.decisions()
+
+
+def test_a_held_server_is_not_shut_until_the_hold_ends(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.enf.hold("s1", 3600, "customer migrating, agreed by phone", "operator:li")
+    rig.poll(rig.report(1))
+    rig.poll(rig.report(1))
+    assert rig.sw.calls == []
+    assert ("refuse_shut", "held") in rig.decisions()
+    rig.clock.advance(3600)
+    rig.poll(rig.report(1))
+    assert rig.sw.admin["Gi0/1"] == "down"
+
+
+def test_api_refuses_requests_without_the_token(tmp_path: Path) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from rackwarden.agent.api import ApiServer
+
+    rig = Rig(tmp_path)
+    loop = asyncio.new_event_loop()
+    import threading
+
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    api = ApiServer(rig.enf, listen="127.0.0.1", port=0, token="right-token")
+    api.start(loop)
+    try:
+        url = f"http://127.0.0.1:{api.port}"
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            req = urllib.request.Request(url + "/v1/suspend", data=b'{"server": "s1", "reason": "operator"}',
+                                         headers=headers, method="POST")
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=5)
+            assert e.value.code == 401
+        assert rig.sw.calls == []
+        req = urllib.request.Request(url + "/v1/suspend", data=b'{"server": "s1", "reason": "operator"}',
+                                     headers={"Authorization": "Bearer right-token"}, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert json.loads(r.read())["last_action"]["state"] == "APPLIED"
+        req = urllib.request.Request(url + "/v1/suspend", data=b'{"server": "nobody", "reason": "operator"}',
+                                     headers={"Authorization": "Bearer right-token"}, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == 400 and "nobody" in json.loads(e.value.read())["error"]
+    finally:
+        api.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(timeout=5)

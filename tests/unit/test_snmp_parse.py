@@ -33,7 +33,7 @@ from rackwarden.drivers.snmp.ifmib import (
     parse_if_table,
     parse_if_walk,
 )
-from rackwarden.drivers.snmp.poller import SnmpTarget, _plain, reveal
+from rackwarden.drivers.snmp.poller import SnmpTarget, plain_value, reveal
 from rackwarden.drivers.snmp.snmprec import (
     COUNTER32,
     COUNTER64,
@@ -349,18 +349,18 @@ def test_absorb_walk_of_a_recorded_switch_equals_the_recording() -> None:
 
 
 def test_pysnmp_values_become_plain_python() -> None:
-    assert _plain(rfc1902.Counter64(2**64 - 1)) == 2**64 - 1
-    assert _plain(rfc1902.Counter32(2**32 - 1)) == 2**32 - 1
-    assert _plain(rfc1902.TimeTicks(123)) == 123
-    assert _plain(rfc1902.Gauge32(10_000)) == 10_000
-    assert _plain(rfc1902.Integer32(2)) == 2
-    assert _plain(rfc1902.OctetString(b"Gi0/1")) == b"Gi0/1"
-    assert _plain(rfc1902.IpAddress("10.0.0.1")) == bytes([10, 0, 0, 1])
-    assert _plain(univ.ObjectIdentifier((1, 3, 6))) == (1, 3, 6)
-    assert _plain(rfc1905.NoSuchInstance()) is Absent.NO_SUCH_INSTANCE
-    assert _plain(rfc1905.NoSuchObject()) is Absent.NO_SUCH_OBJECT
-    assert _plain(rfc1905.EndOfMibView()) is Absent.END_OF_MIB_VIEW
-    assert isinstance(_plain(rfc1902.Counter64(5)), int)
+    assert plain_value(rfc1902.Counter64(2**64 - 1)) == 2**64 - 1
+    assert plain_value(rfc1902.Counter32(2**32 - 1)) == 2**32 - 1
+    assert plain_value(rfc1902.TimeTicks(123)) == 123
+    assert plain_value(rfc1902.Gauge32(10_000)) == 10_000
+    assert plain_value(rfc1902.Integer32(2)) == 2
+    assert plain_value(rfc1902.OctetString(b"Gi0/1")) == b"Gi0/1"
+    assert plain_value(rfc1902.IpAddress("10.0.0.1")) == bytes([10, 0, 0, 1])
+    assert plain_value(univ.ObjectIdentifier((1, 3, 6))) == (1, 3, 6)
+    assert plain_value(rfc1905.NoSuchInstance()) is Absent.NO_SUCH_INSTANCE
+    assert plain_value(rfc1905.NoSuchObject()) is Absent.NO_SUCH_OBJECT
+    assert plain_value(rfc1905.EndOfMibView()) is Absent.END_OF_MIB_VIEW
+    assert isinstance(plain_value(rfc1902.Counter64(5)), int)
 
 
 class _Secret:
@@ -429,8 +429,10 @@ def test_any_well_formed_table_parses_back_exactly(
     for name, *_ in table.values():
         counts[name] = counts.get(name, 0) + 1
     for index, (name, hin, hout, oper, admin, speed, disc, hc) in table.items():
-        cols: dict[str, SnmpValue | None] = {"oper": oper, "admin": admin, "speed": speed, "disc": disc,
-                "in32": hin % 2**32, "out32": hout % 2**32}
+        cols: dict[str, SnmpValue | None] = {
+            "oper": oper, "admin": admin, "speed": speed, "disc": disc,
+            "in32": hin % 2**32, "out32": hout % 2**32,
+        }
         if hc:
             cols |= {"hc_in": hin, "hc_out": hout}
         else:
