@@ -3,12 +3,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEB_PACKAGES := snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
+DEB_PACKAGES := python3-venv snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
 	tshark postgresql iproute2 iputils-ping procps tcpdump tcpreplay
 DEB_STAMP := $(VENV)/.deb-ok
 PY_STAMP := $(VENV)/.py-ok
 
-.PHONY: deps test test-unit test-lab demo demo-stop bench fuzz lint clean
+.PHONY: deps test test-unit test-lab demo demo-stop bench fuzz lint clean install
 
 deps: $(DEB_STAMP) $(PY_STAMP)
 
@@ -52,6 +52,10 @@ bench: deps
 FUZZ_SECONDS ?= 600
 fuzz: deps
 	$(PY) fuzz/sflow_fuzz.py -max_total_time=$(FUZZ_SECONDS)
+
+# Installs under /opt/rackwarden, /etc/rackwarden and the systemd unit (scripts/install.sh --help).
+install: deps
+	scripts/install.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -224,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = ops("breaker-reset", "close a switch's breaker after checking the meter", cmd_breaker_reset, server=False)
     b.add_argument("switch")
 
+    for group, help_ in (("ledger", "outage ledger: verify | reclassify | list"),
+                         ("maintenance", "maintenance windows: add")):
+        g = sub.add_parser(group, help=help_)
+        g.add_argument("what", help="see `rackwarden %s SUBCOMMAND --help`" % group)
+    repsub.add_parser("sla", help="SLA credits per server and month (see `rackwarden report sla --help`)")
+
     sla = sub.add_parser("sla", help="SLA credit engine")
     slasub = sla.add_subparsers(dest="what", required=True)
     se = slasub.add_parser("explain", help="credits for a scenario file")
@@ -233,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from .ledger_cli import COMMANDS as LEDGER_COMMANDS
+
+    # The ledger's commands parse their own arguments (agent/ledger_cli.py).
+    if len(argv) >= 2 and (argv[0], argv[1]) in LEDGER_COMMANDS:
+        return int(LEDGER_COMMANDS[(argv[0], argv[1])](argv[2:]))
     args = build_parser().parse_args(argv)
     return int(args.fn(args))
 

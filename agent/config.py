@@ -143,6 +143,11 @@ class AgentSettings:
     snmp_max_concurrency: int
     api_listen: str = "127.0.0.1"
     api_port: int = 9818
+    metrics_web_config: Path | None = None  # basic auth / TLS, as the Prometheus exporters' web config
+    ledger_url: Secret | None = None  # None: sqlite in state_dir; PostgreSQL for shared deployments
+
+    def ledger_database(self) -> str:
+        return self.ledger_url.reveal() if self.ledger_url else f"sqlite:///{self.state_dir / 'ledger.sqlite'}"
 
 
 @dataclass(frozen=True)
@@ -558,22 +563,38 @@ def _get(r: _Reader, m: dict[str, yaml.Node], key: str, path: str, fn: Callable[
 
 def _agent(r: _Reader, node: yaml.Node | None, base: Path) -> AgentSettings | None:
     keys = ("state_dir", "timezone", "mode", "metrics_listen", "metrics_port", "record_polls",
-            "max_gap_s", "snmp_max_concurrency", "api_listen", "api_port")
+            "max_gap_s", "snmp_max_concurrency", "api_listen", "api_port", "metrics_web_config",
+            "ledger_url")
     m = r.mapping(node, "agent", (), keys) if node is not None else {}
     if m is None:
         return None
     state_dir = _get(r, m, "state_dir", "agent", r.string, "/var/lib/rackwarden")
+    web: Path | None = None
+    if "metrics_web_config" in m:
+        w = r.string(m["metrics_web_config"], "agent.metrics_web_config")
+        web = (Path(w) if os.path.isabs(w) else base / w) if w else None
+    listen = _get(r, m, "metrics_listen", "agent", r.string, "127.0.0.1")
+    from .webauth import WebConfigError
+    from .webauth import validate as validate_web  # the exporter-style web config and bind policy
+
+    try:
+        validate_web(listen, web)  # warnings (auth without TLS) are the daemon's to log
+    except WebConfigError as e:
+        r.error(m.get("metrics_web_config", m.get("metrics_listen", node)), "agent.metrics_web_config", str(e))
+    ledger_url = r.secret(m["ledger_url"], "agent.ledger_url", base) if "ledger_url" in m else None
     return AgentSettings(
         state_dir=(base / state_dir) if not os.path.isabs(state_dir) else Path(state_dir),
         timezone=_get(r, m, "timezone", "agent", r.timezone, "Asia/Shanghai"),
         mode=_get(r, m, "mode", "agent", r.choice, "notify", MODES),
-        metrics_listen=_get(r, m, "metrics_listen", "agent", r.string, "127.0.0.1"),
+        metrics_listen=listen,
         metrics_port=_get(r, m, "metrics_port", "agent", r.integer, 9817, 0, 65535),
         record_polls=_get(r, m, "record_polls", "agent", r.boolean, False),
         max_gap_s=_get(r, m, "max_gap_s", "agent", r.number, 300.0, 1, 86400),
         snmp_max_concurrency=_get(r, m, "snmp_max_concurrency", "agent", r.integer, 32, 1, 1024),
         api_listen=_get(r, m, "api_listen", "agent", r.string, "127.0.0.1"),
         api_port=_get(r, m, "api_port", "agent", r.integer, 9818, 0, 65535),
+        metrics_web_config=web,
+        ledger_url=ledger_url,
     )
 
 

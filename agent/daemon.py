@@ -16,6 +16,7 @@ from rackwarden.policies.facts import PortPoll
 from . import config as configmod
 from . import sdnotify
 from .clock import Clock
+from .ledger import LedgerStore, OutageRecorder
 from .metering import MeteringService, PortReport
 from .metrics import Metrics
 from .pollio import poll_to_json
@@ -41,6 +42,9 @@ class Daemon:
         on_reports: Callable[[list[PortReport]], Awaitable[None]] | None = None,
         tick: Callable[[], Awaitable[None]] | None = None,
         tick_interval_s: float = 5.0,
+        outages: OutageRecorder | None = None,
+        ledger: LedgerStore | None = None,
+        ledger_interval_s: float = 30.0,
     ):
         self.config = config
         self.clock = clock
@@ -51,6 +55,9 @@ class Daemon:
         self._on_reports = on_reports
         self._tick = tick
         self._tick_interval_s = tick_interval_s
+        self._outages = outages
+        self._ledger = ledger
+        self._ledger_interval_s = ledger_interval_s
         self.metering = MeteringService(
             config, metrics=metrics, usage_sink=usage.add if usage else None
         )
@@ -83,6 +90,12 @@ class Daemon:
         if self.config.agent.record_polls:
             self._record(poll)
         reports = self.metering.ingest(poll)
+        if self._outages is not None:
+            try:
+                self._outages.on_poll(poll, reports)
+            except Exception:  # the ledger being down must not stop metering; the alert says so
+                log.exception("recording outages of the poll of %s failed", name)
+                self.metrics.ledger_errors.inc()
         self.polls_done += 1
         for r in reports:
             if r.verdict.state == "sustained":
@@ -93,6 +106,20 @@ class Daemon:
             except Exception:  # an enforcement bug must not stop metering
                 log.exception("acting on the poll of %s raised", name)
         return reports
+
+    def refresh_ledger_metrics(self, verify: bool = False) -> None:
+        """Outage seconds, this month's credits, unknown time; optionally re-check the chain."""
+        if self._ledger is None:
+            return
+        from .ledger import ledger_metrics
+
+        try:
+            self.metrics.set_ledger(ledger_metrics(self._ledger, self.config, self.clock.at()))
+            if verify:
+                self.metrics.ledger_verify_failed.set(0 if self._ledger.verify().ok else 1)
+        except Exception:
+            log.exception("ledger metrics failed")
+            self.metrics.ledger_errors.inc()
 
     async def _run_tick(self) -> None:
         if self._tick is not None:
@@ -120,6 +147,13 @@ class Daemon:
         if self._tick is not None:
             self._scheduler.add_job(self._run_tick, "interval", seconds=self._tick_interval_s,
                                     id="enforcement:tick", max_instances=1, coalesce=True)
+        if self._ledger is not None:
+            self._scheduler.add_job(self.refresh_ledger_metrics, "interval", seconds=self._ledger_interval_s,
+                                    id="ledger:metrics", max_instances=1, coalesce=True,
+                                    next_run_time=self.clock.at())
+            self._scheduler.add_job(self.refresh_ledger_metrics, "interval", seconds=600, kwargs={"verify": True},
+                                    id="ledger:verify", max_instances=1, coalesce=True,
+                                    next_run_time=self.clock.at())
 
     def reload(self) -> bool:
         """Re-read the config file; a bad one is refused and the running config stays."""
@@ -133,6 +167,8 @@ class Daemon:
             return False
         self.config = new
         self.metering.reconfigure(new)
+        if self._outages is not None:
+            self._outages.reconfigure(new)
         if self._scheduler is not None:
             self._schedule()
         self.reload_failed.set(0)

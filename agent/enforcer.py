@@ -17,12 +17,16 @@ from .actions import ActionStore
 from .clock import Clock
 from .config import Config, ServerConfig
 from .metering import PortReport
+from .ledger import OutageRecorder
 from .metrics import Metrics
 
 log = logging.getLogger("rackwarden.enforcer")
 
 ReadBack = Callable[[str, str], Awaitable[str | None]]  # (switch, port) -> "up" | "down" | None
 PHASE_VALUE = {"idle": 0, "restored": 0, "noticed": 1, "shut": 2}
+# Ledger cause of each suspension reason (policies/sla.py's vocabulary): overage, abuse and
+# non-payment are the customer's (R16); an operator's decision is `unknown` until classified.
+LEDGER_CAUSE = {"overage": "overage", "abuse": "abuse", "nonpayment": "nonpayment", "operator": "unknown"}
 
 
 class CustomerNotifier(Protocol):
@@ -62,6 +66,7 @@ class Enforcer:
         notifier: CustomerNotifier | None = None,
         oncall: OnCall | None = None,
         action_timeout_s: float = 60.0,
+        outages: OutageRecorder | None = None,
     ):
         self.config = config
         self.store = store
@@ -72,6 +77,7 @@ class Enforcer:
         self.notifier = notifier
         self.oncall = oncall
         self.action_timeout_s = action_timeout_s
+        self.outages = outages
         self.rungs: dict[tuple[str, str], L.Rung] = {}
         self.safety = S.SafetyState()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -353,11 +359,25 @@ class Enforcer:
                     f"{state}: admin {admin}" + (f"; {detail['error']}" if error else ""))
         if shut and state == "APPLIED":
             self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, sw.name)
+        if state == "APPLIED" and self.outages is not None:
+            self._ledger_outage(server, reason, shut, end_at, intent.key)
         severity = "ticket" if state == "APPLIED" else "page"
         await self._page(f"RackWarden{action.capitalize()}{'' if state == 'APPLIED' else state.capitalize()}",
                          severity, server.id, f"{action} {sw.name} {server.port} for {reason}: {state}",
                          {"switch": sw.name, "port": server.port, "reason": reason})
         return state.lower()
+
+    def _ledger_outage(self, server: ServerConfig, reason: str, shut: bool, at: datetime, key: str) -> None:
+        """Our own suspensions are customer-caused outages (R16); an operator's is for a person to class."""
+        assert self.outages is not None
+        try:
+            if shut:
+                self.outages.enforcement_started(server.id, at, LEDGER_CAUSE[reason], {"action": key})
+            else:
+                self.outages.enforcement_ended(server.id, at, {"action": key})
+        except Exception:  # the action stands; the ledger gap is logged and counted
+            log.exception("ledger record of %s %s failed", "shut" if shut else "restore", server.id)
+            self.metrics.ledger_errors.inc()
 
     async def _read(self, switch: str, port: str) -> str | None:
         try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from rackwarden.policies.cap import CAP_STATE_VALUE, CapVerdict
 from rackwarden.policies.metering import RateSample
@@ -87,6 +91,21 @@ class Metrics:
             ["stage", "result"], registry=r,
         )
 
+        self.ledger_errors = Counter(
+            "rackwarden_ledger_errors_total", "Ledger writes or reads that failed (the action stands).",
+            registry=r,
+        )
+        self.ledger_verify_failed = Gauge(
+            "rackwarden_ledger_verify_failed", "1 when the ledger's hash chain no longer verifies.",
+            registry=r,
+        )
+        self._ledger_collector = _LedgerCollector()
+        r.register(self._ledger_collector)
+
+    def set_ledger(self, values: Any) -> None:
+        """Values computed from the ledger (agent/ledger.py's LedgerMetrics)."""
+        self._ledger_collector.values = values
+
     def observe_poll(self, switch: str, duration_s: float, error: str | None, ok_at: float | None) -> None:
         self.poll_duration.labels(switch).observe(duration_s)
         if error:
@@ -106,3 +125,29 @@ class Metrics:
         self.server_cap_bps.labels(server).set(verdict.cap_bps)
         self.server_cap_state.labels(server).set(CAP_STATE_VALUE[verdict.state])
         self.server_cap_actionable.labels(server).set(1 if verdict.actionable else 0)
+
+
+class _LedgerCollector(Collector):
+    """Outage seconds and credits are facts of the ledger; this exports its latest reading."""
+
+    def __init__(self) -> None:
+        self.values: Any = None
+
+    def collect(self) -> Iterator[Any]:
+        v = self.values
+        if v is None:
+            return
+        secs = CounterMetricFamily(
+            "rackwarden_outage_seconds", "Seconds a customer port was not forwarding, by recorded cause.",
+            labels=["server", "cause"])
+        for (server, cause), n in sorted(v.outage_seconds.items()):
+            secs.add_metric([server, cause], n)
+        yield secs
+        credit = GaugeMetricFamily("rackwarden_sla_credit_fen", "This month's SLA credit so far, in fen.",
+                                   labels=["server"])
+        for server, fen in sorted(v.credit_fen.items()):
+            credit.add_metric([server], fen)
+        yield credit
+        yield GaugeMetricFamily("rackwarden_unknown_outage_seconds",
+                                "Outage seconds still classified unknown: an operator must resolve them.",
+                                value=v.unknown_seconds)

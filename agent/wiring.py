@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from prometheus_client import start_http_server
-
 from rackwarden.drivers.notify import AlertmanagerClient, Notifier, OnCall, SmtpNotifier, WebhookNotifier
 from rackwarden.drivers.snmp.poller import SnmpPoller, SnmpTarget
 from rackwarden.drivers.switch.base import SwitchDriver
@@ -19,6 +17,8 @@ from .clock import Clock, SystemClock
 from .config import Config, SwitchConfig
 from .daemon import Daemon
 from .enforcer import Enforcer
+from .ledger import LedgerStore, OutageRecorder
+from .webauth import MetricsServer, load_web_config
 from .notices import CustomerNotices
 from .metrics import Metrics
 from .usage import UsageStore
@@ -85,17 +85,20 @@ class Runtime:
         )
         usage = UsageStore(f"sqlite:///{config.agent.state_dir / 'usage.sqlite'}")
         self.actions = ActionStore(f"sqlite:///{config.agent.state_dir / 'actions.sqlite'}")
+        self.ledger = LedgerStore(config.agent.ledger_database())
+        self.outages = OutageRecorder(self.ledger, config)
         drivers = {name: d for name, sw in config.switches.items() if (d := switch_driver(sw)) is not None}
         self.enforcer = Enforcer(
             config, store=self.actions, switches=drivers, readback=self._readback,
             clock=self.clock, metrics=self.metrics, notifier=customer_notices(config),
-            oncall=oncall(config),
+            oncall=oncall(config), outages=self.outages,
         )
         self.daemon = Daemon(
             config, clock=self.clock, poll=self._poll, metrics=self.metrics, usage=usage,
             config_path=config_path, on_reports=self.enforcer.on_reports, tick=self.enforcer.tick,
+            outages=self.outages, ledger=self.ledger,
         )
-        self._http: object | None = None
+        self._http: MetricsServer | None = None
         self.api: ApiServer | None = None
 
     async def _poll(self, sw: SwitchConfig) -> PortPoll:
@@ -109,15 +112,17 @@ class Runtime:
 
     def start_metrics_server(self) -> int:
         a = self.daemon.config.agent
-        server, _thread = start_http_server(a.metrics_port, addr=a.metrics_listen, registry=self.metrics.registry)
-        self._http = server
-        return int(server.server_port)
+        web = load_web_config(a.metrics_web_config) if a.metrics_web_config else None
+        self._http = MetricsServer(self.metrics.registry, a.metrics_listen, a.metrics_port, web)
+        return self._http.start()
 
     async def run(self) -> None:
         a = self.daemon.config.agent
         a.state_dir.mkdir(parents=True, exist_ok=True)
         await self.poller.start()
         self.actions.start()
+        self.ledger.start()
+        self.outages.start()
         await self.enforcer.start()
         self.start_metrics_server()
         self.api = ApiServer(self.enforcer, listen=a.api_listen, port=a.api_port,
@@ -129,5 +134,6 @@ class Runtime:
             self.api.stop()
             await self.poller.close()
             self.actions.close()
+            self.ledger.close()
             if self._http is not None:
-                self._http.shutdown()  # type: ignore[attr-defined]
+                self._http.stop()
