@@ -158,6 +158,9 @@ def _render_conf(
         f"createUser {v3_user} SHA {auth} AES {priv}",
         f"rouser {v3_user} priv",
         "dontLogTCPWrappersConnects yes",
+        # A re-created interface reusing a name must replace the old row, not sit beside it
+        # with a second ifIndex (seen live with the lab's churning veths).
+        "interface_replace_old yes",
         # Keep rows of deleted ports for a short while only, as a real switch re-indexes fast.
         "interface_fadeout 5",
     ]
