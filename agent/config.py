@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -97,6 +98,7 @@ class SwitchConfig:
     ports: tuple[str, ...]
     protected_ports: frozenset[str]
     ssh: SshConfig | None = None
+    sflow_agent: str | None = None  # the agent address in this switch's sFlow datagrams
     # Inventory names are the switch's ifName (what SNMP reports); where its CLI spells the
     # interface differently (ifName "p1" in the lab, CLI "GigabitEthernet0/1"), this maps them.
     cli_names: Mapping[str, str] = field(default_factory=dict)
@@ -179,6 +181,31 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True)
+class MirrorConfig:
+    """A SPAN/mirror pair for one switch port: where its ingress and egress copies arrive."""
+
+    switch: str
+    port: str
+    ingress: str | None
+    egress: str | None
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    sflow_listen: str | None = None  # None: no sFlow collector
+    sflow_port: int = 6343
+    span_mirrors: tuple[MirrorConfig, ...] = ()
+    span_netns: str | None = None  # capture inside this network namespace (the lab's switch)
+    span_mode: str = "ring"
+    evaluate_interval_s: float = 0.25
+    thresholds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # template -> fields
+
+    @property
+    def enabled(self) -> bool:
+        return self.sflow_listen is not None or bool(self.span_mirrors)
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     smtp: SmtpConfig | None = None
     alertmanager_url: str | None = None
@@ -196,6 +223,7 @@ class Config:
     servers: tuple[ServerConfig, ...]
     enforcement: EnforcementConfig = field(default_factory=lambda: _default_enforcement())
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     _by_port: Mapping[tuple[str, str], ServerConfig] = field(repr=False, default_factory=dict)
 
     def server(self, server_id: str) -> ServerConfig | None:
@@ -414,7 +442,7 @@ def _parse_when(text: str, tz: str) -> datetime | None:
 # ---------------------------------------------------------------------------------------------
 
 _TOP_REQUIRED = ("switches", "templates", "servers")
-_TOP_OPTIONAL = ("version", "agent", "snmp_defaults", "enforcement", "notify")
+_TOP_OPTIONAL = ("version", "agent", "snmp_defaults", "enforcement", "notify", "detection")
 
 
 def load(path: str | Path) -> Config:
@@ -457,6 +485,7 @@ def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config
                        agent.timezone if agent else "Asia/Shanghai")
     enforcement = _enforcement(r, top.get("enforcement"))
     notify = _notify(r, top.get("notify"), base)
+    detection = _detection(r, top.get("detection"), switches, templates)
     if r.issues or agent is None:
         raise ConfigError(r.issues)
     by_port = {(s.switch, s.port): s for s in servers}
@@ -468,7 +497,76 @@ def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config
         servers=tuple(servers),
         enforcement=enforcement,
         notify=notify,
+        detection=detection,
         _by_port=MappingProxyType(by_port),
+    )
+
+
+def _detection(r: _Reader, node: yaml.Node | None, switches: Mapping[str, SwitchConfig],
+               templates: Mapping[str, TemplateConfig]) -> DetectionConfig:
+    if node is None:
+        return DetectionConfig()
+    m = r.mapping(node, "detection", (), ("sflow", "span", "evaluate_interval_s", "thresholds"))
+    if m is None:
+        return DetectionConfig()
+    listen, port = None, 6343
+    if "sflow" in m:
+        x = r.mapping(m["sflow"], "detection.sflow", ("listen",), ("port",)) or {}
+        listen = r.string(x["listen"], "detection.sflow.listen") if "listen" in x else None
+        port = _get(r, x, "port", "detection.sflow", r.integer, 6343, 0, 65535)
+        if listen is not None and not any(sw.sflow_agent for sw in switches.values()):
+            r.error(m["sflow"], "detection.sflow", "no switch has sflow_agent: nothing would be accepted")
+    mirrors: list[MirrorConfig] = []
+    netns, mode = None, "ring"
+    if "span" in m:
+        x = r.mapping(m["span"], "detection.span", ("mirrors",), ("netns", "mode")) or {}
+        netns = _get(r, x, "netns", "detection.span", r.string, None)  # type: ignore[arg-type]
+        mode = _get(r, x, "mode", "detection.span", r.choice, "ring", ("ring", "recv"))
+        for i, mn in enumerate(r.seq(x["mirrors"], "detection.span.mirrors") if "mirrors" in x else []):
+            p = f"detection.span.mirrors[{i}]"
+            y = r.mapping(mn, p, ("switch", "port"), ("ingress", "egress"))
+            if y is None or "switch" not in y or "port" not in y:
+                continue
+            sw, port_name = r.string(y["switch"], f"{p}.switch"), r.string(y["port"], f"{p}.port")
+            if sw not in switches:
+                r.error(y["switch"], f"{p}.switch", f"no switch named '{sw}'")
+            elif port_name not in switches[sw].ports:
+                r.error(y["port"], f"{p}.port", f"port '{port_name}' is not on switch '{sw}'")
+            ing = _get(r, y, "ingress", p, r.string, None)
+            eg = _get(r, y, "egress", p, r.string, None)
+            if ing is None and eg is None:
+                r.error(mn, p, "give ingress, egress or both")
+            if sw and port_name:
+                mirrors.append(MirrorConfig(sw, port_name, ing, eg))  # type: ignore[arg-type]
+    thresholds: dict[str, dict[str, Any]] = {}
+    if "thresholds" in m:
+        from rackwarden.policies.detect import DetectThresholds  # its fields are the vocabulary
+
+        known = {f.name: f for f in dataclasses.fields(DetectThresholds)}
+        tm = r.mapping(m["thresholds"], "detection.thresholds", (), tuple(templates)) or {}
+        for tname, tn in tm.items():
+            p = f"detection.thresholds.{tname}"
+            y = r.mapping(tn, p, (), tuple(known)) or {}
+            values: dict[str, Any] = {}
+            for k, vn in y.items():
+                if isinstance(vn, yaml.SequenceNode):
+                    values[k] = frozenset(v for v in (r.integer(e, f"{p}.{k}", 0, 65535) for e in vn.value)
+                                          if v is not None)
+                elif isinstance(vn, yaml.ScalarNode) and vn.style is None and vn.value in ("true", "false"):
+                    values[k] = vn.value == "true"
+                else:
+                    v = r.number(vn, f"{p}.{k}", 0)
+                    if v is not None:
+                        values[k] = int(v) if v == int(v) and "." not in vn.value else v
+            try:
+                DetectThresholds(**values)
+            except (TypeError, ValueError) as e:
+                r.error(tn, p, f"invalid thresholds: {e}")
+            thresholds[tname] = values
+    return DetectionConfig(
+        sflow_listen=listen, sflow_port=port, span_mirrors=tuple(mirrors), span_netns=netns, span_mode=mode,
+        evaluate_interval_s=_get(r, m, "evaluate_interval_s", "detection", r.number, 0.25, 0.01, 60),
+        thresholds=MappingProxyType(thresholds),
     )
 
 
@@ -696,7 +794,7 @@ def _switches(r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declare
         p = f"switches.{name}"
         m = r.mapping(snode, p, ("address", "vendor", "snmp", "ports"),
                       ("snmp_port", "interval_s", "timeout_s", "retries", "max_repetitions",
-                       "port_speed_mbps", "protected_ports", "ssh", "cli_names"))
+                       "port_speed_mbps", "protected_ports", "ssh", "cli_names", "sflow_agent"))
         if m is None:
             continue
         address = r.string(m["address"], f"{p}.address") if "address" in m else None
@@ -753,6 +851,7 @@ def _switches(r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declare
             protected_ports=frozenset(protected),
             ssh=ssh,
             cli_names=MappingProxyType(cli_names),
+            sflow_agent=_get(r, m, "sflow_agent", p, r.string, None),  # type: ignore[arg-type]
         )
     return out
 

@@ -66,6 +66,7 @@ class Daemon:
             "1 when the last reload was refused (the previous config keeps running).",
             registry=metrics.registry,
         )
+        self.after_poll: Callable[[], None] | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._stop = asyncio.Event()
         self.polls_done = 0
@@ -100,6 +101,8 @@ class Daemon:
         for r in reports:
             if r.verdict.state == "sustained":
                 log.warning("%s sustained over cap: %s", r.server.id, r.verdict.reason)
+        if self.after_poll is not None:
+            self.after_poll()
         if self._on_reports is not None:
             try:
                 await self._on_reports(reports)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from rackwarden.drivers.switch.base import DriverError, PermanentDriverError, SwitchDriver
@@ -157,6 +158,24 @@ class Enforcer:
             violating = v.state == "sustained" and v.actionable
             await self._climb(rep.server, "overage", violating,
                               overage_evidence(v, rep.server) if violating else None, at)
+
+    async def on_abuse(self, server_id: str, det: Any | None, evidence_path: Path | None) -> None:
+        """A standing actionable detection (or None once it has cleared) for the abuse ladder."""
+        server = self.config.server(server_id)
+        if server is None:
+            return
+        at = self.clock.at()
+        evidence = None
+        attack = False
+        if det is not None:
+            # Floods and scans are attacks on others: cut first if the customer can't be reached (R9).
+            attack = det.detector in ("flood", "scan") or det.severity == "critical"
+            figures = tuple((k, round(float(v), 1)) for k, v in list(det.rates.items())[:6])
+            figures += tuple((k, int(v)) for k, v in list(det.counts.items())[:6])
+            refs = ((str(evidence_path),) if evidence_path else ()) + tuple(det.subjects[:5])
+            evidence = L.Evidence(rule=f"{det.rule} {det.detector}/{det.kind}", summary=det.reason,
+                                  figures=figures, refs=refs)
+        await self._climb(server, "abuse", det is not None, evidence, at, attack=attack)
 
     async def tick(self) -> None:
         """Time passes: terms end, grace periods run out even without a new poll."""

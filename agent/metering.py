@@ -58,6 +58,11 @@ class MeteringService:
         for sid in [s for s in self._runs if s not in live]:
             del self._runs[sid]
 
+    def if_index(self, switch: str, port: str) -> int | None:
+        """The port's ifIndex as of the latest good reading (for sFlow attribution)."""
+        b = self._baselines.get((switch, port))
+        return b.if_index if b is not None else None
+
     def verdict(self, server_id: str) -> CapVerdict | None:
         return self._verdicts.get(server_id)
 

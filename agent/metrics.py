@@ -101,6 +101,21 @@ class Metrics:
         )
         self._ledger_collector = _LedgerCollector()
         r.register(self._ledger_collector)
+        self.detections = Counter(
+            "rackwarden_detections_total", "Abuse detections (new findings, not refreshes) by detector.",
+            ["detector", "server"], registry=r,
+        )
+        self.detection_latency = Histogram(
+            "rackwarden_detection_latency_seconds",
+            "From the first offending sample to the detection.", registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self._sources_collector = _SourcesCollector()
+        r.register(self._sources_collector)
+
+    def set_sources(self, service: Any) -> None:
+        """The abuse service whose collector and capture counters are exported at scrape time."""
+        self._sources_collector.service = service
 
     def set_ledger(self, values: Any) -> None:
         """Values computed from the ledger (agent/ledger.py's LedgerMetrics)."""
@@ -151,3 +166,26 @@ class _LedgerCollector(Collector):
         yield GaugeMetricFamily("rackwarden_unknown_outage_seconds",
                                 "Outage seconds still classified unknown: an operator must resolve them.",
                                 value=v.unknown_seconds)
+
+
+class _SourcesCollector(Collector):
+    """sFlow and SPAN counters live on the drivers; read them when Prometheus asks."""
+
+    def __init__(self) -> None:
+        self.service: Any = None
+
+    def collect(self) -> Iterator[Any]:
+        if self.service is None:
+            return
+        c = self.service.source_counters()
+        yield CounterMetricFamily("rackwarden_sflow_datagrams", "sFlow datagrams received from allowed agents.",
+                                  value=c["sflow_datagrams"])
+        errs = CounterMetricFamily("rackwarden_sflow_decode_errors", "sFlow datagrams dropped as malformed, by reason.",
+                                   labels=["reason"])
+        for reason, n in sorted(c["sflow_errors"].items()):
+            errs.add_metric([reason], n)
+        yield errs
+        yield CounterMetricFamily("rackwarden_capture_packets", "Frames read from SPAN/mirror interfaces.",
+                                  value=c["capture_packets"])
+        yield CounterMetricFamily("rackwarden_capture_drops", "Frames the kernel dropped before capture read them.",
+                                  value=c["capture_drops"])

@@ -11,6 +11,7 @@ from rackwarden.drivers.switch.base import SwitchDriver
 from rackwarden.drivers.switch.session import NetmikoSwitch, SwitchTarget
 from rackwarden.policies.facts import PortPoll
 
+from .abuse import AbuseService
 from .actions import ActionStore
 from .api import ApiServer, ensure_token
 from .clock import Clock, SystemClock
@@ -100,6 +101,11 @@ class Runtime:
         )
         self._http: MetricsServer | None = None
         self.api: ApiServer | None = None
+        self.abuse: AbuseService | None = None
+        if config.detection.enabled:
+            self.abuse = AbuseService(config, clock=self.clock, metrics=self.metrics, enforcer=self.enforcer,
+                                      if_index=self.daemon.metering.if_index)
+            self.daemon.after_poll = self.abuse.refresh_ports
 
     async def _poll(self, sw: SwitchConfig) -> PortPoll:
         return await self.poller.poll(snmp_target(sw))
@@ -125,12 +131,16 @@ class Runtime:
         self.outages.start()
         await self.enforcer.start()
         self.start_metrics_server()
+        if self.abuse is not None:
+            await self.abuse.start()
         self.api = ApiServer(self.enforcer, listen=a.api_listen, port=a.api_port,
                              token=ensure_token(a.state_dir))
         self.api.start(asyncio.get_running_loop())
         try:
             await self.daemon.run_until_stopped()
         finally:
+            if self.abuse is not None:
+                await self.abuse.stop()
             self.api.stop()
             await self.poller.close()
             self.actions.close()

@@ -1,0 +1,170 @@
+"""Abuse detection in the daemon: sFlow and SPAN samples into the detectors, detections to the enforcer (R4–R8, R10)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from rackwarden.drivers.capture.evidence import EvidenceRing, write_evidence
+from rackwarden.drivers.capture.span import MirrorSource, SpanCapture
+from rackwarden.drivers.sflow.collector import SflowCollector
+from rackwarden.policies.detect import AbuseDetector, Detection, DetectThresholds, ServerSpec
+from rackwarden.policies.flowfacts import FlowSample
+
+from .clock import Clock
+from .config import Config
+from .enforcer import Enforcer
+from .metrics import Metrics
+
+log = logging.getLogger("rackwarden.abuse")
+IfIndexOf = Callable[[str, str], int | None]  # (switch, port) -> ifIndex from the latest poll
+
+
+def span_agent(switch: str) -> str:
+    return f"span:{switch}"
+
+
+def span_index(config: Config, switch: str, port: str) -> int:
+    """SPAN ports are keyed by inventory position: stable, known before the first poll."""
+    return config.switches[switch].ports.index(port) + 1
+
+
+def server_specs(config: Config, if_index: IfIndexOf) -> list[ServerSpec]:
+    mirrored = {(m.switch, m.port) for m in config.detection.span_mirrors}
+    specs = []
+    for s in config.servers:
+        sw = config.switches[s.switch]
+        ports: set[tuple[str, int]] = set()
+        idx = if_index(s.switch, s.port)
+        if sw.sflow_agent and idx is not None:
+            ports.add((sw.sflow_agent, idx))
+        if (s.switch, s.port) in mirrored:
+            ports.add((span_agent(s.switch), span_index(config, s.switch, s.port)))
+        specs.append(ServerSpec(
+            s.id, frozenset(ports), frozenset(s.ips), template=s.template, mail_server=s.mail_server,
+            declared_ports=frozenset(s.declared_ports) if s.declared_ports else None,
+        ))
+    return specs
+
+
+class AbuseService:
+    """Owns the collectors, the detector and the evaluation loop; constructor does no I/O."""
+
+    def __init__(self, config: Config, *, clock: Clock, metrics: Metrics, enforcer: Enforcer,
+                 if_index: IfIndexOf):
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+        self.enforcer = enforcer
+        self._if_index = if_index
+        self._specs: list[ServerSpec] = []
+        self.detector = self._build_detector()
+        self.collector: SflowCollector | None = None
+        self.captures: list[SpanCapture] = []
+        self.ring = EvidenceRing()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._evidence: dict[tuple[str, str, str], Path] = {}
+        metrics.set_sources(self)
+
+    def _build_detector(self) -> AbuseDetector:
+        self._specs = server_specs(self.config, self._if_index)
+        templates = {name: DetectThresholds(**values) for name, values in self.config.detection.thresholds.items()}
+        return AbuseDetector(self._specs, templates=templates)
+
+    def refresh_ports(self) -> None:
+        """After a poll: if an ifIndex moved (a switch reboot re-indexed), re-key the detector."""
+        if server_specs(self.config, self._if_index) != self._specs:
+            log.warning("switch ports re-indexed: detectors rebuilt")
+            self.detector = self._build_detector()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        d = self.config.detection
+        if d.sflow_listen is not None:
+            agents = [sw.sflow_agent for sw in self.config.switches.values() if sw.sflow_agent]
+            self.collector = SflowCollector(allowed_agents=agents, on_samples=self.on_samples, clock=self.clock,
+                                            bind=d.sflow_listen, port=d.sflow_port)
+            await self.collector.start()
+        by_switch: dict[str, list[MirrorSource]] = {}
+        for m in d.span_mirrors:
+            idx = span_index(self.config, m.switch, m.port)
+            src = by_switch.setdefault(m.switch, [])
+            if m.ingress:
+                src.append(MirrorSource(m.ingress, input_ifindex=idx))
+            if m.egress:
+                src.append(MirrorSource(m.egress, output_ifindex=idx))
+        for switch, sources in by_switch.items():
+            cap = SpanCapture(sources, self._on_batch_thread, self.clock, agent=span_agent(switch),
+                              mode=d.span_mode, netns=d.span_netns, evidence=self.ring)  # type: ignore[arg-type]
+            await asyncio.to_thread(cap.start)
+            self.captures.append(cap)
+        self._task = asyncio.create_task(self._evaluate_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.collector is not None:
+            self.collector.stop()
+        for cap in self.captures:
+            await asyncio.to_thread(cap.stop)
+
+    # -- samples in -----------------------------------------------------------------------------
+
+    def on_samples(self, samples: Sequence[FlowSample]) -> None:
+        self.detector.ingest(samples)
+
+    def _on_batch_thread(self, samples: Sequence[FlowSample]) -> None:
+        # Called on the capture thread: the detector lives on the event loop.
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.on_samples, list(samples))
+
+    # -- detections out -------------------------------------------------------------------------
+
+    async def _evaluate_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.detection.evaluate_interval_s)
+            try:
+                await self.evaluate()
+            except Exception:  # one bad cycle must not end detection
+                log.exception("abuse evaluation failed")
+
+    async def evaluate(self) -> list[Detection]:
+        now, at = self.clock.now(), self.clock.at()
+        found = self.detector.evaluate(now, at)
+        for det in found:
+            if not det.update:
+                self.metrics.detections.labels(det.detector, det.server).inc()
+                self.metrics.detection_latency.observe(max(0.0, now - det.first_seen))
+                log.warning("detection %s/%s on %s: %s", det.detector, det.kind, det.server, det.reason)
+            if det.key not in self._evidence:
+                path, n = await asyncio.to_thread(write_evidence, self.config.agent.state_dir, det, self.ring)
+                self._evidence[det.key] = path
+                log.info("evidence for %s: %s (%d packets)", det.key, path, n)
+        # The ladder sees every server each cycle: an actionable detection is a standing
+        # violation; its absence lets a noticed server fall back to observing.
+        active: dict[str, Detection] = {}
+        for det in self.detector.active():
+            best = active.get(det.server)
+            if det.actionable and (best is None or det.confidence > best.confidence):
+                active[det.server] = det
+        for s in self.config.servers:
+            det = active.get(s.id)
+            rung = self.enforcer.rungs.get((s.id, "abuse"))
+            if det is None and (rung is None or rung.phase != "noticed"):
+                continue
+            await self.enforcer.on_abuse(s.id, det, self._evidence.get(det.key) if det else None)
+        return found
+
+    def source_counters(self) -> dict[str, Any]:
+        """Plain numbers for the metrics collector (read at scrape time)."""
+        out: dict[str, Any] = {"sflow_datagrams": 0, "sflow_errors": {}, "capture_packets": 0, "capture_drops": 0}
+        if self.collector is not None:
+            out["sflow_datagrams"] = self.collector.datagrams_total
+            out["sflow_errors"] = dict(self.collector.decode_errors)
+        for cap in self.captures:
+            out["capture_packets"] += cap.counters.packets
+            out["capture_drops"] += cap.counters.drops
+        return out

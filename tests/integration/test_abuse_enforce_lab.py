@@ -1,0 +1,104 @@
+"""Issue 4 in the lab with enforcement on: the real daemon sees a flood on the SPAN path and shuts the attacker's port; a heavy legitimate download is left alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rackwarden.agent.actions import ActionStore
+from tests.integration.test_enforcement_lab import wait_for
+from tests.lab.agentrun import free_port, start_agent, start_switch_cli, value, write_lab_config
+from tests.lab.netlab import Lab, pid_alive
+from tests.lab.snmpd import IF_ADMIN_STATUS, start_snmpd
+from tests.lab.span import LabSpan
+
+pytestmark = pytest.mark.lab
+ATTACKER, HEAVY, QUIET = 1, 2, 3
+
+
+def span_detection(lab: Lab, servers: list[int]) -> str:
+    mirrors = "".join(f"      - {{switch: sw1, port: {lab.port_name(i)}, ingress: ci{i}, egress: co{i}}}\n"
+                      for i in servers)
+    return f"detection:\n  span:\n    netns: {lab.switch_ns}\n    mirrors:\n{mirrors}"
+
+
+def attack(lab: Lab, i: int, *args: str) -> subprocess.Popen[str]:
+    return lab.spawn(lab.server_ns(i), [sys.executable, "-m", "tests.lab.attacks", *args],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def events(proc: subprocess.Popen[str], timeout: float = 60) -> list[dict[str, Any]]:
+    out, err = proc.communicate(timeout=timeout)
+    got = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    assert got, err
+    return got
+
+
+def test_span_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: Path) -> None:
+    lab = Lab(26, 3, replace_stale=True).start()
+    span = LabSpan(lab, [ATTACKER, HEAVY, QUIET]).start()
+    agent = None
+    sw_cli = None
+    try:
+        snmp = start_snmpd(lab)
+        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        lab.spawn(lab.upstream_ns, [sys.executable, "-m", "tests.lab.attacks", "listeners", "--addrs",
+                                    lab.upstream_ip, "--bulk-addr", lab.upstream_ip, "--bulk-rate-bps",
+                                    "8000000", "--bulk-duration", "6", "--lifetime", "120"])
+        port = free_port()
+        cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state", interval_s=2,
+                               window_s=10, metrics_port=port, mode="enforce", cli=sw_cli,
+                               extra=span_detection(lab, [ATTACKER, HEAVY, QUIET]))
+        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        time.sleep(3)
+
+        download = attack(lab, HEAVY, "download", "--dst", lab.upstream_ip)
+        flood = attack(lab, ATTACKER, "udp-flood", "--dst", lab.upstream_ip, "--pps", "20000", "--duration", "6")
+        wait_for("the abuse shut", lambda: value(agent.scrape(), "rackwarden_enforcement_actions_total",
+                                                 action="shut", reason="abuse", result="applied",
+                                                 mode="enforce"), 20, agent)
+        flood_events = events(flood)
+        got = events(download)[-1]
+        assert got["event"] == "done" and got["rate_bps"] > 6_000_000, got  # the download ran at full speed
+
+        assert lab.link_admin_up(lab.port_name(ATTACKER)) is False
+        assert snmp.get_int(f"{IF_ADMIN_STATUS}.{lab.if_index(lab.port_name(ATTACKER))}") == 2
+        assert lab.link_admin_up(lab.port_name(HEAVY)) is True
+        assert lab.link_admin_up(lab.port_name(QUIET)) is True
+        m = agent.scrape()
+        assert (value(m, "rackwarden_detections_total", detector="flood", server="srv-1") or 0) >= 1
+        assert not [k for k in m if k[0] == "rackwarden_detections_total"
+                    and dict(k[1]).get("server") in ("srv-2", "srv-3") and m[k] > 0], "innocent servers detected"
+        assert (value(m, "rackwarden_capture_packets_total") or 0) > 10_000
+        assert (value(m, "rackwarden_detection_latency_seconds_count") or 0) >= 1
+
+        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        db.start()
+        assert [(a.server, a.reason, a.state) for a in db.actions()] == [("srv-1", "abuse", "APPLIED")]
+        shut = next(a for a in db.audit_rows("srv-1") if a["decision"] == "shut")
+        db.close()
+        pcap = Path(next(r for r in shut["inputs"]["evidence"]["refs"] if r.endswith(".pcap")))
+        assert pcap.is_file() and pcap.is_relative_to(tmp_path / "state" / "evidence" / "srv-1")
+        from scapy.layers.inet import IP, UDP
+        from scapy.utils import rdpcap
+
+        pkts = rdpcap(str(pcap))
+        assert sum(1 for p in pkts if IP in p and UDP in p and p[IP].src == lab.server_ip(ATTACKER)) >= 10
+        assert any(e.get("event") == "start" for e in flood_events)
+    finally:
+        pids = list(lab.started_pids)
+        if agent is not None:
+            agent.stop()
+            pids.append(agent.pid)
+        if sw_cli is not None:
+            pids.append(sw_cli.sshd.pid)
+            sw_cli.stop()
+        span.stop()
+        lab.stop()
+    assert not any(pid_alive(p) for p in pids)
