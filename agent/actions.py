@@ -111,7 +111,7 @@ def _dt(v: str | None) -> datetime | None:
 
 def rung_to_json(r: Rung) -> str:
     d = asdict(r)
-    for k in ("noticed_at", "shut_at", "until"):
+    for k in ("noticed_at", "shut_at", "until", "restored_at"):
         d[k] = d[k].isoformat() if d[k] else None
     d["repeats"] = [t.isoformat() for t in r.repeats]
     return json.dumps(d, sort_keys=True, ensure_ascii=False)
@@ -124,7 +124,7 @@ def rung_from_json(text: str) -> Rung:
         server=d["server"], reason=d["reason"], phase=d["phase"], episode=d["episode"],
         noticed_at=_dt(d["noticed_at"]), notice=d["notice"], shut_at=_dt(d["shut_at"]),
         until=_dt(d["until"]), repeats=tuple(datetime.fromisoformat(t) for t in d["repeats"]),
-        restore_requested=d["restore_requested"],
+        restore_requested=d["restore_requested"], restored_at=_dt(d.get("restored_at")),
         evidence=Evidence(ev["rule"], ev["summary"], tuple(tuple(f) for f in ev["figures"]),  # type: ignore[misc]
                           tuple(ev["refs"])) if ev else None,
     )

@@ -167,6 +167,9 @@ class Enforcer:
         at = self.clock.at()
         evidence = None
         attack = False
+        r = self.rungs.get((server_id, "abuse"))
+        if det is not None and r is not None and r.restored_at is not None and det.last_at <= r.restored_at:
+            det = None  # seen before the last restore: that episode is closed, not a new one
         if det is not None:
             # Floods and scans are attacks on others: cut first if the customer can't be reached (R9).
             attack = det.detector in ("flood", "scan") or det.severity == "critical"

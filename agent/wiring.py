@@ -130,12 +130,14 @@ class Runtime:
         self.ledger.start()
         self.outages.start()
         await self.enforcer.start()
-        self.start_metrics_server()
-        if self.abuse is not None:
-            await self.abuse.start()
+        # The API and its token exist before /metrics answers: whoever waits for the agent to
+        # come up can then use both.
         self.api = ApiServer(self.enforcer, listen=a.api_listen, port=a.api_port,
                              token=ensure_token(a.state_dir))
         self.api.start(asyncio.get_running_loop())
+        if self.abuse is not None:
+            await self.abuse.start()
+        self.start_metrics_server()
         try:
             await self.daemon.run_until_stopped()
         finally:

@@ -99,6 +99,7 @@ class Rung:
     repeats: tuple[datetime, ...] = ()  # past shut times, for repeat-offender terms
     restore_requested: bool = False
     evidence: Evidence | None = None
+    restored_at: datetime | None = None  # evidence older than this cannot start a new episode
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,7 @@ def step(
 
 
 def _restore(r: Rung, at: datetime, why: str) -> Step:
-    rung = replace(r, phase="restored", restore_requested=False, until=None)
+    rung = replace(r, phase="restored", restore_requested=False, until=None, restored_at=at)
     return Step(rung, (RestorePort(r.server, r.reason, why, _key(r, "restore")),
                        Notify(r.server, r.reason, "restored",
                               r.evidence or Evidence("", why), _key(r, "restored"))), why)

@@ -334,3 +334,28 @@ def test_api_refuses_requests_without_the_token(tmp_path: Path) -> None:
         api.stop()
         loop.call_soon_threadsafe(loop.stop)
         t.join(timeout=5)
+
+
+def test_a_detection_from_before_a_restore_does_not_shut_again(tmp_path: Path) -> None:
+    # Bug: the detector keeps a finding active for clear_s after its last sample, so right
+    # after an operator's restore the stale flood detection re-shut the port at once.
+    from types import SimpleNamespace
+
+    rig = Rig(tmp_path)
+
+    def det(last_at: datetime) -> SimpleNamespace:
+        return SimpleNamespace(detector="flood", kind="udp", severity="critical", rule="R6", reason="udp flood",
+                               rates={"pps": 20000.0}, counts={}, subjects=(), last_at=last_at)
+
+    flood_at = rig.clock.at()
+    asyncio.run(rig.enf.on_abuse("s2", det(flood_at), None))  # notice (unreachable)
+    asyncio.run(rig.enf.on_abuse("s2", det(flood_at), None))  # attack + unreachable: cut
+    assert rig.sw.admin["Gi0/2"] == "down"
+    rig.clock.advance(5)
+    asyncio.run(rig.enf.restore("s2", "operator:wang"))
+    assert rig.sw.admin["Gi0/2"] == "up"
+    rig.clock.advance(1)
+    asyncio.run(rig.enf.on_abuse("s2", det(flood_at), None))  # the same stale finding
+    assert rig.sw.admin["Gi0/2"] == "up" and rig.enf.rungs[("s2", "abuse")].phase == "restored"
+    asyncio.run(rig.enf.on_abuse("s2", det(rig.clock.at()), None))  # fresh traffic after the restore
+    assert rig.enf.rungs[("s2", "abuse")].phase in ("noticed", "shut")
