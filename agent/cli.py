@@ -124,13 +124,16 @@ def _print_status(doc: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(doc, ensure_ascii=False, indent=1))
         return
-    print(f"mode: {doc.get('mode')}")
+    if "mode" in doc:
+        print(f"mode: {doc['mode']}")
     print(f"{'server':<12}{'switch':<8}{'port':<10}{'ladder':<34}{'last action':<30}hold")
     for s in doc.get("servers", [doc] if "server" in doc else []):
         ladder = ", ".join(f"{k}:{v['phase']}" for k, v in s["ladder"].items()) or "-"
         la = s.get("last_action")
         last = f"{la['action']} {la['reason']} {la['state']}" if la else "-"
         print(f"{s['server']:<12}{s['switch']:<8}{s['port']:<10}{ladder:<34}{last:<30}{s.get('hold_until') or '-'}")
+        for reason, why in (s.get("refused") or {}).items():
+            print(f"{'':<12}shut for {reason} refused by a safety rail: {why}")
     for b in doc.get("breakers", []):
         print(f"BREAKER OPEN on {b['switch']} since {b['at']}: {b['why']}")
 

@@ -348,6 +348,10 @@ class Enforcer:
                 self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, sw.name)
             return "dryrun"
 
+        if shut and self.outages is not None:
+            # Before the switch is touched: a poll landing mid-change must see an enforced port,
+            # not an unexplained admin-down.
+            self._ledger_outage(server, reason, True, at, intent.key)
         driver = self.switches.get(sw.name)
         detail: dict[str, Any] = {}
         error: DriverError | None = None
@@ -381,8 +385,11 @@ class Enforcer:
                     f"{state}: admin {admin}" + (f"; {detail['error']}" if error else ""))
         if shut and state == "APPLIED":
             self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, sw.name)
-        if state == "APPLIED" and self.outages is not None:
-            self._ledger_outage(server, reason, shut, end_at, intent.key)
+        if self.outages is not None:
+            if not shut and state == "APPLIED":
+                self._ledger_outage(server, reason, False, end_at, intent.key)
+            elif shut and admin == "up":
+                self._ledger_outage(server, reason, False, end_at, intent.key)  # the shut did not happen
         severity = "ticket" if state == "APPLIED" else "page"
         await self._page(f"RackWarden{action.capitalize()}{'' if state == 'APPLIED' else state.capitalize()}",
                          severity, server.id, f"{action} {sw.name} {server.port} for {reason}: {state}",
@@ -448,6 +455,7 @@ class Enforcer:
                                 "notice": r.notice, "episode": r.episode}
                        for (sid, reason), r in self.rungs.items() if sid == server_id},
             "hold_until": holds[server_id][0].isoformat() if server_id in holds else None,
+            "refused": {reason: why for (sid, reason), why in self._refusals.items() if sid == server_id},
             "last_action": None if last is None else {"action": last.action, "reason": last.reason,
                                                       "state": last.state, "mode": last.mode,
                                                       "at": last.updated_at},

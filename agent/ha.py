@@ -1,4 +1,4 @@
-"""Enforcement leases: at most one agent changes a given switch, by PostgreSQL session advisory locks.
+"""Enforcement leases: one agent at a time changes a switch, by PostgreSQL session advisory locks.
 
 Issue 6 "Scale beyond one host". Several agents (one per switch group or site, each with a
 standby) share one PostgreSQL ledger. Before an agent touches a switch it must hold that
@@ -81,7 +81,8 @@ _ACQUIRE = """WITH prev AS (SELECT holder, renewed_at FROM enforcement_leases WH
     VALUES (%(key)s, %(lock_id)s, %(holder)s, pg_backend_pid(), now(), now())
     ON CONFLICT (key) DO UPDATE SET lock_id = EXCLUDED.lock_id, holder = EXCLUDED.holder,
         pid = EXCLUDED.pid, since = EXCLUDED.since, renewed_at = EXCLUDED.renewed_at
-    RETURNING (SELECT holder FROM prev), (SELECT extract(epoch FROM now() - renewed_at) FROM prev)"""
+    RETURNING (SELECT holder FROM prev),
+        (SELECT extract(epoch FROM now() - renewed_at) FROM prev)"""
 _RENEW = """UPDATE enforcement_leases SET renewed_at = now()
     WHERE key = ANY(%s) AND pid = pg_backend_pid()"""
 _RELEASE_ROWS = "DELETE FROM enforcement_leases WHERE key = ANY(%s) AND pid = pg_backend_pid()"
@@ -298,20 +299,23 @@ class EnforcementLease:
             raise LeaseError(f"cannot open the lease session for {self.holder!r}: {err}; check "
                              "agent.ledger_url and that the server accepts this user")
         await self.refresh()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"lease-{self.holder}")
+        self._task = asyncio.get_running_loop().create_task(self._run(),
+                                                            name=f"lease-{self.holder}")
 
     async def stop(self) -> None:
         """Release every lease before returning, so a standby's next refresh takes them."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
         if self._lock is None:
             return
+        # Under the lock, so the loop is never cancelled halfway through a query: a connection
+        # left mid-statement could not run the explicit unlocks below.
         async with self._lock:
+            if self._task is not None:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+                self._task = None
             conn, held = self._conn, sorted(self._held)
             self._held.clear()
             self._conn = None
@@ -327,7 +331,8 @@ class EnforcementLease:
                                   (ids,))
                 log.info("lease holder %s released %s", self.holder, ", ".join(held) or "nothing")
             except Exception as e:  # the close below frees them anyway, a moment later
-                log.warning("lease holder %s: explicit release failed (%s); closing", self.holder, e)
+                log.warning("lease holder %s: explicit release failed (%s); closing",
+                            self.holder, e)
             finally:
                 await self._close(conn)
 
@@ -338,8 +343,10 @@ class EnforcementLease:
                 await asyncio.sleep(self.renew_s)
             else:
                 await asyncio.sleep(max(0.0, self._retry_at - loop.time()))
-                if self._conn is None and loop.time() < self._retry_at:
-                    continue  # a confirm() lost the session during our sleep: wait longer
+            if self._conn is None and loop.time() < self._retry_at:
+                # A confirm() lost the session while we slept: honour its backoff, or this
+                # agent would reconnect within renew_s and could beat the standby to the keys.
+                continue
             try:
                 await self.refresh()
             except Exception:  # the loop is the lease's life; a bug here must not end it
@@ -386,15 +393,16 @@ class EnforcementLease:
                 log.error("lease on %s vanished from the session of %s: not enforcing there",
                           k, self.holder)
         for i in sorted(mine):
-            k = by_id.get(i)
-            if k is None and i != _SETUP_LOCK:
+            name = by_id.get(i)
+            if name is None and i != _SETUP_LOCK:
                 # A switch removed by set_keys(): let the standby (or nobody) have it.
                 await self._q(conn, "DELETE FROM enforcement_leases WHERE lock_id = %s "
                               "AND pid = pg_backend_pid()", (i,))
                 await self._q(conn, "SELECT pg_advisory_unlock(%s)", (i,))
-            elif k is not None and k not in self._held and k not in self._refused:
-                self._hold(conn, k)  # ours on the server already (an acquire we lost track of)
-        want = [self._ids[k] for k in sorted(self._ids) if k not in self._held and k not in self._refused]
+            elif name is not None and name not in self._held and name not in self._refused:
+                self._hold(conn, name)  # ours on the server already (an acquire we lost track of)
+        want = [self._ids[k] for k in sorted(self._ids)
+                if k not in self._held and k not in self._refused]
         if want:
             for lock_id, got in await self._q(conn, _TRY, (want,), fetch=True):
                 k = by_id[int(lock_id)]
@@ -469,7 +477,7 @@ class EnforcementLease:
                 keepalives=1, keepalives_idle=max(1, math.ceil(self.renew_s)),
                 keepalives_interval=1, keepalives_count=3,
             ), self.timeout_s + 1.0)
-        except (psycopg.Error, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, psycopg.Error, OSError) as e:
             return f"{type(e).__name__}: {e}".strip()
         try:
             idle = math.ceil(self.renew_s + self.timeout_s) + 5
@@ -480,11 +488,14 @@ class EnforcementLease:
                 "SET tcp_keepalives_interval = 2",
                 "SET tcp_keepalives_count = 3",
                 f"SET statement_timeout = {math.ceil(self.timeout_s * 1000)}",
-                # A site-wide idle_session_timeout would end this quiet session and its leases.
-                "SET idle_session_timeout = 0",
                 "SET idle_in_transaction_session_timeout = 0",
             ):
                 await self._q(conn, sql)
+            try:
+                # A site-wide idle_session_timeout would end this quiet session and its leases.
+                await self._q(conn, "SET idle_session_timeout = 0")
+            except psycopg.errors.UndefinedObject:
+                pass  # PostgreSQL < 14 has no such timeout to fear
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
                 await conn.execute(_DDL)
@@ -545,7 +556,7 @@ def lease_for(url: str, *, holder: str, keys: Iterable[str], renew_s: float = 2.
 
 
 async def lease_table(url: str, *, timeout_s: float = 5.0) -> list[LeaseRow]:
-    """The `enforcement_leases` rows with whether each lock is live now (for `rackwarden status`)."""
+    """The `enforcement_leases` rows, each with whether its lock is live (`rackwarden status`)."""
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(

@@ -178,14 +178,17 @@ class _SourcesCollector(Collector):
         if self.service is None:
             return
         c = self.service.source_counters()
-        yield CounterMetricFamily("rackwarden_sflow_datagrams", "sFlow datagrams received from allowed agents.",
-                                  value=c["sflow_datagrams"])
-        errs = CounterMetricFamily("rackwarden_sflow_decode_errors", "sFlow datagrams dropped as malformed, by reason.",
-                                   labels=["reason"])
-        for reason, n in sorted(c["sflow_errors"].items()):
-            errs.add_metric([reason], n)
-        yield errs
-        yield CounterMetricFamily("rackwarden_capture_packets", "Frames read from SPAN/mirror interfaces.",
-                                  value=c["capture_packets"])
-        yield CounterMetricFamily("rackwarden_capture_drops", "Frames the kernel dropped before capture read them.",
-                                  value=c["capture_drops"])
+        # Only sources that exist are exported: a host without sFlow must not look "silent".
+        if c["sflow"]:
+            yield CounterMetricFamily("rackwarden_sflow_datagrams", "sFlow datagrams received from allowed agents.",
+                                      value=c["sflow_datagrams"])
+            errs = CounterMetricFamily("rackwarden_sflow_decode_errors",
+                                       "sFlow datagrams dropped as malformed, by reason.", labels=["reason"])
+            for reason, n in sorted(c["sflow_errors"].items()):
+                errs.add_metric([reason], n)
+            yield errs
+        if c["span"]:
+            yield CounterMetricFamily("rackwarden_capture_packets", "Frames read from SPAN/mirror interfaces.",
+                                      value=c["capture_packets"])
+            yield CounterMetricFamily("rackwarden_capture_drops",
+                                      "Frames the kernel dropped before capture read them.", value=c["capture_drops"])

@@ -204,9 +204,11 @@ def _iso(at: datetime) -> str:
     return at.isoformat()
 
 
+# Suspensions for the customer's own doing are customer-class (R16). An operator's suspension
+# for a reason of their own is `unknown` until someone classifies it: no silent guess.
 ENFORCEMENT_CAUSES: tuple[str, ...] = tuple(
     c.name for c in CAUSES.values() if c.outage_class == "customer" and c.name != "customer_fault"
-)
+) + ("unknown",)
 
 
 @dataclass(slots=True)

@@ -106,7 +106,8 @@ class Agent:
         self.proc.stdin.write(cmd.encode() + b"\n")
         self.proc.stdin.flush()
 
-    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0) -> dict[str, Any]:
+    def wait(self, pred: Callable[[dict[str, Any]], bool],
+             timeout_s: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import os
 import random
 import select
@@ -50,6 +51,15 @@ SFLOW_PORT = 6343
 DEFAULT_HEADER_BYTES = 128  # what switches copy; sflow_version_5.txt's suggested default
 FCS_BYTES = 4  # on the wire and in a switch's frame_length, stripped before the header copy
 MAX_LIFETIME_S = 900.0  # a leaked exporter ends itself
+# How the next skip is drawn. "deterministic": every Nth packet, which aliases with regular
+# traffic (a scanner's SYN/RST alternation at an even N only ever yields the RSTs).
+# "random": the sFlow reference agent's skip, uniform on 1..2N-1. "bernoulli": p = 1/N per
+# packet, as switch ASICs sample. "jitter": uniform on N-N/2..N+N/2, random enough not to
+# alias and tight enough that policies/detect.py's drift check (pool/sequence over 8 samples
+# against 2x the declared rate) can never trip on it; that check calls the honest "random"
+# and "bernoulli" samplers suspect in ~0.6% and ~6% of checks, and each time holds the
+# port's shutdowns back for 10 s. Hence "jitter" is the default.
+SAMPLING_MODES = ("jitter", "random", "bernoulli", "deterministic")
 U32 = 0xFFFFFFFF
 UNKNOWN_COUNTER = U32  # sFlow: a counter the agent does not have is all ones
 
@@ -65,6 +75,10 @@ _DATAGRAM_HEAD_V4 = 8 + 4 + 16
 # (tp_len still reports the full length), so the ring holds ~200-byte slots, not MTU-sized.
 _SO_ATTACH_FILTER = 26
 _BPF_RET_K = 0x06
+# A switch port never carries more than a 1500-byte MTU frame plus one VLAN tag. A veth can
+# carry a 64 KiB GSO train as one "frame"; it is sampled as one packet, so such frames are
+# counted for the test to insist on none (the lab turns segmentation offload down instead).
+MAX_WIRE_FRAME = 1518
 _IFF_UP = 0x1
 _IFF_PROMISC = 0x100
 
@@ -85,6 +99,7 @@ class _Port:
     samples_sent: int = 0
     ingress: int = 0
     egress: int = 0
+    oversize: int = 0  # GSO trains longer than any wire frame (see MAX_WIRE_FRAME)
 
 
 def _attach_snap_filter(sock: socket.socket, snap: int) -> None:
@@ -107,13 +122,14 @@ class Exporter:
     def __init__(self, *, collector: tuple[str, int], agent: str, ports: Mapping[str, int],
                  header_bytes: int = DEFAULT_HEADER_BYTES, counter_interval_s: float = 5.0,
                  flush_interval_s: float = 0.1, max_datagram_bytes: int = DEFAULT_MAX_DATAGRAM,
-                 mode: str = "random", seed: int | None = None, stats_file: str | None = None,
+                 mode: str = "jitter", seed: int | None = None,
+                 stats_file: str | None = None,
                  lifetime_s: float = MAX_LIFETIME_S, ring_block_size: int = 1 << 17,
                  ring_blocks: int = 64, ring_timeout_ms: int = 10) -> None:
         if not ports or any(r < 1 for r in ports.values()):
             raise ValueError("need at least one port, each with a sampling rate >= 1")
-        if mode not in ("random", "deterministic"):
-            raise ValueError("mode is 'random' or 'deterministic'")
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f"mode must be one of {SAMPLING_MODES}")
         self.collector = collector
         self.agent = agent
         self.port_rates = dict(ports)
@@ -146,11 +162,17 @@ class Exporter:
     # ---- sampling -------------------------------------------------------------------------
 
     def _next_skip(self, rate: int) -> int:
-        # sflow_version_5.txt asks for a random skip so periodic traffic cannot alias with the
-        # sampler (a 64-packet cyclic flood at 1-in-64 would always yield the same packet);
-        # uniform on 1..2N-1 has mean N.
         if self.mode == "deterministic" or rate == 1:
             return rate
+        if self.mode == "jitter":
+            return self.rng.randint(rate - rate // 2, rate + rate // 2)
+        if self.mode == "bernoulli":
+            # Each packet taken with p = 1/N, as switch ASICs do: a geometric skip.
+            u = 1.0 - self.rng.random()
+            return int(math.log(u) / math.log1p(-1.0 / rate)) + 1
+        # sflow_version_5.txt asks for a random skip so periodic traffic cannot alias with the
+        # sampler (a 64-packet cyclic flood at 1-in-64 would always yield the same packet);
+        # the reference agent draws it uniform on 1..2N-1, mean N.
         return self.rng.randint(1, 2 * rate - 1)
 
     def open(self) -> None:
@@ -199,6 +221,8 @@ class Exporter:
                     nxt, snap, wire, mac = unpack(ring, off)
                     outgoing = ring[off + _SLL_PKTTYPE_OFF] == PACKET_OUTGOING
                     port.pool += 1
+                    if wire > MAX_WIRE_FRAME:
+                        port.oversize += 1
                     if outgoing:
                         port.egress += 1
                     else:
@@ -294,9 +318,11 @@ class Exporter:
             "datagrams": self.datagrams, "bytes_sent": self.bytes_sent,
             "send_errors": self.send_errors, "sequence": self.datagram_seq,
             "drops": sum(p.drops for p in self.ports),
+            "oversize": sum(p.oversize for p in self.ports),
             "ports": {p.name: {"ifindex": p.ifindex, "rate": p.rate, "pool": p.pool,
                                "samples": p.seq, "drops": p.drops, "ingress": p.ingress,
-                               "egress": p.egress, "counter_samples": p.counter_seq}
+                               "egress": p.egress, "oversize": p.oversize,
+                               "counter_samples": p.counter_seq}
                       for p in self.ports},
         }
         tmp = self.stats_file + ".tmp"
@@ -363,6 +389,7 @@ class ExporterCounters:
     send_errors: int = 0
     drops: int = 0  # kernel ring drops: frames the sampler never saw
     sequence: int = 0  # the last datagram sequence number sent
+    oversize: int = 0  # frames longer than a wire frame (GSO trains on the veths)
     final: bool = False
     ports: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
@@ -437,7 +464,7 @@ def start_sflow_exporter(
     header_bytes: int = DEFAULT_HEADER_BYTES,
     counter_interval_s: float = 5.0,
     flush_interval_s: float = 0.1,
-    mode: str = "random",
+    mode: str = "jitter",
     seed: int | None = None,
     lifetime_s: float = MAX_LIFETIME_S,
     timeout_s: float = 10.0,
@@ -446,8 +473,8 @@ def start_sflow_exporter(
 
     `ports` are server indices or port names (default: every customer port). `sampling_rate`
     is one 1-in-N for all, or per port (index or name) with key 0 as the default, as switches
-    configure it per interface. `agent` defaults to the switch's mgmt address, which is also
-    the datagrams' UDP source.
+    configure it per interface. `mode` is one of SAMPLING_MODES. `agent` defaults to the
+    switch's mgmt address, which is also the datagrams' UDP source.
     """
     names = [p if isinstance(p, str) else lab.port_name(p)
              for p in (ports if ports is not None else range(1, lab.n_servers + 1))]
@@ -512,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--header-bytes", type=int, default=DEFAULT_HEADER_BYTES)
     p.add_argument("--counter-interval", type=float, default=5.0)
     p.add_argument("--flush-interval", type=float, default=0.1)
-    p.add_argument("--mode", choices=("random", "deterministic"), default="random")
+    p.add_argument("--mode", choices=SAMPLING_MODES, default="jitter")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stats-file", default=None)
     p.add_argument("--lifetime", type=float, default=MAX_LIFETIME_S)
