@@ -39,7 +39,7 @@ import hashlib
 import logging
 import math
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -167,6 +167,7 @@ class Lease(Protocol):
     async def refresh(self) -> None: ...
     def held(self, key: str) -> bool: ...
     async def confirm(self, key: str) -> bool: ...
+    def set_keys(self, keys: Iterable[str]) -> None: ...
     @property
     def held_keys(self) -> frozenset[str]: ...
     @property
@@ -231,11 +232,12 @@ class EnforcementLease:
     LeaseError), takes what is free and runs a refresh every renew_s until `stop()`.
     Metrics read the plain attributes: `held_keys`, `connected`, `takeovers_total` (keys taken
     after another holder had them), `lost_total` (held keys lost without releasing them),
-    `reconnects_total`, `collisions`.
+    `reconnects_total`, `collisions`. `on_acquired(key)` runs after each acquisition.
     """
 
     def __init__(self, url: str, *, holder: str, keys: Iterable[str], renew_s: float = 2.0,
-                 timeout_s: float = 5.0, max_backoff_s: float = 30.0) -> None:
+                 timeout_s: float = 5.0, max_backoff_s: float = 30.0,
+                 on_acquired: Callable[[str], Awaitable[None]] | None = None) -> None:
         if renew_s <= 0 or timeout_s <= 0:
             raise LeaseError("renew_s and timeout_s must be positive seconds")
         if not holder:
@@ -245,6 +247,10 @@ class EnforcementLease:
         self.renew_s = renew_s
         self.timeout_s = timeout_s
         self.max_backoff_s = max_backoff_s
+        # Called (as its own task, so a slow switch read-back never delays a renewal) after
+        # each acquisition: the new holder reloads ladder state and reconciles that switch.
+        self.on_acquired = on_acquired
+        self._hooks: set[asyncio.Task[None]] = set()
         self._ids = key_ids(keys)
         self._held: set[str] = set()
         self._contended: set[str] = set()  # keys another session held when we tried
@@ -316,6 +322,8 @@ class EnforcementLease:
                 except asyncio.CancelledError:
                     pass
                 self._task = None
+            for hook in list(self._hooks):
+                hook.cancel()
             conn, held = self._conn, sorted(self._held)
             self._held.clear()
             self._conn = None
@@ -429,6 +437,10 @@ class EnforcementLease:
                       "not enforcing on %s until one is renamed", key, lock_id, key)
             return
         self._hold(conn, key)
+        if self.on_acquired is not None and key in self._held:
+            task = asyncio.get_running_loop().create_task(self._hook(key))
+            self._hooks.add(task)
+            task.add_done_callback(self._hooks.discard)
         prev, age = rows[0] if rows else (None, None)
         # A takeover: we saw someone else hold it, or the status row names another holder (it
         # may have come and gone between two of our refreshes, or while we were reconnecting).
@@ -439,6 +451,13 @@ class EnforcementLease:
                         prev or "unknown", "?" if age is None else f"{float(age):.1f}")
         else:
             log.info("%s holds the lease on %s", self.holder, key)
+
+    async def _hook(self, key: str) -> None:
+        assert self.on_acquired is not None
+        try:
+            await self.on_acquired(key)
+        except Exception:  # the enforcer's business; the lease stays held
+            log.exception("on_acquired(%s) of %s failed", key, self.holder)
 
     async def confirm(self, key: str) -> bool:
         """Ask the server, right before a switch change, whether this session holds `key`.
@@ -548,10 +567,13 @@ class EnforcementLease:
             pass
 
 
-def lease_for(url: str, *, holder: str, keys: Iterable[str], renew_s: float = 2.0) -> Lease:
-    """EnforcementLease for a shared PostgreSQL ledger, LocalLease for a single-host SQLite one."""
+def lease_for(url: str, *, holder: str, keys: Iterable[str], renew_s: float = 2.0,
+              on_acquired: Callable[[str], Awaitable[None]] | None = None) -> Lease:
+    """EnforcementLease for a shared PostgreSQL ledger, LocalLease for a single-host SQLite one
+    (which holds every key from the start, so `on_acquired` never runs there)."""
     if make_url(url).get_backend_name() == "postgresql":
-        return EnforcementLease(url, holder=holder, keys=keys, renew_s=renew_s)
+        return EnforcementLease(url, holder=holder, keys=keys, renew_s=renew_s,
+                                on_acquired=on_acquired)
     return LocalLease(holder=holder, keys=keys)
 
 

@@ -251,12 +251,18 @@ def test_kill_9_of_the_holder_hands_over_to_the_standby(url: str, agents: list[A
 @pytest.mark.lab
 def test_graceful_stop_releases_at_once(url: str) -> None:
     async def go() -> None:
+        acquired: list[tuple[str, bool]] = []
+
+        async def reconcile(key: str) -> None:  # what the enforcer would do on a takeover
+            acquired.append((key, await b.confirm(key)))
+
         a = EnforcementLease(url, holder="agent-a", keys=KEYS, renew_s=RENEW_S)
-        b = EnforcementLease(url, holder="agent-b", keys=KEYS, renew_s=RENEW_S)
+        b = EnforcementLease(url, holder="agent-b", keys=KEYS, renew_s=RENEW_S,
+                             on_acquired=reconcile)
         await a.start()
         await b.start()
         try:
-            assert a.held_keys == set(KEYS) and b.held_keys == frozenset()
+            assert a.held_keys == set(KEYS) and b.held_keys == frozenset() and acquired == []
             await a.stop()
             # Released before stop() returned: no lock and no row left, nobody holds it yet.
             assert lock_owners(url) == {k: [] for k in KEYS}
@@ -265,6 +271,8 @@ def test_graceful_stop_releases_at_once(url: str) -> None:
             took = await wait_until(lambda: b.held_keys == set(KEYS), RENEW_S + MARGIN_S)
             print(f"\ngraceful stop -> standby holds both keys: {took * 1000:.0f} ms")
             assert all([await b.confirm(k) for k in KEYS])
+            await wait_until(lambda: len(acquired) == 2, 1.0)
+            assert sorted(acquired) == [("sw1", True), ("sw2", True)]
             assert b.takeovers_total == 2 and a.lost_total == 0
             assert {r.holder for r in await lease_table(url)} == {"agent-b"}
         finally:

@@ -45,9 +45,9 @@ from rackwarden.drivers.sflow.decoder import Sample
 from rackwarden.drivers.sflow.encoder import DEFAULT_MAX_DATAGRAM, pack_datagrams
 from rackwarden.policies.flowfacts import HEADER_ETHERNET, CounterSample, FlowSample
 
-from tests.lab.netlab import REPO_ROOT, Lab, LabError, pid_alive
+from tests.lab.netlab import Lab, LabError, pid_alive
 
-SFLOW_PORT = 6343
+SFLOW_PORT = 6343  # the IANA port; tshark dissects it as sFlow by port
 DEFAULT_HEADER_BYTES = 128  # what switches copy; sflow_version_5.txt's suggested default
 FCS_BYTES = 4  # on the wire and in a switch's frame_length, stripped before the header copy
 MAX_LIFETIME_S = 900.0  # a leaked exporter ends itself
@@ -96,7 +96,6 @@ class _Port:
     seq: int = 0  # flow samples taken
     counter_seq: int = 0
     drops: int = 0  # frames the kernel dropped before the sampler saw them (ring full)
-    samples_sent: int = 0
     ingress: int = 0
     egress: int = 0
     oversize: int = 0  # GSO trains longer than any wire frame (see MAX_WIRE_FRAME)
@@ -125,7 +124,7 @@ class Exporter:
                  mode: str = "jitter", seed: int | None = None,
                  stats_file: str | None = None,
                  lifetime_s: float = MAX_LIFETIME_S, ring_block_size: int = 1 << 17,
-                 ring_blocks: int = 64, ring_timeout_ms: int = 10) -> None:
+                 ring_blocks: int = 128, ring_timeout_ms: int = 40) -> None:
         if not ports or any(r < 1 for r in ports.values()):
             raise ValueError("need at least one port, each with a sampling rate >= 1")
         if mode not in SAMPLING_MODES:
@@ -197,7 +196,9 @@ class Exporter:
     def _take(self, port: _Port, ring: Any, off: int, snap: int, wire: int, mac: int,
               outgoing: bool, now: float, at: datetime) -> None:
         port.seq += 1
-        header = bytes(ring[off + mac:off + mac + snap])
+        # The BPF program already cut the copy to header_bytes; min() guards a kernel that
+        # ignored it.
+        header = bytes(ring[off + mac:off + mac + min(snap, self.header_bytes)])
         s = FlowSample(
             "sflow", self.agent,
             None if outgoing else port.ifindex, port.ifindex if outgoing else None,
@@ -499,7 +500,7 @@ def start_sflow_exporter(
     if seed is not None:
         argv += ["--seed", str(seed)]
     proc = lab.spawn(lab.switch_ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                     text=True, cwd=str(REPO_ROOT))
+                     text=True)
     assert proc.stdout is not None
     ready: dict[str, Any] = {}
     deadline = time.monotonic() + timeout_s
