@@ -134,6 +134,14 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class HaSettings:
+    """Shared deployment: this agent's name among those sharing the PostgreSQL ledger."""
+
+    holder: str  # unique per agent; shown in enforcement_leases and pg_stat_activity
+    renew_s: float = 2.0
+
+
+@dataclass(frozen=True)
 class AgentSettings:
     state_dir: Path
     timezone: str
@@ -147,6 +155,12 @@ class AgentSettings:
     api_port: int = 9818
     metrics_web_config: Path | None = None  # basic auth / TLS, as the Prometheus exporters' web config
     ledger_url: Secret | None = None  # None: sqlite in state_dir; PostgreSQL for shared deployments
+    ha: HaSettings | None = None
+
+    def actions_database(self) -> str:
+        """Ladder state and actions live beside the ledger when it is shared, so a standby
+        that takes a switch over knows what the previous holder did there."""
+        return self.ledger_url.reveal() if self.ledger_url else f"sqlite:///{self.state_dir / 'actions.sqlite'}"
 
     def ledger_database(self) -> str:
         return self.ledger_url.reveal() if self.ledger_url else f"sqlite:///{self.state_dir / 'ledger.sqlite'}"
@@ -662,7 +676,7 @@ def _get(r: _Reader, m: dict[str, yaml.Node], key: str, path: str, fn: Callable[
 def _agent(r: _Reader, node: yaml.Node | None, base: Path) -> AgentSettings | None:
     keys = ("state_dir", "timezone", "mode", "metrics_listen", "metrics_port", "record_polls",
             "max_gap_s", "snmp_max_concurrency", "api_listen", "api_port", "metrics_web_config",
-            "ledger_url")
+            "ledger_url", "ha")
     m = r.mapping(node, "agent", (), keys) if node is not None else {}
     if m is None:
         return None
@@ -680,6 +694,16 @@ def _agent(r: _Reader, node: yaml.Node | None, base: Path) -> AgentSettings | No
     except WebConfigError as e:
         r.error(m.get("metrics_web_config", m.get("metrics_listen", node)), "agent.metrics_web_config", str(e))
     ledger_url = r.secret(m["ledger_url"], "agent.ledger_url", base) if "ledger_url" in m else None
+    ha = None
+    if "ha" in m:
+        h = r.mapping(m["ha"], "agent.ha", ("holder",), ("renew_s",))
+        if h is not None and "holder" in h:
+            holder = r.string(h["holder"], "agent.ha.holder", r"[A-Za-z0-9_.:@-]{1,48}")
+            if holder:
+                ha = HaSettings(holder, _get(r, h, "renew_s", "agent.ha", r.number, 2.0, 0.2, 60))
+        if ledger_url is None or not ledger_url.reveal().startswith("postgresql"):
+            r.error(m["ha"], "agent.ha", "needs agent.ledger_url on PostgreSQL (postgresql+psycopg://...):"
+                    " the leases live in the shared ledger's database")
     return AgentSettings(
         state_dir=(base / state_dir) if not os.path.isabs(state_dir) else Path(state_dir),
         timezone=_get(r, m, "timezone", "agent", r.timezone, "Asia/Shanghai"),
@@ -693,6 +717,7 @@ def _agent(r: _Reader, node: yaml.Node | None, base: Path) -> AgentSettings | No
         api_port=_get(r, m, "api_port", "agent", r.integer, 9818, 0, 65535),
         metrics_web_config=web,
         ledger_url=ledger_url,
+        ha=ha,
     )
 
 

@@ -67,6 +67,8 @@ class Daemon:
             registry=metrics.registry,
         )
         self.after_poll: Callable[[], None] | None = None
+        # In a shared deployment only the lease holder of a switch writes its outages.
+        self.records: Callable[[str], bool] = lambda switch: True
         self._scheduler: AsyncIOScheduler | None = None
         self._stop = asyncio.Event()
         self.polls_done = 0
@@ -91,7 +93,7 @@ class Daemon:
         if self.config.agent.record_polls:
             self._record(poll)
         reports = self.metering.ingest(poll)
-        if self._outages is not None:
+        if self._outages is not None and self.records(name):
             try:
                 self._outages.on_poll(poll, reports)
             except Exception:  # the ledger being down must not stop metering; the alert says so

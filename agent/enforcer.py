@@ -18,6 +18,7 @@ from .actions import ActionStore
 from .clock import Clock
 from .config import Config, ServerConfig
 from .metering import PortReport
+from .ha import Lease, LocalLease
 from .ledger import OutageRecorder
 from .metrics import Metrics
 
@@ -68,6 +69,7 @@ class Enforcer:
         oncall: OnCall | None = None,
         action_timeout_s: float = 60.0,
         outages: OutageRecorder | None = None,
+        lease: Lease | None = None,
     ):
         self.config = config
         self.store = store
@@ -79,6 +81,7 @@ class Enforcer:
         self.oncall = oncall
         self.action_timeout_s = action_timeout_s
         self.outages = outages
+        self.lease: Lease = lease or LocalLease()
         self.rungs: dict[tuple[str, str], L.Rung] = {}
         self.safety = S.SafetyState()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -94,7 +97,24 @@ class Enforcer:
         at = self.clock.at()
         for sw, _, _ in self.safety.open_breakers:
             self.metrics.breaker_open.labels(sw).set(1)
+        await self._reconcile(at, None)
+
+    async def take_over(self, switch: str) -> None:
+        """This agent just got the lease on `switch`: adopt the previous holder's ladder state."""
+        if self.outages is not None:
+            self.outages.restart()
+        for r in self.store.load_rungs():
+            s = self.config.server(r.server)
+            if s is not None and s.switch == switch:
+                self.rungs[(r.server, r.reason)] = r
+        await self._reconcile(self.clock.at(), switch)
+        self._audit(self.clock.at(), "*", "*", "take_over", "-", self.lease.holder, "enforcement lease acquired",
+                    {"switch": switch}, "standby", "holder", "ladder state adopted")
+
+    async def _reconcile(self, at: datetime, only_switch: str | None) -> None:
         for row in self.store.actions(state="PENDING"):
+            if (only_switch and row.switch != only_switch) or not self.lease.held(row.switch):
+                continue  # another agent's switch: its holder reconciles it
             # A crash between PENDING and the switch's answer: the switch says what happened.
             admin = await self._read(row.switch, row.port)
             want = "down" if row.action == "shut" else "up"
@@ -108,7 +128,9 @@ class Enforcer:
                 await self._page("RackWardenEnforcementUnresolved", "page", row.server,
                                  f"{row.action} of {row.switch} {row.port} interrupted: {state}")
         for (sid, reason), r in list(self.rungs.items()):
-            await self._check_drift(sid, reason, r, at)
+            s = self.config.server(sid)
+            if s is not None and (only_switch is None or s.switch == only_switch) and self.lease.held(s.switch):
+                await self._check_drift(sid, reason, r, at)
         self._publish_states()
 
     async def _check_drift(self, sid: str, reason: str, r: L.Rung, at: datetime,
@@ -251,6 +273,13 @@ class Enforcer:
             return
         lock = self._locks.setdefault(server.id, asyncio.Lock())
         async with lock:
+            if not self.lease.held(server.switch):
+                # A standby for this switch: it meters and records, and decides nothing
+                # (which also keeps customers from getting two notices).
+                if actor != "rackwarden":
+                    raise EnforcementError(f"this agent ({self.lease.holder}) does not hold the enforcement"
+                                           f" lease on {server.switch}; ask the agent that does")
+                return
             key = (server.id, reason)
             r = self.rungs.get(key, L.Rung(server.id, reason))
             rule = self.config.enforcement.rules[reason].rule
@@ -279,7 +308,9 @@ class Enforcer:
                                       repeats=new.repeats[:-1])
                         break
                 elif isinstance(intent, L.RestorePort):
-                    await self._change(server, intent, at, mode, actor, r.phase, intent.reason)
+                    if await self._change(server, intent, at, mode, actor, r.phase, intent.reason) == "refused":
+                        new = r  # the ladder stays where it was and tries again
+                        break
             if new != self.rungs.get(key):
                 self.rungs[key] = new
                 self.store.save_rung(new)
@@ -335,6 +366,14 @@ class Enforcer:
                                      {"rail": str(verdict.rail)})
                 return "refused"
             self._refusals.pop((server.id, reason), None)
+        if mode == "enforce" and not await self.lease.confirm(sw.name):
+            why = f"this agent ({self.lease.holder}) does not hold the enforcement lease on {sw.name}"
+            if self._refusals.get((server.id, reason)) != why:
+                self._refusals[(server.id, reason)] = why
+                self.metrics.enforcement_actions.labels(action, reason, "refused", mode).inc()
+                self._audit(at, server.id, reason, f"refuse_{action}", mode, actor, rule, inputs,
+                            before, before, f"lease: {why}")
+            return "refused"
 
         row, created = self.store.begin(key=intent.key, server=server.id, switch=sw.name, port=server.port,
                                         reason=reason, action=action, mode=mode, at=at, detail=inputs)

@@ -1095,6 +1095,7 @@ class OutageRecorder:
     ) -> None:
         self._store = store
         self._config = config
+        self._settings = settings
         self._tracker = OutageTracker(settings)
         self._seq_by_id: dict[str, int] = {}
 
@@ -1114,6 +1115,13 @@ class OutageRecorder:
 
     def reconfigure(self, config: Config) -> None:
         self._config = config
+
+    def restart(self) -> None:
+        """Forget what this process believed and re-read the open records: after taking a
+        switch over from another agent, the shared ledger is the truth, not our stale view."""
+        self._tracker = OutageTracker(self._settings)
+        self._seq_by_id = {}
+        self.start()
 
     def _record(self, events: Sequence[OutageEvent]) -> list[Entry]:
         # One transaction per poll or act: a crash never leaves half of a poll's events.
@@ -1322,8 +1330,8 @@ def ledger_metrics(store: LedgerStore, config: Config, now: datetime) -> LedgerM
 
 
 def default_url(config: Config) -> str:
-    """The ledger next to the agent's other state: sqlite:///{state_dir}/ledger.sqlite."""
-    return f"sqlite:///{config.agent.state_dir / 'ledger.sqlite'}"
+    """The config's ledger: agent.ledger_url when shared, else sqlite:///{state_dir}/ledger.sqlite."""
+    return config.agent.ledger_database()
 
 
 __all__ = [

@@ -3,7 +3,7 @@
 Each `main_*(argv)` takes the arguments after its subcommand and returns an exit code:
 0 done, 1 the ledger failed verification (or refused a report on a broken ledger),
 2 bad usage or input (one line on stderr saying what to fix). The database is `--db URL`, or
-the ledger of `--config PATH` (sqlite:///{state_dir}/ledger.sqlite).
+the ledger of `--config PATH` (agent.ledger_url, or sqlite:///{state_dir}/ledger.sqlite).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser(prog: str, description: str) -> _Parser:
     p = _Parser(prog=prog, description=description)
     p.add_argument("-c", "--config", metavar="PATH",
-                   help="agent config; its ledger is sqlite:///{state_dir}/ledger.sqlite")
+                   help="agent config; its ledger is agent.ledger_url or sqlite:///{state_dir}/ledger.sqlite")
     p.add_argument("--db", metavar="URL",
                    help="ledger database URL (sqlite:///PATH or postgresql+psycopg://…), "
                         "instead of the config's")

@@ -112,6 +112,13 @@ class Metrics:
         )
         self._sources_collector = _SourcesCollector()
         r.register(self._sources_collector)
+        self._lease_collector = _LeaseCollector()
+        r.register(self._lease_collector)
+
+    def set_lease(self, lease: Any, switches: list[str]) -> None:
+        """The enforcement lease whose held switches are exported at scrape time."""
+        self._lease_collector.lease = lease
+        self._lease_collector.switches = switches
 
     def set_sources(self, service: Any) -> None:
         """The abuse service whose collector and capture counters are exported at scrape time."""
@@ -192,3 +199,24 @@ class _SourcesCollector(Collector):
                                       value=c["capture_packets"])
             yield CounterMetricFamily("rackwarden_capture_drops",
                                       "Frames the kernel dropped before capture read them.", value=c["capture_drops"])
+
+
+class _LeaseCollector(Collector):
+    """Which switches this agent may enforce on (a shared deployment's advisory-lock leases)."""
+
+    def __init__(self) -> None:
+        self.lease: Any = None
+        self.switches: list[str] = []
+
+    def collect(self) -> Iterator[Any]:
+        if self.lease is None:
+            return
+        held = GaugeMetricFamily("rackwarden_ha_lease_held",
+                                 "1 when this agent holds the enforcement lease on the switch.", labels=["switch"])
+        for sw in self.switches:
+            held.add_metric([sw], 1 if self.lease.held(sw) else 0)
+        yield held
+        for attr, name, doc in (("takeovers_total", "rackwarden_ha_takeovers", "Leases taken over from another agent."),
+                                ("lost_total", "rackwarden_ha_leases_lost", "Leases lost (session dropped).")):
+            if hasattr(self.lease, attr):
+                yield CounterMetricFamily(name, doc, value=getattr(self.lease, attr))

@@ -18,6 +18,7 @@ from .clock import Clock, SystemClock
 from .config import Config, SwitchConfig
 from .daemon import Daemon
 from .enforcer import Enforcer
+from .ha import EnforcementLease, Lease, LocalLease
 from .ledger import LedgerStore, OutageRecorder
 from .webauth import MetricsServer, load_web_config
 from .notices import CustomerNotices
@@ -85,20 +86,29 @@ class Runtime:
             max_concurrency=config.agent.snmp_max_concurrency,
         )
         usage = UsageStore(f"sqlite:///{config.agent.state_dir / 'usage.sqlite'}")
-        self.actions = ActionStore(f"sqlite:///{config.agent.state_dir / 'actions.sqlite'}")
+        self.actions = ActionStore(config.agent.actions_database())
+        ha = config.agent.ha
+        self.lease: Lease = (
+            EnforcementLease(config.agent.ledger_database(), holder=ha.holder, keys=sorted(config.switches),
+                             renew_s=ha.renew_s)
+            if ha is not None else LocalLease(keys=sorted(config.switches)))
         self.ledger = LedgerStore(config.agent.ledger_database())
         self.outages = OutageRecorder(self.ledger, config)
         drivers = {name: d for name, sw in config.switches.items() if (d := switch_driver(sw)) is not None}
         self.enforcer = Enforcer(
             config, store=self.actions, switches=drivers, readback=self._readback,
             clock=self.clock, metrics=self.metrics, notifier=customer_notices(config),
-            oncall=oncall(config), outages=self.outages,
+            oncall=oncall(config), outages=self.outages, lease=self.lease,
         )
+        if isinstance(self.lease, EnforcementLease):
+            self.lease.on_acquired = self.enforcer.take_over
+        self.metrics.set_lease(self.lease, sorted(config.switches))
         self.daemon = Daemon(
             config, clock=self.clock, poll=self._poll, metrics=self.metrics, usage=usage,
             config_path=config_path, on_reports=self.enforcer.on_reports, tick=self.enforcer.tick,
             outages=self.outages, ledger=self.ledger,
         )
+        self.daemon.records = self.lease.held
         self._http: MetricsServer | None = None
         self.api: ApiServer | None = None
         self.abuse: AbuseService | None = None
@@ -129,6 +139,7 @@ class Runtime:
         self.actions.start()
         self.ledger.start()
         self.outages.start()
+        await self.lease.start()
         await self.enforcer.start()
         # The API and its token exist before /metrics answers: whoever waits for the agent to
         # come up can then use both.
@@ -144,6 +155,7 @@ class Runtime:
             if self.abuse is not None:
                 await self.abuse.stop()
             self.api.stop()
+            await self.lease.stop()
             await self.poller.close()
             self.actions.close()
             self.ledger.close()
