@@ -45,8 +45,9 @@ demo: deps
 demo-stop: deps
 	$(PY) -m tests.lab.demo --stop
 
+# Each benchmark prints its figures and ends with one JSON line.
 bench: deps
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # Coverage-guided fuzzing of the sFlow decoder; prints executions, crashes and RSS.
 FUZZ_SECONDS ?= 600
