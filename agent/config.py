@@ -891,7 +891,25 @@ def _ssh(r: _Reader, node: yaml.Node, p: str, base: Path) -> SshConfig | None:
     user = r.string(m["username"], f"{p}.username")
 
     def path_of(key: str) -> Path | None:
-        v = r.string(m[key], f"{p}.{key}") if key in m else None
+        if key not in m:
+            return None
+        node_ = m[key]
+        if isinstance(node_, yaml.MappingNode):
+            # {credential: NAME}: a file systemd hands over with LoadCredential= (ProtectHome
+            # hides /root/.ssh from the service).
+            c = r.mapping(node_, f"{p}.{key}", ("credential",), ())
+            name = r.string(c["credential"], f"{p}.{key}.credential") if c and "credential" in c else None
+            cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+            if name is None:
+                return None
+            if not cred_dir:
+                r.error(node_, f"{p}.{key}", "credential given but $CREDENTIALS_DIRECTORY is not set")
+                return None
+            path = Path(cred_dir) / name
+            if not path.exists():
+                r.error(node_, f"{p}.{key}", f"credential file {path} does not exist")
+            return path
+        v = r.string(node_, f"{p}.{key}")
         if v is None:
             return None
         path = Path(v) if os.path.isabs(v) else base / v

@@ -120,11 +120,14 @@ def test_cap_changes_are_dated_data(tmp_path: Path) -> None:
 
 
 def test_shipped_example_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("sw1-snmp-auth", "sw1-snmp-priv", "sw2-snmp-community"):
+    for name in ("sw1-snmp-auth", "sw1-snmp-priv", "sw2-snmp-community", "sw1-ssh-key", "known-hosts"):
         (tmp_path / name).write_text("example-secret\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     cfg = configmod.load(ROOT / "config" / "example.yaml")
     assert len(cfg.servers) == 3 and cfg.agent.mode == "notify"
+    assert cfg.switches["sw1"].ssh is not None and cfg.switches["sw1"].ssh.key_file == tmp_path / "sw1-ssh-key"
+    assert cfg.enforcement.rules["nonpayment"].rule.term_s is None
+    assert cfg.detection.sflow_listen == "0.0.0.0" and cfg.detection.thresholds["rental"]["flood_pps"] == 10000
 
 
 def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
