@@ -31,6 +31,7 @@ $(PY_STAMP): pyproject.toml
 	@touch $@
 
 test: deps
+	$(VENV)/bin/ruff check agent drivers policies tests bench fuzz
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-unit: deps

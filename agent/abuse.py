@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rackwarden.drivers.capture.evidence import EvidenceRing, write_evidence
 from rackwarden.drivers.capture.span import MirrorSource, SpanCapture
@@ -113,8 +114,9 @@ class AbuseService:
 
     # -- samples in -----------------------------------------------------------------------------
 
-    def on_samples(self, samples: Sequence[FlowSample]) -> None:
-        self.detector.ingest(samples)
+    def on_samples(self, samples: Sequence[Any]) -> None:
+        # The sFlow collector hands counter samples in the same list; detectors read flows.
+        self.detector.ingest([s for s in samples if type(s) is FlowSample])
 
     def _on_batch_thread(self, samples: Sequence[FlowSample]) -> None:
         # Called on the capture thread: the detector lives on the event loop.

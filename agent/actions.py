@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from rackwarden.agent.sqlstore import SqlStore
+from rackwarden.policies.ladder import Evidence, Rung
 from sqlalchemy import (
     Column,
     Float,
@@ -15,16 +17,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     delete,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-
-from rackwarden.policies.ladder import Evidence, Rung
 
 metadata = MetaData()
 actions = Table(
@@ -130,26 +128,10 @@ def rung_from_json(text: str) -> Rung:
     )
 
 
-class ActionStore:
+class ActionStore(SqlStore):
     """SQLite by default; constructor does no I/O, start() connects and creates the tables."""
 
-    def __init__(self, url: str):
-        self._url = url
-        self._engine: Engine | None = None
-
-    def start(self) -> None:
-        self._engine = create_engine(self._url, future=True)
-        metadata.create_all(self._engine)
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            raise RuntimeError("ActionStore.start() was not called")
-        return self._engine
+    metadata = metadata
 
     # -- actions: written PENDING before the switch is touched -------------------------------
 

@@ -9,9 +9,10 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from .enforcer import EnforcementError, Enforcer
 

@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     for group, help_ in (("ledger", "outage ledger: verify | reclassify | list"),
                          ("maintenance", "maintenance windows: add")):
         g = sub.add_parser(group, help=help_)
-        g.add_argument("what", help="see `rackwarden %s SUBCOMMAND --help`" % group)
+        g.add_argument("what", help=f"see `rackwarden {group} SUBCOMMAND --help`")
     repsub.add_parser("sla", help="SLA credits per server and month (see `rackwarden report sla --help`)")
 
     sla = sub.add_parser("sla", help="SLA credit engine")

@@ -6,15 +6,15 @@ import dataclasses
 import ipaddress
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-
 from rackwarden.policies.billing import BILLING_DIRECTIONS
 from rackwarden.policies.cap import DIRECTIONS, CapRule, CapSchedule
 from rackwarden.policies.ladder import DEFAULT_RULES, REASONS, LadderRule
@@ -625,7 +625,8 @@ def _enforcement(r: _Reader, node: yaml.Node | None) -> EnforcementConfig:
         x = r.mapping(m["safety"], sp, (), ("max_shuts_per_switch", "max_shuts_total", "budget_window_s",
                                              "breaker_fraction", "breaker_min_servers")) or {}
         safety = SafetyConfig(
-            max_shuts_per_switch=_get(r, x, "max_shuts_per_switch", sp, r.integer, safety.max_shuts_per_switch, 0, 10_000),
+            max_shuts_per_switch=_get(r, x, "max_shuts_per_switch", sp, r.integer,
+                                      safety.max_shuts_per_switch, 0, 10_000),
             max_shuts_total=_get(r, x, "max_shuts_total", sp, r.integer, safety.max_shuts_total, 0, 100_000),
             budget_window_s=_get(r, x, "budget_window_s", sp, r.number, safety.budget_window_s, 1, 30 * 86400),
             breaker_fraction=_get(r, x, "breaker_fraction", sp, r.number, safety.breaker_fraction, 0.01, 1),
@@ -812,7 +813,9 @@ class _Declared:
     ports: dict[str, tuple[tuple[str, ...], frozenset[str], int]] = field(default_factory=dict)
 
 
-def _switches(r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declared: _Declared) -> dict[str, SwitchConfig]:
+def _switches(
+    r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declared: _Declared
+) -> dict[str, SwitchConfig]:
     out: dict[str, SwitchConfig] = {}
     sm = r.mapping(node, "switches", (), tuple(str(k.value) for k, _ in getattr(node, "value", [])))
     for name, snode in (sm or {}).items():

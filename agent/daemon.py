@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import Gauge
-
 from rackwarden.policies.facts import PortPoll
 
 from . import config as configmod
@@ -209,7 +208,7 @@ class Daemon:
             while not self._stop.is_set():
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=wd or 3600)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 if wd:
                     sdnotify.notify("WATCHDOG=1")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from rackwarden.drivers.switch.base import DriverError, PermanentDriverError, SwitchDriver
 from rackwarden.policies import ladder as L
@@ -17,9 +18,9 @@ from rackwarden.policies.cap import CapVerdict
 from .actions import ActionStore
 from .clock import Clock
 from .config import Config, ServerConfig
-from .metering import PortReport
 from .ha import Lease, LocalLease
 from .ledger import OutageRecorder
+from .metering import PortReport
 from .metrics import Metrics
 
 log = logging.getLogger("rackwarden.enforcer")
@@ -404,7 +405,7 @@ class Enforcer:
                                                 self.action_timeout_s)
                 detail["cli_admin"] = result.cli_admin
                 detail["cli_agrees"] = result.agrees
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 error = DriverError(f"no answer within {self.action_timeout_s:g} s", switch=sw.name)
             except DriverError as e:
                 error = e

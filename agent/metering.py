@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from rackwarden.policies.billing import BucketPart, split_interval
 from rackwarden.policies.cap import CapRun, CapVerdict, judge

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, create_engine, select
+from rackwarden.agent.sqlstore import SqlStore
+from rackwarden.policies.billing import BillingDirection, BucketPart, bucket_rate_bps, percentile_95
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
-
-from rackwarden.policies.billing import BillingDirection, BucketPart, bucket_rate_bps, percentile_95
 
 metadata = MetaData()
 usage_5m = Table(
@@ -23,26 +22,10 @@ usage_5m = Table(
 )
 
 
-class UsageStore:
+class UsageStore(SqlStore):
     """Accumulates bucket parts; constructor does no I/O, start() connects."""
 
-    def __init__(self, url: str):
-        self._url = url
-        self._engine: Engine | None = None
-
-    def start(self) -> None:
-        self._engine = create_engine(self._url, future=True)
-        metadata.create_all(self._engine)
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            raise RuntimeError("UsageStore.start() was not called")
-        return self._engine
+    metadata = metadata
 
     def add(self, server: str, parts: list[BucketPart]) -> None:
         ins = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
@@ -72,7 +55,7 @@ class UsageStore:
         )
         with self.engine.connect() as conn:
             return [
-                (datetime.fromtimestamp(b, tz=timezone.utc), c, o, i)
+                (datetime.fromtimestamp(b, tz=UTC), c, o, i)
                 for b, c, o, i in conn.execute(q)
             ]
 

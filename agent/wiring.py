@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from rackwarden.drivers.notify import AlertmanagerClient, Notifier, OnCall, SmtpNotifier, WebhookNotifier
+from rackwarden.drivers.notify import (
+    AlertmanagerClient,
+    Notifier,
+    OnCall,
+    SmtpNotifier,
+    WebhookNotifier,
+)
 from rackwarden.drivers.snmp.poller import SnmpPoller, SnmpTarget
 from rackwarden.drivers.switch.base import SwitchDriver
 from rackwarden.drivers.switch.session import NetmikoSwitch, SwitchTarget
@@ -20,10 +26,10 @@ from .daemon import Daemon
 from .enforcer import Enforcer
 from .ha import EnforcementLease, Lease, LocalLease
 from .ledger import LedgerStore, OutageRecorder
-from .webauth import MetricsServer, load_web_config
-from .notices import CustomerNotices
 from .metrics import Metrics
+from .notices import CustomerNotices
 from .usage import UsageStore
+from .webauth import MetricsServer, load_web_config
 
 
 def snmp_target(sw: SwitchConfig) -> SnmpTarget:

@@ -1,4 +1,4 @@
-"""Decision → port-down latency in the lab: operator suspensions through the real agent, netmiko, sshd and the CLI emulator.
+"""Decision → port-down latency in the lab: operator suspensions through agent, netmiko, sshd, CLI.
 
 Each round asks the running agent's API to suspend a server. A watcher reads the port's
 IFF_UP flag in the switch namespace every 2 ms; the latency is from the request to the flag
@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rackwarden.agent.actions import ActionStore  # noqa: E402
+
 from tests.lab.agentrun import free_port, start_agent, start_switch_cli, write_lab_config  # noqa: E402
 from tests.lab.netlab import Lab  # noqa: E402
 from tests.lab.snmpd import start_snmpd  # noqa: E402

@@ -1,4 +1,4 @@
-"""Flood start → detection → port down, in the lab, through the real daemon (SPAN path; sFlow path when the lab exporter is present).
+"""Flood start → detection → port down in the lab, through the real daemon on the SPAN path.
 
 Each round: a UDP flood from srv-1 (scapy, 20k pps); the attacker's first-packet time is
 printed by the sender (CLOCK_MONOTONIC, shared by every process on the host). The agent's
@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.enforce import pct, start_watcher  # noqa: E402
 from rackwarden.agent.actions import ActionStore  # noqa: E402
+
+from bench.enforce import pct, start_watcher  # noqa: E402
 from tests.integration.test_abuse_enforce_lab import span_detection  # noqa: E402
 from tests.lab.agentrun import free_port, start_agent, start_switch_cli, write_lab_config  # noqa: E402
 from tests.lab.netlab import Lab  # noqa: E402
@@ -93,7 +94,8 @@ def main() -> int:
         "flood_to_port_down_p95_s": round(pct(down, 0.95), 3),
         "baseline_snmp_poll_interval_s": 5.0,
     }
-    print(f"SPAN: flood -> decision median {fig['flood_to_decision_median_s']} s (p95 {fig['flood_to_decision_p95_s']}),"
+    print(f"SPAN: flood -> decision median {fig['flood_to_decision_median_s']} s"
+          f" (p95 {fig['flood_to_decision_p95_s']}),"
           f" flood -> port down median {fig['flood_to_port_down_median_s']} s (p95 {fig['flood_to_port_down_p95_s']})")
     print(json.dumps(fig))
     return 0

@@ -1,6 +1,7 @@
-"""Ports polled per CPU-second: RackWarden's pysnmp poller vs net-snmp's snmpbulkwalk, same switches, same run.
+"""Ports polled per CPU-second: RackWarden's pysnmp poller vs net-snmp's snmpbulkwalk, same run.
 
-Each simulated switch is a network namespace with 48 interfaces (bridge devices: this kernel has no dummy driver) and a real
+Each simulated switch is a network namespace with 48 interfaces (bridge devices: this kernel has
+no dummy driver) and a real
 net-snmp snmpd.
 Figures are per core: ports answered divided by the CPU seconds the client spent (this
 process for the poller; the snmpbulkwalk children for the baseline), so snmpd's own CPU on
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -95,7 +96,7 @@ def wait_ready(switches: list[Switch]) -> None:
 
 
 async def bench_poller(switches: list[Switch], seconds: float) -> dict[str, float]:
-    poller = SnmpPoller(wall=lambda: datetime.now(timezone.utc), mono=time.monotonic)
+    poller = SnmpPoller(wall=lambda: datetime.now(UTC), mono=time.monotonic)
     await poller.start()
     targets = [SnmpTarget(name=sw.ns, host=sw.addr, community=sw.community) for sw in switches]
     await poller.poll_many(targets)  # warm-up: engine and transports exist before timing

@@ -1,4 +1,4 @@
-"""The unit's `systemd-analyze security` exposure score (lower is better), with and without the SPAN drop-in, beside systemd's own reference of an unhardened unit."""
+"""The unit's `systemd-analyze security` exposure score, with and without SPAN, beside an unhardened unit."""
 
 from __future__ import annotations
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Iterable, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 BUCKET_S = 300
 BillingDirection = Literal["max", "out", "in", "sum"]
@@ -27,7 +28,7 @@ class BucketPart:
 
 def _bucket_floor(at: datetime) -> datetime:
     epoch = int(at.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % BUCKET_S, tz=timezone.utc)
+    return datetime.fromtimestamp(epoch - epoch % BUCKET_S, tz=UTC)
 
 
 def split_interval(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 # IF-MIB ifOperStatus / ifAdminStatus values by their MIB names.
 IF_STATUS = {

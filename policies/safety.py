@@ -65,7 +65,8 @@ def check_shut(
     on_switch = sum(1 for _, s in recent if s == switch)
     if on_switch >= cfg.max_shuts_per_switch:
         return Verdict(False, "switch_budget",
-                       f"{on_switch} shuts on {switch} in {cfg.budget_window_s:g} s (budget {cfg.max_shuts_per_switch})")
+                       f"{on_switch} shuts on {switch} in {cfg.budget_window_s:g} s"
+                       f" (budget {cfg.max_shuts_per_switch})")
     if len(recent) >= cfg.max_shuts_total:
         return Verdict(False, "global_budget",
                        f"{len(recent)} shuts in {cfg.budget_window_s:g} s (budget {cfg.max_shuts_total})")

@@ -1,4 +1,4 @@
-"""Issue 4 in the lab with enforcement on: the real daemon sees a flood on the SPAN path and shuts the attacker's port; a heavy legitimate download is left alone."""
+"""Issue 4 in the lab, enforcing: a SPAN-seen flood is shut; a heavy legitimate download is not."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from rackwarden.agent.actions import ActionStore
+
 from tests.integration.test_enforcement_lab import wait_for
 from tests.lab.agentrun import free_port, start_agent, start_switch_cli, value, write_lab_config
 from tests.lab.netlab import Lab, pid_alive

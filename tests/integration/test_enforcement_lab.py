@@ -1,4 +1,4 @@
-"""Issue 3 in the lab: the real daemon shuts an over-cap server's port over SSH (netmiko → real sshd → CLI emulator) and restores it."""
+"""Issue 3 in the lab: the daemon shuts an over-cap port over SSH (netmiko → sshd → CLI emulator)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from rackwarden.agent.actions import ActionStore
+
 from tests.lab.agentrun import (
     AgentProcess,
     WebhookSink,

@@ -1,4 +1,4 @@
-"""Issue 6, shared deployment in the lab: two real agents, one PostgreSQL ledger; only the lease holder enforces, the standby takes over after a kill -9."""
+"""Shared deployment in the lab: two agents, one PostgreSQL; only the lease holder enforces."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def test_only_the_holder_enforces_and_the_standby_takes_over(tmp_path: Path) -> 
             agents[name] = start_agent(cfgs[name], port, tmp_path / f"{name}.log")
             pids.append(agents[name].pid)
             if name == "a":  # a holds the lease before b starts
-                wait_for("a's lease", lambda: value(agents["a"].scrape(), "rackwarden_ha_lease_held", switch="sw1") == 1, 20)
+                wait_for("a's lease",
+                         lambda: value(agents["a"].scrape(), "rackwarden_ha_lease_held", switch="sw1") == 1, 20)
         assert value(agents["b"].scrape(), "rackwarden_ha_lease_held", switch="sw1") == 0
 
         heavy = lab.start_traffic(1, 15_000_000, 60)

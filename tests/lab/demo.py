@@ -1,4 +1,4 @@
-"""`make demo`: the lab data centre, the agent enforcing on it, Prometheus and Alertmanager, and a short story told live."""
+"""`make demo`: the lab, the agent enforcing on it, Prometheus and Alertmanager, a story told live."""
 
 from __future__ import annotations
 
@@ -11,13 +11,21 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from .agentrun import AgentProcess, free_port, start_agent, start_switch_cli, value, write_lab_config
+from .agentrun import (
+    AgentProcess,
+    free_port,
+    start_agent,
+    start_switch_cli,
+    value,
+    write_lab_config,
+)
 from .netlab import Lab, cleanup_stale, pid_alive
 from .snmpd import start_snmpd
 from .span import LabSpan
@@ -79,7 +87,8 @@ def start_monitoring(sink_port: int) -> list[subprocess.Popen[bytes]]:
     prom["global"].update(scrape_interval="2s", evaluation_interval="2s", scrape_timeout="2s")
     prom["rule_files"] = [str(STATE / "rules.yml")]
     prom["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{AM_PORT}"]}]
-    prom["scrape_configs"] = [{"job_name": "rackwarden", "static_configs": [{"targets": [f"127.0.0.1:{METRICS_PORT}"]}]}]
+    target = {"targets": [f"127.0.0.1:{METRICS_PORT}"]}
+    prom["scrape_configs"] = [{"job_name": "rackwarden", "static_configs": [target]}]
     (STATE / "prometheus.yml").write_text(yaml.safe_dump(prom, sort_keys=False))
     am = yaml.safe_load((REPO / "config/alertmanager/example.yml").read_text())
     am["global"] = {"resolve_timeout": "5m"}
@@ -180,18 +189,18 @@ def story(lab: Lab, agent: AgentProcess, cfg: Path) -> None:
     say(f"  paid: restored, port p3 is {link(lab, C)}")
 
     say("Story 4/4: planned work on srv-4's line, declared with notice (R17)")
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     start, end = now + timedelta(seconds=3), now + timedelta(seconds=15)
     run("maintenance", "add", "--config", str(cfg), "--start", start.isoformat(), "--end", end.isoformat(),
         "--kind", "planned", "--servers", "srv-4", "--notified-at", (now - timedelta(seconds=1)).isoformat(),
         "--reason", "patch cable replacement")
     say(f"  window {start:%H:%M:%S}..{end:%H:%M:%S} UTC declared; the technician unplugs srv-4 inside it")
-    while datetime.now(timezone.utc) < start + timedelta(seconds=2):
+    while datetime.now(UTC) < start + timedelta(seconds=2):
         time.sleep(0.2)
     subprocess.run(["ip", "-n", lab.server_ns(D), "link", "set", "eth0", "down"], check=True)
     time.sleep(6)
     subprocess.run(["ip", "-n", lab.server_ns(D), "link", "set", "eth0", "up"], check=True)
-    while datetime.now(timezone.utc) < end + timedelta(seconds=2):
+    while datetime.now(UTC) < end + timedelta(seconds=2):
         time.sleep(0.2)
     listing = run("ledger", "list", "--config", str(cfg), "--outages", "--server", "srv-4", "--format", "json")
     seqs = [json.loads(line)["seq"] for line in listing.splitlines() if line.strip()]
@@ -218,7 +227,8 @@ def finale(cfg: Path) -> None:
     print(f"  metrics      http://127.0.0.1:{METRICS_PORT}/metrics")
     print(f"  Prometheus   http://127.0.0.1:{PROM_PORT}/alerts")
     print(f"  Alertmanager http://127.0.0.1:{AM_PORT}/#/alerts")
-    print(f"  dashboard    {REPO / 'config/grafana/rackwarden.json'} (import into Grafana, data source = this Prometheus)")
+    print(f"  dashboard    {REPO / 'config/grafana/rackwarden.json'}"
+          " (import into Grafana, data source = this Prometheus)")
     print(f"  evidence     {STATE / 'state' / 'evidence'}")
     month = datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m")
     print(f"\n== SLA report {month} ==")
@@ -263,7 +273,8 @@ def run_demo(stay: bool) -> int:
                                     lab.upstream_ip, "--lifetime", "3600"])
         smtp_port, hook_port = free_port(), free_port()
         procs += start_sinks(smtp_port, hook_port)
-        say(f"snmpd and sshd (IOS CLI emulator) on {lab.mgmt_addr}; SPAN mirrors with tc mirred; mailbox and webhook up")
+        say(f"snmpd and sshd (IOS CLI emulator) on {lab.mgmt_addr}; SPAN mirrors with tc mirred;"
+            " mailbox and webhook up")
         mirrors = "".join(f"      - {{switch: sw1, port: p{i}, ingress: ci{i}, egress: co{i}}}\n" for i in (A, B, C, D))
         cfg = write_lab_config(
             lab, snmp, STATE / "rackwarden.yaml", state_dir=STATE / "state", interval_s=2, window_s=10,

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from rackwarden.policies.billing import bucket_rate_bps, percentile_95, split_interval
 from rackwarden.policies.cap import CapSchedule
 
-T = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+T = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
 
 
 def test_interval_inside_one_bucket_is_one_part() -> None:

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from rackwarden.agent import config as configmod
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +51,7 @@ def test_good_config_loads_frozen() -> None:
     assert [s.id for s in cfg.servers] == ["a", "b"]
     assert cfg.switches["sw1"].ports == ("Gi0/1", "Gi0/2", "Gi0/3", "Gi0/4", "Te0/1")
     assert cfg.server_on("sw1", "Gi0/2") is cfg.servers[1]
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):  # frozen dataclass
         cfg.servers[0].port = "Gi0/3"  # type: ignore[misc]
 
 
@@ -65,13 +64,15 @@ def test_good_config_loads_frozen() -> None:
     ("port: Gi0/2", "port: Gi0/9", "inv.yaml:22 servers[b].port: port 'Gi0/9' does not exist on switch 'sw1'"),
     ("port: Gi0/2", "port: Gi0/1", "inv.yaml:22 servers[b].port: sw1 Gi0/1 is already used by server 'a'"),
     ("ips: [192.0.2.2]", "ips: [192.0.2.1]", "inv.yaml:23 servers[b].ips: 192.0.2.1 is already assigned to server 'a'"),
-    ("rental: {cap_mbps: 10}", "rental: {cap_mbps: 150}", "servers[a].cap_mbps: cap 150 Mbps is above the port speed 100 Mbps"),
+    ("rental: {cap_mbps: 10}", "rental: {cap_mbps: 150}",
+     "servers[a].cap_mbps: cap 150 Mbps is above the port speed 100 Mbps"),
     ("port: Gi0/2", "port: Te0/1", "servers[b].port: port 'Te0/1' is protected"),
     ("ports: [\"Gi0/[1-4]\", \"Te0/1\"]", "ports: [\"Gi0/[1-4]\", \"Gi0/2\", \"Te0/1\"]", "duplicate port 'Gi0/2'"),
     ("vendor: cisco_ios", "vendor: cisco", "switches.sw1.vendor: 'cisco' is not one of"),
     ("snmp: {version: \"2c\", community: \"s3cret-community\"}", "snmp: {version: \"3\", user: u}",
      "switches.sw1.snmp.auth_key: SNMPv3 needs user, auth_key and priv_key (authPriv)"),
-    ("monthly_fee_fen: 80000\n  - id: b", "monthly_fee_fen: 800.5\n  - id: b", "servers[a].monthly_fee_fen: '800.5' is not a whole number"),
+    ("monthly_fee_fen: 80000\n  - id: b", "monthly_fee_fen: 800.5\n  - id: b",
+     "servers[a].monthly_fee_fen: '800.5' is not a whole number"),
     ("template: rental\n    monthly_fee_fen: 80000\n  - id: b", "template: gold\n    monthly_fee_fen: 80000\n  - id: b",
      "servers[a].template: no template named 'gold'"),
 ])
@@ -95,7 +96,8 @@ def test_boolean_fields_take_only_true_or_false() -> None:
     assert cfg.agent.record_polls is True
 
 
-def test_secrets_come_from_files_or_credentials_and_never_print(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_come_from_files_or_credentials_and_never_print(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "comm").write_text("from-a-file\n")
     text = GOOD.replace('community: "s3cret-community"', "community: {file: comm}")
     cfg = configmod.loads(text, "inv.yaml", base=tmp_path)
@@ -111,7 +113,8 @@ def test_secrets_come_from_files_or_credentials_and_never_print(tmp_path: Path, 
 
 def test_cap_changes_are_dated_data(tmp_path: Path) -> None:
     text = GOOD.replace("monthly_fee_fen: 80000\n  - id: b",
-                        "monthly_fee_fen: 80000\n    cap_changes:\n      - {cap_mbps: 20, effective: 2026-12-01}\n  - id: b")
+                        "monthly_fee_fen: 80000\n    cap_changes:\n"
+                        "      - {cap_mbps: 20, effective: 2026-12-01}\n  - id: b")
     cfg = configmod.loads(text, "inv.yaml")
     sched = cfg.cap_schedule(cfg.servers[0])
     (eff, cap), = sched.changes
@@ -146,7 +149,8 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
 def test_cli_names_do_not_rename_the_switch() -> None:
     # Bug: the cli_names loop reused the switch's name variable, so sw1 became "Te0/1".
     text = GOOD.replace("    protected_ports: [Te0/1]\n",
-                        "    protected_ports: [Te0/1]\n    cli_names: {Gi0/1: GigabitEthernet0/1, Te0/1: TenGigabitEthernet0/1}\n")
+                        "    protected_ports: [Te0/1]\n"
+                        "    cli_names: {Gi0/1: GigabitEthernet0/1, Te0/1: TenGigabitEthernet0/1}\n")
     cfg = configmod.loads(text, "inv.yaml")
     assert list(cfg.switches) == ["sw1"] and cfg.switches["sw1"].name == "sw1"
     assert cfg.switches["sw1"].cli_name("Gi0/1") == "GigabitEthernet0/1"

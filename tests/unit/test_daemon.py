@@ -6,7 +6,7 @@ import asyncio
 import io
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rackwarden.agent import config as configmod
@@ -51,7 +51,7 @@ def make(tmp_path: Path) -> tuple[Daemon, FakeClock, FakeSwitch]:
     cfg_path = tmp_path / "rw.yaml"
     cfg_path.write_text(text)
     cfg = configmod.load(cfg_path)
-    clock = FakeClock(datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 11, 22, 2, 0, tzinfo=UTC))
     sw = FakeSwitch(clock)
     usage = UsageStore(f"sqlite:///{tmp_path / 'usage.sqlite'}")
     usage.start()
@@ -115,11 +115,11 @@ def test_usage_buckets_hold_every_accepted_octet(tmp_path: Path) -> None:
     reports = run_polls(d, clock, 11)
     accepted = sum(r.sample.in_octets for r in reports if r.server.id == "srv-a" and r.sample.ok)
     assert d.usage is not None
-    rows = d.usage.buckets("srv-a", datetime(2026, 11, 1, tzinfo=timezone.utc),
-                           datetime(2026, 12, 1, tzinfo=timezone.utc))
+    rows = d.usage.buckets("srv-a", datetime(2026, 11, 1, tzinfo=UTC),
+                           datetime(2026, 12, 1, tzinfo=UTC))
     assert sum(o for _, _, o, _ in rows) == accepted == 10 * 60 * 15 * MBIT
-    p95, n = d.usage.p95_bps("srv-a", datetime(2026, 11, 1, tzinfo=timezone.utc),
-                             datetime(2026, 12, 1, tzinfo=timezone.utc), "max")
+    p95, n = d.usage.p95_bps("srv-a", datetime(2026, 11, 1, tzinfo=UTC),
+                             datetime(2026, 12, 1, tzinfo=UTC), "max")
     assert n == 2 and p95 == 15_000_000
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from rackwarden.agent import config as configmod
 from rackwarden.agent.actions import ActionStore
 from rackwarden.agent.clock import FakeClock
@@ -93,7 +92,7 @@ class Rig:
     def __init__(self, tmp: Path, mode: str = "enforce", k: int = 2, store: ActionStore | None = None,
                  switch: FakeSwitch | None = None, clock: FakeClock | None = None):
         self.cfg = configmod.loads(CONFIG.format(state=tmp, mode=mode, k=k) + SERVERS, "t.yaml")
-        self.clock = clock or FakeClock(datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
+        self.clock = clock or FakeClock(datetime(2026, 11, 22, 2, 0, tzinfo=UTC))
         self.sw = switch or FakeSwitch()
         self.store = store or ActionStore(f"sqlite:///{tmp / 'actions.sqlite'}")
         if store is None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from rackwarden.policies import ladder as L
 from rackwarden.policies import safety as S
 
-T0 = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
 EV = L.Evidence("R1 cap 10 Mbit/s", "15 Mbit/s for 300 s", (("rate_bps", 15e6),))
 
 

@@ -1,16 +1,15 @@
-"""Hypothesis properties of the counter policy: no rate above port speed, never more bytes than sent, no rate across a reset."""
+"""Hypothesis properties of the counter policy: never above port speed, never more bytes, no rate on reset."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from rackwarden.policies.facts import PortCounters, PortPoll
 from rackwarden.policies.metering import Baseline, step
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SPEED_MBPS = 100
 SPEED_BPS = SPEED_MBPS * 1_000_000
 
@@ -83,8 +82,9 @@ def test_counter64_decrease_is_always_a_reset(old: int, drop: int) -> None:
     new = max(0, old - drop)
     if new == old:
         return
-    mk = lambda v, now: PortPoll("sw1", T0 + timedelta(seconds=now), now, None,
-                                 {"p": PortCounters("p", 1, v, 0, 64, high_speed_mbps=100)})
+    def mk(v: int, now: float) -> PortPoll:
+        return PortPoll("sw1", T0 + timedelta(seconds=now), now, None,
+                        {"p": PortCounters("p", 1, v, 0, 64, high_speed_mbps=100)})
     _, base = step(None, mk(old, 0.0), "p", configured_speed_bps=SPEED_BPS)
     sample, _ = step(base, mk(new, 60.0), "p", configured_speed_bps=SPEED_BPS)
     assert sample.status == "reset" and sample.in_bps is None

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from rackwarden.agent import config as configmod
 from rackwarden.agent.replay import replay
 
@@ -139,7 +138,7 @@ def test_counter_case(name: str, polls: list[dict[str, Any]], statuses: list[str
     rows = srv(run(polls))
     assert [r["status"] for r in rows] == statuses
     assert [r["in_bps"] for r in rows] == rates
-    assert all(r["out_bps"] is None for r, s in zip(rows, statuses) if s != "ok")
+    assert all(r["out_bps"] is None for r, s in zip(rows, statuses, strict=True) if s != "ok")
 
 
 def test_an_unknown_sample_breaks_the_sustained_run() -> None:
