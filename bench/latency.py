@@ -1,4 +1,4 @@
-"""Flood start → detection → port down in the lab, through the real daemon on the SPAN path.
+"""Flood start → detection → port down in the lab, through the real daemon, on the SPAN and sFlow paths.
 
 Each round: a UDP flood from srv-1 (scapy, 20k pps); the attacker's first-packet time is
 printed by the sender (CLOCK_MONOTONIC, shared by every process on the host). The agent's
@@ -26,40 +26,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rackwarden.agent.actions import ActionStore  # noqa: E402
 
 from bench.enforce import pct, start_watcher  # noqa: E402
-from tests.integration.test_abuse_enforce_lab import span_detection  # noqa: E402
+from tests.integration.test_abuse_enforce_lab import sflow_detection, span_detection  # noqa: E402
 from tests.lab.agentrun import free_port, start_agent, start_switch_cli, write_lab_config  # noqa: E402
 from tests.lab.netlab import Lab  # noqa: E402
+from tests.lab.sflow_exporter import start_sflow_exporter  # noqa: E402
 from tests.lab.snmpd import start_snmpd  # noqa: E402
 from tests.lab.span import LabSpan  # noqa: E402
 
 LAB_ID = 96
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=6)
-    args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="rw-bench-latency-"))
+def run_path(path: str, rounds: int) -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix=f"rw-bench-latency-{path}-"))
     lab = Lab(LAB_ID, 2, replace_stale=True).start()
-    span = LabSpan(lab, [1, 2]).start()
-    agent = cli = None
+    span = LabSpan(lab, [1, 2]).start() if path == "span" else None
+    agent = cli = exporter = None
     detect: list[float] = []
     down: list[float] = []
     try:
         snmp = start_snmpd(lab)
         cli = start_switch_cli(lab, work / "cli")
-        mport, aport = free_port(), free_port()
+        mport, aport, sport = free_port(), free_port(), free_port()
         cfg = write_lab_config(lab, snmp, work / "rw.yaml", state_dir=work / "state", interval_s=5,
                                window_s=300, metrics_port=mport, api_port=aport, mode="enforce", cli=cli,
                                safety="{max_shuts_per_switch: 1000, max_shuts_total: 1000}",
-                               extra=span_detection(lab, [1, 2]))
+                               extra=span_detection(lab, [1, 2]) if path == "span" else sflow_detection(lab, sport))
+        if path == "sflow":
+            cfg.write_text(cfg.read_text().replace("    port_speed_mbps: 100\n",
+                                                   f"    port_speed_mbps: 100\n    sflow_agent: {lab.mgmt_addr}\n"))
         agent = start_agent(cfg, mport, work / "agent.log")
+        if path == "sflow":
+            exporter = start_sflow_exporter(lab, (lab.noc_addr, sport), sampling_rate=16, ports=[1, 2],
+                                            counter_interval_s=2)
         token = (work / "state" / "api.token").read_text().strip()
         store = ActionStore(f"sqlite:///{work / 'state' / 'actions.sqlite'}")
         store.start()
         offset = time.time() - time.monotonic()  # wall = monotonic + offset, on this host
         time.sleep(6)
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             watcher = start_watcher(lab, "p1")
             flood = lab.spawn(lab.server_ns(1), [sys.executable, "-m", "tests.lab.attacks", "udp-flood", "--dst",
                                                  lab.upstream_ip, "--pps", "20000", "--duration", "8"],
@@ -79,24 +83,36 @@ def main() -> int:
             time.sleep(12)  # let the detector's window clear before the next flood
         store.close()
     finally:
+        if exporter is not None:
+            exporter.stop()
         if agent is not None:
             agent.stop()
         if cli is not None:
             cli.stop()
-        span.stop()
+        if span is not None:
+            span.stop()
         lab.stop()
-    fig = {
-        "path": "span",
-        "rounds": len(down),
-        "flood_to_decision_median_s": round(statistics.median(detect), 3),
-        "flood_to_decision_p95_s": round(pct(detect, 0.95), 3),
-        "flood_to_port_down_median_s": round(statistics.median(down), 3),
-        "flood_to_port_down_p95_s": round(pct(down, 0.95), 3),
-        "baseline_snmp_poll_interval_s": 5.0,
+    return {
+        f"{path}_rounds": len(down),
+        f"{path}_flood_to_decision_median_s": round(statistics.median(detect), 3),
+        f"{path}_flood_to_decision_p95_s": round(pct(detect, 0.95), 3),
+        f"{path}_flood_to_port_down_median_s": round(statistics.median(down), 3),
+        f"{path}_flood_to_port_down_p95_s": round(pct(down, 0.95), 3),
     }
-    print(f"SPAN: flood -> decision median {fig['flood_to_decision_median_s']} s"
-          f" (p95 {fig['flood_to_decision_p95_s']}),"
-          f" flood -> port down median {fig['flood_to_port_down_median_s']} s (p95 {fig['flood_to_port_down_p95_s']})")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--path", choices=("span", "sflow", "both"), default="both")
+    args = ap.parse_args()
+    fig: dict[str, object] = {"baseline_snmp_poll_interval_s": 5.0, "sflow_sampling_rate": 16}
+    for path in ("span", "sflow") if args.path == "both" else (args.path,):
+        f = run_path(path, args.rounds)
+        fig.update(f)
+        print(f"{path}: flood -> decision median {f[f'{path}_flood_to_decision_median_s']} s;"
+              f" flood -> port down median {f[f'{path}_flood_to_port_down_median_s']} s"
+              f" (p95 {f[f'{path}_flood_to_port_down_p95_s']} s)")
     print(json.dumps(fig))
     return 0
 

@@ -15,6 +15,7 @@ from rackwarden.agent.actions import ActionStore
 from tests.integration.test_enforcement_lab import wait_for
 from tests.lab.agentrun import free_port, start_agent, start_switch_cli, value, write_lab_config
 from tests.lab.netlab import Lab, pid_alive
+from tests.lab.sflow_exporter import start_sflow_exporter
 from tests.lab.snmpd import IF_ADMIN_STATUS, start_snmpd
 from tests.lab.span import LabSpan
 
@@ -100,5 +101,67 @@ def test_span_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: P
             pids.append(sw_cli.sshd.pid)
             sw_cli.stop()
         span.stop()
+        lab.stop()
+    assert not any(pid_alive(p) for p in pids)
+
+
+def sflow_detection(lab: Lab, port: int) -> str:
+    return f"detection:\n  sflow: {{listen: {lab.noc_addr}, port: {port}}}\n"
+
+
+def test_sflow_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: Path) -> None:
+    lab = Lab(28, 3, replace_stale=True).start()
+    agent = None
+    sw_cli = None
+    exporter = None
+    try:
+        snmp = start_snmpd(lab)
+        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        lab.spawn(lab.upstream_ns, [sys.executable, "-m", "tests.lab.attacks", "listeners", "--addrs",
+                                    lab.upstream_ip, "--bulk-addr", lab.upstream_ip, "--bulk-rate-bps",
+                                    "8000000", "--bulk-duration", "6", "--lifetime", "120"])
+        port, sflow_port = free_port(), free_port()
+        cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state", interval_s=2,
+                               window_s=10, metrics_port=port, mode="enforce", cli=sw_cli,
+                               extra=sflow_detection(lab, sflow_port))
+        # The switch's sFlow agent address, as its datagrams will carry it.
+        cfg.write_text(cfg.read_text().replace("    port_speed_mbps: 100\n",
+                                               f"    port_speed_mbps: 100\n    sflow_agent: {lab.mgmt_addr}\n"))
+        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        exporter = start_sflow_exporter(lab, (lab.noc_addr, sflow_port), sampling_rate=16,
+                                        ports=[ATTACKER, HEAVY, QUIET], counter_interval_s=2)
+        time.sleep(4)  # first polls: the agent learns the ports' ifIndexes for sFlow attribution
+
+        download = attack(lab, HEAVY, "download", "--dst", lab.upstream_ip)
+        flood = attack(lab, ATTACKER, "udp-flood", "--dst", lab.upstream_ip, "--pps", "20000", "--duration", "8")
+        wait_for("the abuse shut", lambda: value(agent.scrape(), "rackwarden_enforcement_actions_total",
+                                                 action="shut", reason="abuse", result="applied",
+                                                 mode="enforce"), 25, agent)
+        events(flood)
+        got = events(download)[-1]
+        assert got["event"] == "done" and got["rate_bps"] > 6_000_000, got
+        assert lab.link_admin_up(lab.port_name(ATTACKER)) is False
+        assert lab.link_admin_up(lab.port_name(HEAVY)) is True
+        m = agent.scrape()
+        assert (value(m, "rackwarden_sflow_datagrams_total") or 0) > 50
+        assert (value(m, "rackwarden_detections_total", detector="flood", server="srv-1") or 0) >= 1
+        assert not [k for k in m if k[0] == "rackwarden_detections_total"
+                    and dict(k[1]).get("server") in ("srv-2", "srv-3") and m[k] > 0], "innocent servers detected"
+        assert not [k for k in m if k[0] == "rackwarden_sflow_decode_errors_total" and m[k] > 0]
+        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        db.start()
+        assert [(a.server, a.reason, a.state) for a in db.actions()] == [("srv-1", "abuse", "APPLIED")]
+        db.close()
+    finally:
+        pids = list(lab.started_pids)
+        if exporter is not None:
+            pids.append(exporter.pid)
+            exporter.stop()
+        if agent is not None:
+            agent.stop()
+            pids.append(agent.pid)
+        if sw_cli is not None:
+            pids.append(sw_cli.sshd.pid)
+            sw_cli.stop()
         lab.stop()
     assert not any(pid_alive(p) for p in pids)
