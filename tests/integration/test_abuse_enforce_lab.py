@@ -165,3 +165,66 @@ def test_sflow_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: 
             sw_cli.stop()
         lab.stop()
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_scan_spoof_and_spam_are_each_shut_on_their_own_port(tmp_path: Path) -> None:
+    scanner, spoofer, spammer, innocent = 1, 2, 3, 4
+    lab = Lab(29, 4, replace_stale=True).start()
+    span = LabSpan(lab, [1, 2, 3, 4]).start()
+    agent = None
+    sw_cli = None
+    try:
+        extra = [f"198.19.29.{h}" for h in range(100, 141)]  # 41 mail hosts in the upstream
+        subprocess.run(["ip", "-n", lab.upstream_ns, "-batch", "-"], check=True, text=True,
+                       input="".join(f"addr add {a}/32 dev eth0\n" for a in extra))
+        listeners = lab.spawn(lab.upstream_ns, [sys.executable, "-m", "tests.lab.attacks", "listeners",
+                                                "--addrs", *extra, "--lifetime", "120"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert listeners.stdout is not None and '"ready"' in listeners.stdout.readline()
+        snmp = start_snmpd(lab)
+        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        port = free_port()
+        cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state", interval_s=2,
+                               window_s=10, metrics_port=port, mode="enforce", cli=sw_cli,
+                               safety="{max_shuts_per_switch: 5, max_shuts_total: 5}",
+                               extra=span_detection(lab, [1, 2, 3, 4]))
+        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        time.sleep(3)
+
+        def shut(i: int) -> bool:
+            return not lab.link_admin_up(lab.port_name(i))
+
+        events(attack(lab, scanner, "scan", "--dst", lab.upstream_ip, "--ports", "600", "--pps", "600"))
+        wait_for("the scanner's shut", lambda: shut(scanner), 20, agent)
+        # The spoofer sends as the innocent server: the port it entered is what counts (R4).
+        events(attack(lab, spoofer, "spoof", "--src", lab.server_ip(innocent), "--dst", lab.upstream_ip,
+                      "--pps", "200", "--duration", "2"))
+        wait_for("the spoofer's shut", lambda: shut(spoofer), 20, agent)
+        events(attack(lab, spammer, "spam", "--dsts", *extra))
+        wait_for("the spammer's shut", lambda: shut(spammer), 30, agent)
+
+        assert lab.link_admin_up(lab.port_name(innocent)) is True
+        m = agent.scrape()
+        assert (value(m, "rackwarden_detections_total", detector="scan", server="srv-1") or 0) >= 1
+        assert (value(m, "rackwarden_detections_total", detector="spoof", server="srv-2") or 0) >= 1
+        assert (value(m, "rackwarden_detections_total", detector="spam", server="srv-3") or 0) >= 1
+        assert not [k for k in m if k[0] == "rackwarden_detections_total"
+                    and dict(k[1]).get("server") == "srv-4" and m[k] > 0], "the spoofed victim was blamed"
+        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        db.start()
+        assert sorted((a.server, a.reason, a.state) for a in db.actions()) == [
+            ("srv-1", "abuse", "APPLIED"), ("srv-2", "abuse", "APPLIED"), ("srv-3", "abuse", "APPLIED")]
+        rules = {a["server"]: a["rule"] for a in db.audit_rows() if a["decision"] == "shut"}
+        db.close()
+        assert "scan" in rules["srv-1"] and "spoof" in rules["srv-2"] and "spam" in rules["srv-3"], rules
+    finally:
+        pids = list(lab.started_pids)
+        if agent is not None:
+            agent.stop()
+            pids.append(agent.pid)
+        if sw_cli is not None:
+            pids.append(sw_cli.sshd.pid)
+            sw_cli.stop()
+        span.stop()
+        lab.stop()
+    assert not any(pid_alive(p) for p in pids)

@@ -50,12 +50,32 @@ def run(*argv: str, check: bool = True) -> str:
     return r.stdout
 
 
+LIVE: dict[str, Any] = {"agent": None, "last": 0.0}
+
+
+def rates_line(agent: AgentProcess) -> str:
+    """What each server sends right now, from the agent's /metrics (NaN: no valid rate this poll)."""
+    m = agent.scrape()
+    parts = []
+    for i in (A, B, C, D):
+        v = value(m, "rackwarden_port_rate_bps", server=f"srv-{i}", switch="sw1", port=f"p{i}", direction="outbound")
+        st = value(m, "rackwarden_server_cap_state", server=f"srv-{i}")
+        state = {0: "ok", 1: "OVER", 2: "SUSTAINED"}.get(int(st), "?") if st is not None else "-"
+        rate = "   -  " if v is None or v != v else f"{v / 1e6:6.2f}"
+        parts.append(f"srv-{i} {rate} {state:<9}")
+    return "  live Mbit/s out: " + " | ".join(parts)
+
+
 def wait(what: str, cond: Callable[[], Any], timeout_s: float = 60) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         got = cond()
         if got:
             return got
+        agent = LIVE["agent"]
+        if agent is not None and time.monotonic() - LIVE["last"] >= 2:
+            LIVE["last"] = time.monotonic()
+            print(rates_line(agent), flush=True)
         time.sleep(0.3)
     raise RuntimeError(f"the demo waited {timeout_s:g} s for {what} in vain; see {STATE}/agent.log")
 
@@ -158,8 +178,10 @@ def story(lab: Lab, agent: AgentProcess, cfg: Path) -> None:
         return value(agent.scrape(), "rackwarden_enforcement_actions_total", action="shut", reason=reason,
                      result="applied", mode="enforce") or 0.0
 
+    LIVE["agent"] = agent  # while the story waits, the measured rates are shown every poll
     say("Story 1/4: srv-1 sends 15 Mbit/s on its 10 Mbit/s contract (R1/R2)")
     lab.start_traffic(A, 15_000_000, 45)
+    lab.start_traffic(C, 4_000_000, 30)  # srv-3 busy but inside its cap
     wait("srv-1 to be over its cap", lambda: value(agent.scrape(), "rackwarden_server_cap_state", server="srv-1") == 1)
     say("  srv-1 is over its cap; the window (10 s) has to pass before it counts")
     wait("the sustained overage", lambda: value(agent.scrape(), "rackwarden_server_cap_state", server="srv-1") == 2)
@@ -168,6 +190,7 @@ def story(lab: Lab, agent: AgentProcess, cfg: Path) -> None:
     say(f"  warning delivered to noc-1@cust-1.example ({mails()} message in the mailbox)")
     wait("the shut of srv-1", lambda: actions("overage") >= 1)
     say(f"  grace over, still over the cap: port p1 shut over SSH, read back by SNMP: p1 is {link(lab, A)}")
+    LIVE["agent"] = None
 
     say("Story 2/4: srv-2 floods the internet with 20k UDP packets/s (R6), seen on the SPAN port")
     lab.spawn(lab.server_ns(B), [sys.executable, "-m", "tests.lab.attacks", "udp-flood", "--dst", lab.upstream_ip,
