@@ -399,3 +399,21 @@ def test_sflow_agent_whose_effective_rate_drifts_cannot_trigger_a_shutdown() -> 
     det.ingest(flood)
     (d,) = det.evaluate(T0 + 1.0, AT0)
     assert d.detector == FLOOD and not d.actionable
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_an_honest_random_sampler_is_never_flagged(seed: int) -> None:
+    # Bug (lab sFlow exporter): the rate check judged 8 samples against 2x the declared rate;
+    # the sFlow reference sampler (skip 1..2N-1) tripped it often enough that floods stayed
+    # non-actionable for seconds.
+    import random
+
+    rng = random.Random(seed)
+    det = AbuseDetector(servers())
+    pool, flood = 0, []
+    for i, s in enumerate(udp_flood(rate=16, pps=40_000, seconds=2.0)):
+        pool += rng.randint(1, 2 * 16 - 1)
+        flood.append(replace(s, sample_sequence=i, sample_pool=pool, source_id_type=0, source_id_index=1))
+    det.ingest(flood)
+    (d,) = det.evaluate(T0 + 2.0, AT0)
+    assert d.detector == FLOOD and d.actionable, d.reason
