@@ -13,8 +13,8 @@ import pytest
 from rackwarden.agent.actions import ActionStore
 
 from tests.integration.test_enforcement_lab import wait_for
-from tests.lab.agentrun import free_port, start_agent, start_switch_cli, value, write_lab_config
-from tests.lab.netlab import Lab, pid_alive
+from tests.lab.agentrun import free_port, lab_rig, start_agent, start_switch_cli, value, write_lab_config
+from tests.lab.netlab import Lab
 from tests.lab.sflow_exporter import start_sflow_exporter
 from tests.lab.snmpd import IF_ADMIN_STATUS, start_snmpd
 from tests.lab.span import LabSpan
@@ -42,13 +42,11 @@ def events(proc: subprocess.Popen[str], timeout: float = 60) -> list[dict[str, A
 
 
 def test_span_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: Path) -> None:
-    lab = Lab(26, 3, replace_stale=True).start()
-    span = LabSpan(lab, [ATTACKER, HEAVY, QUIET]).start()
-    agent = None
-    sw_cli = None
-    try:
+    with lab_rig() as rig:
+        lab = rig.lab(Lab(26, 3, replace_stale=True))
+        rig.add(LabSpan(lab, [ATTACKER, HEAVY, QUIET]).start())
         snmp = start_snmpd(lab)
-        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
         lab.spawn(lab.upstream_ns, [sys.executable, "-m", "tests.lab.attacks", "listeners", "--addrs",
                                     lab.upstream_ip, "--bulk-addr", lab.upstream_ip, "--bulk-rate-bps",
                                     "8000000", "--bulk-duration", "6", "--lifetime", "120"])
@@ -56,7 +54,7 @@ def test_span_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: P
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state", interval_s=2,
                                window_s=10, metrics_port=port, mode="enforce", cli=sw_cli,
                                extra=span_detection(lab, [ATTACKER, HEAVY, QUIET]))
-        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         time.sleep(3)
 
         download = attack(lab, HEAVY, "download", "--dst", lab.upstream_ip)
@@ -92,17 +90,6 @@ def test_span_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: P
         pkts = rdpcap(str(pcap))
         assert sum(1 for p in pkts if IP in p and UDP in p and p[IP].src == lab.server_ip(ATTACKER)) >= 10
         assert any(e.get("event") == "start" for e in flood_events)
-    finally:
-        pids = list(lab.started_pids)
-        if agent is not None:
-            agent.stop()
-            pids.append(agent.pid)
-        if sw_cli is not None:
-            pids.append(sw_cli.sshd.pid)
-            sw_cli.stop()
-        span.stop()
-        lab.stop()
-    assert not any(pid_alive(p) for p in pids)
 
 
 def sflow_detection(lab: Lab, port: int) -> str:
@@ -110,13 +97,10 @@ def sflow_detection(lab: Lab, port: int) -> str:
 
 
 def test_sflow_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: Path) -> None:
-    lab = Lab(28, 3, replace_stale=True).start()
-    agent = None
-    sw_cli = None
-    exporter = None
-    try:
+    with lab_rig() as rig:
+        lab = rig.lab(Lab(28, 3, replace_stale=True))
         snmp = start_snmpd(lab)
-        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
         lab.spawn(lab.upstream_ns, [sys.executable, "-m", "tests.lab.attacks", "listeners", "--addrs",
                                     lab.upstream_ip, "--bulk-addr", lab.upstream_ip, "--bulk-rate-bps",
                                     "8000000", "--bulk-duration", "6", "--lifetime", "120"])
@@ -127,9 +111,9 @@ def test_sflow_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: 
         # The switch's sFlow agent address, as its datagrams will carry it.
         cfg.write_text(cfg.read_text().replace("    port_speed_mbps: 100\n",
                                                f"    port_speed_mbps: 100\n    sflow_agent: {lab.mgmt_addr}\n"))
-        agent = start_agent(cfg, port, tmp_path / "agent.log")
-        exporter = start_sflow_exporter(lab, (lab.noc_addr, sflow_port), sampling_rate=16,
-                                        ports=[ATTACKER, HEAVY, QUIET], counter_interval_s=2)
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
+        rig.add(start_sflow_exporter(lab, (lab.noc_addr, sflow_port), sampling_rate=16,
+                                     ports=[ATTACKER, HEAVY, QUIET], counter_interval_s=2))
         time.sleep(4)  # first polls: the agent learns the ports' ifIndexes for sFlow attribution
 
         download = attack(lab, HEAVY, "download", "--dst", lab.upstream_ip)
@@ -152,28 +136,13 @@ def test_sflow_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: 
         db.start()
         assert [(a.server, a.reason, a.state) for a in db.actions()] == [("srv-1", "abuse", "APPLIED")]
         db.close()
-    finally:
-        pids = list(lab.started_pids)
-        if exporter is not None:
-            pids.append(exporter.pid)
-            exporter.stop()
-        if agent is not None:
-            agent.stop()
-            pids.append(agent.pid)
-        if sw_cli is not None:
-            pids.append(sw_cli.sshd.pid)
-            sw_cli.stop()
-        lab.stop()
-    assert not any(pid_alive(p) for p in pids)
 
 
 def test_scan_spoof_and_spam_are_each_shut_on_their_own_port(tmp_path: Path) -> None:
     scanner, spoofer, spammer, innocent = 1, 2, 3, 4
-    lab = Lab(29, 4, replace_stale=True).start()
-    span = LabSpan(lab, [1, 2, 3, 4]).start()
-    agent = None
-    sw_cli = None
-    try:
+    with lab_rig() as rig:
+        lab = rig.lab(Lab(29, 4, replace_stale=True))
+        rig.add(LabSpan(lab, [1, 2, 3, 4]).start())
         extra = [f"198.19.29.{h}" for h in range(100, 141)]  # 41 mail hosts in the upstream
         subprocess.run(["ip", "-n", lab.upstream_ns, "-batch", "-"], check=True, text=True,
                        input="".join(f"addr add {a}/32 dev eth0\n" for a in extra))
@@ -182,13 +151,13 @@ def test_scan_spoof_and_spam_are_each_shut_on_their_own_port(tmp_path: Path) -> 
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert listeners.stdout is not None and '"ready"' in listeners.stdout.readline()
         snmp = start_snmpd(lab)
-        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
         port = free_port()
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state", interval_s=2,
                                window_s=10, metrics_port=port, mode="enforce", cli=sw_cli,
                                safety="{max_shuts_per_switch: 5, max_shuts_total: 5}",
                                extra=span_detection(lab, [1, 2, 3, 4]))
-        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         time.sleep(3)
 
         def shut(i: int) -> bool:
@@ -212,19 +181,10 @@ def test_scan_spoof_and_spam_are_each_shut_on_their_own_port(tmp_path: Path) -> 
                     and dict(k[1]).get("server") == "srv-4" and m[k] > 0], "the spoofed victim was blamed"
         db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
         db.start()
+        # The link drops as the switch obeys; APPLIED follows once SNMP reads it back.
+        wait_for("three read-backs", lambda: all(a.state != "PENDING" for a in db.actions()), 15, agent)
         assert sorted((a.server, a.reason, a.state) for a in db.actions()) == [
             ("srv-1", "abuse", "APPLIED"), ("srv-2", "abuse", "APPLIED"), ("srv-3", "abuse", "APPLIED")]
         rules = {a["server"]: a["rule"] for a in db.audit_rows() if a["decision"] == "shut"}
         db.close()
         assert "scan" in rules["srv-1"] and "spoof" in rules["srv-2"] and "spam" in rules["srv-3"], rules
-    finally:
-        pids = list(lab.started_pids)
-        if agent is not None:
-            agent.stop()
-            pids.append(agent.pid)
-        if sw_cli is not None:
-            pids.append(sw_cli.sshd.pid)
-            sw_cli.stop()
-        span.stop()
-        lab.stop()
-    assert not any(pid_alive(p) for p in pids)

@@ -17,12 +17,13 @@ from tests.lab.agentrun import (
     AgentProcess,
     WebhookSink,
     free_port,
+    lab_rig,
     start_agent,
     start_switch_cli,
     value,
     write_lab_config,
 )
-from tests.lab.netlab import Lab, pid_alive
+from tests.lab.netlab import Lab
 from tests.lab.snmpd import IF_ADMIN_STATUS, start_snmpd
 
 pytestmark = pytest.mark.lab
@@ -53,18 +54,16 @@ def forwarding(lab: Lab, i: int, seconds: float = 1.5) -> bool:
 
 
 def test_enforce_shuts_an_over_cap_server_and_restore_brings_it_back(tmp_path: Path) -> None:
-    lab = Lab(22, 2, replace_stale=True).start()
-    agent = None
-    sw_cli = None
-    hook = WebhookSink()
-    try:
+    with lab_rig() as rig:
+        lab = rig.lab(Lab(22, 2, replace_stale=True))
+        hook = rig.add(WebhookSink())
         snmp = start_snmpd(lab)
-        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
         port = free_port()
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
                                interval_s=2, window_s=6, metrics_port=port, mode="enforce",
                                cli=sw_cli, rules=OVERAGE_RULE, webhook_url=hook.url)
-        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         p1_index = lab.if_index("p1")
         assert forwarding(lab, 1)
 
@@ -125,32 +124,17 @@ def test_enforce_shuts_an_over_cap_server_and_restore_brings_it_back(tmp_path: P
         names = [str(e["name"]) for e in hook.events]
         assert any("RackWardenShut" in n for n in names), hook.events
         assert any("RackWardenRestore" in n for n in names), hook.events
-    finally:
-        hook.stop()
-        pids = list(lab.started_pids)
-        if agent is not None:
-            agent.stop()
-            pids.append(agent.pid)
-        if sw_cli is not None:
-            pids.append(sw_cli.sshd.pid)
-            sw_cli.stop()
-        lab.stop()
-    assert not any(pid_alive(p) for p in pids)
 
 
 def test_rails_in_the_lab_invalid_input_and_kill_9_between_pending_and_applied(tmp_path: Path) -> None:
-    lab = Lab(23, 2, replace_stale=True).start()
-    agent = None
-    sw_cli = None
-    pids: list[int] = []
-    try:
+    with lab_rig() as rig:
+        lab = rig.lab(Lab(23, 2, replace_stale=True))
         snmp = start_snmpd(lab)
-        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
         port = free_port()
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
                                interval_s=2, window_s=6, metrics_port=port, mode="enforce", cli=sw_cli)
-        agent = start_agent(cfg, port, tmp_path / "agent.log")
-        pids.append(agent.pid)
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
         db.start()
 
@@ -169,7 +153,7 @@ def test_rails_in_the_lab_invalid_input_and_kill_9_between_pending_and_applied(t
         waiting = subprocess.Popen([sys.executable, "-m", "rackwarden.agent.cli", "suspend", "srv-2",
                                     "--reason", "nonpayment", "-c", str(cfg)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        pids.append(waiting.pid)
+        rig.track(waiting.pid)
         pending = wait_for("the PENDING intent", lambda: [a for a in db.actions("srv-2") if a.state == "PENDING"],
                            30, agent)
         wait_for("the port to go down", lambda: lab.link_admin_up("p2") is False, 15, agent)
@@ -179,8 +163,7 @@ def test_rails_in_the_lab_invalid_input_and_kill_9_between_pending_and_applied(t
         assert [a.state for a in db.actions("srv-2")] == ["PENDING"]
 
         sw_cli.set_faults()
-        agent = start_agent(cfg, port, tmp_path / "agent2.log")
-        pids.append(agent.pid)
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent2.log"))
         rows = wait_for("reconciliation", lambda: [a for a in db.actions("srv-2") if a.state != "PENDING"], 20, agent)
         assert [(a.key, a.state) for a in rows] == [(pending[0].key, "APPLIED")]
         assert len(db.actions("srv-2")) == 1  # one record, now with a known state
@@ -191,15 +174,6 @@ def test_rails_in_the_lab_invalid_input_and_kill_9_between_pending_and_applied(t
         assert s2["ladder"]["nonpayment"]["phase"] == "shut" and s2["last_action"]["state"] == "APPLIED"
         assert lab.link_admin_up("p2") is False
         db.close()
-    finally:
-        pids += list(lab.started_pids)
-        if agent is not None:
-            agent.stop()
-        if sw_cli is not None:
-            pids.append(sw_cli.sshd.pid)
-            sw_cli.stop()
-        lab.stop()
-    assert not any(pid_alive(p) for p in pids)
 
 
 def test_notify_mode_shuts_nothing_and_the_notice_reaches_the_smtp_server(tmp_path: Path) -> None:
@@ -217,19 +191,18 @@ def test_notify_mode_shuts_nothing_and_the_notice_reaches_the_smtp_server(tmp_pa
 
     inbox = Inbox()
     smtp_port = free_port()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    smtp.start()
-    lab = Lab(24, 2, replace_stale=True).start()
-    agent = None
-    sw_cli = None
-    try:
+    with lab_rig() as rig:
+        smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+        smtp.start()
+        rig.add(smtp)
+        lab = rig.lab(Lab(24, 2, replace_stale=True))
         snmp = start_snmpd(lab)
-        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
         port = free_port()
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
                                interval_s=2, window_s=6, metrics_port=port, mode="notify",
                                cli=sw_cli, smtp_port=smtp_port, rules=OVERAGE_RULE)
-        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         heavy = lab.start_traffic(1, 15_000_000, 30)
         wait_for("the dry-run shut", lambda: value(agent.scrape(), "rackwarden_enforcement_actions_total",
                                                    action="shut", reason="overage", result="dryrun",
@@ -250,14 +223,3 @@ def test_notify_mode_shuts_nothing_and_the_notice_reaches_the_smtp_server(tmp_pa
         assert warning["X-RackWarden-Key"] == "srv-1:overage:1:warning"
         assert suspension["X-RackWarden-Key"] == "srv-1:overage:1:suspension"
         assert value(agent.scrape(), "rackwarden_notices_total", stage="warning", result="delivered") == 1
-    finally:
-        pids = list(lab.started_pids)
-        if agent is not None:
-            agent.stop()
-            pids.append(agent.pid)
-        if sw_cli is not None:
-            pids.append(sw_cli.sshd.pid)
-            sw_cli.stop()
-        lab.stop()
-        smtp.stop()
-    assert not any(pid_alive(p) for p in pids)

@@ -12,24 +12,23 @@ import pytest
 
 from tests.integration.pg import PgCluster
 from tests.integration.test_enforcement_lab import wait_for
-from tests.lab.agentrun import free_port, start_agent, start_switch_cli, value, write_lab_config
-from tests.lab.netlab import Lab, pid_alive
+from tests.lab.agentrun import free_port, lab_rig, start_agent, start_switch_cli, value, write_lab_config
+from tests.lab.netlab import Lab
 from tests.lab.snmpd import start_snmpd
 
 pytestmark = pytest.mark.lab
 
 
 def test_only_the_holder_enforces_and_the_standby_takes_over(tmp_path: Path) -> None:
-    pg = PgCluster()
-    pg.start()
-    lab = Lab(27, 2, replace_stale=True).start()
-    agents = {}
-    sw_cli = None
-    pids: list[int] = []
-    try:
+    with lab_rig() as rig:
+        pg = PgCluster()
+        pg.start()
+        rig.add(pg)
+        lab = rig.lab(Lab(27, 2, replace_stale=True))
+        agents = {}
         url = pg.create_database()
         snmp = start_snmpd(lab)
-        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
         cfgs = {}
         for name in ("a", "b"):
             port, api = free_port(), free_port()
@@ -42,8 +41,7 @@ def test_only_the_holder_enforces_and_the_standby_takes_over(tmp_path: Path) -> 
                 "  record_polls: true\n",
                 f"  record_polls: true\n  ledger_url: \"{url}\"\n  ha: {{holder: agent-{name}, renew_s: 0.5}}\n")
             cfgs[name].write_text(text)
-            agents[name] = start_agent(cfgs[name], port, tmp_path / f"{name}.log")
-            pids.append(agents[name].pid)
+            agents[name] = rig.add(start_agent(cfgs[name], port, tmp_path / f"{name}.log"))
             if name == "a":  # a holds the lease before b starts
                 wait_for("a's lease",
                          lambda: value(agents["a"].scrape(), "rackwarden_ha_lease_held", switch="sw1") == 1, 20)
@@ -88,13 +86,3 @@ def test_only_the_holder_enforces_and_the_standby_takes_over(tmp_path: Path) -> 
         v = subprocess.run([sys.executable, "-m", "rackwarden.agent.cli", "ledger", "verify", "--config",
                             str(cfgs["b"])], capture_output=True, text=True)
         assert v.returncode == 0, v.stdout + v.stderr
-    finally:
-        for a in agents.values():
-            a.stop()
-        pids += list(lab.started_pids)
-        if sw_cli is not None:
-            pids.append(sw_cli.sshd.pid)
-            sw_cli.stop()
-        lab.stop()
-        pg.stop()
-    assert not any(pid_alive(p) for p in pids)

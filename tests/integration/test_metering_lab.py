@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.agentrun import free_port, start_agent, value, write_lab_config
-from tests.lab.netlab import Lab, pid_alive
+from tests.lab.agentrun import free_port, lab_rig, start_agent, value, write_lab_config
+from tests.lab.netlab import Lab
 from tests.lab.snmpd import start_snmpd
 
 pytestmark = pytest.mark.lab
@@ -22,15 +22,14 @@ WINDOW_S = 10.0
 
 @pytest.mark.parametrize("snmp_version", ["3"])
 def test_sustained_overage_and_ok_server_visible_in_metrics(tmp_path: Path, snmp_version: str) -> None:
-    lab = Lab(LAB_ID, 2, replace_stale=True).start()
-    agent = None
-    try:
+    with lab_rig() as rig:
+        lab = rig.lab(Lab(LAB_ID, 2, replace_stale=True))
         snmp = start_snmpd(lab)
         port = free_port()
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
                                interval_s=INTERVAL_S, window_s=WINDOW_S, metrics_port=port,
                                snmp_version=snmp_version)
-        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         # Longer than one window plus a few polls of baseline and margin.
         duration = WINDOW_S + 6 * INTERVAL_S
         heavy = lab.start_traffic(1, 15_000_000, duration)
@@ -70,10 +69,3 @@ def test_sustained_overage_and_ok_server_visible_in_metrics(tmp_path: Path, snmp
         rows = [json.loads(x) for x in out.splitlines()]
         assert "sustained" in {r["cap_state"] for r in rows if r["server"] == "srv-1"}
         assert {r["cap_state"] for r in rows if r["server"] == "srv-2"} == {"ok"}
-    finally:
-        pids = list(lab.started_pids)
-        if agent is not None:
-            agent.stop()
-            pids.append(agent.pid)
-        lab.stop()
-    assert not any(pid_alive(p) for p in pids)

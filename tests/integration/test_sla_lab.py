@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.integration.test_enforcement_lab import cli, wait_for
-from tests.lab.agentrun import free_port, start_agent, start_switch_cli, value, write_lab_config
-from tests.lab.netlab import Lab, pid_alive
+from tests.lab.agentrun import free_port, lab_rig, start_agent, start_switch_cli, value, write_lab_config
+from tests.lab.netlab import Lab
 from tests.lab.snmpd import start_snmpd
 
 pytestmark = pytest.mark.lab
@@ -37,17 +37,15 @@ def iso(t: datetime) -> str:
 
 
 def test_provider_fault_overage_and_maintenance_are_classed_and_credited(tmp_path: Path) -> None:
-    lab = Lab(25, 4, replace_stale=True).start()
-    agent = None
-    sw_cli = None
-    try:
+    with lab_rig() as rig:
+        lab = rig.lab(Lab(25, 4, replace_stale=True))
         snmp = start_snmpd(lab)
-        sw_cli = start_switch_cli(lab, tmp_path / "cli")
+        sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
         port = free_port()
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
                                interval_s=1, window_s=3, metrics_port=port, mode="enforce", cli=sw_cli,
                                rules="    overage: {grace_s: 1, term_s: 3600}\n")
-        agent = start_agent(cfg, port, tmp_path / "agent.log")
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         time.sleep(3)  # baselines: every port seen up
 
         # 1. Provider fault: three ports lose carrier together (a line card), for ~5 s.
@@ -112,13 +110,3 @@ def test_provider_fault_overage_and_maintenance_are_classed_and_credited(tmp_pat
         v = subprocess.run([sys.executable, "-m", "rackwarden.agent.cli", "ledger", "verify", "--config", str(cfg)],
                            capture_output=True, text=True)
         assert v.returncode == 0 and "ledger OK" in v.stdout, v.stdout + v.stderr
-    finally:
-        pids = list(lab.started_pids)
-        if agent is not None:
-            agent.stop()
-            pids.append(agent.pid)
-        if sw_cli is not None:
-            pids.append(sw_cli.sshd.pid)
-            sw_cli.stop()
-        lab.stop()
-    assert not any(pid_alive(p) for p in pids)

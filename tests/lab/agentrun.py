@@ -10,12 +10,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .netlab import Lab
+from .netlab import Lab, pid_alive
 from .snmpd import SnmpAgent
 from .sshd import SshdHandle, start_sshd
 
@@ -39,6 +42,10 @@ class SwitchCli:
     def set_faults(self, **faults: float) -> None:
         """Test-only faults the emulator reads at each login (reject_shutdown, drop_after_shutdown)."""
         self.map_path.write_text(json.dumps({**self.base_map, "faults": faults}))
+
+    @property
+    def pid(self) -> int:
+        return self.sshd.pid
 
     def stop(self) -> None:
         self.sshd.stop()
@@ -246,3 +253,53 @@ def start_agent(config: Path, metrics_port: int, log_path: Path, timeout_s: floa
             time.sleep(0.2)
     agent.stop()
     raise RuntimeError(f"agent /metrics did not answer in {timeout_s} s:\n{agent.log()}")
+
+
+T = TypeVar("T")
+
+
+class Rig:
+    """What one lab test started: stopped in reverse order in one place, every PID checked gone."""
+
+    def __init__(self) -> None:
+        self._stops: list[Callable[[], object]] = []
+        self._pids: list[Callable[[], list[int]]] = []
+
+    def lab(self, lab: Lab) -> Lab:
+        lab.start()
+        self._stops.append(lab.stop)
+        self._pids.append(lambda: list(lab.started_pids))
+        return lab
+
+    def add(self, thing: T) -> T:
+        """Anything with stop() (and a pid, if it is a process of ours)."""
+        self._stops.append(thing.stop)  # type: ignore[attr-defined]
+        if hasattr(thing, "pid"):
+            self._pids.append(lambda: [thing.pid])  # type: ignore[attr-defined]
+        return thing
+
+    def track(self, pid: int) -> None:
+        """A process the test started itself and must have ended by the end."""
+        self._pids.append(lambda: [pid])
+
+    def close(self) -> list[int]:
+        pids = [p for source in self._pids for p in source()]  # before stop() forgets them
+        for stop in reversed(self._stops):
+            try:
+                stop()
+            except Exception as e:  # keep stopping the rest; the PID check below still judges
+                print(f"teardown: {stop!r} raised {e!r}")
+        return pids
+
+
+@contextmanager
+def lab_rig() -> Iterator[Rig]:
+    rig = Rig()
+    try:
+        yield rig
+    except BaseException:
+        rig.close()
+        raise
+    left = [p for p in rig.close() if pid_alive(p)]
+    assert not left, f"processes left running: {left}"
+
