@@ -30,8 +30,13 @@ class CapRule:
     cap_bps: int
     window_s: float = 300.0
     direction: Direction = "out"
-    # Poll jitter makes five 60 s intervals sum to 299.9 s; this much shortfall is forgiven.
+    # Poll jitter makes five 60 s intervals sum to 299.9 s; this much shortfall is forgiven,
+    # but never more than 2 % of the window: a short window must really be waited for.
     window_tolerance_s: float = 2.0
+
+    @property
+    def tolerance_s(self) -> float:
+        return min(self.window_tolerance_s, 0.02 * self.window_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +126,7 @@ def judge(
             run.inbound_dominant_s + inbound_s,
             (run.evidence + (ev,))[-MAX_EVIDENCE:],
         )
-    sustained = run.covered_s + rule.window_tolerance_s >= rule.window_s
+    sustained = run.covered_s + rule.tolerance_s >= rule.window_s
     victim = rule.direction != "out" and run.inbound_dominant_s * 2 > run.covered_s
     if sustained and victim:
         reason = "sustained over cap but mostly inbound: a victim, reported only"

@@ -57,3 +57,25 @@ def test_cap_schedule_takes_the_latest_effective_change() -> None:
     assert s.cap_at(T - timedelta(seconds=1)) == 10_000_000
     assert s.cap_at(T) == 20_000_000
     assert s.cap_at(T + timedelta(days=2)) == 5_000_000
+
+
+
+def test_the_jitter_allowance_never_shortens_a_short_window() -> None:
+    # Bug (lab): a fixed 2 s allowance let a 6 s window count as sustained after 4 s.
+    from datetime import timedelta as td
+
+    from rackwarden.policies.cap import CapRule, judge
+    from rackwarden.policies.metering import RateSample
+
+    def over(t: float) -> RateSample:
+        return RateSample("sw1", "p1", T + td(seconds=t), "ok", interval_s=2.0, in_octets=1, out_octets=1,
+                          in_bps=15e6, out_bps=0.0, start_at=T + td(seconds=t - 2))
+
+    short, run = CapRule(10_000_000, window_s=6.0), None
+    states = []
+    for t in (2, 4, 6):
+        v, run = judge("s", over(t), run, short)
+        states.append(v.state)
+    assert states == ["over", "over", "sustained"]  # 6 s covered, not 4
+    assert CapRule(10_000_000, window_s=300.0).tolerance_s == 2.0
+    assert CapRule(10_000_000, window_s=6.0).tolerance_s == 0.12
