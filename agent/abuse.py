@@ -46,6 +46,7 @@ def server_specs(config: Config, if_index: IfIndexOf) -> list[ServerSpec]:
         specs.append(ServerSpec(
             s.id, frozenset(ports), frozenset(s.ips), template=s.template, mail_server=s.mail_server,
             declared_ports=frozenset(s.declared_ports) if s.declared_ports else None,
+            whitelist=s.whitelist,
         ))
     return specs
 

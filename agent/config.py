@@ -131,6 +131,7 @@ class ServerConfig:
     contacts: tuple[str, ...] = ()  # customer notice addresses (R9)
     mail_server: bool = False  # declared mail server: exempt from the spam detector
     declared_ports: tuple[int, ...] = ()  # R8: service ports the customer declared open
+    whitelist: tuple[str, ...] = ()  # destination networks the detectors never count against it
 
 
 @dataclass(frozen=True)
@@ -948,7 +949,7 @@ def _servers(
     for i, snode in enumerate(r.seq(node, "servers")):
         p = f"servers[{i}]"
         m = r.mapping(snode, p, ("id", "customer", "switch", "port", "ips", "template", "monthly_fee_fen"),
-                      ("cap_mbps", "cap_changes", "contacts", "mail_server", "declared_ports"))
+                      ("cap_mbps", "cap_changes", "contacts", "mail_server", "declared_ports", "whitelist"))
         if m is None:
             continue
         sid = r.string(m["id"], f"{p}.id", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}") if "id" in m else None
@@ -1026,10 +1027,19 @@ def _servers(
             d = r.integer(dn, f"{p}.declared_ports", 1, 65535)
             if d is not None:
                 declared_ports.append(d)
+        whitelist: list[str] = []
+        for wn in r.seq(m["whitelist"], f"{p}.whitelist") if "whitelist" in m else []:
+            net = r.string(wn, f"{p}.whitelist")
+            if net is None:
+                continue
+            try:
+                whitelist.append(str(ipaddress.ip_network(net, strict=False)))
+            except ValueError:
+                r.error(wn, f"{p}.whitelist", f"'{net}' is not an IP network")
         mail = _get(r, m, "mail_server", p, r.boolean, False)
         if None in (sid, customer, sw, port, tmpl, fee) or port not in (sw.ports if sw else ()):
             continue
         assert sid and customer and sw and port and tmpl and fee is not None
         out.append(ServerConfig(sid, customer, sw.name, port, tuple(ips), tmpl.name, fee, cap, tuple(changes),
-                                tuple(contacts), mail, tuple(declared_ports)))
+                                tuple(contacts), mail, tuple(declared_ports), tuple(whitelist)))
     return out

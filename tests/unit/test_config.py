@@ -157,3 +157,15 @@ def test_cli_names_do_not_rename_the_switch() -> None:
     assert cfg.switches["sw1"].cli_name("Gi0/2") == "Gi0/2"
     bad = errors(text.replace("Gi0/1: GigabitEthernet0/1", "Gi0/9: GigabitEthernet0/9"))
     assert any("switches.sw1.cli_names.Gi0/9: port 'Gi0/9' is not in switches.sw1.ports" in e for e in bad)
+
+
+
+def test_whitelists_reach_the_detectors() -> None:
+    from rackwarden.agent.abuse import server_specs
+
+    text = GOOD.replace("    ips: [192.0.2.1]\n", "    ips: [192.0.2.1]\n    whitelist: [203.0.113.7/24]\n", 1)
+    cfg = configmod.loads(text, "inv.yaml")
+    specs = {s.id: s for s in server_specs(cfg, lambda sw, port: None)}
+    assert specs["a"].whitelist == ("203.0.113.0/24",) and specs["b"].whitelist == ()
+    bad = errors(text.replace("203.0.113.7/24", "not-a-net"))
+    assert any("servers[a].whitelist: 'not-a-net' is not an IP network" in e for e in bad)
