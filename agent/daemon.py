@@ -70,7 +70,6 @@ class Daemon:
         self.records: Callable[[str], bool] = lambda switch: True
         self._scheduler: AsyncIOScheduler | None = None
         self._stop = asyncio.Event()
-        self.polls_done = 0
 
     async def poll_switch(self, name: str) -> list[PortReport]:
         """One job run: poll, meter, record. Errors stay inside the job and are counted."""
@@ -98,7 +97,6 @@ class Daemon:
             except Exception:  # the ledger being down must not stop metering; the alert says so
                 log.exception("recording outages of the poll of %s failed", name)
                 self.metrics.ledger_errors.inc()
-        self.polls_done += 1
         for r in reports:
             if r.verdict.state == "sustained":
                 log.warning("%s sustained over cap: %s", r.server.id, r.verdict.reason)

@@ -45,7 +45,6 @@ class MeteringService:
         self._baselines: dict[tuple[str, str], Baseline] = {}
         self._runs: dict[str, CapRun] = {}
         self._caps: dict[str, int] = {}
-        self._verdicts: dict[str, CapVerdict] = {}
 
     @property
     def config(self) -> Config:
@@ -62,9 +61,6 @@ class MeteringService:
         """The port's ifIndex as of the latest good reading (for sFlow attribution)."""
         b = self._baselines.get((switch, port))
         return b.if_index if b is not None else None
-
-    def verdict(self, server_id: str) -> CapVerdict | None:
-        return self._verdicts.get(server_id)
 
     def ingest(self, poll: PortPoll) -> list[PortReport]:
         cfg = self._config
@@ -98,7 +94,6 @@ class MeteringService:
                 self._runs.pop(server.id, None)
             else:
                 self._runs[server.id] = run
-            self._verdicts[server.id] = verdict
             if self._metrics is not None:
                 self._metrics.observe_port(server.id, sample, verdict)
             if self._usage_sink is not None and sample.ok and sample.start_at is not None:

@@ -204,16 +204,3 @@ def extend(r: Rung, rule: LadderRule, at: datetime) -> Rung:
         return r
     term = term_for(rule, r.repeats[:-1], at) or 0.0
     return replace(r, until=max(r.until, at + timedelta(seconds=term)))
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """A server exempt from automation until a time (an operator's decision)."""
-
-    server: str
-    until: datetime
-    note: str = ""
-    by: str = ""
-
-    def active(self, at: datetime) -> bool:
-        return at < self.until

@@ -26,7 +26,6 @@ TIMETICKS_MOD = 2**32  # sysUpTime wraps after 497.1 days
 TICKS_PER_S = 100
 
 Status = Literal["ok", "first", "reset", "gap", "glitch", "missing"]
-STATUSES: tuple[Status, ...] = ("ok", "first", "reset", "gap", "glitch", "missing")
 
 
 @dataclass(frozen=True, slots=True)
