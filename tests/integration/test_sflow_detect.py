@@ -165,6 +165,7 @@ class Rig:
     tshark: subprocess.Popen[str]
     pcap: Path
     ifindex: dict[int, int]
+    done: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (ns, kind) -> summary
 
     def sid(self, i: int) -> str:
         return f"s{i}"
@@ -183,6 +184,7 @@ class Rig:
         print(f"\n{args[0]}: {events[-1]}; exporter packets={c.packets} samples={c.samples} "
               f"datagrams={c.datagrams} drops={c.drops}")
         start = next(e["now"] for e in events if e.get("event") == "start")
+        self.done[(ns, args[0])] = events[-1]
         return float(start), events[-1]
 
 
@@ -587,7 +589,10 @@ def test_wire_datagrams_agree_with_tshark_and_the_bookkeeping_adds_up(rig: Rig) 
             eff = (got[-1].sample_pool or 0) / len(got)
             n = rates[lab.port_name(i)]
             assert 0.8 * n <= eff <= 1.25 * n, (i, eff)
-    assert final.ports[lab.port_name(UDP_FLOODER)]["pool"] >= 40_000
+    # Every packet the flood put on the wire passed the exporter (the sender is time-bounded:
+    # under load it sends a little under pps x duration, so compare with what it reports).
+    flood = rig.done[(lab.server_ns(UDP_FLOODER), "udp-flood")]
+    assert final.ports[lab.port_name(UDP_FLOODER)]["pool"] >= flood["sent"] - flood["errors"] > 30_000
 
     # Counters: the last sample of each port against the kernel's counters now (quiet since).
     for i, x in rig.ifindex.items():
