@@ -81,7 +81,7 @@ class DetectThresholds:
     proxy_window_s: float = 60.0
     proxy_min_clients: int = 20
     proxy_min_fanout: int = 10
-    proxy_follow_s: float = 2.0  # an outbound connection this soon after a client's counts
+    proxy_follow_s: float = 2.0  # an outbound connection this soon after client traffic counts
     proxy_actionable: bool = False  # R7 is a heuristic: notify-only unless a template says so
     # Declared ports (R8).
     ports_window_s: float = 300.0
@@ -525,14 +525,18 @@ class _ServerState:
             flags = s.tcp_flags
             if flags is None:
                 return
+            to_proxy_port = s.dst_port in t.proxy_ports and s.src_ip is not None
             if flags & _SYN:
                 if flags & _ACK:
                     if s.src_ip is not None:
                         self.scan_answered.add((s.src_ip, s.src_port), now)
-                elif s.dst_port in t.proxy_ports and s.src_ip is not None:
+                elif to_proxy_port:
                     self.proxy_clients.add((s.src_ip, s.src_port), now)
-                    self.last_proxy_in = now
                     self.ev_proxy.append(s)
+            if to_proxy_port and not flags & _RST:
+                # Any live client segment, not only its SYN: the upstream connection follows
+                # the client's request (CONNECT, GET), which can come well after the handshake.
+                self.last_proxy_in = now
 
     # ---- evaluation ----------------------------------------------------------------------
 
@@ -699,7 +703,7 @@ class _ServerState:
             out.append(_Finding(
                 PROXY, "relay",
                 f"{clients} inbound connections to proxy ports followed by {fanout} outbound "
-                f"destinations within {t.proxy_follow_s:g} s",
+                f"destinations, each within {t.proxy_follow_s:g} s of client traffic",
                 True, conf, clients + fanout, rates,
                 {"inbound_clients": clients, "outbound_fanout": fanout},
                 {"proxy_min_clients": t.proxy_min_clients,

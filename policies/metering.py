@@ -10,7 +10,12 @@ Billing-grade rules (issue 2):
 - A rate strictly above the port speed is a `glitch`: no rate, never clamped.
 - A port not answered is `missing`, never zero; the old baseline is kept so the next answer
   still covers the bytes in between (or is a `gap` if too long has passed).
-- Δt is the difference of the replies' monotonic times, not the nominal interval.
+- Δt is the agent's own clock: the sysUpTime advance between the two readings, which the
+  agent stamps in the same reply it reads the counters for. A loaded NOC host that handles a
+  reply late (or a retry) moves the poller's timestamp but not the agent's, so a steady 5 Mbps
+  port can never look like 10 Mbps because of the poller. Without sysUpTime in both replies, or
+  if the agent's advance disagrees with the replies' monotonic times by more than the jitter
+  tolerance, Δt falls back to the monotonic times (never the nominal interval).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class RateSample:
     oper: str = "unknown"
     admin: str = "unknown"
     start_at: datetime | None = None  # wall time of the baseline this delta starts from
+    clock: Literal["agent", "poller"] | None = None  # whose clock measured interval_s
 
     @property
     def ok(self) -> bool:
@@ -112,6 +118,24 @@ def _uptime_break(
             " agent restarted"
         )
     return None
+
+
+def _interval(
+    prev: Baseline, poll: PortPoll, dt: float, settings: MeterSettings
+) -> tuple[float, Literal["agent", "poller"]]:
+    """The interval the counters really span: the agent's sysUpTime advance when it is usable.
+
+    Called only after _uptime_break found no restart. sysUpTime has 10 ms resolution, so it is
+    used only for intervals of at least one second.
+    """
+    old, new = prev.sys_uptime_ticks, poll.sys_uptime_ticks
+    if old is None or new is None:
+        return dt, "poller"
+    agent_dt = ((new - old) % TIMETICKS_MOD) / TICKS_PER_S
+    tolerance = settings.uptime_tolerance_s + settings.uptime_tolerance_ratio * dt
+    if agent_dt < 1.0 or abs(agent_dt - dt) > tolerance:
+        return dt, "poller"
+    return agent_dt, "agent"
 
 
 def _discontinuity(prev: Baseline, pc: PortCounters, poll: PortPoll) -> str | None:
@@ -194,6 +218,7 @@ def step(
     if pc.counter_bits == 32 and dt * speed_bps >= COUNTER32_MOD * 8:
         return sample("gap", f"Counter32 could have wrapped more than once in {dt:.1f} s"), new
 
+    dt, clock = _interval(prev, poll, dt, settings)
     in_bps = d_in * 8 / dt
     out_bps = d_out * 8 / dt
     if in_bps > speed_bps or out_bps > speed_bps:
@@ -205,7 +230,7 @@ def step(
         RateSample(
             poll.switch, port, poll.at, "ok",
             interval_s=dt, in_octets=d_in, out_octets=d_out, in_bps=in_bps, out_bps=out_bps,
-            speed_bps=speed_bps, oper=pc.oper, admin=pc.admin, start_at=prev.at,
+            speed_bps=speed_bps, oper=pc.oper, admin=pc.admin, start_at=prev.at, clock=clock,
         ),
         new,
     )

@@ -220,7 +220,7 @@ def test_silent_server_times_out() -> None:
         elapsed = time.monotonic() - started
     assert not delivery.delivered and delivery.retryable
     assert delivery.detail == f"127.0.0.1:{port} timed out after 0.5 s"
-    assert elapsed < 5
+    assert elapsed < 10  # the configured 0.5 s, with room for a loaded CI machine
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

@@ -210,7 +210,7 @@ def test_v2c_poll_reads_lo_counters_equal_to_the_kernel(snmpd: Snmpd) -> None:
         assert poll.engine_boots is None  # v2c
         assert poll.sys_uptime_ticks is not None and poll.sys_uptime_ticks > 0
         assert m0 < poll.now < m1 and w0 < poll.at < w1 and poll.at.tzinfo is UTC
-        assert 0 < poll.duration_s < 2
+        assert 0 < poll.duration_s <= m1 - m0
     a, b = first.ports["lo"], second.ports["lo"]
     # Every reading lies between the kernel's counters just before and just after the poll.
     assert k0[0] <= (a.in_octets or -1) <= k1[0] and k0[1] <= (a.out_octets or -1) <= k1[1]
@@ -240,8 +240,10 @@ def test_wrong_community_is_a_quick_timeout(snmpd: Snmpd) -> None:
     )
     elapsed = time.monotonic() - t0
     assert (poll.error, dict(poll.ports), poll.sys_uptime_ticks) == ("timeout", {}, None)
-    assert 0.25 <= poll.duration_s < 2.0  # upper bounds leave room for a loaded CI machine
-    assert elapsed < 5.0  # including the poller's start
+    # The configured 0.3 s, not pysnmp's default of 1 s x 5 retries; the upper bounds leave room
+    # for a loaded CI machine (durations are figures for bench/, not pass marks).
+    assert 0.25 <= poll.duration_s < 5.0
+    assert elapsed < 10.0  # including the poller's start
 
 
 def test_wrong_v3_credentials(snmpd: Snmpd) -> None:
@@ -291,7 +293,7 @@ def test_dead_port_is_a_timeout() -> None:
     port = free_udp_port()  # nothing listens there any more
     poll = poll_once(SnmpTarget("dead", "127.0.0.1", port, community="x", timeout_s=0.3, retries=1))
     assert (poll.error, dict(poll.ports)) == ("timeout", {})
-    assert 0.55 <= poll.duration_s < 3.0  # two tries of 0.3 s
+    assert 0.55 <= poll.duration_s < 5.0  # two tries of 0.3 s, not pysnmp's default 6 s
 
 
 def test_twenty_concurrent_polls_all_succeed(snmpd: Snmpd) -> None:
@@ -493,7 +495,7 @@ def test_g_unknown_community_times_out(sim: SnmpsimAgent) -> None:
         "no-such-recording"
     ]
     assert (poll.error, dict(poll.ports), poll.sys_uptime_ticks) == ("timeout", {}, None)
-    assert 0.45 <= poll.duration_s < 3.0
+    assert 0.45 <= poll.duration_s < 5.0  # the configured 0.5 s, not pysnmp's default 6 s
 
 
 def test_no_such_instance_in_a_walk_is_partial_never_zero(recorded: dict[str, PortPoll]) -> None:

@@ -38,6 +38,8 @@ class SendResult:
     send_errors: int
     target_rate_bps: float
     frame_bytes: int
+    frames_skipped: int = 0  # due while the sender was starved beyond its backlog: never sent
+    timeline: list[tuple[float, int]] | None = None  # (wall time, L2 bytes sent so far)
 
 
 def payload_len(frame_bytes: int) -> int:
@@ -63,48 +65,65 @@ def send_udp(
     frame_bytes: int = 1400,
     burst_frames: int = 4,
     stop: _Stop | None = None,
+    max_backlog_s: float = 0.2,
+    timeline_step_s: float = 0.1,
 ) -> SendResult:
-    """Send UDP so the switch counts rate_bps of L2 traffic for duration_s seconds."""
+    """Send UDP so the switch counts rate_bps of L2 traffic for duration_s seconds.
+
+    Paced like a NIC with a small queue: a late wake-up is made up by a short burst of at most
+    max_backlog_s worth of frames; anything older is skipped, not sent. So no window of the
+    run carries much more than rate_bps (a 5 Mbit/s server starved for a second must not
+    burst to 10 Mbit/s in the next one), and a starved sender shows as a lower achieved rate.
+    `timeline` records (wall time, L2 bytes sent so far) every timeline_step_s, so a test can
+    compare a meter with what was sent in exactly the meter's window.
+    """
     if rate_bps <= 0 or duration_s <= 0:
         raise ValueError("rate_bps and duration_s must be positive")
     payload = os.urandom(payload_len(frame_bytes))
     frame_interval_s = frame_bytes * 8 / rate_bps
+    max_backlog = max(burst_frames, int(max_backlog_s / frame_interval_s))
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     # Unconnected sendto: ICMP port unreachables are then not reported back as ECONNREFUSED.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    sent = errors = 0
+    slot = ok = errors = skipped = 0  # slot: frames due so far, sent or skipped
+    timeline: list[tuple[float, int]] = [(time.time(), 0)]
     start = time.monotonic()
     end = start + duration_s
+    next_mark = start + timeline_step_s
     try:
         while stop is None or not stop.requested:
             now = time.monotonic()
+            if now >= next_mark:
+                timeline.append((time.time(), ok * frame_bytes))
+                next_mark = now + timeline_step_s
             if now >= end:
                 break
-            # Token bucket without drift: the frames due by now follow from the start time,
-            # so late wake-ups are made up by a short burst rather than lost.
             due = int((now - start) / frame_interval_s) + 1
-            batch = min(due - sent, burst_frames)
+            if due - slot > max_backlog:
+                skipped += due - slot - max_backlog
+                slot = due - max_backlog
+            batch = min(due - slot, burst_frames)
             for _ in range(batch):
+                slot += 1
                 try:
                     sock.sendto(payload, (dst, port))
-                    sent += 1
+                    ok += 1
                 except OSError as exc:
                     if exc.errno not in _SOFT_ERRNOS:
                         raise
+                    # A failed frame is still spent, so a dead port does not cause a burst of
+                    # catch-up traffic when it comes back.
                     errors += 1
-                    # A failed frame is still "spent" so a dead port does not cause a burst
-                    # of catch-up traffic when it comes back.
-                    sent += 1
                     break
-            if sent >= due:
-                next_at = start + sent * frame_interval_s
-                delay = min(next_at, end) - time.monotonic()
+            if slot >= due:
+                next_at = start + slot * frame_interval_s
+                delay = min(next_at, end, next_mark) - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
     finally:
         sock.close()
+    timeline.append((time.time(), ok * frame_bytes))
     elapsed = min(time.monotonic(), end) - start
-    ok = sent - errors
     l2 = ok * frame_bytes
     return SendResult(
         frames_sent=ok,
@@ -114,7 +133,24 @@ def send_udp(
         send_errors=errors,
         target_rate_bps=rate_bps,
         frame_bytes=frame_bytes,
+        frames_skipped=skipped,
+        timeline=timeline,
     )
+
+
+def sent_between(timeline: list[tuple[float, int]] | list[list[float]], t0: float, t1: float) -> float:
+    """L2 bytes a sender sent between wall times t0 and t1, interpolated within its timeline."""
+
+    def at(t: float) -> float:
+        points = [(float(a), float(b)) for a, b in timeline]
+        if t <= points[0][0]:
+            return points[0][1]
+        for (ta, ba), (tb, bb) in zip(points, points[1:], strict=False):
+            if ta <= t <= tb:
+                return ba if tb == ta else ba + (bb - ba) * (t - ta) / (tb - ta)
+        return points[-1][1]
+
+    return at(t1) - at(t0)
 
 
 def run_sink(bind: str, port: int, stats_file: str, stop: _Stop, flush_s: float = 0.05) -> None:

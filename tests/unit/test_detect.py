@@ -204,17 +204,26 @@ def service(port: int, server_port: int = 4, ip: str = S4) -> list[FlowSample]:
     return out
 
 
-def proxy_pattern(clients: int = 30, fanout: int = 20, port: int = 3128) -> list[FlowSample]:
+def proxy_pattern(clients: int = 30, fanout: int = 20, port: int = 3128,
+                  request_after: float = 0.0, upstream_after: float = 0.05,
+                  spread_s: float = 3.0) -> list[FlowSample]:
+    """Clients connect to `port`, send their request `request_after` s later, and the server
+    opens its upstream connection `upstream_after` s after the request."""
     out = []
-    for i, t in enumerate(spread(clients, 3.0)):
+    for i, t in enumerate(spread(clients, spread_s)):
         client = f"192.0.2.{i + 1}"
         out.append(sample(now=t, src=client, dst=S1, proto=6, sport=40000 + i, dport=port,
                           flags=SYN, in_if=UPLINK, out_if=1))
         out.append(sample(now=t + 0.001, src=S1, dst=client, proto=6, sport=port,
                           dport=40000 + i, flags=SYN | ACK, in_if=1, out_if=UPLINK))
+        if request_after:
+            out.append(sample(now=t + request_after, src=client, dst=S1, proto=6,
+                              sport=40000 + i, dport=port, flags=ACK | PSH, in_if=UPLINK,
+                              out_if=1, length=120))
         if i < fanout:
-            out.append(sample(now=t + 0.05, src=S1, dst=f"203.0.113.{100 + i}", proto=6,
-                              sport=50000 + i, dport=80, flags=SYN, in_if=1, out_if=UPLINK))
+            out.append(sample(now=t + request_after + upstream_after, src=S1,
+                              dst=f"203.0.113.{100 + i}", proto=6, sport=50000 + i, dport=80,
+                              flags=SYN, in_if=1, out_if=UPLINK))
     return out
 
 
@@ -278,6 +287,13 @@ CASES = [
          DetectThresholds(proxy_actionable=True)),
     Case("clients but no fan-out is just a web cache's hits", proxy_pattern(fanout=0), set(),
          {}),
+    # All clients connect at once and the loaded relay sends their requests upstream 3 s later:
+    # the upstream connections follow the requests, not the handshakes.
+    Case("proxy whose requests come well after the handshakes",
+         proxy_pattern(request_after=3.0, spread_s=0.1), {("s1", PROXY, "relay")},
+         {("s1", PROXY, "relay"): False}),
+    Case("outbound connections long after any client traffic are not relaying",
+         proxy_pattern(upstream_after=5.0, spread_s=0.1), set(), {}),
     Case("whitelisted destination", udp_flood(), set(), {},
          specs={"s1": {"whitelist": ("203.0.113.0/24",)}}),
 ]

@@ -141,6 +141,39 @@ def test_counter_case(name: str, polls: list[dict[str, Any]], statuses: list[str
     assert all(r["out_bps"] is None for r, s in zip(rows, statuses, strict=True) if s != "ok")
 
 
+def _jittered(mbps: float, late_s: list[int]) -> list[dict[str, Any]]:
+    """60 s polls of a steady port; reply i reached the poller late_s[i] seconds late.
+
+    The agent read the counters (and sysUpTime) on time; only the NOC host's timestamp moved.
+    """
+    rate = int(mbps * MBIT)
+    return [poll(i, i * 60 * rate, t=i * 60 + late, uptime=1_000_000 + i * 60 * 100)
+            for i, late in enumerate(late_s)]
+
+
+def test_a_reply_handled_late_by_the_poller_does_not_change_the_rate() -> None:
+    # 9.8 Mbit/s under a 10 Mbit/s cap. By the poller's clock the interval ending in the late
+    # reply is 64 s and the next one 56 s: 10.5 Mbit/s, over the cap. The agent's clock is right.
+    rows = srv(run(_jittered(9.8, [0, 0, 4, 0, 0])))
+    assert [r["status"] for r in rows] == ["first", "ok", "ok", "ok", "ok"]
+    assert [r["in_bps"] for r in rows[1:]] == [9_800_000] * 4
+    assert {r["cap_state"] for r in rows} == {"ok"}
+
+
+def test_an_agent_clock_that_disagrees_beyond_the_jitter_tolerance_is_not_used() -> None:
+    # sysUpTime advanced 20 s per 60 s poll: not a restart (it went forwards), but no clock to
+    # measure with either, so the poller's interval is used.
+    rate = int(5 * MBIT)
+    polls = [poll(i, i * 60 * rate, uptime=1_000_000 + i * 20 * 100) for i in range(3)]
+    rows = srv(run(polls))
+    # advancing 20 s in 60 s is an agent restart by the uptime rule: a reset, no rate
+    assert [r["status"] for r in rows] == ["first", "reset", "reset"]
+    polls = [poll(i, i * 60 * rate, uptime=1_000_000 + i * 75 * 100) for i in range(3)]
+    rows = srv(run(polls))
+    assert [r["status"] for r in rows] == ["first", "ok", "ok"]
+    assert [r["in_bps"] for r in rows[1:]] == [5_000_000] * 2  # octets over the 60 s, not 75 s
+
+
 def test_an_unknown_sample_breaks_the_sustained_run() -> None:
     rate = 15 * MBIT * 60
     polls = [poll(i, i * rate) for i in range(4)]
