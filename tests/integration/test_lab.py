@@ -179,7 +179,8 @@ def test_port_shutdown_is_seen_by_snmp_and_stops_traffic(lab: Lab, agent: SnmpAg
         lab.set_link("p1", up=False)
         t_down = time.monotonic()
         while agent.get_int(f"{IF_ADMIN_STATUS}.{idx}") != 2:
-            assert time.monotonic() - t_down < 1.0, "ifAdminStatus not down(2) within 1 s"
+            # net-snmp's default interface cache would hold the old value for 3 s.
+            assert time.monotonic() - t_down < 2.5, "ifAdminStatus not down(2) within 2.5 s"
             time.sleep(0.02)
         assert not lab.link_admin_up("p1")
         assert agent.get_int(f"{IF_OPER_STATUS}.{idx}") == 2
@@ -194,9 +195,10 @@ def test_port_shutdown_is_seen_by_snmp_and_stops_traffic(lab: Lab, agent: SnmpAg
         lab.set_link("p1", up=True)
         t_up = time.monotonic()
         while agent.get_int(f"{IF_ADMIN_STATUS}.{idx}") != 1:
-            assert time.monotonic() - t_up < 1.0, "ifAdminStatus not up(1) within 1 s"
+            # net-snmp's default interface cache would hold the old value for 3 s.
+            assert time.monotonic() - t_up < 2.5, "ifAdminStatus not up(1) within 2.5 s"
             time.sleep(0.02)
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + 10.0
         while lab.sink_received(s1) == got1:
             assert time.monotonic() < deadline, "server 1 traffic did not resume after no shut"
             time.sleep(0.05)

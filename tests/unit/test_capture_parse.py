@@ -194,7 +194,7 @@ def test_real_afpacket_capture_with_software_sampling(mode: str) -> None:
             s.close()
 
         run_in_netns(ns, send)
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 15
         while cap.counters.packets < len(frames) and time.monotonic() < deadline:
             time.sleep(0.02)
         cap.stop()
