@@ -227,11 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = ops("breaker-reset", "close a switch's breaker after checking the meter", cmd_breaker_reset, server=False)
     b.add_argument("switch")
 
-    for group, help_ in (("ledger", "outage ledger: verify | reclassify | list"),
+    for group, help_ in (("ledger", "outage ledger: verify | reclassify | list | ack | on-site | "
+                                    "resolve | incident"),
                          ("maintenance", "maintenance windows: add")):
         g = sub.add_parser(group, help=help_)
         g.add_argument("what", help=f"see `rackwarden {group} SUBCOMMAND --help`")
     repsub.add_parser("sla", help="SLA credits per server and month (see `rackwarden report sla --help`)")
+    repsub.add_parser("deadlines", help="R13 incident reports and R19 repair times "
+                                        "(see `rackwarden report deadlines --help`)")
 
     sla = sub.add_parser("sla", help="SLA credit engine")
     slasub = sla.add_subparsers(dest="what", required=True)

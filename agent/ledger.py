@@ -34,7 +34,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -74,6 +74,13 @@ from rackwarden.policies.sla import (
     periods_between,
     server_month,
     server_months,
+)
+from rackwarden.policies.sla_deadlines import (
+    REPAIR_TERMS,
+    Finding,
+    RepairTerms,
+    check_incident_report,
+    check_repair,
 )
 from sqlalchemy import (
     BigInteger,
@@ -285,6 +292,13 @@ def migrate(conn: Connection, now: datetime) -> int:
 # Canonical form and hashing
 
 
+def _whole_aware(name: str, t: datetime) -> None:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise LedgerError(f"{name} needs a UTC offset, e.g. 2026-11-03T02:00:00+08:00")
+    if t.microsecond:
+        raise LedgerError(f"{name} must be a whole second")
+
+
 def ts(at: datetime) -> str:
     """The ledger's time text: ISO-8601 in UTC. Naive times are refused."""
     if at.tzinfo is None or at.utcoffset() is None:
@@ -463,6 +477,22 @@ class OutageView:
             return None
         return OutageRecord(f"#{self.seq}", self.server, self.start, end, self.cause,
                             self.false_positive)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentView:
+    """An R13 security incident: when it was detected and when it was reported (if yet)."""
+
+    seq: int
+    server: str | None
+    summary: str
+    detected_at: datetime
+    reported_at: datetime | None
+    by: str
+
+    @property
+    def incident_id(self) -> str:
+        return f"I{self.seq}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -973,11 +1003,81 @@ class LedgerStore:
         )
 
     def note_outage(self, kind: Literal["ack", "on_site", "resolve"], seq: int, at: datetime,
-                    *, by: str, note: str = "") -> Entry:
-        """R19: someone answered, arrived on site, or repaired the fault of outage `seq`."""
+                    *, by: str, note: str = "", when: datetime | None = None) -> Entry:
+        """R19: someone answered, arrived on site, or repaired the fault of outage `seq`.
+
+        `when` is when that happened (default `at`, when it is recorded); it may be earlier.
+        """
         view = self.outage(seq)
-        return self.append(kind, at, {"outage_id": view.outage_id, "at": ts(at), "by": by,
+        when = at if when is None else when
+        _whole_aware("when", when)
+        if when < view.start:
+            raise LedgerError(f"{ts(when)} is before outage {view.seq} started ({ts(view.start)})")
+        if when > at:
+            raise LedgerError(f"{ts(when)} is in the future: record it once it has happened")
+        return self.append(kind, at, {"outage_id": view.outage_id, "at": ts(when), "by": by,
                                       "note": note}, server=view.server, ref_seq=view.seq)
+
+    # -- incidents (R13) ---------------------------------------------------------------------
+
+    def add_incident(self, *, summary: str, detected_at: datetime, at: datetime, by: str,
+                     server: str | None = None, reported_at: datetime | None = None) -> Entry:
+        """Record a major security incident; `reported_at` when it was reported to the
+        authorities and customers (R13: within 24 h of detection), if it already was."""
+        _whole_aware("detected_at", detected_at)
+        if not summary.strip():
+            raise LedgerError("an incident needs a summary")
+        if detected_at > at:
+            raise LedgerError("detected_at is in the future")
+        if reported_at is not None:
+            self._check_reported(detected_at, reported_at, at)
+        return self.append("incident", at, {
+            "summary": summary, "detected_at": ts(detected_at),
+            "reported_at": ts(reported_at) if reported_at else None, "by": by,
+        }, server=server)
+
+    def report_incident(self, seq: int, reported_at: datetime, at: datetime, *, by: str,
+                        note: str = "") -> Entry:
+        """Record that incident `seq` has been reported (a new entry referring to it)."""
+        view = self.incident(seq)
+        if view.reported_at is not None:
+            raise LedgerError(f"incident {view.incident_id} was already reported at "
+                              f"{ts(view.reported_at)}")
+        self._check_reported(view.detected_at, reported_at, at)
+        return self.append("incident", at, {"incident_id": view.incident_id,
+                                            "reported_at": ts(reported_at), "by": by,
+                                            "note": note},
+                           server=view.server, ref_seq=view.seq)
+
+    @staticmethod
+    def _check_reported(detected_at: datetime, reported_at: datetime, at: datetime) -> None:
+        _whole_aware("reported_at", reported_at)
+        if reported_at < detected_at:
+            raise LedgerError("reported_at is before detected_at")
+        if reported_at > at:
+            raise LedgerError("reported_at is in the future: record the report once made")
+
+    def incidents(self) -> list[IncidentView]:
+        """Every incident, by seq, with its report time folded in."""
+        views: dict[int, IncidentView] = {}
+        for e in self.entries(kinds=("incident",)):
+            p = e.payload
+            if e.ref_seq is None:
+                reported = p.get("reported_at")
+                views[e.seq] = IncidentView(e.seq, e.server, str(p["summary"]),
+                                            parse_ts(p["detected_at"]),
+                                            parse_ts(reported) if reported else None,
+                                            str(p.get("by", "")))
+            elif e.ref_seq in views and views[e.ref_seq].reported_at is None:
+                views[e.ref_seq] = replace(views[e.ref_seq],
+                                           reported_at=parse_ts(p["reported_at"]))
+        return list(views.values())
+
+    def incident(self, seq: int) -> IncidentView:
+        for v in self.incidents():
+            if v.seq == seq:
+                return v
+        raise LedgerError(f"no incident {seq} (give the seq of its first incident entry)")
 
     # -- maintenance --------------------------------------------------------------------------
 
@@ -1306,12 +1406,15 @@ class LedgerMetrics:
     outage_seconds: Mapping[tuple[str, str], int]
     credit_fen: Mapping[str, int]
     unknown_seconds: int
+    # (rule, check, "pending" | "overdue"): R13/R19 obligations not yet done
+    deadlines_open: Mapping[tuple[str, str, str], int] = field(
+        default_factory=lambda: MappingProxyType({}))
 
 
 def ledger_metrics(store: LedgerStore, config: Config, now: datetime) -> LedgerMetrics:
     """Outage seconds by the cause recorded at the start (so the counter only grows, whatever
-    later reclassification says), this month's credit of fee-based contracts, and the seconds
-    of outages still of class unknown."""
+    later reclassification says), this month's credit of fee-based contracts, the seconds
+    of outages still of class unknown, and the R13/R19 obligations still open."""
     views = store.outages(now=now)
     seconds: dict[tuple[str, str], int] = {}
     for v in views:
@@ -1326,7 +1429,38 @@ def ledger_metrics(store: LedgerStore, config: Config, now: datetime) -> LedgerM
         if sla.credit_fen is not None:
             credit[s.id] = sla.credit_fen
     unknown = sum(v.seconds(now) for v in views if v.outage_class == "unknown")
-    return LedgerMetrics(MappingProxyType(seconds), MappingProxyType(credit), unknown)
+    open_: dict[tuple[str, str, str], int] = {}
+    for f in deadline_findings(store, config, now):
+        if f.done_at is None:
+            key = (f.rule, f.check, "overdue" if f.status == "breached" else "pending")
+            open_[key] = open_.get(key, 0) + 1
+    return LedgerMetrics(MappingProxyType(seconds), MappingProxyType(credit), unknown,
+                         MappingProxyType(open_))
+
+
+def deadline_findings(
+    store: LedgerStore,
+    config: Config,
+    now: datetime,
+    terms: Mapping[str, RepairTerms] = REPAIR_TERMS,
+) -> list[Finding]:
+    """R13 for every incident, R19 for every provider outage of a contract with repair terms.
+
+    An R19 fault counts as repaired at its `resolve` entry, else when the port forwarded
+    again (the outage's end). Customer, maintenance and excluded time carry no repair duty;
+    unknown time is the RackWardenUnknownOutage alert's business until it is classified.
+    """
+    out = [check_incident_report(v.incident_id, v.detected_at, v.reported_at, now)
+           for v in store.incidents()]
+    servers = {s.id: s for s in config.servers}
+    for v in store.outages(now=now):
+        server = servers.get(v.server)
+        if v.outage_class != "provider" or server is None or server.template not in terms:
+            continue
+        out.extend(check_repair(f"#{v.seq}", terms[server.template], v.start, now,
+                                acknowledged_at=v.acknowledged_at, on_site_at=v.on_site_at,
+                                resolved_at=v.resolved_at or v.end))
+    return out
 
 
 def default_url(config: Config) -> str:
@@ -1337,6 +1471,7 @@ def default_url(config: Config) -> str:
 __all__ = [
     "ENTRY_KINDS",
     "GENESIS_HASH",
+    "IncidentView",
     "MIGRATIONS",
     "RECLASS_TARGETS",
     "SCHEMA_VERSION",
@@ -1355,6 +1490,7 @@ __all__ = [
     "WindowView",
     "canonical",
     "migrate",
+    "deadline_findings",
     "default_url",
     "entry_hash",
     "ledger_metrics",

@@ -1,4 +1,5 @@
-"""`rackwarden ledger …`, `maintenance add`, `report sla`: operators' and finance's ledger view.
+"""`rackwarden ledger …`, `maintenance add`, `report sla|deadlines`: the ledger for operators
+and finance.
 
 Each `main_*(argv)` takes the arguments after its subcommand and returns an exit code:
 0 done, 1 the ledger failed verification (or refused a report on a broken ledger),
@@ -17,7 +18,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from rackwarden.policies.sla import (
     CAUSES,
@@ -28,6 +29,7 @@ from rackwarden.policies.sla import (
     fraction_text,
     parse_period,
 )
+from rackwarden.policies.sla_deadlines import Finding
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import config as configmod
@@ -42,6 +44,7 @@ from .ledger import (
     OutageView,
     ServerSla,
     VerifyResult,
+    deadline_findings,
     default_url,
     sla_report,
     ts,
@@ -547,10 +550,149 @@ def main_report_sla(argv: Sequence[str]) -> int:
     return _run(prog, body)
 
 
+# ---------------------------------------------------------------------------------------------
+# R19: ledger ack | on-site | resolve
+
+
+def _outage_note(kind: Literal["ack", "on_site", "resolve"], word: str,
+                 what: str) -> Callable[[Sequence[str]], int]:
+    prog = f"rackwarden ledger {word}"
+
+    def main(argv: Sequence[str]) -> int:
+        def body() -> int:
+            p = _parser(prog, f"Record that {what} for an outage (R19 repair times).")
+            p.add_argument("seq", type=int, help="the outage's seq (its outage_start entry)")
+            p.add_argument("--at", metavar="T", help="when it happened (ISO-8601; default now)")
+            p.add_argument("--note", default="")
+            p.add_argument("--by", default=None, help="who (default: the login name)")
+            args = p.parse_args(list(argv))
+            now = SystemClock().at()
+            when = _time("--at", args.at) if args.at else None
+            store, _ = _open_store(args)
+            try:
+                e = store.note_outage(kind, args.seq, now, by=args.by or _operator(),
+                                      note=args.note, when=when)
+            finally:
+                store.close()
+            print(f"seq {e.seq}: outage {e.ref_seq} ({e.server}) {word} at {e.payload['at']}")
+            return EXIT_OK
+
+        return _run(prog, body)
+
+    return main
+
+
+main_ledger_ack = _outage_note("ack", "ack", "someone answered the fault")
+main_ledger_on_site = _outage_note("on_site", "on-site", "someone is on site")
+main_ledger_resolve = _outage_note("resolve", "resolve", "the fault is repaired")
+
+
+# ---------------------------------------------------------------------------------------------
+# R13: ledger incident add | report
+
+
+def main_ledger_incident(argv: Sequence[str]) -> int:
+    """`rackwarden ledger incident add --summary TEXT --detected-at T [--server S]
+    [--reported-at T]` and `rackwarden ledger incident report SEQ [--at T] [--note TEXT]`."""
+    prog = "rackwarden ledger incident"
+
+    def body() -> int:
+        p = _parser(prog, "Record a major security incident and when it was reported (R13).")
+        sub = p.add_subparsers(dest="action", required=True)
+        a = sub.add_parser("add", help="a new incident")
+        a.add_argument("--summary", required=True)
+        a.add_argument("--detected-at", required=True, metavar="T")
+        a.add_argument("--server", help="the server concerned, if one is")
+        a.add_argument("--reported-at", metavar="T", help="if it has already been reported")
+        r = sub.add_parser("report", help="the incident has now been reported")
+        r.add_argument("seq", type=int, help="the incident's seq (printed by add)")
+        r.add_argument("--at", metavar="T", help="when it was reported (default now)")
+        r.add_argument("--note", default="")
+        for x in (a, r):
+            x.add_argument("-c", "--config", metavar="PATH", default=argparse.SUPPRESS)
+            x.add_argument("--db", metavar="URL", default=argparse.SUPPRESS)
+            x.add_argument("--by", default=None)
+        args = p.parse_args(list(argv))
+        now = SystemClock().at()
+        store, cfg = _open_store(args)
+        try:
+            if args.action == "add":
+                if cfg is not None and args.server and args.server not in {s.id for s in cfg.servers}:
+                    raise _Usage(f"--server: no server {args.server} in {args.config}")
+                e = store.add_incident(
+                    summary=args.summary, detected_at=_time("--detected-at", args.detected_at),
+                    at=now, by=args.by or _operator(), server=args.server,
+                    reported_at=_time("--reported-at", args.reported_at) if args.reported_at
+                    else None)
+                print(f"seq {e.seq}: incident I{e.seq} detected {e.payload['detected_at']}"
+                      f"{', reported ' + e.payload['reported_at'] if e.payload['reported_at'] else ''}")
+            else:
+                at = _time("--at", args.at) if args.at else now
+                e = store.report_incident(args.seq, at, now, by=args.by or _operator(),
+                                          note=args.note)
+                print(f"seq {e.seq}: incident I{args.seq} reported {e.payload['reported_at']}")
+        finally:
+            store.close()
+        return EXIT_OK
+
+    return _run(prog, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# report deadlines
+
+
+def _finding_json(f: Finding) -> dict[str, Any]:
+    return {"rule": f.rule, "check": f.check, "subject": f.subject, "status": f.status,
+            "due_at": ts(f.due_at), "done_at": ts(f.done_at) if f.done_at else None,
+            "reason": f.reason}
+
+
+def main_report_deadlines(argv: Sequence[str]) -> int:
+    """`rackwarden report deadlines --config PATH [--open] [--as-of T] [--format table|json]`."""
+    prog = "rackwarden report deadlines"
+
+    def body() -> int:
+        p = _parser(prog, "R13 incident reports and R19 repair times: met, pending or breached.")
+        p.add_argument("--open", action="store_true", help="only pending and breached")
+        p.add_argument("--as-of", metavar="T", help="judge at this time instead of now")
+        p.add_argument("--format", choices=("table", "json"), default="table")
+        args = p.parse_args(list(argv))
+        if not args.config:
+            raise _Usage("--config PATH is required: each server's contract comes from it")
+        now = _time("--as-of", args.as_of) if args.as_of else SystemClock().at()
+        store, cfg = _open_store(args)
+        assert cfg is not None
+        try:
+            findings = deadline_findings(store, cfg, now)
+        finally:
+            store.close()
+        if args.open:
+            findings = [f for f in findings if f.status != "met"]
+        if args.format == "json":
+            for f in findings:
+                print(json.dumps(_finding_json(f), ensure_ascii=False, sort_keys=True))
+            return EXIT_OK
+        print(f"{'rule':<5} {'subject':<8} {'check':<16} {'status':<9} {'due':<25} reason")
+        for f in findings:
+            print(f"{f.rule:<5} {f.subject:<8} {f.check:<16} {f.status:<9} {ts(f.due_at):<25} "
+                  f"{f.reason}")
+        breached = sum(1 for f in findings if f.status == "breached")
+        print(f"{len(findings)} deadlines, {breached} breached (as of {ts(now)})")
+        return EXIT_OK
+
+    return _run(prog, body)
+
+
 COMMANDS: Mapping[tuple[str, str], Callable[[Sequence[str]], int]] = {
     ("ledger", "verify"): main_ledger_verify,
     ("ledger", "reclassify"): main_ledger_reclassify,
     ("ledger", "list"): main_ledger_list,
+    ("ledger", "ack"): main_ledger_ack,
+    ("ledger", "on-site"): main_ledger_on_site,
+    ("ledger", "resolve"): main_ledger_resolve,
+    ("ledger", "incident"): main_ledger_incident,
     ("maintenance", "add"): main_maintenance_add,
     ("report", "sla"): main_report_sla,
+    ("report", "deadlines"): main_report_deadlines,
 }

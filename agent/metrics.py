@@ -173,6 +173,13 @@ class _LedgerCollector(Collector):
         yield GaugeMetricFamily("rackwarden_unknown_outage_seconds",
                                 "Outage seconds still classified unknown: an operator must resolve them.",
                                 value=v.unknown_seconds)
+        open_ = GaugeMetricFamily(
+            "rackwarden_deadlines_open",
+            "R13 incident reports and R19 repair steps not yet done, pending or already overdue.",
+            labels=["rule", "check", "state"])
+        for (rule, check, state), n in sorted(v.deadlines_open.items()):
+            open_.add_metric([rule, check, state], n)
+        yield open_
 
 
 class _SourcesCollector(Collector):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rackwarden.agent.ledger import LedgerMetrics
 from rackwarden.agent.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +50,9 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 def exported_metric_names() -> set[str]:
     """Sample names the agent's metrics module exports today, read from a fresh registry."""
     names: set[str] = set()
-    for fam in Metrics().registry.collect():
+    metrics = Metrics()
+    metrics.set_ledger(LedgerMetrics({}, {}, 0))  # the ledger's families, empty
+    for fam in metrics.registry.collect():
         if fam.type == "counter":
             names.add(fam.name + "_total")
         elif fam.type == "histogram":

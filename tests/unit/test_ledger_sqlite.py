@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy.exc
+from prometheus_client import generate_latest
 from rackwarden.agent import config as configmod
 from rackwarden.agent.ledger import (
     GENESIS_HASH,
@@ -23,18 +24,25 @@ from rackwarden.agent.ledger import (
     LedgerError,
     LedgerStore,
     OutageRecorder,
+    deadline_findings,
     entry_hash,
     ledger_metrics,
     sla_report,
 )
 from rackwarden.agent.ledger_cli import (
+    main_ledger_ack,
+    main_ledger_incident,
     main_ledger_list,
     main_ledger_reclassify,
+    main_ledger_resolve,
     main_ledger_verify,
     main_maintenance_add,
+    main_report_deadlines,
     main_report_sla,
 )
+from rackwarden.agent.metrics import Metrics
 from rackwarden.policies.facts import PortCounters, PortPoll
+from rackwarden.policies.sla_deadlines import REPAIR_TERMS
 from sqlalchemy import text
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -625,6 +633,144 @@ class LedgerSuite:
         assert m.unknown_seconds == 3600  # r3 and c1, not yet resolved
         rows = sla_report(store, config, "2026-11", Z(AS_OF), customer="blue")
         assert [r.server.id for r in rows] == ["r3", "c1"]
+
+    # -- R13 incidents and R19 repair times ---------------------------------------------------
+
+    def test_incident_report_deadline(self, store: LedgerStore, config: configmod.Config) -> None:
+        detected = Z("2026-11-03T10:00:00+08:00")
+        late = store.add_incident(summary="botnet C2 on r1", detected_at=detected,
+                                  at=Z("2026-11-03T10:05:00+08:00"), by="noc", server="r1")
+        on_time = store.add_incident(summary="defaced site", detected_at=detected,
+                                     reported_at=Z("2026-11-04T10:00:00+08:00"),
+                                     at=Z("2026-11-04T11:00:00+08:00"), by="noc")
+        never = store.add_incident(summary="credential leak", detected_at=detected,
+                                   at=Z("2026-11-03T12:00:00+08:00"), by="noc")
+        # The first is reported 30 h after detection; the correction is a new entry.
+        report = store.report_incident(late.seq, Z("2026-11-04T16:00:00+08:00"),
+                                       Z("2026-11-04T16:10:00+08:00"), by="noc")
+        assert report.ref_seq == late.seq and store.verify().ok
+        with pytest.raises(LedgerError, match="already reported"):
+            store.report_incident(late.seq, Z("2026-11-04T17:00:00+08:00"),
+                                  Z("2026-11-04T17:00:00+08:00"), by="noc")
+        with pytest.raises(LedgerError, match="before detected_at"):
+            store.report_incident(never.seq, Z("2026-11-03T09:00:00+08:00"),
+                                  Z("2026-11-04T17:00:00+08:00"), by="noc")
+        with pytest.raises(LedgerError, match="no incident"):
+            store.report_incident(report.seq, Z("2026-11-04T17:00:00+08:00"),
+                                  Z("2026-11-04T17:00:00+08:00"), by="noc")
+
+        def status(now: str) -> dict[str, tuple[str, str]]:
+            return {f.subject: (f.status, f.reason) for f in
+                    deadline_findings(store, config, Z(now)) if f.rule == "R13"}
+
+        # Hand check: due at detection + 24 h = 2026-11-04T10:00+08:00, that instant included.
+        before = status("2026-11-04T09:00:00+08:00")
+        assert before[f"I{never.seq}"] == ("pending", "R13: no report yet after 23h, due within 24h")
+        after = status("2026-11-05T00:00:00+08:00")
+        assert after == {
+            f"I{late.seq}": ("breached", "R13: report after 30h, over the 24h limit"),
+            f"I{on_time.seq}": ("met", "R13: report after 24h, within the 24h limit"),
+            f"I{never.seq}": ("breached", "R13: no report after 38h, limit 24h passed"),
+        }
+
+    def test_repair_deadlines_of_provider_outages(self, store: LedgerStore,
+                                                  config: configmod.Config) -> None:
+        seqs = scenario(store, config)
+        # c1 (colo: repaired within 24 h) was down 30 min; it becomes provider time.
+        store.reclassify(seqs["c1"], "provider", "line card", Z("2026-11-12T06:00:00Z"))
+        # r1's outage is provider time too, but rental has no repair term.
+        store.reclassify(seqs["r1"], "provider", "uplink", Z("2026-11-04T00:00:00Z"))
+        # c1 again: down 2026-11-13T00:00Z and still down.
+        rec = OutageRecorder(store, config)
+        rec.start()
+        rec.on_poll(poll("2026-11-12T23:59:00Z"))
+        (open_seq,) = [e.seq for e in rec.on_poll(poll("2026-11-13T00:00:00Z", ("c1",)))
+                       if e.kind == "outage_start"]
+        store.reclassify(open_seq, "provider", "fibre cut", Z("2026-11-13T00:30:00Z"))
+
+        def found(now: str) -> dict[str, tuple[str, str, str | None]]:
+            return {f.subject: (f.check, f.status, f.done_at.isoformat() if f.done_at else None)
+                    for f in deadline_findings(store, config, Z(now)) if f.rule == "R19"}
+
+        assert found("2026-11-13T23:00:00Z") == {
+            f"#{seqs['c1']}": ("resolve", "met", "2026-11-12T05:40:00+00:00"),  # by its end
+            f"#{open_seq}": ("resolve", "pending", None),
+        }
+        assert found("2026-11-14T00:00:01Z")[f"#{open_seq}"] == ("resolve", "breached", None)
+        # The metric counts what is still to do: pending, then overdue (which pages).
+        assert dict(ledger_metrics(store, config, Z("2026-11-13T23:00:00Z")).deadlines_open) == {
+            ("R19", "resolve", "pending"): 1}
+        m = ledger_metrics(store, config, Z("2026-11-14T00:00:01Z"))
+        assert dict(m.deadlines_open) == {("R19", "resolve", "overdue"): 1}
+        metrics = Metrics()
+        metrics.set_ledger(m)
+        assert ('rackwarden_deadlines_open{check="resolve",rule="R19",state="overdue"} 1.0'
+                in generate_latest(metrics.registry).decode())
+        # Repaired (recorded later) at 20:00Z: within the 24 h, whenever it is judged.
+        store.note_outage("resolve", open_seq, Z("2026-11-14T09:00:00Z"), by="noc",
+                          when=Z("2026-11-13T20:00:00Z"))
+        assert found("2026-11-20T00:00:00Z")[f"#{open_seq}"] == (
+            "resolve", "met", "2026-11-13T20:00:00+00:00")
+        assert dict(ledger_metrics(store, config, Z("2026-11-20T00:00:00Z")).deadlines_open) == {}
+        with pytest.raises(LedgerError, match="before outage"):
+            store.note_outage("ack", open_seq, Z("2026-11-14T09:00:00Z"), by="noc",
+                              when=Z("2026-11-12T00:00:00Z"))
+        with pytest.raises(LedgerError, match="in the future"):
+            store.note_outage("ack", open_seq, Z("2026-11-14T09:00:00Z"), by="noc",
+                              when=Z("2026-11-15T00:00:00Z"))
+
+    def test_answer_and_on_site_terms(self, store: LedgerStore, config: configmod.Config) -> None:
+        # The integration contract's terms (answer 1 h; on site 2 h when service is down),
+        # applied to rental servers for the test.
+        seqs = scenario(store, config)
+        store.reclassify(seqs["r1"], "provider", "uplink", Z("2026-11-04T00:00:00Z"))
+        store.note_outage("ack", seqs["r1"], Z("2026-11-04T00:00:00Z"), by="noc",
+                          when=Z("2026-11-03T02:40:00Z"))  # 40 min after the 02:00Z start
+        store.note_outage("on_site", seqs["r1"], Z("2026-11-04T00:00:00Z"), by="noc",
+                          when=Z("2026-11-03T04:30:00Z"))  # 2 h 30 min after
+        got = [(f.check, f.status, f.reason) for f in deadline_findings(
+            store, config, Z("2026-11-20T00:00:00Z"), terms={"rental": REPAIR_TERMS["integration"]})
+            if f.subject == f"#{seqs['r1']}"]
+        assert got == [
+            ("answer", "met", "R19: answer after 40m, within the 1h limit"),
+            ("on_site", "breached",
+             "R19: on site (service interrupted) after 2h30m, over the 2h limit"),
+        ]
+
+    def test_incident_ack_and_deadlines_commands(self, store: LedgerStore,
+                                                 config: configmod.Config, config_path: Path,
+                                                 ledger_url: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+        seqs = scenario(store, config)
+        db = ["--db", ledger_url]
+        assert main_ledger_incident(["add", "--summary", "DDoS from r2", "--server", "r2",
+                                     "--detected-at", "2026-11-05T10:00:00+08:00", *db]) == 0
+        out = capsys.readouterr().out
+        seq = int(out.split(":")[0].split()[1])
+        assert f"incident I{seq} detected 2026-11-05T02:00:00+00:00" in out
+        assert main_ledger_incident(["report", str(seq), "--at", "2026-11-05T20:00:00+08:00",
+                                     *db]) == 0
+        assert f"incident I{seq} reported 2026-11-05T12:00:00+00:00" in capsys.readouterr().out
+        assert main_ledger_incident(["add", "--summary", "x", "--server", "nope",
+                                     "--detected-at", "2026-11-05T10:00:00+08:00",
+                                     "--config", str(config_path), *db]) == 2
+        assert "no server nope" in capsys.readouterr().err
+        store.reclassify(seqs["c1"], "provider", "line card", Z("2026-11-12T06:00:00Z"))
+        assert main_ledger_ack([str(seqs["c1"]), "--at", "2026-11-12T05:20:00Z", *db]) == 0
+        assert f"outage {seqs['c1']} (c1) ack at 2026-11-12T05:20:00+00:00" in capsys.readouterr().out
+        assert main_ledger_resolve([str(seqs["c1"]), "--at", "2026-11-12T04:00:00Z", *db]) == 2
+        assert "before outage" in capsys.readouterr().err
+        assert main_report_deadlines(["--config", str(config_path), *db, "--as-of",
+                                      "2026-12-01T00:00:00Z", "--format", "json"]) == 0
+        rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert [(r["rule"], r["subject"], r["check"], r["status"]) for r in rows] == [
+            ("R13", f"I{seq}", "incident_report", "met"),
+            ("R19", f"#{seqs['c1']}", "resolve", "met"),
+        ]
+        assert main_report_deadlines(["--config", str(config_path), *db, "--open"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1].startswith("0 deadlines, 0 breached")
+        assert main_report_deadlines(db) == 2
+        assert "--config PATH is required" in capsys.readouterr().err
 
 
 class TestLedgerSqlite(LedgerSuite):
