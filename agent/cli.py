@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for group, help_ in (("ledger", "outage ledger: verify | reclassify | list | ack | on-site | "
                                     "resolve | incident"),
-                         ("maintenance", "maintenance windows: add")):
+                         ("maintenance", "maintenance windows: add | cancel")):
         g = sub.add_parser(group, help=help_)
         g.add_argument("what", help=f"see `rackwarden {group} SUBCOMMAND --help`")
     repsub.add_parser("sla", help="SLA credits per server and month (see `rackwarden report sla --help`)")

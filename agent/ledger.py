@@ -1116,9 +1116,14 @@ class LedgerStore:
         )
 
     def maintenance_windows(self) -> list[WindowView]:
-        out: list[WindowView] = []
+        """Declared windows, without those cancelled before they started."""
+        out: dict[int, WindowView] = {}
         for e in self.entries(kinds=("maintenance",)):
             p = e.payload
+            if e.ref_seq is not None:  # a cancellation
+                if p.get("cancel"):
+                    out.pop(e.ref_seq, None)
+                continue
             servers = p["servers"]
             window = MaintenanceWindow(
                 id=f"M{e.seq}",
@@ -1129,8 +1134,25 @@ class LedgerStore:
                 servers="all" if servers == "all" else tuple(servers),
             )
             by, reason = str(p.get("by", "")), str(p.get("reason", ""))
-            out.append(WindowView(e.seq, window, e.at, by, reason))
-        return out
+            out[e.seq] = WindowView(e.seq, window, e.at, by, reason)
+        return list(out.values())
+
+    def cancel_maintenance(self, seq: int, at: datetime, *, by: str, reason: str) -> Entry:
+        """Withdraw window `seq` before it starts (a new entry; the declaration stays).
+
+        A window that has started has covered real time: correct its outages with reclassify.
+        """
+        view = next((w for w in self.maintenance_windows() if w.seq == seq), None)
+        if view is None:
+            raise LedgerError(f"no maintenance window M{seq} (or it is already cancelled)")
+        if at >= view.window.start:
+            raise LedgerError(
+                f"window M{seq} started at {ts(view.window.start)}: it cannot be cancelled; "
+                "reclassify the outages it covered instead")
+        if not reason.strip():
+            raise LedgerError("say why the window is cancelled")
+        return self.append("maintenance", at, {"cancel": True, "window": f"M{seq}",
+                                               "reason": reason, "by": by}, ref_seq=seq)
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

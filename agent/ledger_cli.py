@@ -344,6 +344,31 @@ def main_maintenance_add(argv: Sequence[str]) -> int:
     return _run(prog, body)
 
 
+def main_maintenance_cancel(argv: Sequence[str]) -> int:
+    """`rackwarden maintenance cancel M<SEQ> --reason TEXT`: withdraw a window before it starts."""
+    prog = "rackwarden maintenance cancel"
+
+    def body() -> int:
+        p = _parser(prog, "Cancel a declared maintenance window before it starts.")
+        p.add_argument("window", help="the window's id as `maintenance add` printed it (M12, or 12)")
+        p.add_argument("--reason", required=True)
+        p.add_argument("--by", default=None)
+        args = p.parse_args(list(argv))
+        m = re.fullmatch(r"M?(\d+)", args.window.strip())
+        if m is None:
+            raise _Usage(f"window: {args.window!r} is not a window id like M12")
+        store, _ = _open_store(args)
+        try:
+            e = store.cancel_maintenance(int(m.group(1)), SystemClock().at(),
+                                         by=args.by or _operator(), reason=args.reason)
+        finally:
+            store.close()
+        print(f"seq {e.seq}: window {e.payload['window']} cancelled")
+        return EXIT_OK
+
+    return _run(prog, body)
+
+
 # ---------------------------------------------------------------------------------------------
 # report sla
 
@@ -693,6 +718,7 @@ COMMANDS: Mapping[tuple[str, str], Callable[[Sequence[str]], int]] = {
     ("ledger", "resolve"): main_ledger_resolve,
     ("ledger", "incident"): main_ledger_incident,
     ("maintenance", "add"): main_maintenance_add,
+    ("maintenance", "cancel"): main_maintenance_cancel,
     ("report", "sla"): main_report_sla,
     ("report", "deadlines"): main_report_deadlines,
 }

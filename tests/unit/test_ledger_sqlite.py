@@ -37,6 +37,7 @@ from rackwarden.agent.ledger_cli import (
     main_ledger_resolve,
     main_ledger_verify,
     main_maintenance_add,
+    main_maintenance_cancel,
     main_report_deadlines,
     main_report_sla,
 )
@@ -539,6 +540,55 @@ class LedgerSuite:
                 s["extension_hours"]) == (1800, 1800, "1")
         reasons = [p["segments"][0]["reason"] for p in s["parts"]]
         assert "notified 13h before start, colo needs 48h: excuses nothing" in reasons[0]
+
+    def test_a_window_cancelled_before_it_starts_excuses_nothing(
+        self, store: LedgerStore, config: configmod.Config, config_path: Path, ledger_url: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        rec = OutageRecorder(store, config)
+        rec.start()
+        # c1: a 72 h-noticed cut-over window 01:00Z-02:00Z, cancelled the evening before; the
+        # port still goes down 30 min inside the old window's hours.
+        w = store.add_maintenance(kind="cutover", start=Z("2026-11-25T01:00:00Z"),
+                                  end=Z("2026-11-25T02:00:00Z"),
+                                  notified_at=Z("2026-11-22T01:00:00Z"), servers=["c1"],
+                                  at=Z("2026-11-22T01:00:00Z"))
+        with pytest.raises(LedgerError, match="say why"):
+            store.cancel_maintenance(w.seq, Z("2026-11-24T20:00:00Z"), by="noc", reason=" ")
+        c = store.cancel_maintenance(w.seq, Z("2026-11-24T20:00:00Z"), by="noc",
+                                     reason="vendor postponed")
+        assert c.ref_seq == w.seq and store.verify().ok
+        assert store.maintenance_windows() == []
+        assert len(store.entries(kinds=("maintenance",))) == 2  # the declaration stays
+        with pytest.raises(LedgerError, match="already cancelled"):
+            store.cancel_maintenance(w.seq, Z("2026-11-24T21:00:00Z"), by="noc", reason="x")
+        rec.on_poll(poll("2026-11-25T01:00:00Z"))
+        (e,) = rec.on_poll(poll("2026-11-25T01:10:00Z", ("c1",)))
+        rec.on_poll(poll("2026-11-25T01:40:00Z"))
+        store.reclassify(e.seq, "maintenance", "cut-over", Z("2026-11-25T02:00:00Z"),
+                         cause="cutover")
+        s = by_id(report(config_path, ledger_url, capsys))["c1"]
+        # No window covers it any more: the 1800 s are provider time, as with no notice at all.
+        assert s["seconds_by_class"]["provider"] == 1800
+        assert s["seconds_by_class"]["excluded"] == 0
+
+        # A window that has started cannot be withdrawn; the CLI takes the id as printed.
+        late = store.add_maintenance(kind="planned", start=Z("2026-11-26T01:00:00Z"),
+                                     end=Z("2026-11-26T02:00:00Z"),
+                                     notified_at=Z("2026-11-23T01:00:00Z"), servers="all",
+                                     at=Z("2026-11-23T01:00:00Z"))
+        with pytest.raises(LedgerError, match="cannot be cancelled; reclassify"):
+            store.cancel_maintenance(late.seq, Z("2026-11-26T01:00:00Z"), by="noc", reason="x")
+        future = store.add_maintenance(kind="planned", start=Z("2099-01-01T01:00:00Z"),
+                                       end=Z("2099-01-01T02:00:00Z"),
+                                       notified_at=Z("2026-11-01T00:00:00Z"), servers="all",
+                                       at=Z("2026-11-01T00:00:00Z"))
+        assert main_maintenance_cancel([f"M{future.seq}", "--reason", "not needed",
+                                        "--db", ledger_url]) == 0
+        assert f"window M{future.seq} cancelled" in capsys.readouterr().out
+        assert [v.seq for v in store.maintenance_windows()] == [late.seq]
+        assert main_maintenance_cancel(["W1", "--reason", "x", "--db", ledger_url]) == 2
+        assert "not a window id" in capsys.readouterr().err
 
     def test_paid_total_caps_the_running_credit(
         self, store: LedgerStore, config: configmod.Config, config_path: Path, ledger_url: str,
