@@ -11,7 +11,7 @@ from typing import Any
 from rackwarden.drivers.capture.evidence import EvidenceRing, write_evidence
 from rackwarden.drivers.capture.span import MirrorSource, SpanCapture
 from rackwarden.drivers.sflow.collector import SflowCollector
-from rackwarden.policies.detect import AbuseDetector, Detection, DetectThresholds, ServerSpec
+from rackwarden.policies.detect import AbuseDetector, Detection, DetectThresholds, Exemption, ServerSpec
 from rackwarden.policies.flowfacts import FlowSample
 
 from .clock import Clock
@@ -51,6 +51,11 @@ def server_specs(config: Config, if_index: IfIndexOf) -> list[ServerSpec]:
     return specs
 
 
+def exemptions(config: Config) -> list[Exemption]:
+    return [Exemption(s.id, detector, until, reason)
+            for s in config.servers for detector, until, reason in s.exemptions]
+
+
 class AbuseService:
     """Owns the collectors, the detector and the evaluation loop; constructor does no I/O."""
 
@@ -74,7 +79,20 @@ class AbuseService:
     def _build_detector(self) -> AbuseDetector:
         self._specs = server_specs(self.config, self._if_index)
         templates = {name: DetectThresholds(**values) for name, values in self.config.detection.thresholds.items()}
-        return AbuseDetector(self._specs, templates=templates)
+        return AbuseDetector(self._specs, templates=templates, exemptions=exemptions(self.config))
+
+    def reconfigure(self, config: Config) -> None:
+        """After a reload: new servers, thresholds or exemptions. Sources need a restart."""
+        old, self.config = self.config, config
+        if (old.detection.sflow_listen, old.detection.sflow_port, old.detection.span_mirrors) != (
+                config.detection.sflow_listen, config.detection.sflow_port, config.detection.span_mirrors):
+            log.warning("detection sources changed: they take effect at the next restart")
+        if (server_specs(config, self._if_index) != self._specs
+                or old.detection.thresholds != config.detection.thresholds):
+            log.warning("servers or thresholds changed: detectors rebuilt, their windows start afresh")
+            self.detector = self._build_detector()
+        else:
+            self.detector.set_exemptions(exemptions(config))
 
     def refresh_ports(self) -> None:
         """After a poll: if an ifIndex moved (a switch reboot re-indexed), re-key the detector."""

@@ -132,6 +132,8 @@ class ServerConfig:
     mail_server: bool = False  # declared mail server: exempt from the spam detector
     declared_ports: tuple[int, ...] = ()  # R8: service ports the customer declared open
     whitelist: tuple[str, ...] = ()  # destination networks the detectors never count against it
+    # (detector or None for all, until, reason): time-limited waivers, e.g. a booked pentest
+    exemptions: tuple[tuple[str | None, datetime, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -452,6 +454,40 @@ def _parse_when(text: str, tz: str) -> datetime | None:
     except ValueError:
         return None
     return at if at.tzinfo is not None else None
+
+
+def _exemptions(r: _Reader, m: dict[str, Any], p: str, tz: str) -> list[tuple[str | None, datetime, str]]:
+    """servers[].exemptions: [{detectors: [scan, …] | all, until: T, reason: TEXT}]."""
+    from rackwarden.policies.detect import DETECTORS
+
+    out: list[tuple[str | None, datetime, str]] = []
+    for j, en in enumerate(r.seq(m["exemptions"], f"{p}.exemptions") if "exemptions" in m else []):
+        ep = f"{p}.exemptions[{j}]"
+        em = r.mapping(en, ep, ("detectors", "until", "reason"), ())
+        if em is None or len(em) < 3:
+            continue
+        reason = r.string(em["reason"], f"{ep}.reason")
+        if reason is not None and not reason.strip():
+            r.error(em["reason"], f"{ep}.reason", "say why (it goes into the audit record)")
+            reason = None
+        until_text = r.scalar(em["until"], f"{ep}.until")
+        until = _parse_when(until_text, tz) if until_text else None
+        if until_text and until is None:
+            r.error(em["until"], f"{ep}.until", f"'{until_text}' is not a date or an ISO time with offset")
+        dets: list[str | None] = []
+        dnode = em["detectors"]
+        if isinstance(dnode, yaml.ScalarNode) and dnode.value == "all":
+            dets = [None]
+        else:
+            for dn in r.seq(em["detectors"], f"{ep}.detectors"):
+                d = r.string(dn, f"{ep}.detectors")
+                if d is not None and d not in DETECTORS:
+                    r.error(dn, f"{ep}.detectors", f"unknown detector '{d}'; known: all, {', '.join(DETECTORS)}")
+                elif d is not None:
+                    dets.append(d)
+        if until is not None and reason is not None:
+            out += [(d, until, reason) for d in dets]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -949,7 +985,8 @@ def _servers(
     for i, snode in enumerate(r.seq(node, "servers")):
         p = f"servers[{i}]"
         m = r.mapping(snode, p, ("id", "customer", "switch", "port", "ips", "template", "monthly_fee_fen"),
-                      ("cap_mbps", "cap_changes", "contacts", "mail_server", "declared_ports", "whitelist"))
+                      ("cap_mbps", "cap_changes", "contacts", "mail_server", "declared_ports", "whitelist",
+                       "exemptions"))
         if m is None:
             continue
         sid = r.string(m["id"], f"{p}.id", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}") if "id" in m else None
@@ -1036,10 +1073,12 @@ def _servers(
                 whitelist.append(str(ipaddress.ip_network(net, strict=False)))
             except ValueError:
                 r.error(wn, f"{p}.whitelist", f"'{net}' is not an IP network")
+        exemptions = _exemptions(r, m, p, tz)
         mail = _get(r, m, "mail_server", p, r.boolean, False)
         if None in (sid, customer, sw, port, tmpl, fee) or port not in (sw.ports if sw else ()):
             continue
         assert sid and customer and sw and port and tmpl and fee is not None
         out.append(ServerConfig(sid, customer, sw.name, port, tuple(ips), tmpl.name, fee, cap, tuple(changes),
-                                tuple(contacts), mail, tuple(declared_ports), tuple(whitelist)))
+                                tuple(contacts), mail, tuple(declared_ports), tuple(whitelist),
+                                tuple(exemptions)))
     return out

@@ -66,6 +66,8 @@ class Daemon:
             registry=metrics.registry,
         )
         self.after_poll: Callable[[], None] | None = None
+        # Everything else that holds the config (enforcer, detectors) takes a good reload here.
+        self.after_reload: Callable[[configmod.Config], None] | None = None
         # In a shared deployment only the lease holder of a switch writes its outages.
         self.records: Callable[[str], bool] = lambda switch: True
         self._scheduler: AsyncIOScheduler | None = None
@@ -171,6 +173,8 @@ class Daemon:
         self.metering.reconfigure(new)
         if self._outages is not None:
             self._outages.reconfigure(new)
+        if self.after_reload is not None:
+            self.after_reload(new)
         if self._scheduler is not None:
             self._schedule()
         self.reload_failed.set(0)

@@ -88,6 +88,23 @@ class Enforcer:
         self._locks: dict[str, asyncio.Lock] = {}
         self._refusals: dict[tuple[str, str], str] = {}
 
+    def reconfigure(
+        self,
+        config: Config,
+        switches: Mapping[str, SwitchDriver],
+        notifier: CustomerNotifier | None,
+        oncall: OnCall | None,
+    ) -> None:
+        """After a reload: modes, rules, rails, protected ports, contacts and switch access.
+
+        Ladder state, budgets and breakers carry over; an in-flight change finishes on the
+        driver it started with (the per-switch lock still serialises it with the next one).
+        """
+        self.config = config
+        self.switches = switches
+        self.notifier = notifier
+        self.oncall = oncall
+
     # -- start-up ------------------------------------------------------------------------------
 
     async def start(self) -> None:

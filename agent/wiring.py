@@ -122,6 +122,21 @@ class Runtime:
             self.abuse = AbuseService(config, clock=self.clock, metrics=self.metrics, enforcer=self.enforcer,
                                       if_index=self.daemon.metering.if_index)
             self.daemon.after_poll = self.abuse.refresh_ports
+        self.daemon.after_reload = self._reconfigure
+
+    def _reconfigure(self, new: Config) -> None:
+        """SIGHUP: the enforcer and the detectors follow the daemon onto the new config."""
+        old = self.enforcer.config
+        drivers = {}
+        for name, sw in new.switches.items():
+            kept = self.enforcer.switches.get(name)
+            same = name in old.switches and old.switches[name] == sw
+            d = kept if same and kept is not None else switch_driver(sw)
+            if d is not None:
+                drivers[name] = d
+        self.enforcer.reconfigure(new, drivers, customer_notices(new), oncall(new))
+        if self.abuse is not None:
+            self.abuse.reconfigure(new)
 
     async def _poll(self, sw: SwitchConfig) -> PortPoll:
         return await self.poller.poll(snmp_target(sw))
