@@ -275,8 +275,9 @@ def test_flooded_victim_is_never_blamed(rig: Rig) -> None:
     rig.capture.stop()
     c = rig.capture.counters
     assert c.packets > 50_000 and c.exceptions == 0
-    # Every frame the kernel took was read or counted as dropped; the only difference allowed is
-    # the odd frame that reached the ring after its last read. How many a loaded machine drops
-    # is a throughput figure (bench/capture.py, the RackWardenCaptureDrops alert), not a pass
-    # mark: the detections above held regardless.
-    assert 0 <= c.kernel_packets - (c.packets + c.drops) <= 16, c
+    # Every frame the kernel took was read or counted as dropped. The only slack is at the edges:
+    # a frame that entered the ring before the statistics were zeroed at start (read, not in
+    # the kernel's count) or after the last read at stop (counted, never read). How many a
+    # loaded machine drops is a throughput figure (bench/capture.py, the RackWardenCaptureDrops
+    # alert), not a pass mark: the detections above held regardless.
+    assert abs(c.kernel_packets - (c.packets + c.drops)) <= 16, c
