@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -264,11 +265,21 @@ def test_daemon_ready_watchdog_reload_and_stop_under_fake_systemd(
         assert proc.poll() is None
         notify_socket.wait_for("WATCHDOG", "1", timeout=2)  # still alive and pinging
 
+        # A good file that switches to enforce: the running enforcer takes it (its own status).
+        def mode() -> str:
+            out = _run([sys.executable, "-m", "rackwarden.agent.cli", "status", "--json", "-c",
+                        str(etc / "rackwarden.yaml")])
+            assert out.returncode == 0, out.stderr
+            return str(json.loads(out.stdout)["mode"])
+
         (etc / "rackwarden.yaml").write_text(good)
+        assert mode() == "notify"
+        (etc / "rackwarden.yaml").write_text(good.replace("  metrics_port:", "  mode: enforce\n  metrics_port:"))
         assert _run(reload_argv).returncode == 0
         notify_socket.wait_for("RELOADING", "1", timeout=10)
         notify_socket.wait_for("READY", "1", timeout=10)
         assert value(scrape(metrics_port), "rackwarden_config_reload_failed") == 0
+        assert mode() == "enforce"
 
         # systemctl stop: SIGTERM, STOPPING=1, a clean exit well inside TimeoutStopSec.
         t2 = time.monotonic()
