@@ -97,8 +97,10 @@ class Enforcer:
     ) -> None:
         """After a reload: modes, rules, rails, protected ports, contacts and switch access.
 
-        Ladder state, budgets and breakers carry over; an in-flight change finishes on the
-        driver it started with (the per-switch lock still serialises it with the next one).
+        Ladder state, budgets and breakers carry over. An in-flight change finishes on the
+        driver it started with; the caller keeps the driver (and its one-session-at-a-time
+        lock) of every switch whose settings did not change, so only a switch whose address
+        or credentials were just edited can see its old session overlap the first new one.
         """
         self.config = config
         self.switches = switches

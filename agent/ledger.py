@@ -1097,10 +1097,7 @@ class LedgerStore:
         if kind not in WINDOW_KINDS:
             raise LedgerError(f"kind must be one of {', '.join(WINDOW_KINDS)}, got {kind!r}")
         for name, t in (("start", start), ("end", end), ("notified_at", notified_at)):
-            if t.tzinfo is None or t.utcoffset() is None:
-                raise LedgerError(f"{name} needs a UTC offset, e.g. 2026-11-03T02:00:00+08:00")
-            if t.microsecond:
-                raise LedgerError(f"{name} must be a whole second")
+            _whole_aware(name, t)
         if end <= start:
             raise LedgerError("the window's end must be after its start")
         if notified_at > at:
@@ -1452,7 +1449,7 @@ def ledger_metrics(store: LedgerStore, config: Config, now: datetime) -> LedgerM
             credit[s.id] = sla.credit_fen
     unknown = sum(v.seconds(now) for v in views if v.outage_class == "unknown")
     open_: dict[tuple[str, str, str], int] = {}
-    for f in deadline_findings(store, config, now):
+    for f in deadline_findings(store, config, now, views=views):
         if f.done_at is None:
             key = (f.rule, f.check, "overdue" if f.status == "breached" else "pending")
             open_[key] = open_.get(key, 0) + 1
@@ -1465,17 +1462,19 @@ def deadline_findings(
     config: Config,
     now: datetime,
     terms: Mapping[str, RepairTerms] = REPAIR_TERMS,
+    views: Sequence[OutageView] | None = None,
 ) -> list[Finding]:
     """R13 for every incident, R19 for every provider outage of a contract with repair terms.
 
     An R19 fault counts as repaired at its `resolve` entry, else when the port forwarded
     again (the outage's end). Customer, maintenance and excluded time carry no repair duty;
     unknown time is the RackWardenUnknownOutage alert's business until it is classified.
+    `views` are the store's outages at `now` when the caller already has them.
     """
     out = [check_incident_report(v.incident_id, v.detected_at, v.reported_at, now)
            for v in store.incidents()]
     servers = {s.id: s for s in config.servers}
-    for v in store.outages(now=now):
+    for v in store.outages(now=now) if views is None else views:
         server = servers.get(v.server)
         if v.outage_class != "provider" or server is None or server.template not in terms:
             continue
