@@ -123,6 +123,7 @@ def rung_from_json(text: str) -> Rung:
         noticed_at=_dt(d["noticed_at"]), notice=d["notice"], shut_at=_dt(d["shut_at"]),
         until=_dt(d["until"]), repeats=tuple(datetime.fromisoformat(t) for t in d["repeats"]),
         restore_requested=d["restore_requested"], restored_at=_dt(d.get("restored_at")),
+        attack=bool(d.get("attack", False)),
         evidence=Evidence(ev["rule"], ev["summary"], tuple(tuple(f) for f in ev["figures"]),  # type: ignore[misc]
                           tuple(ev["refs"])) if ev else None,
     )

@@ -66,7 +66,7 @@ class Daemon:
             registry=metrics.registry,
         )
         self.after_poll: Callable[[], None] | None = None
-        # Everything else that holds the config (enforcer, detectors) takes a good reload here.
+        # A good reload's snapshot goes here (agent/wiring.py hands it to every component).
         self.after_reload: Callable[[configmod.Config], None] | None = None
         # In a shared deployment only the lease holder of a switch writes its outages.
         self.records: Callable[[str], bool] = lambda switch: True
@@ -169,21 +169,23 @@ class Daemon:
             self.reload_failed.set(1)
             log.error("reload refused, keeping the running config:\n%s", e)
             return False
-        self.config = new
-        self.metering.reconfigure(new)
-        if self._outages is not None:
-            self._outages.reconfigure(new)
         if self.after_reload is not None:
-            self.after_reload(new)
-        if self._scheduler is not None:
-            self._schedule()
+            self.after_reload(new)  # wiring hands the snapshot to every component, this one included
+        else:
+            self.reconfigure(new)
         self.reload_failed.set(0)
         log.info("config reloaded: %d switches, %d servers", len(new.switches), len(new.servers))
         return True
 
+    def reconfigure(self, config: configmod.Config) -> None:
+        """A new config snapshot: metering follows it and the poll jobs are rescheduled."""
+        self.config = config
+        self.metering.reconfigure(config)
+        if self._scheduler is not None:
+            self._schedule()
+
     async def start(self) -> None:
-        if self.usage is not None:
-            self.usage.start()
+        """Start the jobs; the stores (usage included) are opened by whoever owns them."""
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._schedule()
         self._scheduler.start()
@@ -192,8 +194,6 @@ class Daemon:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
-        if self.usage is not None:
-            self.usage.close()
 
     def request_stop(self) -> None:
         self._stop.set()

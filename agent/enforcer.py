@@ -1,4 +1,10 @@
-"""The enforcer: the only code that changes a switch. Ladder intents in; rails, read-back, records and alerts out."""
+"""The enforcer: the executor of policies/enforce.py, and the only code that changes a switch.
+
+It gathers the facts a decision needs (rails: mode, lease, holds, budgets, breakers, protected
+ports), asks the pure enforcement step, writes the new rung before acting, carries the intents
+out (notices, switch changes with read-back, pages, ledger), and feeds each outcome back to the
+step as an event. It holds no cap, detector or rail logic of its own.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rackwarden.drivers.switch.base import DriverError, PermanentDriverError, SwitchDriver
+from rackwarden.policies import enforce as E
 from rackwarden.policies import ladder as L
 from rackwarden.policies import safety as S
-from rackwarden.policies.cap import CapVerdict
+from rackwarden.policies.detect import Detection
 
 from .actions import ActionStore
 from .clock import Clock
@@ -27,9 +34,7 @@ log = logging.getLogger("rackwarden.enforcer")
 
 ReadBack = Callable[[str, str], Awaitable[str | None]]  # (switch, port) -> "up" | "down" | None
 PHASE_VALUE = {"idle": 0, "restored": 0, "noticed": 1, "shut": 2}
-# Ledger cause of each suspension reason (policies/sla.py's vocabulary): overage, abuse and
-# non-payment are the customer's (R16); an operator's decision is `unknown` until classified.
-LEDGER_CAUSE = {"overage": "overage", "abuse": "abuse", "nonpayment": "nonpayment", "operator": "unknown"}
+REASONS = ("nonpayment", "abuse", "operator")  # what a person or the billing system may suspend for
 
 
 class CustomerNotifier(Protocol):
@@ -42,18 +47,7 @@ class OnCall(Protocol):
 
 
 class EnforcementError(Exception):
-    """An operator request that cannot be carried out (unknown server, bad reason)."""
-
-
-def overage_evidence(v: CapVerdict, server: ServerConfig) -> L.Evidence:
-    judged = v.judged_bps or 0.0
-    return L.Evidence(
-        rule=f"R1/R2 ({server.template}): cap {v.cap_bps / 1e6:g} Mbit/s, direction {v.direction}",
-        summary=(f"{server.id} at {judged / 1e6:.2f} Mbit/s, over its cap for {v.covered_s:.0f} s"),
-        figures=(("rate_bps", round(judged)), ("cap_bps", v.cap_bps), ("over_s", round(v.covered_s, 1))),
-        refs=tuple(f"{e.start_at.isoformat()}..{e.end_at.isoformat()} {e.judged_bps:.0f} bit/s"
-                   for e in v.evidence[-10:]),
-    )
+    """An operator request that cannot be carried out (unknown server, bad reason, not ours)."""
 
 
 class Enforcer:
@@ -150,113 +144,93 @@ class Enforcer:
         for (sid, reason), r in list(self.rungs.items()):
             s = self.config.server(sid)
             if s is not None and (only_switch is None or s.switch == only_switch) and self.lease.held(s.switch):
-                await self._check_drift(sid, reason, r, at)
+                await self._check_drift(s, reason, r, at)
         self._publish_states()
 
-    async def _check_drift(self, sid: str, reason: str, r: L.Rung, at: datetime,
+    async def _check_drift(self, server: ServerConfig, reason: str, r: L.Rung, at: datetime,
                            admin: str | None = None) -> None:
-        server = self.config.server(sid)
-        if server is None or r.phase != "shut" or self._mode(reason) != "enforce":
+        """A port we hold shut that reads admin up: the step decides what that means."""
+        if r.phase != "shut":
             return
-        last = self.store.last_action(sid)
+        last = self.store.last_action(server.id)
         if last is None or last.action != "shut" or last.state != "APPLIED":
             return
         if admin is None:
             admin = await self._read(server.switch, server.port)
-        if admin == "up":
-            # A person re-enabled the port. Never re-apply blindly: alert, and stand down until
-            # a fresh violation.
-            self.rungs[(sid, reason)] = replace(r, phase="restored", until=None)
-            self.store.save_rung(self.rungs[(sid, reason)])
-            self.metrics.drift.labels(sid).inc()
-            self._audit(at, sid, reason, "drift", "enforce", "rackwarden", "port re-enabled outside RackWarden",
-                        {"switch": server.switch, "port": server.port}, "shut", "restored", "admin up on read-back")
-            await self._page("RackWardenEnforcementDrift", "page", sid,
-                             f"{server.switch} {server.port} is up although {sid} is suspended for {reason}")
+        if admin != "up":
+            return
+        d = await self._decide(server, reason, E.PortSeenUp(), at)  # type: ignore[arg-type]
+        if d.rung.phase != r.phase:
+            self.metrics.drift.labels(server.id).inc()
+            self._audit(at, server.id, reason, "drift", "enforce", "rackwarden", d.why,
+                        {"switch": server.switch, "port": server.port}, r.phase, d.rung.phase, "admin up on read-back")
 
     # -- inputs ----------------------------------------------------------------------------------
 
     async def on_reports(self, reports: list[PortReport]) -> None:
-        """After each poll: breaker check per switch, then the overage ladder per server."""
+        """After each poll: the breaker per switch, drift, then the overage ladder per server."""
         at = self.clock.at()
         by_switch: dict[str, list[PortReport]] = {}
         for rep in reports:
             by_switch.setdefault(rep.server.switch, []).append(rep)
         for sw, reps in by_switch.items():
-            breaching = sum(1 for r in reps if r.verdict.valid and r.verdict.state != "ok")
-            self.safety, why = S.evaluate_breaker(self.safety, self.config.enforcement.safety, at,
-                                                  switch=sw, breaching=breaching, servers=len(reps))
+            self.safety, why = E.breaker(self.safety, self.config.enforcement.safety, at, sw,
+                                         [r.verdict for r in reps])
             if why:
                 self.store.open_breaker(sw, at, why)
                 self.metrics.breaker_open.labels(sw).set(1)
                 self._audit(at, "*", "overage", "breaker", self._mode("overage"), "rackwarden", why,
-                            {"switch": sw, "breaching": breaching, "servers": len(reps)}, "closed", "open", why)
+                            {"switch": sw, "servers": len(reps)}, "closed", "open", why)
                 await self._page("RackWardenBreakerOpen", "page", "*", why, {"switch": sw})
         for rep in reports:
-            r = self.rungs.get((rep.server.id, "overage"))
-            if r is not None and rep.sample.admin == "up" and rep.sample.status != "missing":
-                await self._check_drift(rep.server.id, "overage", r, at, admin="up")
-            v = rep.verdict
-            violating = v.state == "sustained" and v.actionable
-            await self._climb(rep.server, "overage", violating,
-                              overage_evidence(v, rep.server) if violating else None, at)
+            if rep.sample.admin == "up" and rep.sample.status != "missing":
+                for (sid, reason), r in list(self.rungs.items()):
+                    if sid == rep.server.id:
+                        await self._check_drift(rep.server, reason, r, at, admin="up")
+            obs = E.overage_observation(rep.verdict, rep.server.id, rep.server.template)
+            await self._decide(rep.server, "overage", obs, at)
 
-    async def on_abuse(self, server_id: str, det: Any | None, evidence_path: Path | None) -> None:
+    async def on_abuse(self, server_id: str, det: Detection | None, evidence_path: Path | None) -> None:
         """A standing actionable detection (or None once it has cleared) for the abuse ladder."""
         server = self.config.server(server_id)
         if server is None:
             return
-        at = self.clock.at()
-        evidence = None
-        attack = False
-        r = self.rungs.get((server_id, "abuse"))
-        if det is not None and r is not None and r.restored_at is not None and det.last_at <= r.restored_at:
-            det = None  # seen before the last restore: that episode is closed, not a new one
-        if det is not None:
-            # Floods and scans are attacks on others: cut first if the customer can't be reached (R9).
-            attack = det.detector in ("flood", "scan") or det.severity == "critical"
-            figures = tuple((k, round(float(v), 1)) for k, v in list(det.rates.items())[:6])
-            figures += tuple((k, int(v)) for k, v in list(det.counts.items())[:6])
-            refs = ((str(evidence_path),) if evidence_path else ()) + tuple(det.subjects[:5])
-            evidence = L.Evidence(rule=f"{det.rule} {det.detector}/{det.kind}", summary=det.reason,
-                                  figures=figures, refs=refs)
-        await self._climb(server, "abuse", det is not None, evidence, at, attack=attack)
+        obs = E.abuse_observation(det, str(evidence_path) if evidence_path else None)
+        await self._decide(server, "abuse", obs, self.clock.at())
 
     async def tick(self) -> None:
-        """Time passes: terms end, grace periods run out even without a new poll."""
+        """Time passes: terms end even without a new poll."""
         at = self.clock.at()
         for (sid, reason), r in list(self.rungs.items()):
             server = self.config.server(sid)
-            if server is None:
-                continue
-            if r.phase == "shut" and r.until is not None and at >= r.until:
-                await self._climb(server, reason, False, None, at)  # type: ignore[arg-type]
+            if server is not None and r.phase == "shut":
+                await self._decide(server, reason, E.Tick(), at)  # type: ignore[arg-type]
 
     async def suspend(self, server_id: str, reason: str, note: str, actor: str) -> dict[str, Any]:
         """An operator's or the billing system's suspension (R11)."""
-        if reason not in ("nonpayment", "abuse", "operator"):
+        if reason not in REASONS:
             raise EnforcementError(f"reason must be nonpayment, abuse or operator, not {reason!r}")
         server = self._server(server_id)
-        at = self.clock.at()
-        ev = L.Evidence(rule={"nonpayment": "R11 non-payment", "abuse": "R10 abuse (operator)",
-                              "operator": "operator decision"}[reason], summary=note or reason,
-                        refs=(f"requested by {actor}",))
-        await self._climb(server, reason, True, ev, at, actor=actor, force_now=True)  # type: ignore[arg-type]
+        await self._request(server, reason, E.Request("suspend", actor, note))
         return self.server_status(server_id)
 
     async def restore(self, server_id: str, actor: str, reason: str | None = None) -> dict[str, Any]:
         server = self._server(server_id)
-        at = self.clock.at()
-        found = False
-        for (sid, rs), r in list(self.rungs.items()):
-            if sid != server_id or (reason and rs != reason) or r.phase != "shut":
-                continue
-            found = True
-            self.rungs[(sid, rs)] = L.request_restore(r)
-            await self._climb(server, rs, False, None, at, actor=actor)  # type: ignore[arg-type]
-        if not found:
+        shut = [rs for (sid, rs), r in list(self.rungs.items())
+                if sid == server_id and (reason is None or rs == reason) and r.phase == "shut"]
+        if not shut:
             raise EnforcementError(f"{server_id} is not suspended")
+        for rs in shut:
+            await self._request(server, rs, E.Request("restore", actor))
         return self.server_status(server_id)
+
+    async def _request(self, server: ServerConfig, reason: str, req: E.Request) -> None:
+        if self._mode(reason) == "off":
+            raise EnforcementError(f"enforcement of {reason} is off (enforcement.rules.{reason}.mode"
+                                   f" or agent.mode)")
+        d = await self._decide(server, reason, req, self.clock.at(), actor=req.actor)  # type: ignore[arg-type]
+        if d.refusal is not None and d.refusal.rail == "lease":
+            raise EnforcementError(d.refusal.reason)
 
     def hold(self, server_id: str, seconds: float, note: str, actor: str) -> dict[str, Any]:
         self._server(server_id)
@@ -285,132 +259,148 @@ class Enforcer:
             raise EnforcementError(f"no server {server_id!r} in the inventory")
         return s
 
-    async def _climb(self, server: ServerConfig, reason: L.Reason, violating: bool,
-                     evidence: L.Evidence | None, at: datetime, *, actor: str = "rackwarden",
-                     attack: bool = False, force_now: bool = False) -> None:
-        mode = self._mode(reason)
-        if mode == "off":
+    def _rails(self, server: ServerConfig, reason: str, at: datetime) -> E.Rails:
+        """The facts every rail reads, as they stand now."""
+        sw = self.config.switches[server.switch]
+        holds = self.store.holds()
+        return E.Rails(
+            mode=self._mode(reason),  # type: ignore[arg-type]
+            switch=sw.name, port=server.port,
+            lease_held=self.lease.held(sw.name),
+            held=server.id in holds and at < holds[server.id][0],
+            protected=server.port in sw.protected_ports,
+            managed=self.config.server_on(sw.name, server.port) is server,
+            inventory_ports=sw.ports,
+            safety=self.safety, limits=self.config.enforcement.safety,
+            shut_for=tuple(rs for (sid, rs), r in self.rungs.items()
+                           if sid == server.id and rs != reason and r.phase == "shut"),
+        )
+
+    async def _decide(self, server: ServerConfig, reason: L.Reason, event: E.Event, at: datetime, *,
+                      actor: str = "rackwarden") -> E.Decision:
+        """One event through the enforcement step, then its intents carried out."""
+        if self._mode(reason) == "off":
+            return E.Decision(self.rungs.get((server.id, reason), L.Rung(server.id, reason)))
+        async with self._locks.setdefault(server.id, asyncio.Lock()):
+            return await self._step(server, reason, event, at, actor)
+
+    async def _step(self, server: ServerConfig, reason: L.Reason, event: E.Event, at: datetime,
+                    actor: str) -> E.Decision:
+        key = (server.id, reason)
+        rule = self.config.enforcement.rules[reason].rule
+        before = self.rungs.get(key, L.Rung(server.id, reason))
+        rails = self._rails(server, reason, at)
+        d = E.step(before, rule, event, rails, at)
+        if any(not c.dry_run for c in d.changes) and not await self.lease.confirm(server.switch):
+            # The cached lease view said ours; the lease store, asked before the switch is
+            # touched, says otherwise: the same event under the lease rail.
+            lost = replace(rails, lease_held=False)
+            d = E.step(before, rule, event, lost, at)
+            if d.refusal is None:
+                d = E.Decision(before, (), d.why, E.shut_refusal(lost, at))
+        await self._record_refusal(server, reason, before, d, at, actor, rails.mode)
+        if d.rung != before:
+            # Write-ahead like the action itself: a kill -9 during the switch session must not
+            # leave an applied shut with no ladder state behind it.
+            self.rungs[key] = d.rung
+            self.store.save_rung(d.rung)
+        for intent in d.intents:
+            await self._carry_out(server, reason, rule, intent, before.phase, at, actor, rails.mode)
+        self._publish_states()
+        return d
+
+    async def _carry_out(self, server: ServerConfig, reason: L.Reason, rule: L.LadderRule, intent: E.Intent,
+                         before: str, at: datetime, actor: str, mode: str) -> None:
+        """One intent; its outcome goes back through the step as an event."""
+        if isinstance(intent, E.Page):
+            await self._page(intent.name, intent.severity, server.id, f"{server.switch} {server.port}: "
+                             f"{intent.summary}", {"switch": server.switch, "port": server.port, "reason": reason})
             return
-        lock = self._locks.setdefault(server.id, asyncio.Lock())
-        async with lock:
-            if not self.lease.held(server.switch):
-                # A standby for this switch: it meters and records, and decides nothing
-                # (which also keeps customers from getting two notices).
-                if actor != "rackwarden":
-                    raise EnforcementError(f"this agent ({self.lease.holder}) does not hold the enforcement"
-                                           f" lease on {server.switch}; ask the agent that does")
-                return
-            key = (server.id, reason)
-            r = self.rungs.get(key, L.Rung(server.id, reason))
-            rule = self.config.enforcement.rules[reason].rule
-            if force_now:
-                rule = replace(rule, grace_s=0.0)
-            if r.phase == "shut" and violating and force_now:
-                self.rungs[key] = L.extend(r, rule, at)  # one active action per (port, reason)
-                self.store.save_rung(self.rungs[key])
-                return
-            step = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack)
-            new = step.rung
-            if new != r:
-                # Write-ahead like the action itself: a kill -9 during the switch session must
-                # not leave an applied shut with no ladder state behind it.
-                self.rungs[key] = new
-                self.store.save_rung(new)
-            for intent in step.intents:
-                if isinstance(intent, L.Notify):
-                    new = await self._notify(server, intent, new, at, mode)
-                elif isinstance(intent, L.ShutPort):
-                    outcome = await self._change(server, intent, at, mode, actor, r.phase, intent.reason)
-                    if outcome == "refused":
-                        # Refused by a rail: stay noticed and try again at the next observation.
-                        # A FAILED or UNKNOWN change stays as recorded: known, paged, not retried.
-                        new = replace(new, phase="noticed", shut_at=None, until=None,
-                                      repeats=new.repeats[:-1])
-                        break
-                elif isinstance(intent, L.RestorePort):
-                    if await self._change(server, intent, at, mode, actor, r.phase, intent.reason) == "refused":
-                        new = r  # the ladder stays where it was and tries again
-                        break
-            if new != self.rungs.get(key):
-                self.rungs[key] = new
-                self.store.save_rung(new)
-            self._publish_states()
+        if isinstance(intent, L.Notify):
+            rung = self.rungs.get((server.id, reason), L.Rung(server.id, reason))
+            delivered = await self._notify(server, intent, rung, at, mode)
+            outcome: E.Event = E.NoticeOutcome(intent.key, delivered)
+        else:
+            state, admin = await self._change(server, intent, at, actor, before)
+            outcome = E.ActionOutcome(intent.key, intent.action, state, admin)  # type: ignore[arg-type]
+        current = self.rungs.get((server.id, reason), L.Rung(server.id, reason))
+        follow = E.step(current, rule, outcome, self._rails(server, reason, at), at)
+        await self._record_refusal(server, reason, current, follow, at, actor, mode)
+        if follow.rung != current:
+            self.rungs[(server.id, reason)] = follow.rung
+            self.store.save_rung(follow.rung)
+        for nxt in follow.intents:
+            await self._carry_out(server, reason, rule, nxt, current.phase, at, actor, mode)
+
+    async def _record_refusal(self, server: ServerConfig, reason: str, before: L.Rung, d: E.Decision, at: datetime,
+                        actor: str, mode: str) -> None:
+        """One audit record (and one ticket) per refusal episode, not per poll."""
+        if d.refusal is None:
+            if d.changes:
+                self._refusals.pop((server.id, reason), None)
+            return
+        if self._refusals.get((server.id, reason)) == d.refusal.reason:
+            return
+        self._refusals[(server.id, reason)] = d.refusal.reason
+        action = "restore" if before.phase == "shut" else "shut"
+        self.metrics.enforcement_actions.labels(action, reason, "refused", mode).inc()
+        self._audit(at, server.id, reason, f"refuse_{action}", mode, actor,
+                    (before.evidence.rule if before.evidence else d.why) or reason,
+                    {"switch": server.switch, "port": server.port, "why": d.why}, before.phase, d.rung.phase,
+                    f"{d.refusal.rail}: {d.refusal.reason}")
+        if d.refusal.rail != "lease":
+            await self._page("RackWardenEnforcementRefused", "ticket", server.id,
+                             f"{action} of {server.switch} {server.port} refused: {d.refusal.reason}",
+                             {"rail": str(d.refusal.rail)})
 
     async def _notify(self, server: ServerConfig, intent: L.Notify, rung: L.Rung, at: datetime,
-                      mode: str) -> L.Rung:
+                      mode: str) -> bool:
         prior = self.store.notice(intent.key)
         if prior is not None:
-            delivered, detail = prior
-        elif self.notifier is None:
+            return prior[0]
+        if self.notifier is None:
             delivered, detail = False, "no notifier configured"
         else:
             t0 = self.clock.now()
             delivered, detail = await self.notifier.send(server, intent, rung, at)
             self.store.record_notice(intent.key, server.id, at, delivered, detail, self.clock.now() - t0)
-        if prior is None:
-            self.metrics.notices.labels(intent.stage, "delivered" if delivered else "unreachable").inc()
-            self._audit(at, server.id, intent.reason, f"notify_{intent.stage}", mode, "rackwarden",
-                        intent.evidence.rule, {"key": intent.key, "to": list(server.contacts)},
-                        rung.phase, rung.phase, f"{'delivered' if delivered else 'unreachable'}: {detail}")
-        if intent.stage == "warning":
-            return L.notice_result(rung, "delivered" if delivered else "unreachable")
-        return rung
+        self.metrics.notices.labels(intent.stage, "delivered" if delivered else "unreachable").inc()
+        self._audit(at, server.id, intent.reason, f"notify_{intent.stage}", mode, "rackwarden",
+                    intent.evidence.rule, {"key": intent.key, "to": list(server.contacts),
+                                           "until": intent.until.isoformat() if intent.until else None},
+                    rung.phase, rung.phase, f"{'delivered' if delivered else 'unreachable'}: {detail}")
+        return delivered
 
-    async def _change(self, server: ServerConfig, intent: L.ShutPort | L.RestorePort, at: datetime,
-                      mode: str, actor: str, before: str, reason: str) -> str:
-        """Carry out one change; returns refused, applied, dryrun, failed or unknown."""
-        shut = isinstance(intent, L.ShutPort)
-        action = "shut" if shut else "restore"
+    async def _change(self, server: ServerConfig, change: E.Change, at: datetime, actor: str,
+                      before: str) -> tuple[E.ActionState, str | None]:
+        """Carry out one shut or restore; the read-back decides its state."""
+        intent, action, reason = change.intent, change.action, change.intent.reason
+        shut = action == "shut"
         sw = self.config.switches[server.switch]
+        mode = "notify" if change.dry_run else "enforce"
         rule = intent.evidence.rule if isinstance(intent, L.ShutPort) else intent.why
         inputs: dict[str, Any] = {"switch": sw.name, "port": server.port, "key": intent.key}
         if isinstance(intent, L.ShutPort):
             inputs["evidence"] = {"summary": intent.evidence.summary, "figures": dict(intent.evidence.figures),
                                   "refs": list(intent.evidence.refs)}
             inputs["until"] = intent.until.isoformat() if intent.until else None
-            holds = self.store.holds()
-            held = server.id in holds and at < holds[server.id][0]
-            verdict = S.check_shut(self.safety, self.config.enforcement.safety, at, switch=sw.name,
-                                   port=server.port, inventory_ports=sw.ports,
-                                   protected_ports=sw.protected_ports,
-                                   managed=self.config.server_on(sw.name, server.port) is server, held=held)
-            if not verdict.allowed:
-                last = self._refusals.get((server.id, reason))
-                self._refusals[(server.id, reason)] = verdict.reason
-                if last != verdict.reason:
-                    self.metrics.enforcement_actions.labels(action, reason, "refused", mode).inc()
-                    self._audit(at, server.id, reason, "refuse_shut", mode, actor, rule, inputs, before,
-                                before, f"{verdict.rail}: {verdict.reason}")
-                    await self._page("RackWardenEnforcementRefused", "ticket", server.id,
-                                     f"shut of {sw.name} {server.port} refused: {verdict.reason}",
-                                     {"rail": str(verdict.rail)})
-                return "refused"
-            self._refusals.pop((server.id, reason), None)
-        if mode == "enforce" and not await self.lease.confirm(sw.name):
-            why = f"this agent ({self.lease.holder}) does not hold the enforcement lease on {sw.name}"
-            if self._refusals.get((server.id, reason)) != why:
-                self._refusals[(server.id, reason)] = why
-                self.metrics.enforcement_actions.labels(action, reason, "refused", mode).inc()
-                self._audit(at, server.id, reason, f"refuse_{action}", mode, actor, rule, inputs,
-                            before, before, f"lease: {why}")
-            return "refused"
-
+            inputs["ledger_cause"] = change.ledger_cause
         row, created = self.store.begin(key=intent.key, server=server.id, switch=sw.name, port=server.port,
                                         reason=reason, action=action, mode=mode, at=at, detail=inputs)
         if not created:
-            return row.state.lower()  # a repeat of a decision already carried out
-        if mode != "enforce":
+            return row.state, row.detail.get("snmp_admin")  # type: ignore[return-value]
+        if change.dry_run:
             self.metrics.enforcement_actions.labels(action, reason, "dryrun", mode).inc()
             self._audit(at, server.id, reason, action, mode, actor, rule, inputs, before,
                         "shut" if shut else "restored", "dry run: switch not touched")
             if shut:
                 self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, sw.name)
-            return "dryrun"
+            return "DRYRUN", None
 
         if shut and self.outages is not None:
             # Before the switch is touched: a poll landing mid-change must see an enforced port,
             # not an unexplained admin-down.
-            self._ledger_outage(server, reason, True, at, intent.key)
+            self._ledger_outage(server, change.ledger_cause, True, at, intent.key)
         driver = self.switches.get(sw.name)
         detail: dict[str, Any] = {}
         error: DriverError | None = None
@@ -435,7 +425,7 @@ class Enforcer:
         detail["snmp_admin"] = admin
         detail["latency_s"] = round(self.clock.now() - t0, 3)
         want = "down" if shut else "up"
-        state = "APPLIED" if admin == want else "UNKNOWN" if admin is None else "FAILED"
+        state: E.ActionState = "APPLIED" if admin == want else "UNKNOWN" if admin is None else "FAILED"
         end_at = self.clock.at()
         self.store.finish(intent.key, state, end_at, detail)
         self.metrics.enforcement_actions.labels(action, reason, state.lower(), mode).inc()
@@ -444,23 +434,17 @@ class Enforcer:
                     f"{state}: admin {admin}" + (f"; {detail['error']}" if error else ""))
         if shut and state == "APPLIED":
             self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, sw.name)
-        if self.outages is not None:
-            if not shut and state == "APPLIED":
-                self._ledger_outage(server, reason, False, end_at, intent.key)
-            elif shut and admin == "up":
-                self._ledger_outage(server, reason, False, end_at, intent.key)  # the shut did not happen
-        severity = "ticket" if state == "APPLIED" else "page"
-        await self._page(f"RackWarden{action.capitalize()}{'' if state == 'APPLIED' else state.capitalize()}",
-                         severity, server.id, f"{action} {sw.name} {server.port} for {reason}: {state}",
-                         {"switch": sw.name, "port": server.port, "reason": reason})
-        return state.lower()
+        if self.outages is not None and (admin == "up"):
+            # A restore that brought the port up, or a shut that did not happen: the outage ends.
+            self._ledger_outage(server, change.ledger_cause, False, end_at, intent.key)
+        return state, admin
 
-    def _ledger_outage(self, server: ServerConfig, reason: str, shut: bool, at: datetime, key: str) -> None:
-        """Our own suspensions are customer-caused outages (R16); an operator's is for a person to class."""
+    def _ledger_outage(self, server: ServerConfig, cause: str, shut: bool, at: datetime, key: str) -> None:
+        """The cause (decided by the enforcement step) goes to the ledger with the outage."""
         assert self.outages is not None
         try:
             if shut:
-                self.outages.enforcement_started(server.id, at, LEDGER_CAUSE[reason], {"action": key})
+                self.outages.enforcement_started(server.id, at, cause, {"action": key})
             else:
                 self.outages.enforcement_ended(server.id, at, {"action": key})
         except Exception:  # the action stands; the ledger gap is logged and counted
@@ -526,3 +510,4 @@ class Enforcer:
             "servers": [self.server_status(s.id) for s in self.config.servers],
             "breakers": [{"switch": sw, "at": at.isoformat(), "why": why} for sw, at, why in self.safety.open_breakers],
         }
+

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from rackwarden.drivers.notify import (
     AlertmanagerClient,
@@ -81,30 +83,106 @@ def oncall(config: Config) -> OnCall | None:
     return OnCall(sinks) if sinks else None
 
 
-class Runtime:
-    """The daemon plus the resources it owns (poller, metrics server) and their lifecycles."""
+class PortPoller(Protocol):
+    """What the daemon needs of an SNMP poller: drivers/snmp's, or the simulated switch's."""
 
-    def __init__(self, config: Config, config_path: Path | None, clock: Clock | None = None):
+    async def start(self) -> None: ...
+    async def poll(self, target: SnmpTarget) -> PortPoll: ...
+    async def close(self) -> None: ...
+
+
+def enforcement_lease(config: Config) -> Lease:
+    """PostgreSQL advisory-lock leases when agents share a ledger; otherwise every switch is ours."""
+    ha = config.agent.ha
+    if ha is None:
+        return LocalLease(keys=sorted(config.switches))
+    return EnforcementLease(config.agent.ledger_database(), holder=ha.holder, keys=sorted(config.switches),
+                            renew_s=ha.renew_s)
+
+
+class Reconfigurable(Protocol):
+    """Takes a new config snapshot after a good reload."""
+
+    def reconfigure(self, config: Config) -> None: ...
+
+
+class _LeaseKeys:
+    """The enforcement lease follows the configured switches: a switch added by a reload is
+    leased (and so enforced and recorded), a removed one is released."""
+
+    def __init__(self, lease: Lease, metrics: Metrics) -> None:
+        self.lease, self.metrics = lease, metrics
+
+    def reconfigure(self, config: Config) -> None:
+        self.lease.set_keys(sorted(config.switches))
+        self.metrics.set_lease(self.lease, sorted(config.switches))
+
+
+DriverFactory = Callable[[SwitchConfig], SwitchDriver | None]
+NoticesFactory = Callable[[Config], CustomerNotices | None]
+OnCallFactory = Callable[[Config], OnCall | None]
+LeaseFactory = Callable[[Config], Lease]
+
+
+class _EnforcerParts:
+    """The enforcer's config and the parts built from it. An unchanged switch keeps its driver
+    (and its one-session-at-a-time lock); an edited one gets a new driver."""
+
+    def __init__(self, enforcer: Enforcer, drivers: DriverFactory, notices: NoticesFactory,
+                 oncall: OnCallFactory) -> None:
+        self.enforcer, self.drivers, self.notices, self.oncall = enforcer, drivers, notices, oncall
+
+    def reconfigure(self, config: Config) -> None:
+        old = self.enforcer.config
+        switches = {}
+        for name, sw in config.switches.items():
+            kept = self.enforcer.switches.get(name)
+            same = name in old.switches and old.switches[name] == sw
+            d = kept if same and kept is not None else self.drivers(sw)
+            if d is not None:
+                switches[name] = d
+        self.enforcer.reconfigure(config, switches, self.notices(config), self.oncall(config))
+
+
+class Runtime:
+    """The daemon plus the resources it owns (poller, metrics server) and their lifecycles.
+
+    Every real part is built here from one config snapshot. The poller and the factories of
+    switch drivers, customer notices and on-call sinks can be injected: tests/sim runs this
+    same wiring against a simulated switch and a fake clock.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None,
+        clock: Clock | None = None,
+        *,
+        poller: PortPoller | None = None,
+        driver_factory: DriverFactory = switch_driver,
+        notices_factory: NoticesFactory = customer_notices,
+        oncall_factory: OnCallFactory = oncall,
+        lease_factory: LeaseFactory = enforcement_lease,
+    ):
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
-        self.poller = SnmpPoller(
+        self._driver_factory = driver_factory
+        self._notices_factory = notices_factory
+        self._oncall_factory = oncall_factory
+        self.poller: PortPoller = poller or SnmpPoller(
             wall=self.clock.at, mono=self.clock.now,
             max_concurrency=config.agent.snmp_max_concurrency,
         )
         usage = UsageStore(f"sqlite:///{config.agent.state_dir / 'usage.sqlite'}")
         self.actions = ActionStore(config.agent.actions_database())
-        ha = config.agent.ha
-        self.lease: Lease = (
-            EnforcementLease(config.agent.ledger_database(), holder=ha.holder, keys=sorted(config.switches),
-                             renew_s=ha.renew_s)
-            if ha is not None else LocalLease(keys=sorted(config.switches)))
+        self.lease: Lease = lease_factory(config)
         self.ledger = LedgerStore(config.agent.ledger_database())
         self.outages = OutageRecorder(self.ledger, config)
-        drivers = {name: d for name, sw in config.switches.items() if (d := switch_driver(sw)) is not None}
+        drivers = {name: d for name, sw in config.switches.items() if (d := driver_factory(sw)) is not None}
         self.enforcer = Enforcer(
             config, store=self.actions, switches=drivers, readback=self._readback,
-            clock=self.clock, metrics=self.metrics, notifier=customer_notices(config),
-            oncall=oncall(config), outages=self.outages, lease=self.lease,
+            clock=self.clock, metrics=self.metrics, notifier=notices_factory(config),
+            oncall=oncall_factory(config), outages=self.outages, lease=self.lease,
         )
         if isinstance(self.lease, EnforcementLease):
             self.lease.on_acquired = self.enforcer.take_over
@@ -125,18 +203,18 @@ class Runtime:
         self.daemon.after_reload = self._reconfigure
 
     def _reconfigure(self, new: Config) -> None:
-        """SIGHUP: the enforcer and the detectors follow the daemon onto the new config."""
-        old = self.enforcer.config
-        drivers = {}
-        for name, sw in new.switches.items():
-            kept = self.enforcer.switches.get(name)
-            same = name in old.switches and old.switches[name] == sw
-            d = kept if same and kept is not None else switch_driver(sw)
-            if d is not None:
-                drivers[name] = d
-        self.enforcer.reconfigure(new, drivers, customer_notices(new), oncall(new))
+        """SIGHUP: one new snapshot handed to every component that holds the config, in order."""
+        for part in self._reloadables():
+            part.reconfigure(new)
+
+    def _reloadables(self) -> list[Reconfigurable]:
+        parts: list[Reconfigurable] = [
+            self.daemon, self.outages, _LeaseKeys(self.lease, self.metrics),
+            _EnforcerParts(self.enforcer, self._driver_factory, self._notices_factory, self._oncall_factory),
+        ]
         if self.abuse is not None:
-            self.abuse.reconfigure(new)
+            parts.append(self.abuse)
+        return parts
 
     async def _poll(self, sw: SwitchConfig) -> PortPoll:
         return await self.poller.poll(snmp_target(sw))
@@ -153,15 +231,32 @@ class Runtime:
         self._http = MetricsServer(self.metrics.registry, a.metrics_listen, a.metrics_port, web)
         return self._http.start()
 
-    async def run(self) -> None:
-        a = self.daemon.config.agent
-        a.state_dir.mkdir(parents=True, exist_ok=True)
+    async def start_core(self) -> None:
+        """Open the stores, take the leases and reconcile: everything but the network listeners.
+
+        tests/sim starts the agent this way and then drives its jobs with a fake clock.
+        """
+        self.daemon.config.agent.state_dir.mkdir(parents=True, exist_ok=True)
         await self.poller.start()
+        if self.daemon.usage is not None:
+            self.daemon.usage.start()
         self.actions.start()
         self.ledger.start()
         self.outages.start()
         await self.lease.start()
         await self.enforcer.start()
+
+    async def stop_core(self) -> None:
+        await self.lease.stop()
+        await self.poller.close()
+        self.actions.close()
+        self.ledger.close()
+        if self.daemon.usage is not None:
+            self.daemon.usage.close()
+
+    async def run(self) -> None:
+        a = self.daemon.config.agent
+        await self.start_core()
         # The API and its token exist before /metrics answers: whoever waits for the agent to
         # come up can then use both.
         self.api = ApiServer(self.enforcer, listen=a.api_listen, port=a.api_port,
@@ -176,9 +271,6 @@ class Runtime:
             if self.abuse is not None:
                 await self.abuse.stop()
             self.api.stop()
-            await self.lease.stop()
-            await self.poller.close()
-            self.actions.close()
-            self.ledger.close()
+            await self.stop_core()
             if self._http is not None:
                 self._http.stop()

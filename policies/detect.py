@@ -24,6 +24,13 @@ RULE_OF: Mapping[str, str] = {
     FLOOD: "R6", SPAM: "R5", SCAN: "R6", SPOOF: "R4", EXTRA_IP: "R4",
     UNDECLARED_PORT: "R8", PROXY: "R7",
 }
+# R9: which findings are attacks on other people's machines. Only these may be cut before the
+# customer has been told (when the customer cannot be reached); spam, stolen addresses, proxies
+# and undeclared ports wait out the grace period. The enforcement policy is the only reader.
+ATTACKS_OTHERS: Mapping[str, bool] = {
+    FLOOD: True, SCAN: True, SPAM: False, SPOOF: False, EXTRA_IP: False,
+    UNDECLARED_PORT: False, PROXY: False,
+}
 
 Severity = Literal["info", "warning", "critical"]
 PortKey = tuple[str, int]
@@ -192,6 +199,11 @@ class Detection:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.server, self.detector, self.kind)
+
+    @property
+    def attacks_others(self) -> bool:
+        """R9: the detector's own declaration, not the severity (every actionable one is critical)."""
+        return ATTACKS_OTHERS[self.detector]
 
 
 class _Distinct:

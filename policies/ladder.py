@@ -62,6 +62,9 @@ class Notify:
     stage: Literal["warning", "suspension", "restored"]
     evidence: Evidence
     key: str  # idempotency: the same notice is not sent twice
+    # What the notice promises: a warning's grace end, a suspension's term end; None promises
+    # no time (a shut that follows at once, a suspension until a restore request).
+    until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class Rung:
     restore_requested: bool = False
     evidence: Evidence | None = None
     restored_at: datetime | None = None  # evidence older than this cannot start a new episode
+    attack: bool = False  # the latest evidence is an attack on others (R9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +132,8 @@ def _shut(r: Rung, rule: LadderRule, at: datetime, why: str) -> Step:
     rung = replace(r, phase="shut", shut_at=at, until=until, repeats=r.repeats + (at,),
                    restore_requested=False)
     return Step(rung, (ShutPort(r.server, r.reason, r.evidence, _key(r, "shut"), until),
-                       Notify(r.server, r.reason, "suspension", r.evidence, _key(r, "suspension"))),
+                       Notify(r.server, r.reason, "suspension", r.evidence, _key(r, "suspension"),
+                              until)),
                 why)
 
 
@@ -140,22 +145,30 @@ def step(
     violating: bool,
     evidence: Evidence | None = None,
     attack: bool = False,
+    may_shut: bool = True,
 ) -> Step:
     """Advance one rung by one observation.
 
     `violating` is whether the violation is present now (a sustained actionable overage, a
     fresh actionable detection, a standing billing or operator request). `attack` marks a
-    detection severe enough to cut first when the customer cannot be reached (R9).
+    finding that is an attack on others, to be cut first when the customer cannot be reached
+    (R9). `may_shut` is False when a safety rail refuses: the rung then stays noticed (the
+    warning still goes out) and the shut is tried again at the next observation.
     """
     if r.phase in ("idle", "restored"):
         if not violating:
             return Step(r)
         assert evidence is not None, "a violation needs its evidence"
         rung = replace(r, phase="noticed", episode=r.episode + 1, noticed_at=at, notice="pending",
-                       evidence=evidence, shut_at=None, until=None, restore_requested=False)
+                       evidence=evidence, shut_at=None, until=None, restore_requested=False,
+                       attack=attack)
+        # The warning promises the grace period only when one will really run.
+        grace_end = at + timedelta(seconds=rule.grace_s) if rule.grace_s > 0 else None
         intents: tuple[Intent, ...] = (
-            Notify(r.server, r.reason, "warning", evidence, _key(rung, "warning")),)
+            Notify(r.server, r.reason, "warning", evidence, _key(rung, "warning"), grace_end),)
         if rule.grace_s <= 0:
+            if not may_shut:
+                return Step(rung, intents, "no grace period, but the shut is refused")
             s = _shut(rung, rule, at, "no grace period for this reason")
             return Step(s.rung, intents + s.intents, s.why)
         return Step(rung, intents, f"notified; grace {rule.grace_s:g} s before a shut")
@@ -165,14 +178,18 @@ def step(
             # The customer fixed it within the grace period: back to observing.
             return Step(replace(r, phase="idle"), (), "violation ended within the grace period")
         if evidence is not None:
-            r = replace(r, evidence=evidence)
+            r = replace(r, evidence=evidence, attack=attack)
         assert r.noticed_at is not None
-        if attack and rule.shut_at_once_if_unreachable and r.notice == "unreachable":
-            return _shut(r, rule, at, "attack and the customer cannot be reached (R9)")
         waited = (at - r.noticed_at).total_seconds()
-        if waited >= rule.grace_s:
-            return _shut(r, rule, at, f"still violating after the {rule.grace_s:g} s grace period")
-        return Step(r, (), f"in grace: {waited:.0f} of {rule.grace_s:g} s")
+        if r.attack and rule.shut_at_once_if_unreachable and r.notice == "unreachable":
+            why = "attack and the customer cannot be reached (R9)"
+        elif waited >= rule.grace_s:
+            why = f"still violating after the {rule.grace_s:g} s grace period"
+        else:
+            return Step(r, (), f"in grace: {waited:.0f} of {rule.grace_s:g} s")
+        if not may_shut:
+            return Step(r, (), f"{why}, but the shut is refused")
+        return _shut(r, rule, at, why)
 
     # phase == "shut"
     if r.restore_requested:

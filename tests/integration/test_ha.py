@@ -349,3 +349,62 @@ def test_two_agents_share_one_ledger_chain(url: str, agents: list[Agent]) -> Non
         x.send("stop")
         x.wait(lambda m: m["event"] == "stopped")
         assert x.proc.wait(timeout=5) == 0
+
+
+HA_CONFIG = """\
+agent: {{state_dir: "{state}", mode: enforce, ledger_url: "{url}", ha: {{holder: noc-a, renew_s: 0.5}}}}
+templates:
+  rental: {{cap_mbps: 10, credit: rental}}
+switches:
+{switches}
+servers:
+  - {{id: srv-a, customer: c1, switch: {home}, port: Gi0/1, ips: [192.0.2.11], template: rental,
+     monthly_fee_fen: 80000}}
+"""
+HA_SWITCH = """\
+  {name}:
+    address: 192.0.2.2
+    vendor: cisco_ios
+    snmp: {{version: "2c", community: public}}
+    ports: ["Gi0/[1-2]"]
+"""
+
+
+@pytest.mark.lab
+def test_a_switch_added_by_sighup_is_leased(url: str, tmp_path: Path) -> None:
+    # Bug: a reload never handed the new switch list to the lease, so a switch added by SIGHUP
+    # in a shared deployment was never held: never enforced, its outages never recorded.
+    from rackwarden.agent import config as configmod
+    from rackwarden.agent.clock import SystemClock
+    from rackwarden.agent.wiring import Runtime
+
+    path = tmp_path / "rw.yaml"
+
+    def write(*switches: str) -> None:
+        path.write_text(HA_CONFIG.format(state=tmp_path / "state", url=url, home=switches[0],
+                                         switches="".join(HA_SWITCH.format(name=s) for s in switches)))
+
+    write("sw1")
+    rt = Runtime(configmod.load(path), path, clock=SystemClock())
+
+    async def go() -> None:
+        rt.ledger.start()
+        rt.actions.start()
+        await rt.lease.start()
+        try:
+            assert rt.lease.held("sw1") and not rt.lease.held("sw2")
+            write("sw1", "sw2")
+            assert rt.daemon.reload() is True
+            await rt.lease.refresh()
+            assert rt.lease.held("sw2"), "the switch added by the reload is not leased"
+            assert rt.enforcer.lease.held("sw2") and rt.daemon.records("sw2")
+            write("sw2")
+            assert rt.daemon.reload() is True
+            await rt.lease.refresh()
+            assert not rt.lease.held("sw1"), "a switch removed by the reload is still leased"
+        finally:
+            await rt.lease.stop()
+            rt.actions.close()
+            rt.ledger.close()
+
+    asyncio.run(go())
