@@ -8,7 +8,7 @@ DEB_PACKAGES := python3-venv snmpd snmp openssh-server openssh-client prometheus
 DEB_STAMP := $(VENV)/.deb-ok
 PY_STAMP := $(VENV)/.py-ok
 
-.PHONY: deps test test-unit test-lab demo demo-stop bench fuzz lint clean install
+.PHONY: deps test test-unit test-lab test-sim typecheck demo demo-stop bench fuzz lint clean install
 
 deps: $(DEB_STAMP) $(PY_STAMP)
 
@@ -30,9 +30,22 @@ $(PY_STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	@touch $@
 
-test: deps
+test: deps typecheck
 	$(VENV)/bin/ruff check agent drivers policies tests bench fuzz
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# mypy --strict on the package as it installs (rackwarden.agent, .drivers, .policies): a tree of
+# links with the installed layout, so cross-package imports are typed, not Any.
+MYPY_TREE := $(VENV)/mypy-tree
+typecheck: deps
+	@rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/rackwarden
+	@for d in agent drivers policies; do ln -s $(CURDIR)/$$d $(MYPY_TREE)/rackwarden/$$d; done
+	cd $(MYPY_TREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
+	  --cache-dir $(CURDIR)/$(VENV)/.mypy_cache --namespace-packages --explicit-package-bases -p rackwarden
+
+# The whole agent on a simulated switch with a fake clock: no root, no network, seconds.
+test-sim: deps
+	$(PY) -m pytest -q -p no:cacheprovider tests/sim
 
 test-unit: deps
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

@@ -172,11 +172,11 @@ class AbuseService:
             if det.actionable and (best is None or det.confidence > best.confidence):
                 active[det.server] = det
         for s in self.config.servers:
-            det = active.get(s.id)
+            standing = active.get(s.id)
             rung = self.enforcer.rungs.get((s.id, "abuse"))
-            if det is None and (rung is None or rung.phase != "noticed"):
+            if standing is None and (rung is None or rung.phase != "noticed"):
                 continue
-            await self.enforcer.on_abuse(s.id, det, self._evidence.get(det.key) if det else None)
+            await self.enforcer.on_abuse(s.id, standing, self._evidence.get(standing.key) if standing else None)
         return found
 
     def source_counters(self) -> dict[str, Any]:

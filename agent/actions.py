@@ -124,7 +124,7 @@ def rung_from_json(text: str) -> Rung:
         until=_dt(d["until"]), repeats=tuple(datetime.fromisoformat(t) for t in d["repeats"]),
         restore_requested=d["restore_requested"], restored_at=_dt(d.get("restored_at")),
         attack=bool(d.get("attack", False)),
-        evidence=Evidence(ev["rule"], ev["summary"], tuple(tuple(f) for f in ev["figures"]),  # type: ignore[misc]
+        evidence=Evidence(ev["rule"], ev["summary"], tuple((str(f[0]), f[1]) for f in ev["figures"]),
                           tuple(ev["refs"])) if ev else None,
     )
 

@@ -322,7 +322,7 @@ class Enforcer:
             outcome: E.Event = E.NoticeOutcome(intent.key, delivered)
         else:
             state, admin = await self._change(server, intent, at, actor, before)
-            outcome = E.ActionOutcome(intent.key, intent.action, state, admin)  # type: ignore[arg-type]
+            outcome = E.ActionOutcome(intent.key, intent.action, state, admin)
         current = self.rungs.get((server.id, reason), L.Rung(server.id, reason))
         follow = E.step(current, rule, outcome, self._rails(server, reason, at), at)
         await self._record_refusal(server, reason, current, follow, at, actor, mode)

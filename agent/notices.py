@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from rackwarden.drivers.notify import Notice, SmtpNotifier, figures_from_metrics
 from rackwarden.policies import ladder as L
@@ -19,11 +19,10 @@ class CustomerNotices:
 
     def notice(self, server: ServerConfig, intent: L.Notify, rung: L.Rung, at: datetime) -> Notice:
         t = self.config.templates[server.template]
-        if intent.stage == "warning":
-            grace = self.config.enforcement.rules[intent.reason].rule.grace_s
-            until: datetime | None = at + timedelta(seconds=grace)
-        else:
-            until = rung.until
+        # The enforcement step decided what this notice may promise (a grace end, a term end
+        # or nothing); a deadline recomputed here from the config could promise a grace
+        # period that never runs.
+        until = intent.until
         ev = intent.evidence
         return Notice(
             key=intent.key, server=server.id, customer=server.customer, to=server.contacts,

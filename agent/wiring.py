@@ -40,7 +40,7 @@ def snmp_target(sw: SwitchConfig) -> SnmpTarget:
         name=sw.name,
         host=sw.address,
         port=sw.snmp_port,
-        version=a.version,
+        version="3" if a.version == "3" else "2c",
         community=a.community,
         user=a.user,
         auth_protocol=a.auth_protocol or "sha",

@@ -181,10 +181,10 @@ def step(
     """Judge one port in one poll against its baseline; return the sample and the new baseline."""
     pc = poll.ports.get(port)
     if pc is None or pc.in_octets is None or pc.out_octets is None:
-        why = "octet counters not in reply" if pc is not None else (
+        missing = "octet counters not in reply" if pc is not None else (
             poll.error_detail or poll.error or "port not in reply"
         )
-        return RateSample(poll.switch, port, poll.at, "missing", why), prev
+        return RateSample(poll.switch, port, poll.at, "missing", missing), prev
 
     # The agent's own speed is the physical limit; the configured one is the fallback.
     speed_bps = pc.high_speed_mbps * 1_000_000 if pc.high_speed_mbps else configured_speed_bps

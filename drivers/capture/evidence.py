@@ -8,6 +8,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -25,17 +26,22 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 class DetectionLike(Protocol):
     """What evidence needs from a policies.detect.Detection."""
 
-    detector: str
-    kind: str
-    server: str
-    first_seen: float
-    last_seen: float
-    evidence: tuple[FlowSample, ...]
-    ports: tuple[PortKey, ...]
-
     @property
-    def last_at(self):  # type: ignore[no-untyped-def]  # noqa: ANN201 - datetime
-        ...
+    def detector(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def server(self) -> str: ...
+    @property
+    def first_seen(self) -> float: ...
+    @property
+    def last_seen(self) -> float: ...
+    @property
+    def evidence(self) -> tuple[FlowSample, ...]: ...
+    @property
+    def ports(self) -> tuple[PortKey, ...]: ...
+    @property
+    def last_at(self) -> datetime: ...
 
 
 class EvidenceRing:

@@ -169,3 +169,28 @@ def test_an_unreachable_spammer_is_not_cut_before_the_grace_period(tmp_path: Pat
     rig.clock.advance(grace)
     asyncio.run(rig.enf.on_abuse("s2", spam_detection(rig.clock.at()), None))
     assert rig.sw.admin["Gi0/2"] == "down" and rig.enf.rungs[("s2", "abuse")].phase == "shut"
+
+
+def test_the_customer_notice_of_a_requested_suspension_promises_no_grace(tmp_path: Path) -> None:
+    # Bug: agent/notices.py recomputed the warning's deadline from the configured grace, so
+    # `suspend --reason abuse` told the customer to fix it "before" a time after the cut.
+    from types import SimpleNamespace
+
+    from rackwarden.agent.notices import CustomerNotices
+
+    from tests.unit.test_enforcer import Rig
+
+    sent: list[object] = []
+
+    class Smtp:
+        async def send(self, notice: object, at: datetime) -> SimpleNamespace:
+            sent.append(notice)
+            return SimpleNamespace(delivered=True, detail="250 ok")
+
+    rig = Rig(tmp_path)
+    rig.enf.notifier = CustomerNotices(rig.cfg, Smtp())  # type: ignore[arg-type]
+    asyncio.run(rig.enf.suspend("s3", "abuse", "phishing kit reported by CNCERT", "noc:li"))
+    by_stage = {n.stage: n for n in sent}  # type: ignore[attr-defined]
+    assert rig.sw.admin["Gi0/3"] == "down"
+    assert by_stage["warning"].until is None
+    assert by_stage["suspension"].until is None  # abuse: until a restore request
