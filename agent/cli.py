@@ -9,6 +9,7 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from . import config as configmod
@@ -91,7 +92,7 @@ def cmd_sla_explain(args: argparse.Namespace) -> int:
     return explain_main(["--input", args.input])
 
 
-def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
+def _api(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """Call the running daemon's local API with the token from its state directory."""
     import urllib.error
     import urllib.request
@@ -111,7 +112,8 @@ def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = N
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=130) as r:
-            return json.loads(r.read())
+            doc: dict[str, Any] = json.loads(r.read())
+            return doc
     except urllib.error.HTTPError as e:
         print(f"{method} {path}: {e.code} {json.loads(e.read() or b'{}').get('error', '')}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -120,7 +122,7 @@ def _api(args: argparse.Namespace, method: str, path: str, body: dict | None = N
         raise SystemExit(2) from None
 
 
-def _print_status(doc: dict, as_json: bool) -> None:
+def _print_status(doc: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(doc, ensure_ascii=False, indent=1))
         return
@@ -246,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from .ledger_cli import COMMANDS as LEDGER_COMMANDS
+    from .ledger.cli import COMMANDS as LEDGER_COMMANDS
 
     # The ledger's commands parse their own arguments (agent/ledger_cli.py).
     if len(argv) >= 2 and (argv[0], argv[1]) in LEDGER_COMMANDS:

@@ -13,6 +13,10 @@ Pipeline for one server:
    is split there; each part belongs to its month.
 3. `server_month`: each outage part earns units by the template (per part, rounded per the
    template), the month's amount is summed, capped, and rounded once per server-month.
+
+Around it: what an operator may reclassify an outage to and what that records
+(`reclassification`), where an outage stands after corrections (`standing_class`), and which
+template a report runs for a contract (`report_template`, `month_to_date` for R20).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from fractions import Fraction
 from types import MappingProxyType
@@ -144,6 +148,110 @@ def outage_class_of(cause: str, false_positive: bool = False) -> OutageClass:
             )
         return "provider"
     return entry.outage_class
+
+
+# ---------------------------------------------------------------------------------------------
+# Operators' corrections (issue 5): what an outage may be reclassified to, and what is recorded.
+#
+# The engine classifies by cause, so a class is always written as a cause:
+# - maintenance is written as planned_work (or cutover): R17 lets only a declared window with
+#   the template's notice excuse time, so the report shows it as maintenance exactly where such
+#   a window covers it, and as provider elsewhere, with the reason.
+# - none says "no outage after all" (e.g. the switch did not answer but the port forwarded):
+#   the record stays in the log and counts nowhere.
+
+ReclassTarget = Literal["provider", "customer", "maintenance", "excluded", "none"]
+RECLASS_TARGETS: tuple[ReclassTarget, ...] = ("provider", "customer", "maintenance", "excluded", "none")
+DEFAULT_CAUSE: Mapping[str, str] = MappingProxyType(
+    {
+        "provider": "provider_fault",
+        "customer": "customer_fault",
+        "maintenance": "planned_work",
+        "excluded": "force_majeure",
+    }
+)
+MAINTENANCE_CAUSES: tuple[str, ...] = ("planned_work", "cutover")
+
+
+class ReclassificationError(ValueError):
+    """A correction that cannot mean anything; the message says what to ask for instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """Where an outage stands: its class ("none": no outage after all), cause and false-positive
+    flag. `cause` is None exactly when the class is "none"."""
+
+    outage_class: str
+    cause: str | None
+    false_positive: bool = False
+
+
+def reclassification(
+    outage: str,
+    current_cause: str | None,
+    recorded_cause: str,
+    outage_class: str,
+    cause: str | None = None,
+    false_positive: bool = False,
+) -> Classification:
+    """What an operator's "make outage `outage` of class `outage_class`" records.
+
+    `current_cause` is the outage's cause now (None if an operator said "none"), and
+    `recorded_cause` the one it started with. `cause` picks a cause of the class (default: the
+    class's generic one, DEFAULT_CAUSE). `false_positive` marks an enforcement (a customer-class
+    cause, now or at the start) as RackWarden's mistake: it keeps that cause and becomes
+    provider time. Raises ReclassificationError, saying what to ask for, when the request
+    cannot mean anything.
+    """
+    if false_positive:
+        if outage_class != "provider":
+            raise ReclassificationError(
+                "--false-positive makes the outage provider time: use --class provider"
+            )
+        enforcement = next(
+            (c for c in (current_cause, recorded_cause)
+             if c is not None and c in CAUSES and CAUSES[c].outage_class == "customer"),
+            None,
+        )
+        if enforcement is None:
+            raise ReclassificationError(
+                f"outage {outage} ({recorded_cause}) was not an enforcement or customer "
+                f"outage; a false positive applies only to those. Use --class provider."
+            )
+        if cause is not None and cause != enforcement:
+            raise ReclassificationError("--cause cannot be combined with --false-positive")
+        return Classification(outage_class_of(enforcement, True), enforcement, True)
+    if outage_class == "none":
+        if cause is not None:
+            raise ReclassificationError("--class none takes no --cause")
+        return Classification("none", None)
+    if outage_class not in DEFAULT_CAUSE:
+        raise ReclassificationError(
+            f"class must be one of {', '.join(RECLASS_TARGETS)}, got {outage_class!r}"
+        )
+    new_cause = cause or DEFAULT_CAUSE[outage_class]
+    if new_cause not in CAUSES:
+        raise ReclassificationError(f"unknown cause {new_cause!r}; known: {', '.join(CAUSES)}")
+    fits = (new_cause in MAINTENANCE_CAUSES if outage_class == "maintenance"
+            else CAUSES[new_cause].outage_class == outage_class)
+    if not fits:
+        raise ReclassificationError(f"cause {new_cause!r} is not of class {outage_class}")
+    return Classification(outage_class_of(new_cause), new_cause)
+
+
+def standing_class(agent_cause: str, operator: Classification | None) -> Classification:
+    """Where an outage stands now: the last operator's decision, else the agent's latest cause.
+
+    An operator's decision stands until another operator's; the agent's later evidence only
+    refines what the agent itself recorded.
+    """
+    if operator is None:
+        return Classification(outage_class_of(agent_cause), agent_cause)
+    if operator.cause is None:
+        return operator
+    return Classification(outage_class_of(operator.cause, operator.false_positive),
+                          operator.cause, operator.false_positive)
 
 
 def _check_time(name: str, at: datetime) -> None:
@@ -943,24 +1051,88 @@ def server_months(
     return tuple(out)
 
 
+def month_to_date(
+    contract: ServerContract,
+    records: Sequence[OutageRecord],
+    windows: Sequence[MaintenanceWindow],
+    period: str,
+    tz: tzinfo,
+) -> ServerMonth:
+    """One month with the paid-total cap (R20) on the running total: every earlier month the
+    records reach is computed by the same engine first, so its credit counts against the cap."""
+    m_start, m_end = month_bounds(period, tz)
+    if not records:
+        return server_month(contract, records, windows, period, tz)
+    first = min(r.start for r in records)
+    periods = periods_between(min(first, m_start), m_end, tz)
+    return server_months(contract, records, windows, periods, tz)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateChoice:
+    """The credit template a report runs for one contract, and why it differs from the contract's."""
+
+    template: CreditTemplate
+    credit_rule: str | None  # the contract's credit rule; None: it has none (seconds only)
+    notes: tuple[str, ...] = ()
+
+
+NO_CREDIT = "none"  # a contract template's explicit "no credit rule": seconds by class only
+
+
+def report_template(
+    credit: str, templates: Mapping[str, CreditTemplate], paid_total_fen: int | None
+) -> TemplateChoice:
+    """The credit rule a contract template names (`templates.<name>.credit`), without the
+    paid-total cap (R20) when no paid total is known; `none` earns nothing (the seconds by
+    class are still reported). A rule that is not known is an error, never a silent zero."""
+    template = templates.get(credit)
+    if template is None:
+        if credit != NO_CREDIT:
+            raise TemplateError(credit, "credit", f"unknown credit rule (known: {', '.join(templates)},"
+                                f" {NO_CREDIT})")
+        neutral = CreditTemplate(
+            name="no credit rule",
+            kind="extension_time",
+            creditable_classes=frozenset(),
+            multiplier=Fraction(1),
+            window_rules=(WindowRule("planned", 0, "maintenance"),
+                          WindowRule("cutover", 0, "maintenance")),
+        )
+        return TemplateChoice(neutral, None, ("the contract names no credit rule (credit: none): seconds only",))
+    if template.cap_paid_total and paid_total_fen is None:
+        return TemplateChoice(
+            replace(template, cap_paid_total=False), template.name,
+            ("paid-total cap (R20) not applied: no paid total given (--paid-total)",))
+    return TemplateChoice(template, template.name)
+
+
 __all__ = [
     "BUILTIN_TEMPLATES",
     "CAUSES",
+    "NO_CREDIT",
     "CAUSE_LIST",
     "CLASSES",
     "CLASS_PRECEDENCE",
     "COLO",
     "Cause",
+    "Classification",
     "CreditTemplate",
+    "DEFAULT_CAUSE",
     "DEFAULT_TIMEZONE",
+    "MAINTENANCE_CAUSES",
     "MaintenanceWindow",
     "OutageClass",
     "OutagePart",
     "OutageRecord",
+    "RECLASS_TARGETS",
     "RENTAL",
+    "ReclassTarget",
+    "ReclassificationError",
     "Segment",
     "ServerContract",
     "ServerMonth",
+    "TemplateChoice",
     "TemplateError",
     "WINDOW_KINDS",
     "WindowRule",
@@ -970,11 +1142,15 @@ __all__ = [
     "duration_text",
     "fraction_text",
     "month_bounds",
+    "month_to_date",
     "outage_class_of",
     "parse_period",
     "periods_between",
+    "reclassification",
+    "report_template",
     "round_fraction",
     "server_month",
     "server_months",
+    "standing_class",
     "template_from_dict",
 ]

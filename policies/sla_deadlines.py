@@ -7,7 +7,7 @@ the obligation is done at or before it ("within 24 hours" includes the 24th hour
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -200,3 +200,35 @@ def check_repair(
             )
         )
     return tuple(out)
+
+
+def outage_repair(
+    outage: str,
+    outage_class: str,
+    terms: RepairTerms | None,
+    started_at: datetime,
+    now: datetime,
+    *,
+    acknowledged_at: datetime | None = None,
+    on_site_at: datetime | None = None,
+    resolved_at: datetime | None = None,
+    ended_at: datetime | None = None,
+) -> tuple[Finding, ...]:
+    """R19 for one ledger outage: only provider time under a contract with repair terms carries
+    a repair duty. Customer, maintenance and excluded time carry none; unknown time is the
+    RackWardenUnknownOutage alert's business until it is classified. The fault counts as
+    repaired at `resolved_at`, else when the port forwarded again (`ended_at`)."""
+    if outage_class != "provider" or terms is None:
+        return ()
+    return check_repair(outage, terms, started_at, now, acknowledged_at=acknowledged_at,
+                        on_site_at=on_site_at, resolved_at=resolved_at or ended_at)
+
+
+def open_deadlines(findings: Iterable[Finding]) -> dict[tuple[str, str, str], int]:
+    """How many obligations are not done yet, by (rule, check, "pending" | "overdue")."""
+    out: dict[tuple[str, str, str], int] = {}
+    for f in findings:
+        if f.done_at is None:
+            key = (f.rule, f.check, "overdue" if f.status == "breached" else "pending")
+            out[key] = out.get(key, 0) + 1
+    return out

@@ -29,7 +29,7 @@ from rackwarden.agent.ledger import (
     ledger_metrics,
     sla_report,
 )
-from rackwarden.agent.ledger_cli import (
+from rackwarden.agent.ledger.cli import (
     main_ledger_ack,
     main_ledger_incident,
     main_ledger_list,
@@ -38,9 +38,8 @@ from rackwarden.agent.ledger_cli import (
     main_ledger_verify,
     main_maintenance_add,
     main_maintenance_cancel,
-    main_report_deadlines,
-    main_report_sla,
 )
+from rackwarden.agent.ledger.report_cli import main_report_deadlines, main_report_sla
 from rackwarden.agent.metrics import Metrics
 from rackwarden.policies.facts import PortCounters, PortPoll
 from rackwarden.policies.sla_deadlines import REPAIR_TERMS
@@ -55,8 +54,8 @@ CONFIG = """\
 version: 1
 agent: {{state_dir: "{state}", timezone: Asia/Shanghai}}
 templates:
-  rental: {{cap_mbps: 10}}
-  colo: {{cap_mbps: 10}}
+  rental: {{cap_mbps: 10, credit: rental}}
+  colo: {{cap_mbps: 10, credit: colo}}
 switches:
   sw1:
     address: 192.0.2.2
@@ -491,6 +490,22 @@ class LedgerSuite:
                 r1_outage["evidence"]["state"]) == (seqs["r1"], "provider", 5400, "oper_down")
         assert doc["ledger"]["verified"] is True
         assert doc["ledger"]["head_seq"] == store.head().seq
+
+    def test_the_credit_rule_is_the_one_the_template_names(self, store: LedgerStore, config_path: Path,
+                                                          ledger_url: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+        # Bug: the credit rule was looked up by the template's *name*, so a template called
+        # anything but rental or colo (e.g. `campus`) silently earned no credit at all.
+        text = config_path.read_text().replace("  rental: {cap_mbps: 10, credit: rental}",
+                                                "  campus: {cap_mbps: 10, credit: rental}")
+        config_path.write_text(text.replace("template: rental", "template: campus"))
+        config = configmod.load(config_path)
+        assert set(config.templates) == {"campus", "colo"} and config.server("r1").template == "campus"  # type: ignore[union-attr]
+        seqs = scenario(store, config)
+        store.reclassify(seqs["r1"], "provider", "uplink optic", Z("2026-11-04T00:00:00Z"))
+        s = by_id(report(config_path, ledger_url, capsys))
+        # The same arithmetic as under `rental`: 2 × ceil(5400 s / 3600 s) h × 100 fen.
+        assert (s["r1"]["seconds_by_class"]["provider"], s["r1"]["credit_fen"]) == (5400, 400)
 
     def test_false_positive_enforcement_becomes_provider(
         self, store: LedgerStore, config: configmod.Config, config_path: Path, ledger_url: str,

@@ -28,8 +28,10 @@ from rackwarden.policies.sla import (
     WindowRule,
     classify,
     contract_timezone,
+    month_to_date,
     outage_class_of,
     periods_between,
+    report_template,
     round_fraction,
     server_month,
     server_months,
@@ -37,9 +39,12 @@ from rackwarden.policies.sla import (
 )
 from rackwarden.policies.sla_deadlines import (
     REPAIR_TERMS,
+    Finding,
     check_incident_report,
     check_repair,
     check_unreachable,
+    open_deadlines,
+    outage_repair,
 )
 
 T = datetime.fromisoformat
@@ -742,6 +747,97 @@ def test_r19_pending_deadlines() -> None:
         ("answer", "pending", T("2026-11-20T12:30:00+08:00")),
         ("on_site", "pending", T("2026-11-20T13:30:00+08:00")),
     ]
+
+
+@pytest.mark.parametrize(
+    ("outage_class", "terms", "resolved", "ended", "expected"),
+    [
+        # Only provider time under a contract with repair terms carries a repair duty.
+        ("provider", "colo", None, None, [("resolve", "breached", None)]),
+        ("customer", "colo", None, None, []),
+        ("maintenance", "colo", None, None, []),
+        ("excluded", "colo", None, None, []),
+        ("unknown", "colo", None, None, []),  # the unknown-outage alert's business
+        ("none", "colo", None, None, []),
+        ("provider", None, None, None, []),  # no repair terms in the contract
+        # Repaired at the resolve entry, else when the port forwarded again.
+        ("provider", "colo", None, "2026-11-20T09:00:00+08:00",
+         [("resolve", "met", "2026-11-20T09:00:00+08:00")]),
+        ("provider", "colo", "2026-11-20T08:00:00+08:00", "2026-11-20T11:00:00+08:00",
+         [("resolve", "met", "2026-11-20T08:00:00+08:00")]),
+        ("provider", "colo", None, "2026-11-20T11:00:00+08:00",
+         [("resolve", "breached", "2026-11-20T11:00:00+08:00")]),
+        ("provider", "integration", None, None,
+         [("answer", "breached", None), ("on_site", "breached", None)]),
+    ],
+)
+def test_outage_repair_duty(outage_class: str, terms: str | None, resolved: str | None,
+                            ended: str | None, expected: list[tuple[str, str, str | None]]) -> None:
+    started = T("2026-11-19T10:00:00+08:00")
+    now = T("2026-11-20T12:00:00+08:00")
+    findings = outage_repair("#5", outage_class, REPAIR_TERMS[terms] if terms else None, started,
+                             now, resolved_at=opt(resolved), ended_at=opt(ended))
+    assert [(f.check, f.status, f.done_at) for f in findings] == [
+        (c, st_, opt(d)) for c, st_, d in expected]
+    assert all(f.subject == "#5" for f in findings)
+
+
+def test_open_deadlines_counts_what_is_not_done() -> None:
+    due = T("2026-11-20T12:00:00+08:00")
+
+    def f(rule: str, check: str, status: Literal["met", "pending", "breached"],
+          done: bool = False) -> Finding:
+        return Finding(rule, check, "x", status, due, due if done else None, "")
+
+    findings = [f("R13", "incident_report", "pending"), f("R13", "incident_report", "breached"),
+                f("R13", "incident_report", "breached"), f("R13", "incident_report", "met", True),
+                f("R19", "resolve", "breached", True),  # done late: nothing left to do
+                f("R19", "answer", "pending")]
+    assert open_deadlines(findings) == {
+        ("R13", "incident_report", "pending"): 1,
+        ("R13", "incident_report", "overdue"): 2,
+        ("R19", "answer", "pending"): 1,
+    }
+    assert open_deadlines([]) == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "paid", "credit_rule", "cap_paid_total", "notes"),
+    [
+        ("rental", 100_000, "rental", True, ()),
+        ("rental", None, "rental", False,
+         ("paid-total cap (R20) not applied: no paid total given (--paid-total)",)),
+        ("colo", None, "colo", False, ()),
+        ("colo", 5, "colo", False, ()),
+        ("none", None, None, False, ("the contract names no credit rule (credit: none): seconds only",)),
+    ],
+)
+def test_report_template(name: str, paid: int | None, credit_rule: str | None,
+                         cap_paid_total: bool, notes: tuple[str, ...]) -> None:
+    choice = report_template(name, BUILTIN_TEMPLATES, paid)
+    assert (choice.credit_rule, choice.template.cap_paid_total, choice.notes) == (
+        credit_rule, cap_paid_total, notes)
+    if credit_rule is None:
+        # Seconds by class are still reported, but nothing earns credit.
+        assert choice.template.creditable_classes == frozenset()
+        assert choice.template.name == "no credit rule"
+    else:
+        assert choice.template.rules == BUILTIN_TEMPLATES[name].rules
+
+
+def test_month_to_date_counts_earlier_months_against_the_paid_total() -> None:
+    # The same as test_paid_total_running_across_months, asked for December alone.
+    records = (out("2026-11-03T10:00:00+08:00", "2026-11-03T11:00:00+08:00"),
+               out("2026-12-03T10:00:00+08:00", "2026-12-03T11:00:00+08:00"))
+    contract = ServerContract("s1", RENTAL, 72000, 300)
+    dec = month_to_date(contract, records, (), "2026-12", SHANGHAI)
+    assert (dec.credited_before_fen, dec.credit_fen, dec.caps_applied) == (200, 100,
+                                                                           ("paid_total",))
+    # Records only after the month, or none: the month alone.
+    assert month_to_date(contract, records[1:], (), "2026-11", SHANGHAI) == server_month(
+        contract, records[1:], (), "2026-11", SHANGHAI)
+    assert month_to_date(contract, (), (), "2026-12", SHANGHAI) == server_month(
+        contract, (), (), "2026-12", SHANGHAI)
 
 
 # ------------------------------------------------------------------ properties

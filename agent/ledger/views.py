@@ -1,0 +1,222 @@
+"""Folds ledger entries into views: outages with their current class, incidents, maintenance windows.
+
+Nothing in the log is ever updated: a correction is a later entry referring to the one it
+corrects, so every view is the log folded in seq order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+from rackwarden.policies.outages import whole_second
+from rackwarden.policies.sla import Classification, MaintenanceWindow, OutageRecord, standing_class
+
+from .chain import Entry, parse_ts
+
+
+@dataclass(frozen=True, slots=True)
+class ClassChange:
+    """One classify/reclassify entry as it applies to an outage."""
+
+    seq: int
+    at: datetime
+    kind: str  # "classify" (agent) or "reclassify" (operator)
+    by: str
+    outage_class: str  # a class, or "none"
+    cause: str | None
+    false_positive: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutageView:
+    """An outage as the log says now: its start entry, end, and current cause after corrections.
+
+    `seq` (the outage_start entry's seq) is its identity in the ledger and in the CLI.
+    """
+
+    seq: int
+    outage_id: str
+    server: str
+    switch: str | None
+    port: str | None
+    state: str
+    start: datetime
+    end: datetime | None
+    recorded_cause: str
+    cause: str | None  # None when an operator said it was no outage ("none")
+    false_positive: bool
+    outage_class: str  # a class, or "none"
+    evidence: Mapping[str, Any]
+    end_evidence: Mapping[str, Any]
+    changes: tuple[ClassChange, ...] = ()
+    acknowledged_at: datetime | None = None
+    on_site_at: datetime | None = None
+    resolved_at: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.end is None
+
+    @property
+    def operator_resolved(self) -> bool:
+        return any(c.kind == "reclassify" for c in self.changes)
+
+    def end_or(self, now: datetime) -> datetime:
+        return self.end if self.end is not None else max(self.start, whole_second(now))
+
+    def seconds(self, now: datetime) -> int:
+        return int((self.end_or(now) - self.start) // timedelta(seconds=1))
+
+    def record(self, now: datetime) -> OutageRecord | None:
+        """The record the SLA engine takes; None if voided or of zero length."""
+        if self.cause is None:
+            return None
+        end = self.end_or(now)
+        if end <= self.start:
+            return None
+        return OutageRecord(f"#{self.seq}", self.server, self.start, end, self.cause,
+                            self.false_positive)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentView:
+    """An R13 security incident: when it was detected and when it was reported (if yet)."""
+
+    seq: int
+    server: str | None
+    summary: str
+    detected_at: datetime
+    reported_at: datetime | None
+    by: str
+
+    @property
+    def incident_id(self) -> str:
+        return f"I{self.seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowView:
+    """A declared maintenance window with when it was declared and by whom."""
+
+    seq: int
+    window: MaintenanceWindow
+    declared_at: datetime
+    by: str
+    reason: str
+
+
+
+def fold_outages(entries: Iterable[Entry]) -> list[OutageView]:
+    """Fold the log, in seq order, into the current view of every outage."""
+    starts: dict[int, dict[str, Any]] = {}
+    order: list[int] = []
+    for e in sorted(entries, key=lambda x: x.seq):
+        p = e.payload
+        if e.kind == "outage_start":
+            starts[e.seq] = {
+                "start": e, "end": None, "end_evidence": {}, "agent_cause": p["cause"],
+                "operator": None, "changes": [], "ack": None, "on_site": None, "resolved": None,
+            }
+            order.append(e.seq)
+            continue
+        if e.ref_seq is None or e.ref_seq not in starts:
+            continue
+        s = starts[e.ref_seq]
+        if e.kind == "outage_end":
+            s["end"] = parse_ts(p["end"])
+            s["end_evidence"] = p.get("evidence", {})
+        elif e.kind in ("classify", "reclassify"):
+            change = ClassChange(
+                e.seq, e.at, e.kind, str(p.get("by", "agent")), str(p["class"]),
+                p.get("cause"), bool(p.get("false_positive", False)), str(p.get("reason", "")),
+            )
+            s["changes"].append(change)
+            if e.kind == "reclassify":
+                s["operator"] = change
+            else:
+                s["agent_cause"] = change.cause
+        elif e.kind == "ack":
+            s["ack"] = s["ack"] or parse_ts(p["at"])
+        elif e.kind == "on_site":
+            s["on_site"] = s["on_site"] or parse_ts(p["at"])
+        elif e.kind == "resolve":
+            s["resolved"] = parse_ts(p["at"])
+    out: list[OutageView] = []
+    for seq in order:
+        s = starts[seq]
+        e = s["start"]
+        p = e.payload
+        op: ClassChange | None = s["operator"]
+        standing = standing_class(s["agent_cause"], None if op is None else Classification(
+            op.outage_class, op.cause, op.false_positive))
+        out.append(
+            OutageView(
+                seq=seq,
+                outage_id=str(p["outage_id"]),
+                server=str(e.server),
+                switch=p.get("switch"),
+                port=p.get("port"),
+                state=str(p.get("state", "")),
+                start=parse_ts(p["start"]),
+                end=s["end"],
+                recorded_cause=str(p["cause"]),
+                cause=standing.cause,
+                false_positive=standing.false_positive,
+                outage_class=standing.outage_class,
+                evidence=MappingProxyType(dict(p.get("evidence", {}))),
+                end_evidence=MappingProxyType(dict(s["end_evidence"])),
+                changes=tuple(s["changes"]),
+                acknowledged_at=s["ack"],
+                on_site_at=s["on_site"],
+                resolved_at=s["resolved"],
+            )
+        )
+    return out
+
+
+def fold_incidents(entries: Iterable[Entry]) -> list[IncidentView]:
+    """Every incident, by seq, with its report time folded in."""
+    views: dict[int, IncidentView] = {}
+    for e in sorted(entries, key=lambda x: x.seq):
+        if e.kind != "incident":
+            continue
+        p = e.payload
+        if e.ref_seq is None:
+            reported = p.get("reported_at")
+            views[e.seq] = IncidentView(e.seq, e.server, str(p["summary"]),
+                                        parse_ts(p["detected_at"]),
+                                        parse_ts(reported) if reported else None,
+                                        str(p.get("by", "")))
+        elif e.ref_seq in views and views[e.ref_seq].reported_at is None:
+            views[e.ref_seq] = replace(views[e.ref_seq], reported_at=parse_ts(p["reported_at"]))
+    return list(views.values())
+
+
+def fold_windows(entries: Iterable[Entry]) -> list[WindowView]:
+    """Declared maintenance windows, without those cancelled before they started."""
+    out: dict[int, WindowView] = {}
+    for e in sorted(entries, key=lambda x: x.seq):
+        if e.kind != "maintenance":
+            continue
+        p = e.payload
+        if e.ref_seq is not None:  # a cancellation
+            if p.get("cancel"):
+                out.pop(e.ref_seq, None)
+            continue
+        servers = p["servers"]
+        window = MaintenanceWindow(
+            id=f"M{e.seq}",
+            kind=p["kind"],
+            start=parse_ts(p["start"]),
+            end=parse_ts(p["end"]),
+            notified_at=parse_ts(p["notified_at"]),
+            servers="all" if servers == "all" else tuple(servers),
+        )
+        by, reason = str(p.get("by", "")), str(p.get("reason", ""))
+        out[e.seq] = WindowView(e.seq, window, e.at, by, reason)
+    return list(out.values())
