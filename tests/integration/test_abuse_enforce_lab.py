@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ def span_detection(lab: Lab, servers: list[int]) -> str:
     mirrors = "".join(f"      - {{switch: sw1, port: {lab.port_name(i)}, ingress: ci{i}, egress: co{i}}}\n"
                       for i in servers)
     return f"detection:\n  span:\n    netns: {lab.switch_ns}\n    mirrors:\n{mirrors}"
+
+
+ABUSE_GRACE_S = 5  # short, so the lab sees R9's grace period run out
 
 
 def attack(lab: Lab, i: int, *args: str) -> subprocess.Popen[str]:
@@ -156,6 +160,7 @@ def test_scan_spoof_and_spam_are_each_shut_on_their_own_port(tmp_path: Path) -> 
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state", interval_s=2,
                                window_s=10, metrics_port=port, mode="enforce", cli=sw_cli,
                                safety="{max_shuts_per_switch: 5, max_shuts_total: 5}",
+                               rules=f"    abuse: {{grace_s: {ABUSE_GRACE_S}}}\n",
                                extra=span_detection(lab, [1, 2, 3, 4]))
         agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         time.sleep(3)
@@ -167,10 +172,10 @@ def test_scan_spoof_and_spam_are_each_shut_on_their_own_port(tmp_path: Path) -> 
         wait_for("the scanner's shut", lambda: shut(scanner), 20, agent)
         # The spoofer sends as the innocent server: the port it entered is what counts (R4).
         events(attack(lab, spoofer, "spoof", "--src", lab.server_ip(innocent), "--dst", lab.upstream_ip,
-                      "--pps", "200", "--duration", "2"))
-        wait_for("the spoofer's shut", lambda: shut(spoofer), 20, agent)
+                      "--pps", "200", "--duration", str(ABUSE_GRACE_S + 8)))
+        wait_for("the spoofer's shut", lambda: shut(spoofer), 30, agent)
         events(attack(lab, spammer, "spam", "--dsts", *extra))
-        wait_for("the spammer's shut", lambda: shut(spammer), 30, agent)
+        wait_for("the spammer's shut", lambda: shut(spammer), 40, agent)
 
         assert lab.link_admin_up(lab.port_name(innocent)) is True
         m = agent.scrape()
@@ -185,6 +190,14 @@ def test_scan_spoof_and_spam_are_each_shut_on_their_own_port(tmp_path: Path) -> 
         wait_for("three read-backs", lambda: all(a.state != "PENDING" for a in db.actions()), 15, agent)
         assert sorted((a.server, a.reason, a.state) for a in db.actions()) == [
             ("srv-1", "abuse", "APPLIED"), ("srv-2", "abuse", "APPLIED"), ("srv-3", "abuse", "APPLIED")]
-        rules = {a["server"]: a["rule"] for a in db.audit_rows() if a["decision"] == "shut"}
+        audit = db.audit_rows()
+        rules = {a["server"]: a["rule"] for a in audit if a["decision"] == "shut"}
+        warned = {a["server"]: datetime.fromisoformat(a["at"]) for a in audit if a["decision"] == "notify_warning"}
+        decided = {a.server: datetime.fromisoformat(a.created_at) for a in db.actions()}
         db.close()
         assert "scan" in rules["srv-1"] and "spoof" in rules["srv-2"] and "spam" in rules["srv-3"], rules
+        # R9, none of these customers can be reached: the scanner (an attack on others) is cut
+        # in the very step that learnt it; the spoofer and the spammer only after the grace.
+        assert decided["srv-1"] == warned["srv-1"]
+        for server in ("srv-2", "srv-3"):
+            assert (decided[server] - warned[server]).total_seconds() >= ABUSE_GRACE_S, (server, warned, decided)
