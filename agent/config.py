@@ -1,4 +1,8 @@
-"""Strict, frozen configuration: loads inventory and contracts, lists every error as file:line key: reason."""
+"""Strict, frozen configuration: loads inventory and contracts, lists every error as file:line key: reason.
+
+Each key is declared once in config_schema.py (kind, default, bounds, meaning); the section
+readers below read the declared keys generically and keep code only for what ties keys together.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,60 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from rackwarden.policies.billing import BILLING_DIRECTIONS
-from rackwarden.policies.cap import DIRECTIONS, CapRule, CapSchedule
+from rackwarden.policies.cap import CapRule, CapSchedule
 from rackwarden.policies.ladder import DEFAULT_RULES, REASONS, LadderRule
 from rackwarden.policies.safety import SafetyConfig
+from rackwarden.policies.sla import NO_CREDIT
 
-VENDORS = ("cisco_ios", "huawei", "hp_comware", "juniper_junos", "arista_eos", "linux")
-MODES = ("off", "notify", "enforce")
-AUTH_PROTOCOLS = ("sha", "sha224", "sha256", "sha384", "sha512")
-PRIV_PROTOCOLS = ("aes", "aes192", "aes256")
+from .config_schema import (
+    AGENT,
+    AGENT_HA,
+    AUTH_PROTOCOLS,
+    CAP_CHANGE,
+    CREDIT_RULES,
+    DETECTION,
+    ENFORCEMENT,
+    EXEMPTION,
+    MIRROR,
+    MODES,
+    NOTIFY,
+    PRIV_PROTOCOLS,
+    RULE,
+    SAFETY,
+    SCALAR_KINDS,
+    SERVER,
+    SFLOW,
+    SMTP,
+    SNMP_DEFAULTS,
+    SPAN,
+    SWITCH,
+    SWITCH_SNMP,
+    SWITCH_SSH,
+    TEMPLATE,
+    THRESHOLDS,
+    TOP,
+    VENDORS,
+    From,
+    Section,
+    Setting,
+)
+
+__all__ = [
+    "AUTH_PROTOCOLS", "CREDIT_RULES", "MODES", "NO_CREDIT", "PRIV_PROTOCOLS", "VENDORS", "AgentSettings", "Config",
+    "ConfigError", "DetectionConfig", "EnforcementConfig", "HaSettings", "MirrorConfig", "NotifyConfig",
+    "RuleConfig", "Secret", "ServerConfig", "SmtpConfig", "SnmpAuth", "SshConfig", "SwitchConfig", "TemplateConfig",
+    "expand_ports", "load", "loads", "mbps_to_bps",
+]
+
 # YAML 1.1 reads these as booleans; a strict config makes the author say what they mean.
 AMBIGUOUS = {"yes", "no", "on", "off", "y", "n"}
 _RANGE = re.compile(r"^(?P<prefix>.*)\[(?P<lo>\d+)-(?P<hi>\d+)\](?P<suffix>.*)$")
@@ -75,12 +115,12 @@ class SnmpAuth:
 @dataclass(frozen=True)
 class SshConfig:
     username: str
-    port: int = 22
+    port: int = SWITCH_SSH.default("port")
     key_file: Path | None = None
     password: Secret | None = None
     known_hosts: Path | None = None
-    save_config: bool = False
-    timeout_s: float = 10.0
+    save_config: bool = SWITCH_SSH.default("save_config")
+    timeout_s: float = SWITCH_SSH.default("timeout_s")
 
 
 @dataclass(frozen=True)
@@ -115,6 +155,7 @@ class TemplateConfig:
     direction: str
     billing_direction: str
     timezone: str
+    credit: str  # a key of policies.sla.BUILTIN_TEMPLATES, or NO_CREDIT ("none"): seconds only
 
 
 @dataclass(frozen=True)
@@ -141,7 +182,7 @@ class HaSettings:
     """Shared deployment: this agent's name among those sharing the PostgreSQL ledger."""
 
     holder: str  # unique per agent; shown in enforcement_leases and pg_stat_activity
-    renew_s: float = 2.0
+    renew_s: float = AGENT_HA.default("renew_s")
 
 
 @dataclass(frozen=True)
@@ -154,8 +195,8 @@ class AgentSettings:
     record_polls: bool
     max_gap_s: float
     snmp_max_concurrency: int
-    api_listen: str = "127.0.0.1"
-    api_port: int = 9818
+    api_listen: str = AGENT.default("api_listen")
+    api_port: int = AGENT.default("api_port")
     metrics_web_config: Path | None = None  # basic auth / TLS, as the Prometheus exporters' web config
     ledger_url: Secret | None = None  # None: sqlite in state_dir; PostgreSQL for shared deployments
     ha: HaSettings | None = None
@@ -210,11 +251,11 @@ class MirrorConfig:
 @dataclass(frozen=True)
 class DetectionConfig:
     sflow_listen: str | None = None  # None: no sFlow collector
-    sflow_port: int = 6343
+    sflow_port: int = SFLOW.default("port")
     span_mirrors: tuple[MirrorConfig, ...] = ()
     span_netns: str | None = None  # capture inside this network namespace (the lab's switch)
-    span_mode: str = "ring"
-    evaluate_interval_s: float = 0.25
+    span_mode: str = SPAN.default("mode")
+    evaluate_interval_s: float = DETECTION.default("evaluate_interval_s")
     thresholds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # template -> fields
 
     @property
@@ -227,8 +268,8 @@ class NotifyConfig:
     smtp: SmtpConfig | None = None
     alertmanager_url: str | None = None
     webhook_url: str | None = None
-    language: str = "both"
-    operator_contact: str = ""
+    language: str = NOTIFY.default("language")
+    operator_contact: str = NOTIFY.default("operator_contact")
 
 
 @dataclass(frozen=True)
@@ -282,12 +323,15 @@ def mbps_to_bps(mbps: float) -> int:
 # ---------------------------------------------------------------------------------------------
 # A small strict reader over PyYAML's node tree, which keeps line numbers and raw scalar text.
 
-T = TypeVar("T")
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 class _Reader:
-    def __init__(self, file: str):
+    def __init__(self, file: str, base: Path):
         self.file = file
+        self.base = base  # relative paths in the file are relative to its folder
         self.issues: list[str] = []
 
     def error(self, node: yaml.Node | None, key: str, reason: str) -> None:
@@ -301,7 +345,8 @@ class _Reader:
             self.error(node, key, expected)
 
     def mapping(
-        self, node: yaml.Node, key: str, required: tuple[str, ...], optional: tuple[str, ...]
+        self, node: yaml.Node, key: str, required: tuple[str, ...], optional: tuple[str, ...],
+        hints: Mapping[str, str] | None = None,
     ) -> dict[str, yaml.Node] | None:
         if not isinstance(node, yaml.MappingNode):
             self.wrong_type(node, key, "expected a mapping")
@@ -309,7 +354,7 @@ class _Reader:
         out: dict[str, yaml.Node] = {}
         for k_node, v_node in node.value:
             k = str(k_node.value)
-            path = f"{key}.{k}" if key else k
+            path = _join(key, k)
             if k in out:
                 self.error(k_node, path, "duplicate key")
             elif k not in required and k not in optional:
@@ -319,8 +364,73 @@ class _Reader:
                 out[k] = v_node
         for r in required:
             if r not in out:
-                self.error(node, f"{key}.{r}" if key else r, "required key missing")
+                hint = (hints or {}).get(r)
+                self.error(node, _join(key, r), f"required key missing: {hint}" if hint else "required key missing")
         return out
+
+    def section(self, node: yaml.Node, path: str, sec: Section) -> dict[str, yaml.Node] | None:
+        """The mapping at `path` with the keys `sec` declares; a missing choice names its values."""
+        hints = {s.key: "one of " + ", ".join(s.choices) for s in sec if s.required and s.choices}
+        return self.mapping(node, path, sec.required, sec.optional, hints)
+
+    def settings(
+        self, m: Mapping[str, yaml.Node], path: str, sec: Section, skip: tuple[str, ...] = (), **inherited: Any
+    ) -> dict[str, Any]:
+        """Every scalar setting of `sec` by its attribute name: the value read, else its default.
+
+        A required key that is missing or invalid is None (the error is already listed); a
+        From(...) default is the caller's, passed by attribute name in `inherited`.
+        """
+        out: dict[str, Any] = {}
+        for s in sec:
+            if s.kind not in SCALAR_KINDS or s.key in skip:
+                continue
+            if isinstance(s.default, From):
+                default = inherited[s.name]
+            elif s.required:
+                default = None
+            elif s.kind == "path" and isinstance(s.default, str):
+                default = self.path(s.default)
+            else:
+                default = s.default
+            value = self.setting(m[s.key], _join(path, s.key), s) if s.key in m else None
+            out[s.name] = default if value is None else value
+        return out
+
+    def setting(self, node: yaml.Node, key: str, s: Setting) -> Any:
+        """One value of a declared kind; None (and an error listed) when it is not one."""
+        if s.kind == "text":
+            v = self.string(node, key, s.pattern)
+            if v == "" and s.required:
+                self.error(node, key, "value missing")
+                return None
+            return v
+        if s.kind == "int":
+            return self.integer(node, key, _int_or_none(s.lo), _int_or_none(s.hi))
+        if s.kind == "number":
+            return self.number(node, key, s.lo, s.hi)
+        if s.kind == "bool":
+            return self.boolean(node, key)
+        if s.kind == "choice":
+            return self.choice(node, key, s.choices)
+        if s.kind == "timezone":
+            return self.timezone(node, key)
+        if s.kind == "secret":
+            return self.secret(node, key)
+        if s.kind == "path":
+            v = self.string(node, key)
+            if v == "":
+                self.error(node, key, "value missing")
+            return self.path(v) if v else None
+        if s.kind == "file":
+            return self.existing_file(node, key)
+        if s.kind == "int_list":
+            ns = (self.integer(n, key, _int_or_none(s.lo), _int_or_none(s.hi)) for n in self.seq(node, key))
+            return tuple(n for n in ns if n is not None)
+        if s.kind == "text_list":
+            ts = (self.string(n, key, s.pattern) for n in self.seq(node, key))
+            return tuple(t for t in ts if t is not None)
+        raise AssertionError(f"{key}: kind {s.kind} is read by its section's own code")
 
     def scalar(self, node: yaml.Node, key: str) -> str | None:
         if not isinstance(node, yaml.ScalarNode):
@@ -372,7 +482,7 @@ class _Reader:
     def boolean(self, node: yaml.Node, key: str) -> bool | None:
         if isinstance(node, yaml.ScalarNode) and node.style is None:
             if node.value in ("true", "True", "false", "False"):
-                return node.value.lower() == "true"
+                return str(node.value).lower() == "true"
         self.wrong_type(node, key, f"expected true or false, got '{getattr(node, 'value', '?')}'")
         return None
 
@@ -400,7 +510,34 @@ class _Reader:
             return None
         return v
 
-    def secret(self, node: yaml.Node, key: str, base: Path) -> Secret | None:
+    def path(self, name: str) -> Path:
+        return Path(name) if os.path.isabs(name) else self.base / name
+
+    def existing_file(self, node: yaml.Node, key: str) -> Path | None:
+        """An existing file: a path, or {credential: NAME} in $CREDENTIALS_DIRECTORY."""
+        if isinstance(node, yaml.MappingNode):
+            # A file systemd hands over with LoadCredential= (ProtectHome hides /root/.ssh).
+            c = self.mapping(node, key, ("credential",), ())
+            name = self.string(c["credential"], f"{key}.credential") if c and "credential" in c else None
+            if name is None:
+                return None
+            cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not cred_dir:
+                self.error(node, key, "credential given but $CREDENTIALS_DIRECTORY is not set")
+                return None
+            path = Path(cred_dir) / name
+            if not path.exists():
+                self.error(node, key, f"credential file {path} does not exist")
+            return path
+        v = self.string(node, key)
+        if v is None:
+            return None
+        path = self.path(v)
+        if not path.exists():
+            self.error(node, key, f"file {path} does not exist")
+        return path
+
+    def secret(self, node: yaml.Node, key: str) -> Secret | None:
         """A secret is inline text, {file: PATH} or {credential: NAME} ($CREDENTIALS_DIRECTORY)."""
         if isinstance(node, yaml.ScalarNode):
             v = self.scalar(node, key)
@@ -415,7 +552,7 @@ class _Reader:
             name = self.scalar(m["file"], f"{key}.file")
             if name is None:
                 return None
-            path = (base / name) if not os.path.isabs(name) else Path(name)
+            path = self.path(name)
         else:
             name = self.scalar(m["credential"], f"{key}.credential")
             if name is None:
@@ -434,6 +571,20 @@ class _Reader:
             self.error(node, key, f"secret file {path} is empty")
             return None
         return Secret(value, str(path))
+
+
+def _int_or_none(x: float | None) -> int | None:
+    return None if x is None else int(x)
+
+
+def _complete(values: Mapping[str, Any], sec: Section) -> bool:
+    """Whether every required setting read generically has a value (a missing or bad one is an error already)."""
+    return all(values[s.name] is not None for s in sec if s.required and s.name in values)
+
+
+def _names(node: yaml.Node) -> tuple[str, ...]:
+    """The keys of a mapping whose keys the author chooses (switch names, template names)."""
+    return tuple(str(k.value) for k, _ in getattr(node, "value", []))
 
 
 def expand_ports(spec: str) -> list[str]:
@@ -456,44 +607,15 @@ def _parse_when(text: str, tz: str) -> datetime | None:
     return at if at.tzinfo is not None else None
 
 
-def _exemptions(r: _Reader, m: dict[str, Any], p: str, tz: str) -> list[tuple[str | None, datetime, str]]:
-    """servers[].exemptions: [{detectors: [scan, …] | all, until: T, reason: TEXT}]."""
-    from rackwarden.policies.detect import DETECTORS
-
-    out: list[tuple[str | None, datetime, str]] = []
-    for j, en in enumerate(r.seq(m["exemptions"], f"{p}.exemptions") if "exemptions" in m else []):
-        ep = f"{p}.exemptions[{j}]"
-        em = r.mapping(en, ep, ("detectors", "until", "reason"), ())
-        if em is None or len(em) < 3:
-            continue
-        reason = r.string(em["reason"], f"{ep}.reason")
-        if reason is not None and not reason.strip():
-            r.error(em["reason"], f"{ep}.reason", "say why (it goes into the audit record)")
-            reason = None
-        until_text = r.scalar(em["until"], f"{ep}.until")
-        until = _parse_when(until_text, tz) if until_text else None
-        if until_text and until is None:
-            r.error(em["until"], f"{ep}.until", f"'{until_text}' is not a date or an ISO time with offset")
-        dets: list[str | None] = []
-        dnode = em["detectors"]
-        if isinstance(dnode, yaml.ScalarNode) and dnode.value == "all":
-            dets = [None]
-        else:
-            for dn in r.seq(em["detectors"], f"{ep}.detectors"):
-                d = r.string(dn, f"{ep}.detectors")
-                if d is not None and d not in DETECTORS:
-                    r.error(dn, f"{ep}.detectors", f"unknown detector '{d}'; known: all, {', '.join(DETECTORS)}")
-                elif d is not None:
-                    dets.append(d)
-        if until is not None and reason is not None:
-            out += [(d, until, reason) for d in dets]
-    return out
+def _when(r: _Reader, node: yaml.Node, key: str, tz: str) -> datetime | None:
+    text = r.scalar(node, key)
+    when = _parse_when(text, tz) if text else None
+    if text and when is None:
+        r.error(node, key, f"'{text}' is not a date or an ISO time with offset")
+    return when
 
 
 # ---------------------------------------------------------------------------------------------
-
-_TOP_REQUIRED = ("switches", "templates", "servers")
-_TOP_OPTIONAL = ("version", "agent", "snmp_defaults", "enforcement", "notify", "detection")
 
 
 def load(path: str | Path) -> Config:
@@ -507,8 +629,7 @@ def load(path: str | Path) -> Config:
 
 
 def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config:
-    r = _Reader(file)
-    base = base or Path.cwd()
+    r = _Reader(file, base or Path.cwd())
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as e:
@@ -517,25 +638,24 @@ def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config
         raise ConfigError([f"{file}:{line} (syntax): {getattr(e, 'problem', e)}"]) from e
     if root is None:
         raise ConfigError([f"{file}:1 (file): empty configuration"])
-    top = r.mapping(root, "", _TOP_REQUIRED, _TOP_OPTIONAL)
+    top = r.section(root, "", TOP)
     if top is None:
         raise ConfigError(r.issues)
-    if "version" in top:
-        v = r.integer(top["version"], "version")
-        if v is not None and v != 1:
-            r.error(top["version"], "version", f"unsupported version {v} (this agent reads 1)")
-    agent = _agent(r, top.get("agent"), base)
+    version = r.settings(top, "", TOP)["version"]
+    if version != 1:
+        r.error(top["version"], "version", f"unsupported version {version} (this agent reads 1)")
+    agent = _agent(r, top.get("agent"))
+    agent_tz = agent.timezone if agent else AGENT.default("timezone")
     defaults = _snmp_defaults(r, top.get("snmp_defaults"))
-    templates = _templates(r, top["templates"], agent.timezone if agent else "Asia/Shanghai")
+    templates = _templates(r, top["templates"], agent_tz) if "templates" in top else {}
     declared = _Declared()
-    switches = _switches(r, top["switches"], defaults, base, declared)
+    switches = _switches(r, top["switches"], defaults, declared) if "switches" in top else {}
     # Names declared but invalid were reported already; their servers must not cascade.
-    declared.names = {str(k.value) for k, _ in getattr(top["switches"], "value", [])}
-    declared.names |= {str(k.value) for k, _ in getattr(top["templates"], "value", [])}
-    servers = _servers(r, top["servers"], switches, templates, declared,
-                       agent.timezone if agent else "Asia/Shanghai")
+    declared.names = set(_names(top["switches"])) if "switches" in top else set()
+    declared.names |= set(_names(top["templates"])) if "templates" in top else set()
+    servers = _servers(r, top["servers"], switches, templates, declared, agent_tz) if "servers" in top else []
     enforcement = _enforcement(r, top.get("enforcement"))
-    notify = _notify(r, top.get("notify"), base)
+    notify = _notify(r, top.get("notify"))
     detection = _detection(r, top.get("detection"), switches, templates)
     if r.issues or agent is None:
         raise ConfigError(r.issues)
@@ -553,276 +673,65 @@ def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config
     )
 
 
-def _detection(r: _Reader, node: yaml.Node | None, switches: Mapping[str, SwitchConfig],
-               templates: Mapping[str, TemplateConfig]) -> DetectionConfig:
-    if node is None:
-        return DetectionConfig()
-    m = r.mapping(node, "detection", (), ("sflow", "span", "evaluate_interval_s", "thresholds"))
-    if m is None:
-        return DetectionConfig()
-    listen, port = None, 6343
-    if "sflow" in m:
-        x = r.mapping(m["sflow"], "detection.sflow", ("listen",), ("port",)) or {}
-        listen = r.string(x["listen"], "detection.sflow.listen") if "listen" in x else None
-        port = _get(r, x, "port", "detection.sflow", r.integer, 6343, 0, 65535)
-        if listen is not None and not any(sw.sflow_agent for sw in switches.values()):
-            r.error(m["sflow"], "detection.sflow", "no switch has sflow_agent: nothing would be accepted")
-    mirrors: list[MirrorConfig] = []
-    netns, mode = None, "ring"
-    if "span" in m:
-        x = r.mapping(m["span"], "detection.span", ("mirrors",), ("netns", "mode")) or {}
-        netns = _get(r, x, "netns", "detection.span", r.string, None)  # type: ignore[arg-type]
-        mode = _get(r, x, "mode", "detection.span", r.choice, "ring", ("ring", "recv"))
-        for i, mn in enumerate(r.seq(x["mirrors"], "detection.span.mirrors") if "mirrors" in x else []):
-            p = f"detection.span.mirrors[{i}]"
-            y = r.mapping(mn, p, ("switch", "port"), ("ingress", "egress"))
-            if y is None or "switch" not in y or "port" not in y:
-                continue
-            sw, port_name = r.string(y["switch"], f"{p}.switch"), r.string(y["port"], f"{p}.port")
-            if sw not in switches:
-                r.error(y["switch"], f"{p}.switch", f"no switch named '{sw}'")
-            elif port_name not in switches[sw].ports:
-                r.error(y["port"], f"{p}.port", f"port '{port_name}' is not on switch '{sw}'")
-            ing = _get(r, y, "ingress", p, r.string, None)
-            eg = _get(r, y, "egress", p, r.string, None)
-            if ing is None and eg is None:
-                r.error(mn, p, "give ingress, egress or both")
-            if sw and port_name:
-                mirrors.append(MirrorConfig(sw, port_name, ing, eg))  # type: ignore[arg-type]
-    thresholds: dict[str, dict[str, Any]] = {}
-    if "thresholds" in m:
-        from rackwarden.policies.detect import DetectThresholds  # its fields are the vocabulary
-
-        known = {f.name: f for f in dataclasses.fields(DetectThresholds)}
-        tm = r.mapping(m["thresholds"], "detection.thresholds", (), tuple(templates)) or {}
-        for tname, tn in tm.items():
-            p = f"detection.thresholds.{tname}"
-            y = r.mapping(tn, p, (), tuple(known)) or {}
-            values: dict[str, Any] = {}
-            for k, vn in y.items():
-                if isinstance(vn, yaml.SequenceNode):
-                    values[k] = frozenset(v for v in (r.integer(e, f"{p}.{k}", 0, 65535) for e in vn.value)
-                                          if v is not None)
-                elif isinstance(vn, yaml.ScalarNode) and vn.style is None and vn.value in ("true", "false"):
-                    values[k] = vn.value == "true"
-                else:
-                    v = r.number(vn, f"{p}.{k}", 0)
-                    if v is not None:
-                        values[k] = int(v) if v == int(v) and "." not in vn.value else v
-            try:
-                DetectThresholds(**values)
-            except (TypeError, ValueError) as e:
-                r.error(tn, p, f"invalid thresholds: {e}")
-            thresholds[tname] = values
-    return DetectionConfig(
-        sflow_listen=listen, sflow_port=port, span_mirrors=tuple(mirrors), span_netns=netns, span_mode=mode,
-        evaluate_interval_s=_get(r, m, "evaluate_interval_s", "detection", r.number, 0.25, 0.01, 60),
-        thresholds=MappingProxyType(thresholds),
-    )
-
-
-def _enforcement(r: _Reader, node: yaml.Node | None) -> EnforcementConfig:
-    d = _default_enforcement()
-    if node is None:
-        return d
-    m = r.mapping(node, "enforcement", (), ("rules", "safety"))
-    if m is None:
-        return d
-    rules = dict(d.rules)
-    if "rules" in m:
-        rm = r.mapping(m["rules"], "enforcement.rules", (), REASONS) or {}
-        for reason, rnode in rm.items():
-            p = f"enforcement.rules.{reason}"
-            x = r.mapping(rnode, p, (), ("mode", "grace_s", "term_s", "shut_at_once_if_unreachable",
-                                         "repeat_multiplier", "max_term_s"))
-            if x is None:
-                continue
-            base_rule = DEFAULT_RULES[reason]  # type: ignore[index]
-            term: float | None = base_rule.term_s
-            if "term_s" in x:
-                tn = x["term_s"]
-                if isinstance(tn, yaml.ScalarNode) and tn.style is None and tn.value == "until_restored":
-                    term = None
-                else:
-                    term = r.number(tn, f"{p}.term_s", 1, 365 * 86400)
-            rules[reason] = RuleConfig(
-                mode=_get(r, x, "mode", p, r.choice, None, MODES),  # type: ignore[arg-type]
-                rule=LadderRule(
-                    grace_s=_get(r, x, "grace_s", p, r.number, base_rule.grace_s, 0, 30 * 86400),
-                    term_s=term,
-                    shut_at_once_if_unreachable=_get(r, x, "shut_at_once_if_unreachable", p, r.boolean,
-                                                     base_rule.shut_at_once_if_unreachable),
-                    repeat_multiplier=_get(r, x, "repeat_multiplier", p, r.number, base_rule.repeat_multiplier, 1, 100),
-                    max_term_s=_get(r, x, "max_term_s", p, r.number, base_rule.max_term_s, 1, 365 * 86400),
-                ),
-            )
-    safety = d.safety
-    if "safety" in m:
-        sp = "enforcement.safety"
-        x = r.mapping(m["safety"], sp, (), ("max_shuts_per_switch", "max_shuts_total", "budget_window_s",
-                                             "breaker_fraction", "breaker_min_servers")) or {}
-        safety = SafetyConfig(
-            max_shuts_per_switch=_get(r, x, "max_shuts_per_switch", sp, r.integer,
-                                      safety.max_shuts_per_switch, 0, 10_000),
-            max_shuts_total=_get(r, x, "max_shuts_total", sp, r.integer, safety.max_shuts_total, 0, 100_000),
-            budget_window_s=_get(r, x, "budget_window_s", sp, r.number, safety.budget_window_s, 1, 30 * 86400),
-            breaker_fraction=_get(r, x, "breaker_fraction", sp, r.number, safety.breaker_fraction, 0.01, 1),
-            breaker_min_servers=_get(r, x, "breaker_min_servers", sp, r.integer, safety.breaker_min_servers, 1, 10_000),
-        )
-    return EnforcementConfig(MappingProxyType(rules), safety)
-
-
-def _notify(r: _Reader, node: yaml.Node | None, base: Path) -> NotifyConfig:
-    if node is None:
-        return NotifyConfig()
-    m = r.mapping(node, "notify", (), ("smtp", "alertmanager_url", "webhook_url", "language", "operator_contact"))
-    if m is None:
-        return NotifyConfig()
-    smtp = None
-    if "smtp" in m:
-        p = "notify.smtp"
-        x = r.mapping(m["smtp"], p, ("host", "from"), ("port", "starttls", "username", "password"))
-        if x is not None and "host" in x and "from" in x:
-            host = r.string(x["host"], f"{p}.host")
-            sender = r.string(x["from"], f"{p}.from", r"[^@\s]+@[^@\s]+")
-            if host and sender:
-                smtp = SmtpConfig(
-                    host=host, sender=sender,
-                    port=_get(r, x, "port", p, r.integer, 25, 1, 65535),
-                    starttls=_get(r, x, "starttls", p, r.boolean, False),
-                    username=_get(r, x, "username", p, r.string, None),  # type: ignore[arg-type]
-                    password=r.secret(x["password"], f"{p}.password", base) if "password" in x else None,
-                )
-    url = r"https?://[^\s]+"
-    return NotifyConfig(
-        smtp=smtp,
-        alertmanager_url=_get(r, m, "alertmanager_url", "notify", r.string, None, url),  # type: ignore[arg-type]
-        webhook_url=_get(r, m, "webhook_url", "notify", r.string, None, url),  # type: ignore[arg-type]
-        language=_get(r, m, "language", "notify", r.choice, "both", ("zh", "en", "both")),
-        operator_contact=_get(r, m, "operator_contact", "notify", r.string, ""),
-    )
-
-
-def _get(r: _Reader, m: dict[str, yaml.Node], key: str, path: str, fn: Callable[..., T | None],
-         default: T, *args: Any) -> T:
-    if key not in m:
-        return default
-    v = fn(m[key], f"{path}.{key}", *args)
-    return default if v is None else v
-
-
-def _agent(r: _Reader, node: yaml.Node | None, base: Path) -> AgentSettings | None:
-    keys = ("state_dir", "timezone", "mode", "metrics_listen", "metrics_port", "record_polls",
-            "max_gap_s", "snmp_max_concurrency", "api_listen", "api_port", "metrics_web_config",
-            "ledger_url", "ha")
-    m = r.mapping(node, "agent", (), keys) if node is not None else {}
+def _agent(r: _Reader, node: yaml.Node | None) -> AgentSettings | None:
+    m = r.section(node, "agent", AGENT) if node is not None else {}
     if m is None:
         return None
-    state_dir = _get(r, m, "state_dir", "agent", r.string, "/var/lib/rackwarden")
-    web: Path | None = None
-    if "metrics_web_config" in m:
-        w = r.string(m["metrics_web_config"], "agent.metrics_web_config")
-        web = (Path(w) if os.path.isabs(w) else base / w) if w else None
-    listen = _get(r, m, "metrics_listen", "agent", r.string, "127.0.0.1")
+    v = r.settings(m, "agent", AGENT)
     from .webauth import WebConfigError
     from .webauth import validate as validate_web  # the exporter-style web config and bind policy
 
     try:
-        validate_web(listen, web)  # warnings (auth without TLS) are the daemon's to log
+        validate_web(v["metrics_listen"], v["metrics_web_config"])  # warnings (auth without TLS) are the daemon's
     except WebConfigError as e:
         r.error(m.get("metrics_web_config", m.get("metrics_listen", node)), "agent.metrics_web_config", str(e))
-    ledger_url = r.secret(m["ledger_url"], "agent.ledger_url", base) if "ledger_url" in m else None
     ha = None
     if "ha" in m:
-        h = r.mapping(m["ha"], "agent.ha", ("holder",), ("renew_s",))
-        if h is not None and "holder" in h:
-            holder = r.string(h["holder"], "agent.ha.holder", r"[A-Za-z0-9_.:@-]{1,48}")
-            if holder:
-                ha = HaSettings(holder, _get(r, h, "renew_s", "agent.ha", r.number, 2.0, 0.2, 60))
-        if ledger_url is None or not ledger_url.reveal().startswith("postgresql"):
+        h = r.section(m["ha"], "agent.ha", AGENT_HA)
+        hv = r.settings(h, "agent.ha", AGENT_HA) if h is not None else None
+        if hv is not None and _complete(hv, AGENT_HA):
+            ha = HaSettings(**hv)
+        url = v["ledger_url"]
+        if url is None or not url.reveal().startswith("postgresql"):
             r.error(m["ha"], "agent.ha", "needs agent.ledger_url on PostgreSQL (postgresql+psycopg://...):"
                     " the leases live in the shared ledger's database")
-    return AgentSettings(
-        state_dir=(base / state_dir) if not os.path.isabs(state_dir) else Path(state_dir),
-        timezone=_get(r, m, "timezone", "agent", r.timezone, "Asia/Shanghai"),
-        mode=_get(r, m, "mode", "agent", r.choice, "notify", MODES),
-        metrics_listen=listen,
-        metrics_port=_get(r, m, "metrics_port", "agent", r.integer, 9817, 0, 65535),
-        record_polls=_get(r, m, "record_polls", "agent", r.boolean, False),
-        max_gap_s=_get(r, m, "max_gap_s", "agent", r.number, 300.0, 1, 86400),
-        snmp_max_concurrency=_get(r, m, "snmp_max_concurrency", "agent", r.integer, 32, 1, 1024),
-        api_listen=_get(r, m, "api_listen", "agent", r.string, "127.0.0.1"),
-        api_port=_get(r, m, "api_port", "agent", r.integer, 9818, 0, 65535),
-        metrics_web_config=web,
-        ledger_url=ledger_url,
-        ha=ha,
-    )
+    return AgentSettings(**v, ha=ha)
 
 
-@dataclass(frozen=True)
-class _SnmpDefaults:
-    interval_s: float = 60.0
-    timeout_s: float = 2.0
-    retries: int = 1
-    max_repetitions: int = 50
-    port: int = 161
-
-
-def _snmp_defaults(r: _Reader, node: yaml.Node | None) -> _SnmpDefaults:
-    d = _SnmpDefaults()
-    if node is None:
-        return d
-    m = r.mapping(node, "snmp_defaults", (), ("interval_s", "timeout_s", "retries", "max_repetitions", "port"))
-    if m is None:
-        return d
-    p = "snmp_defaults"
-    return _SnmpDefaults(
-        interval_s=_get(r, m, "interval_s", p, r.number, d.interval_s, 1, 3600),
-        timeout_s=_get(r, m, "timeout_s", p, r.number, d.timeout_s, 0.1, 60),
-        retries=_get(r, m, "retries", p, r.integer, d.retries, 0, 10),
-        max_repetitions=_get(r, m, "max_repetitions", p, r.integer, d.max_repetitions, 1, 1000),
-        port=_get(r, m, "port", p, r.integer, d.port, 1, 65535),
-    )
+def _snmp_defaults(r: _Reader, node: yaml.Node | None) -> dict[str, Any]:
+    """snmp_defaults by key; a switch's own keys override them."""
+    m = r.section(node, "snmp_defaults", SNMP_DEFAULTS) if node is not None else {}
+    return r.settings(m or {}, "snmp_defaults", SNMP_DEFAULTS)
 
 
 def _templates(r: _Reader, node: yaml.Node, default_tz: str) -> dict[str, TemplateConfig]:
     out: dict[str, TemplateConfig] = {}
-    tm = r.mapping(node, "templates", (), tuple(str(k.value) for k, _ in getattr(node, "value", [])))
+    tm = r.mapping(node, "templates", (), _names(node))
     for name, tnode in (tm or {}).items():
         p = f"templates.{name}"
-        m = r.mapping(tnode, p, ("cap_mbps",), ("window_s", "direction", "billing_direction", "timezone"))
+        m = r.section(tnode, p, TEMPLATE)
         if m is None:
             continue
-        cap = r.number(m["cap_mbps"], f"{p}.cap_mbps", 0.001, 100_000) if "cap_mbps" in m else None
-        if cap is None:
-            continue
-        out[name] = TemplateConfig(
-            name=name,
-            cap_mbps=cap,
-            window_s=_get(r, m, "window_s", p, r.number, 300.0, 1, 86400),
-            direction=_get(r, m, "direction", p, r.choice, "out", DIRECTIONS),
-            billing_direction=_get(r, m, "billing_direction", p, r.choice, "max", BILLING_DIRECTIONS),
-            timezone=_get(r, m, "timezone", p, r.timezone, default_tz),
-        )
+        v = r.settings(m, p, TEMPLATE, timezone=default_tz)
+        if _complete(v, TEMPLATE):
+            out[name] = TemplateConfig(name=name, **v)
     return out
 
 
-def _snmp_auth(r: _Reader, node: yaml.Node, p: str, base: Path) -> SnmpAuth | None:
-    m = r.mapping(node, p, ("version",), ("community", "user", "auth_protocol", "auth_key",
-                                          "priv_protocol", "priv_key"))
+def _snmp_auth(r: _Reader, node: yaml.Node, p: str) -> SnmpAuth | None:
+    m = r.section(node, p, SWITCH_SNMP)
     if m is None or "version" not in m:
         return None
-    version = r.choice(m["version"], f"{p}.version", ("2c", "3"))
-    if version == "2c":
+    v = r.settings(m, p, SWITCH_SNMP)
+    if v["version"] == "2c":
         if "community" not in m:
             r.error(node, f"{p}.community", "SNMP v2c needs a community")
             return None
-        extra = [k for k in m if k not in ("version", "community")]
-        for k in extra:
-            r.error(m[k], f"{p}.{k}", "only for SNMP version 3")
-        c = r.secret(m["community"], f"{p}.community", base)
-        return SnmpAuth("2c", community=c) if c else None
-    if version == "3":
+        for k in m:
+            if k not in ("version", "community"):
+                r.error(m[k], f"{p}.{k}", "only for SNMP version 3")
+        return SnmpAuth("2c", community=v["community"]) if v["community"] else None
+    if v["version"] == "3":
         # authPriv only: a metering feed that decides shutdowns must not be spoofable.
         missing = [k for k in ("user", "auth_key", "priv_key") if k not in m]
         for k in missing:
@@ -831,14 +740,8 @@ def _snmp_auth(r: _Reader, node: yaml.Node, p: str, base: Path) -> SnmpAuth | No
             r.error(m["community"], f"{p}.community", "not used with SNMP version 3")
         if missing:
             return None
-        return SnmpAuth(
-            "3",
-            user=r.string(m["user"], f"{p}.user"),
-            auth_protocol=_get(r, m, "auth_protocol", p, r.choice, "sha", AUTH_PROTOCOLS),
-            auth_key=r.secret(m["auth_key"], f"{p}.auth_key", base),
-            priv_protocol=_get(r, m, "priv_protocol", p, r.choice, "aes", PRIV_PROTOCOLS),
-            priv_key=r.secret(m["priv_key"], f"{p}.priv_key", base),
-        )
+        return SnmpAuth("3", user=v["user"], auth_protocol=v["auth_protocol"], auth_key=v["auth_key"],
+                        priv_protocol=v["priv_protocol"], priv_key=v["priv_key"])
     return None
 
 
@@ -850,27 +753,24 @@ class _Declared:
     ports: dict[str, tuple[tuple[str, ...], frozenset[str], int]] = field(default_factory=dict)
 
 
-def _switches(
-    r: _Reader, node: yaml.Node, d: _SnmpDefaults, base: Path, declared: _Declared
-) -> dict[str, SwitchConfig]:
+def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Declared) -> dict[str, SwitchConfig]:
     out: dict[str, SwitchConfig] = {}
-    sm = r.mapping(node, "switches", (), tuple(str(k.value) for k, _ in getattr(node, "value", [])))
+    sm = r.mapping(node, "switches", (), _names(node))
     for name, snode in (sm or {}).items():
         p = f"switches.{name}"
-        m = r.mapping(snode, p, ("address", "vendor", "snmp", "ports"),
-                      ("snmp_port", "interval_s", "timeout_s", "retries", "max_repetitions",
-                       "port_speed_mbps", "protected_ports", "ssh", "cli_names", "sflow_agent"))
+        m = r.section(snode, p, SWITCH)
         if m is None:
             continue
-        address = r.string(m["address"], f"{p}.address") if "address" in m else None
+        v = r.settings(m, p, SWITCH, snmp_port=d["port"], interval_s=d["interval_s"], timeout_s=d["timeout_s"],
+                       retries=d["retries"], max_repetitions=d["max_repetitions"])
+        address = v["address"]
         if address is not None:
             try:
                 ipaddress.ip_address(address)
             except ValueError:
                 if not re.fullmatch(r"[A-Za-z0-9.-]+", address):
                     r.error(m["address"], f"{p}.address", f"'{address}' is not an IP address or host name")
-        vendor = r.choice(m["vendor"], f"{p}.vendor", VENDORS) if "vendor" in m else None
-        snmp = _snmp_auth(r, m["snmp"], f"{p}.snmp", base) if "snmp" in m else None
+        snmp = _snmp_auth(r, m["snmp"], f"{p}.snmp") if "snmp" in m else None
         ports: list[str] = []
         for pn in r.seq(m["ports"], f"{p}.ports") if "ports" in m else []:
             spec = r.string(pn, f"{p}.ports")
@@ -886,88 +786,33 @@ def _switches(
                 if port not in ports:
                     r.error(pn, f"{p}.protected_ports", f"port '{port}' is not in {p}.ports")
                 protected.add(port)
-        speed = _get(r, m, "port_speed_mbps", p, r.integer, 100, 1, 1_000_000)
-        declared.ports[name] = (tuple(ports), frozenset(protected), speed)
-        ssh = _ssh(r, m["ssh"], f"{p}.ssh", base) if "ssh" in m else None
+        declared.ports[name] = (tuple(ports), frozenset(protected), v["port_speed_mbps"])
+        ssh = _ssh(r, m["ssh"], f"{p}.ssh") if "ssh" in m else None
         cli_names: dict[str, str] = {}
         if "cli_names" in m:
-            cm = r.mapping(m["cli_names"], f"{p}.cli_names", (),
-                           tuple(str(k.value) for k, _ in getattr(m["cli_names"], "value", []))) or {}
+            cm = r.mapping(m["cli_names"], f"{p}.cli_names", (), _names(m["cli_names"])) or {}
             for port, cn in cm.items():
                 if port not in ports:
                     r.error(cn, f"{p}.cli_names.{port}", f"port '{port}' is not in {p}.ports")
                 spelled = r.string(cn, f"{p}.cli_names.{port}")
                 if spelled:
                     cli_names[port] = spelled
-        if address is None or vendor is None or snmp is None:
+        if not _complete(v, SWITCH) or snmp is None:
             continue
-        out[name] = SwitchConfig(
-            name=name,
-            address=address,
-            vendor=vendor,
-            snmp=snmp,
-            snmp_port=_get(r, m, "snmp_port", p, r.integer, d.port, 1, 65535),
-            interval_s=_get(r, m, "interval_s", p, r.number, d.interval_s, 1, 3600),
-            timeout_s=_get(r, m, "timeout_s", p, r.number, d.timeout_s, 0.1, 60),
-            retries=_get(r, m, "retries", p, r.integer, d.retries, 0, 10),
-            max_repetitions=_get(r, m, "max_repetitions", p, r.integer, d.max_repetitions, 1, 1000),
-            port_speed_mbps=speed,
-            ports=tuple(ports),
-            protected_ports=frozenset(protected),
-            ssh=ssh,
-            cli_names=MappingProxyType(cli_names),
-            sflow_agent=_get(r, m, "sflow_agent", p, r.string, None),  # type: ignore[arg-type]
-        )
+        out[name] = SwitchConfig(name=name, snmp=snmp, ports=tuple(ports), protected_ports=frozenset(protected),
+                                 ssh=ssh, cli_names=MappingProxyType(cli_names), **v)
     return out
 
 
-def _ssh(r: _Reader, node: yaml.Node, p: str, base: Path) -> SshConfig | None:
-    m = r.mapping(node, p, ("username",), ("port", "key_file", "password", "known_hosts", "save_config", "timeout_s"))
+def _ssh(r: _Reader, node: yaml.Node, p: str) -> SshConfig | None:
+    m = r.section(node, p, SWITCH_SSH)
     if m is None or "username" not in m:
         return None
     if "key_file" not in m and "password" not in m:
         r.error(node, p, "give key_file or password")
         return None
-    user = r.string(m["username"], f"{p}.username")
-
-    def path_of(key: str) -> Path | None:
-        if key not in m:
-            return None
-        node_ = m[key]
-        if isinstance(node_, yaml.MappingNode):
-            # {credential: NAME}: a file systemd hands over with LoadCredential= (ProtectHome
-            # hides /root/.ssh from the service).
-            c = r.mapping(node_, f"{p}.{key}", ("credential",), ())
-            name = r.string(c["credential"], f"{p}.{key}.credential") if c and "credential" in c else None
-            cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-            if name is None:
-                return None
-            if not cred_dir:
-                r.error(node_, f"{p}.{key}", "credential given but $CREDENTIALS_DIRECTORY is not set")
-                return None
-            path = Path(cred_dir) / name
-            if not path.exists():
-                r.error(node_, f"{p}.{key}", f"credential file {path} does not exist")
-            return path
-        v = r.string(node_, f"{p}.{key}")
-        if v is None:
-            return None
-        path = Path(v) if os.path.isabs(v) else base / v
-        if not path.exists():
-            r.error(m[key], f"{p}.{key}", f"file {path} does not exist")
-        return path
-
-    if user is None:
-        return None
-    return SshConfig(
-        username=user,
-        port=_get(r, m, "port", p, r.integer, 22, 1, 65535),
-        key_file=path_of("key_file"),
-        password=r.secret(m["password"], f"{p}.password", base) if "password" in m else None,
-        known_hosts=path_of("known_hosts"),
-        save_config=_get(r, m, "save_config", p, r.boolean, False),
-        timeout_s=_get(r, m, "timeout_s", p, r.number, 10.0, 0.5, 300),
-    )
+    v = r.settings(m, p, SWITCH_SSH)
+    return SshConfig(**v) if _complete(v, SWITCH_SSH) else None
 
 
 def _servers(
@@ -984,22 +829,17 @@ def _servers(
     seen_ips: dict[str, str] = {}
     for i, snode in enumerate(r.seq(node, "servers")):
         p = f"servers[{i}]"
-        m = r.mapping(snode, p, ("id", "customer", "switch", "port", "ips", "template", "monthly_fee_fen"),
-                      ("cap_mbps", "cap_changes", "contacts", "mail_server", "declared_ports", "whitelist",
-                       "exemptions"))
+        m = r.section(snode, p, SERVER)
         if m is None:
             continue
-        sid = r.string(m["id"], f"{p}.id", r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}") if "id" in m else None
+        sid = r.setting(m["id"], f"{p}.id", SERVER["id"]) if "id" in m else None
         if sid is not None:
             p = f"servers[{sid}]"
             if sid in seen_ids:
                 r.error(m["id"], f"{p}.id", "duplicate server id")
             seen_ids.add(sid)
-        customer = r.string(m["customer"], f"{p}.customer") if "customer" in m else None
-        sw_name = r.string(m["switch"], f"{p}.switch") if "switch" in m else None
-        port = r.string(m["port"], f"{p}.port") if "port" in m else None
-        template = r.string(m["template"], f"{p}.template") if "template" in m else None
-        fee = r.integer(m["monthly_fee_fen"], f"{p}.monthly_fee_fen", 0) if "monthly_fee_fen" in m else None
+        v = r.settings(m, p, SERVER, skip=("id",), cap_mbps=None)
+        sw_name, port, template = v["switch"], v["port"], v["template"]
         sw = switches.get(sw_name) if sw_name else None
         if sw_name is not None and sw_name not in declared.names:
             r.error(m["switch"], f"{p}.switch", f"no switch named '{sw_name}'")
@@ -1031,39 +871,12 @@ def _servers(
             seen_ips[ip] = sid or p
             ips.append(ip)
         tz = tmpl.timezone if tmpl else agent_tz
-        cap = r.number(m["cap_mbps"], f"{p}.cap_mbps", 0.001, 100_000) if "cap_mbps" in m else None
+        cap = v["cap_mbps"]
         effective_cap = cap if cap is not None else (tmpl.cap_mbps if tmpl else None)
         if effective_cap is not None and speed is not None and effective_cap > speed:
             where = m.get("cap_mbps", snode)
             r.error(where, f"{p}.cap_mbps", f"cap {effective_cap:g} Mbps is above the port speed {speed} Mbps")
-        changes: list[tuple[datetime, float]] = []
-        for j, cn in enumerate(r.seq(m["cap_changes"], f"{p}.cap_changes") if "cap_changes" in m else []):
-            cp = f"{p}.cap_changes[{j}]"
-            cm = r.mapping(cn, cp, ("cap_mbps", "effective"), ())
-            if cm is None or len(cm) < 2:
-                continue
-            c = r.number(cm["cap_mbps"], f"{cp}.cap_mbps", 0.001, 100_000)
-            when_text = r.scalar(cm["effective"], f"{cp}.effective")
-            when = _parse_when(when_text, tz) if when_text else None
-            if when_text and when is None:
-                r.error(cm["effective"], f"{cp}.effective", f"'{when_text}' is not a date or an ISO time with offset")
-            if c is None or when is None:
-                continue
-            if speed is not None and c > speed:
-                r.error(cm["cap_mbps"], f"{cp}.cap_mbps", f"cap {c:g} Mbps is above the port speed {speed} Mbps")
-            if changes and when <= changes[-1][0]:
-                r.error(cm["effective"], f"{cp}.effective", "cap changes must be in increasing date order")
-            changes.append((when, c))
-        contacts: list[str] = []
-        for cn in r.seq(m["contacts"], f"{p}.contacts") if "contacts" in m else []:
-            c = r.string(cn, f"{p}.contacts", r"[^@\s]+@[^@\s]+\.[^@\s]+")
-            if c:
-                contacts.append(c)
-        declared_ports: list[int] = []
-        for dn in r.seq(m["declared_ports"], f"{p}.declared_ports") if "declared_ports" in m else []:
-            d = r.integer(dn, f"{p}.declared_ports", 1, 65535)
-            if d is not None:
-                declared_ports.append(d)
+        changes = _cap_changes(r, m, p, tz, speed)
         whitelist: list[str] = []
         for wn in r.seq(m["whitelist"], f"{p}.whitelist") if "whitelist" in m else []:
             net = r.string(wn, f"{p}.whitelist")
@@ -1074,11 +887,165 @@ def _servers(
             except ValueError:
                 r.error(wn, f"{p}.whitelist", f"'{net}' is not an IP network")
         exemptions = _exemptions(r, m, p, tz)
-        mail = _get(r, m, "mail_server", p, r.boolean, False)
-        if None in (sid, customer, sw, port, tmpl, fee) or port not in (sw.ports if sw else ()):
+        if sid is None or sw is None or tmpl is None or not _complete(v, SERVER) or port not in sw.ports:
             continue
-        assert sid and customer and sw and port and tmpl and fee is not None
-        out.append(ServerConfig(sid, customer, sw.name, port, tuple(ips), tmpl.name, fee, cap, tuple(changes),
-                                tuple(contacts), mail, tuple(declared_ports), tuple(whitelist),
-                                tuple(exemptions)))
+        out.append(ServerConfig(
+            id=sid, customer=v["customer"], switch=sw.name, port=port, ips=tuple(ips), template=tmpl.name,
+            monthly_fee_fen=v["monthly_fee_fen"], cap_mbps=cap, cap_changes=tuple(changes),
+            contacts=v["contacts"], mail_server=v["mail_server"], declared_ports=v["declared_ports"],
+            whitelist=tuple(whitelist), exemptions=tuple(exemptions),
+        ))
     return out
+
+
+def _cap_changes(r: _Reader, m: Mapping[str, yaml.Node], p: str, tz: str,
+                 speed: int | None) -> list[tuple[datetime, float]]:
+    changes: list[tuple[datetime, float]] = []
+    for j, cn in enumerate(r.seq(m["cap_changes"], f"{p}.cap_changes") if "cap_changes" in m else []):
+        cp = f"{p}.cap_changes[{j}]"
+        cm = r.section(cn, cp, CAP_CHANGE)
+        if cm is None or len(cm) < len(CAP_CHANGE.required):
+            continue
+        c = r.settings(cm, cp, CAP_CHANGE)["cap_mbps"]
+        when = _when(r, cm["effective"], f"{cp}.effective", tz)
+        if c is None or when is None:
+            continue
+        if speed is not None and c > speed:
+            r.error(cm["cap_mbps"], f"{cp}.cap_mbps", f"cap {c:g} Mbps is above the port speed {speed} Mbps")
+        if changes and when <= changes[-1][0]:
+            r.error(cm["effective"], f"{cp}.effective", "cap changes must be in increasing date order")
+        changes.append((when, c))
+    return changes
+
+
+def _exemptions(r: _Reader, m: Mapping[str, yaml.Node], p: str, tz: str) -> list[tuple[str | None, datetime, str]]:
+    """servers[].exemptions: [{detectors: [scan, …] | all, until: T, reason: TEXT}]."""
+    from rackwarden.policies.detect import DETECTORS
+
+    out: list[tuple[str | None, datetime, str]] = []
+    for j, en in enumerate(r.seq(m["exemptions"], f"{p}.exemptions") if "exemptions" in m else []):
+        ep = f"{p}.exemptions[{j}]"
+        em = r.section(en, ep, EXEMPTION)
+        if em is None or len(em) < len(EXEMPTION.required):
+            continue
+        reason = r.settings(em, ep, EXEMPTION)["reason"]
+        if reason is not None and not reason.strip():
+            r.error(em["reason"], f"{ep}.reason", "say why (it goes into the audit record)")
+            reason = None
+        until = _when(r, em["until"], f"{ep}.until", tz)
+        dets: list[str | None] = []
+        dnode = em["detectors"]
+        if isinstance(dnode, yaml.ScalarNode) and dnode.value == "all":
+            dets = [None]
+        else:
+            for dn in r.seq(dnode, f"{ep}.detectors"):
+                d = r.string(dn, f"{ep}.detectors")
+                if d is not None and d not in DETECTORS:
+                    r.error(dn, f"{ep}.detectors", f"unknown detector '{d}'; known: all, {', '.join(DETECTORS)}")
+                elif d is not None:
+                    dets.append(d)
+        if until is not None and reason is not None:
+            out += [(d, until, reason) for d in dets]
+    return out
+
+
+def _detection(r: _Reader, node: yaml.Node | None, switches: Mapping[str, SwitchConfig],
+               templates: Mapping[str, TemplateConfig]) -> DetectionConfig:
+    if node is None:
+        return DetectionConfig()
+    m = r.section(node, "detection", DETECTION)
+    if m is None:
+        return DetectionConfig()
+    x = (r.section(m["sflow"], "detection.sflow", SFLOW) or {}) if "sflow" in m else {}
+    sflow = r.settings(x, "detection.sflow", SFLOW)
+    if "sflow" in m and sflow["sflow_listen"] is not None and not any(sw.sflow_agent for sw in switches.values()):
+        r.error(m["sflow"], "detection.sflow", "no switch has sflow_agent: nothing would be accepted")
+    mirrors: list[MirrorConfig] = []
+    x = (r.section(m["span"], "detection.span", SPAN) or {}) if "span" in m else {}
+    span = r.settings(x, "detection.span", SPAN)
+    for i, mn in enumerate(r.seq(x["mirrors"], "detection.span.mirrors") if "mirrors" in x else []):
+        p = f"detection.span.mirrors[{i}]"
+        y = r.section(mn, p, MIRROR)
+        if y is None:
+            continue
+        mv = r.settings(y, p, MIRROR)
+        sw, port_name = mv["switch"], mv["port"]
+        if sw is not None and sw not in switches:
+            r.error(y["switch"], f"{p}.switch", f"no switch named '{sw}'")
+        elif sw is not None and port_name is not None and port_name not in switches[sw].ports:
+            r.error(y["port"], f"{p}.port", f"port '{port_name}' is not on switch '{sw}'")
+        if mv["ingress"] is None and mv["egress"] is None:
+            r.error(mn, p, "give ingress, egress or both")
+        if _complete(mv, MIRROR):
+            mirrors.append(MirrorConfig(**mv))
+    thresholds: dict[str, dict[str, Any]] = {}
+    if "thresholds" in m:
+        from rackwarden.policies.detect import DetectThresholds
+
+        tm = r.mapping(m["thresholds"], "detection.thresholds", (), tuple(templates)) or {}
+        for tname, tn in tm.items():
+            p = f"detection.thresholds.{tname}"
+            y = r.section(tn, p, THRESHOLDS) or {}
+            tv = r.settings(y, p, THRESHOLDS)
+            # Only what the file sets: the rest stays DetectThresholds' own default.
+            values: dict[str, Any] = {k: frozenset(tv[k]) if THRESHOLDS[k].kind == "int_list" else tv[k] for k in y}
+            try:
+                DetectThresholds(**values)
+            except (TypeError, ValueError) as e:
+                r.error(tn, p, f"invalid thresholds: {e}")
+            thresholds[tname] = values
+    return DetectionConfig(
+        span_mirrors=tuple(mirrors), thresholds=MappingProxyType(thresholds),
+        **sflow, **span, **r.settings(m, "detection", DETECTION),
+    )
+
+
+def _enforcement(r: _Reader, node: yaml.Node | None) -> EnforcementConfig:
+    d = _default_enforcement()
+    if node is None:
+        return d
+    m = r.section(node, "enforcement", ENFORCEMENT)
+    if m is None:
+        return d
+    rules = dict(d.rules)
+    if "rules" in m:
+        rm = r.mapping(m["rules"], "enforcement.rules", (), REASONS) or {}
+        for reason, rnode in rm.items():
+            p = f"enforcement.rules.{reason}"
+            x = r.section(rnode, p, RULE)
+            if x is None:
+                continue
+            built_in = DEFAULT_RULES[reason]  # type: ignore[index]
+            v = r.settings(x, p, RULE, mode=None, **{
+                s.name: getattr(built_in, s.name) for s in RULE if s.name != "mode"})
+            if "term_s" in x:
+                tn = x["term_s"]
+                if isinstance(tn, yaml.ScalarNode) and tn.style is None and tn.value == "until_restored":
+                    v["term_s"] = None
+                else:
+                    term = r.number(tn, f"{p}.term_s", RULE["term_s"].lo, RULE["term_s"].hi)
+                    v["term_s"] = built_in.term_s if term is None else term
+            else:
+                v["term_s"] = built_in.term_s
+            mode = v.pop("mode")
+            rules[reason] = RuleConfig(mode=mode, rule=dataclasses.replace(built_in, **v))
+    safety = d.safety
+    if "safety" in m:
+        x = r.section(m["safety"], "enforcement.safety", SAFETY) or {}
+        safety = SafetyConfig(**r.settings(x, "enforcement.safety", SAFETY))
+    return EnforcementConfig(MappingProxyType(rules), safety)
+
+
+def _notify(r: _Reader, node: yaml.Node | None) -> NotifyConfig:
+    if node is None:
+        return NotifyConfig()
+    m = r.section(node, "notify", NOTIFY)
+    if m is None:
+        return NotifyConfig()
+    smtp = None
+    if "smtp" in m:
+        x = r.section(m["smtp"], "notify.smtp", SMTP)
+        if x is not None and "host" in x and "from" in x:
+            v = r.settings(x, "notify.smtp", SMTP)
+            smtp = SmtpConfig(**v) if _complete(v, SMTP) else None
+    return NotifyConfig(smtp=smtp, **r.settings(m, "notify", NOTIFY))

@@ -169,7 +169,7 @@ agent:
   api_port: {api_port if api_port is not None else free_port()}
 {notify}{enforcement}{extra}
 templates:
-  rental: {{cap_mbps: {cap_mbps}, window_s: {window_s}, direction: out}}
+  rental: {{cap_mbps: {cap_mbps}, window_s: {window_s}, direction: out, credit: rental}}
 switches:
   sw1:
     address: {snmp.host}

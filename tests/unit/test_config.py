@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GOOD = """\
 version: 1
 templates:
-  rental: {cap_mbps: 10}
+  rental: {cap_mbps: 10, credit: rental}
 switches:
   sw1:
     address: 127.0.0.1
@@ -64,7 +64,7 @@ def test_good_config_loads_frozen() -> None:
     ("port: Gi0/2", "port: Gi0/9", "inv.yaml:22 servers[b].port: port 'Gi0/9' does not exist on switch 'sw1'"),
     ("port: Gi0/2", "port: Gi0/1", "inv.yaml:22 servers[b].port: sw1 Gi0/1 is already used by server 'a'"),
     ("ips: [192.0.2.2]", "ips: [192.0.2.1]", "inv.yaml:23 servers[b].ips: 192.0.2.1 is already assigned to server 'a'"),
-    ("rental: {cap_mbps: 10}", "rental: {cap_mbps: 150}",
+    ("rental: {cap_mbps: 10,", "rental: {cap_mbps: 150,",
      "servers[a].cap_mbps: cap 150 Mbps is above the port speed 100 Mbps"),
     ("port: Gi0/2", "port: Te0/1", "servers[b].port: port 'Te0/1' is protected"),
     ("ports: [\"Gi0/[1-4]\", \"Te0/1\"]", "ports: [\"Gi0/[1-4]\", \"Gi0/2\", \"Te0/1\"]", "duplicate port 'Gi0/2'"),
@@ -84,7 +84,7 @@ def test_each_error_names_file_line_key_and_reason(old: str, new: str, expected:
 
 def test_every_error_is_listed_not_just_the_first() -> None:
     bad = GOOD.replace("port: Gi0/2", "port: Gi0/9").replace("vendor: cisco_ios", "vendor: nope")
-    bad = bad.replace("rental: {cap_mbps: 10}", "rental: {cap_mbps: 10, enabled: on}")
+    bad = bad.replace("credit: rental}", "credit: rental, enabled: on}")
     found = errors(bad)
     assert len(found) == 3, found
 
@@ -169,3 +169,65 @@ def test_whitelists_reach_the_detectors() -> None:
     assert specs["a"].whitelist == ("203.0.113.0/24",) and specs["b"].whitelist == ()
     bad = errors(text.replace("203.0.113.7/24", "not-a-net"))
     assert any("servers[a].whitelist: 'not-a-net' is not an IP network" in e for e in bad)
+
+
+def test_a_template_names_its_credit_rule() -> None:
+    from rackwarden.policies.sla import BUILTIN_TEMPLATES
+
+    cfg = configmod.loads(GOOD, "inv.yaml")
+    assert cfg.templates["rental"].credit == "rental"
+    campus = GOOD.replace("  rental: {cap_mbps: 10, credit: rental}\n",
+                          "  rental: {cap_mbps: 10, credit: rental}\n  campus: {cap_mbps: 10, credit: none}\n")
+    assert configmod.loads(campus, "inv.yaml").templates["campus"].credit == configmod.NO_CREDIT
+    assert set(configmod.CREDIT_RULES) == {*BUILTIN_TEMPLATES, "none"}
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    # Bug: a template called `campus` silently got no credit rule because the rule was looked
+    # up by the template's name; now the template must say which rule it means.
+    ("rental: {cap_mbps: 10, credit: rental}", "rental: {cap_mbps: 10}",
+     "inv.yaml:3 templates.rental.credit: required key missing: one of rental, colo, none"),
+    ("rental: {cap_mbps: 10, credit: rental}", "rental: {cap_mbps: 10, credit: campus}",
+     "inv.yaml:3 templates.rental.credit: 'campus' is not one of rental, colo, none"),
+    ("rental: {cap_mbps: 10, credit: rental}", "rental: {cap_mbps: 10, credit: no}",
+     "inv.yaml:3 templates.rental.credit: ambiguous value 'no'"),
+])
+def test_a_missing_or_unknown_credit_rule_is_refused(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    found = errors(GOOD.replace(old, new, 1))
+    assert any(e.startswith(expected) for e in found), found
+    # Its servers do not cascade into "no template named 'rental'".
+    assert not any("no template named" in e for e in found), found
+
+
+def test_a_template_without_credit_fails_check_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("rental: {cap_mbps: 10, credit: rental}", "rental: {cap_mbps: 10}"))
+    cli = [sys.executable, "-m", "rackwarden.agent.cli", "check-config", str(bad)]
+    no = subprocess.run(cli, capture_output=True, text=True)
+    assert no.returncode != 0
+    assert f"{bad}:3 templates.rental.credit: required key missing" in no.stderr
+
+
+def test_vendors_are_the_driver_registry() -> None:
+    from rackwarden.drivers.switch import DRIVERS
+
+    assert set(configmod.VENDORS) == set(DRIVERS)
+    for vendor in DRIVERS:
+        cfg = configmod.loads(GOOD.replace("vendor: cisco_ios", f"vendor: {vendor}"), "inv.yaml")
+        assert cfg.switches["sw1"].vendor == vendor
+    found = errors(GOOD.replace("vendor: cisco_ios", "vendor: cisco"))
+    assert any(e.endswith("is not one of " + ", ".join(DRIVERS)) for e in found), found
+
+
+def test_required_text_may_not_be_empty() -> None:
+    # Bug: `customer: ""` passed the reader and tripped an assert while building the server.
+    found = errors(GOOD.replace("customer: c1", 'customer: ""'))
+    assert any("inv.yaml:13 servers[a].customer: value missing" in e for e in found), found
+
+
+def test_snmp_defaults_reach_switches_that_do_not_override_them() -> None:
+    cfg = configmod.loads("snmp_defaults: {interval_s: 30, port: 1161}\n" + GOOD.replace(
+        "    vendor: cisco_ios\n", "    vendor: cisco_ios\n    interval_s: 15\n"), "inv.yaml")
+    sw = cfg.switches["sw1"]
+    assert (sw.interval_s, sw.snmp_port, sw.timeout_s, sw.retries) == (15, 1161, 2.0, 1)

@@ -26,7 +26,7 @@ enforcement:
     overage: {{grace_s: 60, term_s: 600}}
   safety: {{max_shuts_per_switch: {k}, max_shuts_total: 10, breaker_fraction: 0.5, breaker_min_servers: 3}}
 templates:
-  rental: {{cap_mbps: 10, window_s: 300}}
+  rental: {{cap_mbps: 10, window_s: 300, credit: rental}}
 switches:
   sw1:
     address: 127.0.0.1
@@ -344,6 +344,7 @@ def test_a_detection_from_before_a_restore_does_not_shut_again(tmp_path: Path) -
 
     def det(last_at: datetime) -> SimpleNamespace:
         return SimpleNamespace(detector="flood", kind="udp", severity="critical", rule="R6", reason="udp flood",
+                               attacks_others=True,
                                rates={"pps": 20000.0}, counts={}, subjects=(), last_at=last_at)
 
     flood_at = rig.clock.at()

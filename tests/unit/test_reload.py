@@ -16,7 +16,7 @@ CONFIG = """\
 version: 1
 agent: {{state_dir: "{state}", mode: notify}}
 templates:
-  rental: {{cap_mbps: 10}}
+  rental: {{cap_mbps: 10, credit: rental}}
 switches:
   sw1:
     address: 192.0.2.2
