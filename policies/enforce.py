@@ -185,9 +185,14 @@ class Decision:
 
 
 def _wrap(intents: Iterable[L.Intent], rails: Rails) -> tuple[Intent, ...]:
+    """The ladder's intents as the shell carries them out. A suspension or restore notice
+    waits for its change to be read back (`_outcome`): a customer is never told of a
+    suspension that failed, or that was only a dry run."""
     dry = rails.mode != "enforce"
     out: list[Intent] = []
     for i in intents:
+        if isinstance(i, L.Notify) and i.stage in ("suspension", "restored"):
+            continue
         if isinstance(i, L.ShutPort):
             out.append(Change(i, dry, LEDGER_CAUSE[i.reason]))
         elif isinstance(i, L.RestorePort):
@@ -201,11 +206,18 @@ def _ladder(r: L.Rung, rule: L.LadderRule, rails: Rails, at: datetime, *, violat
             evidence: L.Evidence | None = None, attack: bool = False) -> Decision:
     """One ladder move under the rails: a refused shut leaves the rung short of `shut`."""
     s = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack)
-    if any(isinstance(i, L.ShutPort) for i in s.intents):
+    shuts = [i for i in s.intents if isinstance(i, L.ShutPort)]
+    if shuts:
         refusal = shut_refusal(rails, at)
-        if refusal is not None:
-            s = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack, may_shut=False)
-            return Decision(s.rung, _wrap(s.intents, rails), s.why, refusal)
+        if refusal is not None or rails.mode != "enforce":
+            held = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack, may_shut=False)
+            if refusal is not None:
+                return Decision(held.rung, _wrap(held.intents, rails), held.why, refusal)
+            # notify mode: the shut is recorded as a dry run and nothing is suspended, so the
+            # ladder stays noticed and the customer is told of no suspension (nor, later, of a
+            # restore). The dry run's key is the episode's: it is recorded once.
+            return Decision(held.rung, _wrap((*held.intents, *shuts), rails),
+                            f"{s.why}: dry run, {rails.mode} mode")
     if any(isinstance(i, L.RestorePort) for i in s.intents):
         refusal = restore_refusal(rails)
         if refusal is not None:
@@ -279,11 +291,15 @@ def _request(r: L.Rung, rule: L.LadderRule, req: Request, rails: Rails, at: date
 
 
 def _outcome(r: L.Rung, o: ActionOutcome) -> Decision:
-    """A change that was not read back as asked stays as recorded: known, paged, not retried."""
-    if o.state in ("APPLIED", "DRYRUN"):
-        return Decision(r, (Page(f"RackWarden{o.action.capitalize()}", "ticket",
-                                 f"{o.action} for {r.reason}: {o.state}"),) if o.state == "APPLIED" else (),
-                        f"{o.action} {o.state.lower()}")
+    """An applied change is announced to the customer and ticketed; one that was not read back
+    as asked stays as recorded: known, paged, not retried."""
+    if o.state == "DRYRUN":
+        return Decision(r, (), f"{o.action} dry run")
+    if o.state == "APPLIED":
+        notice = L.suspension_notice(r) if o.action == "shut" else L.restored_notice(r)
+        return Decision(r, (notice, Page(f"RackWarden{o.action.capitalize()}", "ticket",
+                                         f"{o.action} for {r.reason}: {o.state}")),
+                        f"{o.action} applied")
     return Decision(r, (Page(f"RackWarden{o.action.capitalize()}{o.state.capitalize()}", "page",
                              f"{o.action} for {r.reason}: {o.state}, read back admin {o.admin}"),),
                     f"{o.action} {o.state.lower()}: escalated")

@@ -206,6 +206,16 @@ def _restore(r: Rung, at: datetime, why: str) -> Step:
                               r.evidence or Evidence("", why), _key(r, "restored"))), why)
 
 
+def suspension_notice(r: Rung) -> Notify:
+    """The notice of this episode's suspension, with the term it promises."""
+    return Notify(r.server, r.reason, "suspension", r.evidence or Evidence("", r.reason), _key(r, "suspension"),
+                  r.until)
+
+
+def restored_notice(r: Rung, why: str = "restored") -> Notify:
+    return Notify(r.server, r.reason, "restored", r.evidence or Evidence("", why), _key(r, "restored"))
+
+
 def notice_result(r: Rung, outcome: NoticeOutcome) -> Rung:
     """Record how the warning went (R9: delivery failure means unreachable)."""
     return replace(r, notice=outcome)

@@ -83,10 +83,19 @@ def test_the_step_table(reason: L.Reason, attack: bool, reached: bool, mode: str
         assert shuts == [] and d.rung.phase == "noticed"
         assert d.refusal is not None and d.refusal.rail == rail
         return
-    assert len(shuts) == 1 and d.rung.phase == "shut" and d.refusal is None
-    assert shuts[0].dry_run == (mode == "notify")
+    assert len(shuts) == 1 and d.refusal is None
     assert shuts[0].ledger_cause == E.LEDGER_CAUSE[reason]
-    assert any(isinstance(i, L.Notify) and i.stage == "suspension" for i in d.intents)
+    suspension = any(isinstance(i, L.Notify) and i.stage == "suspension" for i in d.intents)
+    if mode == "notify":
+        # A dry run suspends nothing: the ladder stays noticed and no suspension is announced.
+        assert shuts[0].dry_run and d.rung.phase == "noticed" and not suspension
+    else:
+        assert not shuts[0].dry_run and d.rung.phase == "shut" and not suspension
+        # The suspension is announced once the switch has been read back as shut, not before.
+        done = E.step(d.rung, RULES[reason], E.ActionOutcome(shuts[0].key, "shut", "APPLIED", "down"),
+                      rails_with(rail, mode), AT)
+        (notice,) = [i for i in done.intents if isinstance(i, L.Notify)]
+        assert notice.stage == "suspension" and notice.until == d.rung.until
 
 
 def test_every_detector_declares_whether_it_attacks_others() -> None:
@@ -134,6 +143,7 @@ def test_a_failed_change_is_paged_and_not_retried() -> None:
     d = E.step(shut, RULES["overage"], E.ActionOutcome("k", "shut", "FAILED", "up"), rails_with("none", "enforce"), AT)
     assert d.rung == shut and d.changes == ()
     assert [(p.name, p.severity) for p in d.intents if isinstance(p, E.Page)] == [("RackWardenShutFailed", "page")]
+    assert not [i for i in d.intents if isinstance(i, L.Notify)]  # no suspension notice for a failed shut
 
 
 def test_stale_evidence_from_before_a_restore_starts_nothing() -> None:
