@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from .ledger.cli import COMMANDS as LEDGER_COMMANDS
 
-    # The ledger's commands parse their own arguments (agent/ledger_cli.py).
+    # The ledger's commands parse their own arguments (agent/ledger/cli.py, agent/ledger/report_cli.py).
     if len(argv) >= 2 and (argv[0], argv[1]) in LEDGER_COMMANDS:
         return int(LEDGER_COMMANDS[(argv[0], argv[1])](argv[2:]))
     args = build_parser().parse_args(argv)

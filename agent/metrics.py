@@ -125,7 +125,7 @@ class Metrics:
         self._sources_collector.service = service
 
     def set_ledger(self, values: Any) -> None:
-        """Values computed from the ledger (agent/ledger.py's LedgerMetrics)."""
+        """Values computed from the ledger (agent/ledger/reports.py's LedgerMetrics)."""
         self._ledger_collector.values = values
 
     def observe_poll(self, switch: str, duration_s: float, error: str | None, ok_at: float | None) -> None:
