@@ -418,6 +418,9 @@ class Enforcer:
                 error = DriverError(f"no answer within {self.action_timeout_s:g} s", switch=sw.name)
             except DriverError as e:
                 error = e
+            except Exception as e:  # a driver bug: the read-back below still decides the outcome
+                log.exception("driver of %s raised on %s %s", sw.name, action, server.port)
+                error = DriverError(f"driver raised {type(e).__name__}: {e}", switch=sw.name, outcome_unknown=True)
         if error is not None:
             detail["error"] = f"{type(error).__name__}: {error}"
         # The switch's own counters are the judge: SNMP ifAdminStatus after every change.

@@ -359,3 +359,20 @@ def test_a_detection_from_before_a_restore_does_not_shut_again(tmp_path: Path) -
     assert rig.sw.admin["Gi0/2"] == "up" and rig.enf.rungs[("s2", "abuse")].phase == "restored"
     asyncio.run(rig.enf.on_abuse("s2", det(rig.clock.at()), None))  # fresh traffic after the restore
     assert rig.enf.rungs[("s2", "abuse")].phase in ("noticed", "shut")
+
+
+def test_a_driver_that_raises_a_non_driver_error_leaves_no_pending_action(tmp_path: Path) -> None:
+    # Bug (found by tests/sim): only DriverError and TimeoutError were caught, so a driver bug
+    # left the action PENDING, the ladder at shut and the port up, unpaged.
+    rig = Rig(tmp_path)
+
+    async def broken(port: str) -> ChangeResult:
+        raise KeyError(port)
+
+    rig.sw.shut = broken  # type: ignore[method-assign]
+    rig.poll(rig.report(1))
+    rig.poll(rig.report(1))
+    (row,) = rig.store.actions(server="s1")
+    assert (row.action, row.state) == ("shut", "FAILED") and "KeyError" in row.detail["error"]
+    assert rig.sw.admin["Gi0/1"] == "up"
+    assert ("RackWardenShutFailed", "page") in [(n, s) for n, s, _ in rig.pager.alerts]
