@@ -58,7 +58,7 @@ def _at(doc: dict[str, Any], section: schema.Section) -> tuple[dict[str, Any], s
                                             "detection.thresholds.rental"),
     }
     if section.path not in where:
-        pytest.skip(f"{section.path} is not placed by this test")
+        pytest.fail(f"{section.path} has bounded or choice settings but no place in this test: add it to `where`")
     return where[section.path]
 
 
