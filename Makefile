@@ -4,11 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEB_PACKAGES := python3-venv snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
-	tshark postgresql iproute2 iputils-ping procps tcpdump tcpreplay
+	tshark postgresql iproute2 iputils-ping procps tcpdump tcpreplay chromium chromium-driver \
+	fonts-wqy-microhei
 DEB_STAMP := $(VENV)/.deb-ok
 PY_STAMP := $(VENV)/.py-ok
 
-.PHONY: deps test test-unit test-lab test-sim typecheck demo demo-stop bench fuzz lint clean install
+.PHONY: deps test test-unit test-lab test-sim typecheck demo demo-stop bench fuzz soak lint clean install
 
 deps: $(DEB_STAMP) $(PY_STAMP)
 
@@ -58,6 +59,12 @@ demo: deps
 
 demo-stop: deps
 	$(PY) -m tests.lab.demo --stop
+
+# A month in a few minutes: 30 simulated days through the whole agent, then the offline audit
+# (tests/sim/soak.py); `make test` runs a 3-day one. Prints figures and one JSON line.
+SOAK_DAYS ?= 30
+soak: deps
+	$(PY) -m tests.sim.soak --days $(SOAK_DAYS)
 
 # Each benchmark prints its figures and ends with one JSON line.
 bench: deps

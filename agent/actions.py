@@ -1,10 +1,18 @@
-"""Enforcement records: intents before the switch is touched, their outcome, the audit trail, ladder state, holds."""
+"""Enforcement records: intents before the switch is touched, their outcome, the audit trail, ladder state, holds.
+
+These tables live in the ledger's database (one SQLite file, or the shared PostgreSQL): a
+port's enforcement state is written once, in one transaction with the ladder rung and the
+ledger's outage entry (see `transaction()` and agent/enforcer.py), so the three never disagree.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rackwarden.agent.sqlstore import SqlStore
@@ -17,12 +25,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    create_engine,
     delete,
+    func,
     insert,
+    inspect,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine
 
 metadata = MetaData()
 actions = Table(
@@ -130,43 +141,113 @@ def rung_from_json(text: str) -> Rung:
 
 
 class ActionStore(SqlStore):
-    """SQLite by default; constructor does no I/O, start() connects and creates the tables."""
+    """Constructor does no I/O; start() connects (or joins the ledger's engine) and creates the tables.
+
+    Every write takes an optional `conn`: given, it joins the caller's transaction (the
+    enforcer commits a rung, its action and the ledger's outage entry together); absent, it
+    is a transaction of its own.
+    """
 
     metadata = metadata
+
+    def start(self, engine: Engine | None = None) -> None:
+        """Connect; with `engine` (the ledger's), share its database and its transactions."""
+        if engine is None:
+            super().start()
+            return
+        self._engine = engine
+        self._shared = True
+        self.metadata.create_all(engine)
+
+    def close(self) -> None:
+        if not getattr(self, "_shared", False):
+            super().close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (on SQLite the ledger's engine makes it BEGIN IMMEDIATE)."""
+        with self.engine.connect() as c:
+            c.execution_options(ledger_write=True)
+            with c.begin():
+                yield c
+
+    @contextmanager
+    def _tx(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.transaction() as c:
+                yield c
+
+    def absorb(self, legacy: Path) -> int:
+        """Move the records of a separate `actions.sqlite` (written before the tables joined
+        the ledger's database) into this one, once; returns the rows moved.
+
+        Only into an empty store: the legacy file is renamed `*.merged` afterwards, so a
+        second start finds nothing to do and nothing is copied twice.
+        """
+        if not legacy.exists():
+            return 0
+        with self.engine.connect() as c:
+            if c.execute(select(func.count()).select_from(actions)).scalar_one():
+                return 0
+        old = create_engine(f"sqlite:///{legacy}")
+        moved = 0
+        try:
+            names = set(inspect(old).get_table_names())
+            with old.connect() as src, self.transaction() as dst:
+                for table in metadata.sorted_tables:
+                    if table.name not in names:
+                        continue
+                    rows = [dict(r._mapping) for r in src.execute(select(table))]
+                    if rows:
+                        dst.execute(insert(table), rows)
+                        moved += len(rows)
+        finally:
+            old.dispose()
+        legacy.rename(legacy.with_name(legacy.name + ".merged"))
+        return moved
 
     # -- actions: written PENDING before the switch is touched -------------------------------
 
     def begin(self, *, key: str, server: str, switch: str, port: str, reason: str, action: str,
-              mode: str, at: datetime, detail: dict[str, Any]) -> tuple[ActionRow, bool]:
+              mode: str, at: datetime, detail: dict[str, Any],
+              conn: Connection | None = None) -> tuple[ActionRow, bool]:
         """Record an intent; (row, True) when new, (the existing row, False) for a repeat key."""
         state = "PENDING" if mode == "enforce" else "DRYRUN"
-        try:
-            with self.engine.begin() as c:
-                c.execute(insert(actions).values(
-                    key=key, server=server, switch=switch, port=port, reason=reason, action=action,
-                    mode=mode, state=state, created_at=at.isoformat(), updated_at=at.isoformat(),
-                    detail=json.dumps(detail, sort_keys=True, ensure_ascii=False)))
-            created = True
-        except IntegrityError:
-            created = False
-        row = self.action(key)
-        assert row is not None
-        return row, created
+        with self._tx(conn) as c:
+            # Looked up first, not left to the unique index: on PostgreSQL a failed insert
+            # would abort the caller's whole transaction. (Two writers racing on one key can
+            # only be two lease holders; the loser's transaction fails and is paged.)
+            old = self._rows(select(actions).where(actions.c.key == key), c)
+            if old:
+                return old[0], False
+            c.execute(insert(actions).values(
+                key=key, server=server, switch=switch, port=port, reason=reason, action=action,
+                mode=mode, state=state, created_at=at.isoformat(), updated_at=at.isoformat(),
+                detail=json.dumps(detail, sort_keys=True, ensure_ascii=False)))
+            return self._rows(select(actions).where(actions.c.key == key), c)[0], True
 
-    def finish(self, key: str, state: str, at: datetime, detail: dict[str, Any]) -> None:
+    def finish(self, key: str, state: str, at: datetime, detail: dict[str, Any],
+               conn: Connection | None = None) -> None:
         assert state in ACTION_STATES
-        row = self.action(key)
-        merged = {**(row.detail if row else {}), **detail}
-        with self.engine.begin() as c:
+        with self._tx(conn) as c:
+            rows = self._rows(select(actions).where(actions.c.key == key), c)
+            merged = {**(rows[0].detail if rows else {}), **detail}
             c.execute(update(actions).where(actions.c.key == key).values(
                 state=state, updated_at=at.isoformat(),
                 detail=json.dumps(merged, sort_keys=True, ensure_ascii=False)))
 
-    def _rows(self, q: Any) -> list[ActionRow]:
-        with self.engine.connect() as c:
+    def _rows(self, q: Any, conn: Connection | None = None) -> list[ActionRow]:
+        def read(c: Connection) -> list[ActionRow]:
             return [ActionRow(r.id, r.key, r.server, r.switch, r.port, r.reason, r.action, r.mode,
                               r.state, r.created_at, r.updated_at, json.loads(r.detail))
                     for r in c.execute(q)]
+
+        if conn is not None:
+            return read(conn)
+        with self.engine.connect() as c:
+            return read(c)
 
     def action(self, key: str) -> ActionRow | None:
         rows = self._rows(select(actions).where(actions.c.key == key))
@@ -187,8 +268,9 @@ class ActionStore(SqlStore):
     # -- audit: one record per decision, dry-run included -------------------------------------
 
     def audit(self, *, at: datetime, server: str, reason: str, decision: str, mode: str, actor: str,
-              rule: str, inputs: dict[str, Any], before: str, after: str, result: str) -> None:
-        with self.engine.begin() as c:
+              rule: str, inputs: dict[str, Any], before: str, after: str, result: str,
+              conn: Connection | None = None) -> None:
+        with self._tx(conn) as c:
             c.execute(insert(audit).values(
                 at=at.isoformat(), server=server, reason=reason, decision=decision, mode=mode,
                 actor=actor, rule=rule, inputs=json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=str),
@@ -203,8 +285,8 @@ class ActionStore(SqlStore):
 
     # -- ladder state, holds, breakers, notices -----------------------------------------------
 
-    def save_rung(self, r: Rung) -> None:
-        with self.engine.begin() as c:
+    def save_rung(self, r: Rung, conn: Connection | None = None) -> None:
+        with self._tx(conn) as c:
             c.execute(delete(rungs).where(rungs.c.server == r.server, rungs.c.reason == r.reason))
             c.execute(insert(rungs).values(server=r.server, reason=r.reason, state=rung_to_json(r)))
 
@@ -213,7 +295,7 @@ class ActionStore(SqlStore):
             return [rung_from_json(r.state) for r in c.execute(select(rungs))]
 
     def set_hold(self, server: str, until: datetime, note: str, by: str) -> None:
-        with self.engine.begin() as c:
+        with self.transaction() as c:
             c.execute(delete(holds).where(holds.c.server == server))
             c.execute(insert(holds).values(server=server, until=until.isoformat(), note=note, by=by))
 
@@ -222,12 +304,12 @@ class ActionStore(SqlStore):
             return {r.server: (datetime.fromisoformat(r.until), r.note, r.by) for r in c.execute(select(holds))}
 
     def open_breaker(self, switch: str, at: datetime, why: str) -> None:
-        with self.engine.begin() as c:
+        with self.transaction() as c:
             c.execute(delete(breakers).where(breakers.c.switch == switch))
             c.execute(insert(breakers).values(switch=switch, at=at.isoformat(), why=why))
 
     def close_breaker(self, switch: str) -> None:
-        with self.engine.begin() as c:
+        with self.transaction() as c:
             c.execute(delete(breakers).where(breakers.c.switch == switch))
 
     def breakers(self) -> list[tuple[str, datetime, str]]:
@@ -237,13 +319,12 @@ class ActionStore(SqlStore):
     def record_notice(self, key: str, server: str, at: datetime, delivered: bool, detail: str,
                       latency_s: float | None) -> bool:
         """False when this notice key was already sent (a restart must not send it twice)."""
-        try:
-            with self.engine.begin() as c:
-                c.execute(insert(notices).values(key=key, server=server, at=at.isoformat(),
-                                                 delivered=int(delivered), detail=detail, latency_s=latency_s))
+        with self.transaction() as c:
+            if c.execute(select(notices.c.key).where(notices.c.key == key)).first() is not None:
+                return False
+            c.execute(insert(notices).values(key=key, server=server, at=at.isoformat(),
+                                             delivered=int(delivered), detail=detail, latency_s=latency_s))
             return True
-        except IntegrityError:
-            return False
 
     def notice(self, key: str) -> tuple[bool, str] | None:
         with self.engine.connect() as c:

@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from rackwarden.drivers.switch import port_name_problem
 from rackwarden.policies.cap import CapRule, CapSchedule
 from rackwarden.policies.ladder import DEFAULT_RULES, REASONS, LadderRule
 from rackwarden.policies.safety import SafetyConfig
@@ -56,6 +57,7 @@ from .config_schema import (
     Section,
     Setting,
 )
+from .textfile import TextFileError, read_text
 
 __all__ = [
     "AUTH_PROTOCOLS", "CREDIT_RULES", "MODES", "NO_CREDIT", "PRIV_PROTOCOLS", "VENDORS", "AgentSettings", "Config",
@@ -121,6 +123,11 @@ class SshConfig:
     known_hosts: Path | None = None
     save_config: bool = SWITCH_SSH.default("save_config")
     timeout_s: float = SWITCH_SSH.default("timeout_s")
+    # known_hosts | pin | insecure-accept-any (drivers.switch.HOST_KEY_MODES), always set by the
+    # loader; pin keeps the key first seen in pin_file (state_dir/ssh_host_keys/<switch>) and
+    # refuses any other later.
+    host_key: str | None = None
+    pin_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -198,15 +205,16 @@ class AgentSettings:
     api_listen: str = AGENT.default("api_listen")
     api_port: int = AGENT.default("api_port")
     metrics_web_config: Path | None = None  # basic auth / TLS, as the Prometheus exporters' web config
+    api_web_config: Path | None = None  # TLS for the local API (the same file format, no basic auth)
+    console_web_config: Path | None = None  # the console's operators (basic_auth_users)
+    customers_web_config: Path | None = None  # the customer page's logins, per customer
     ledger_url: Secret | None = None  # None: sqlite in state_dir; PostgreSQL for shared deployments
     ha: HaSettings | None = None
 
-    def actions_database(self) -> str:
-        """Ladder state and actions live beside the ledger when it is shared, so a standby
-        that takes a switch over knows what the previous holder did there."""
-        return self.ledger_url.reveal() if self.ledger_url else f"sqlite:///{self.state_dir / 'actions.sqlite'}"
-
     def ledger_database(self) -> str:
+        """The ledger's database; the enforcement records (actions, rungs, audit, holds) live in
+        it too, so one transaction writes a change with its outage entry, and a standby that
+        takes a switch over reads what the previous holder did there."""
         return self.ledger_url.reveal() if self.ledger_url else f"sqlite:///{self.state_dir / 'ledger.sqlite'}"
 
 
@@ -283,6 +291,12 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     _by_port: Mapping[tuple[str, str], ServerConfig] = field(repr=False, default_factory=dict)
+    # `file:line key: not checked: …` for each credential load(require_credentials=False) could
+    # not read; a Config with any is for check-config's report only.
+    unchecked: tuple[str, ...] = ()
+    # `file:line key: WARNING …` for settings that load but weaken security (an SSH host key
+    # accepted unverified); check-config prints them and the agent logs them.
+    warnings: tuple[str, ...] = ()
 
     def server(self, server_id: str) -> ServerConfig | None:
         return next((s for s in self.servers if s.id == server_id), None)
@@ -328,15 +342,41 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+class _Unchecked:
+    """A credential that could not be looked for: no credentials directory, and none required."""
+
+
 class _Reader:
-    def __init__(self, file: str, base: Path):
+    def __init__(self, file: str, base: Path, credentials_dir: str | Path | None = None,
+                 require_credentials: bool = True):
         self.file = file
         self.base = base  # relative paths in the file are relative to its folder
         self.issues: list[str] = []
+        self.unchecked: list[str] = []
+        self.warnings: list[str] = []
+        self.require_credentials = require_credentials
+        given = credentials_dir if credentials_dir is not None else os.environ.get("CREDENTIALS_DIRECTORY")
+        self.credentials_dir = Path(given) if given else None
 
     def error(self, node: yaml.Node | None, key: str, reason: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else 0
-        self.issues.append(f"{self.file}:{line} {key}: {reason}")
+        self.issues.append(f"{self.file}:{self._line(node)} {key}: {reason}")
+
+    @staticmethod
+    def _line(node: yaml.Node | None) -> int:
+        return node.start_mark.line + 1 if node is not None else 0
+
+    def credential(self, node: yaml.Node, key: str, name: str) -> Path | _Unchecked | None:
+        """Where `{credential: NAME}` is; _Unchecked when there is no directory to look in and
+        none is required (listed in self.unchecked); None when that is an error (listed)."""
+        if self.credentials_dir is None:
+            if self.require_credentials:
+                self.error(node, key, "credential given but $CREDENTIALS_DIRECTORY is not set"
+                           " (systemd sets it with LoadCredential=; or give --credentials-dir DIR)")
+                return None
+            self.unchecked.append(f"{self.file}:{self._line(node)} {key}: not checked: credential '{name}'"
+                                  " ($CREDENTIALS_DIRECTORY is not set)")
+            return _Unchecked()
+        return self.credentials_dir / name
 
     def wrong_type(self, node: yaml.Node, key: str, expected: str) -> None:
         if isinstance(node, yaml.ScalarNode) and node.style is None and node.value.lower() in AMBIGUOUS:
@@ -521,14 +561,14 @@ class _Reader:
             name = self.string(c["credential"], f"{key}.credential") if c and "credential" in c else None
             if name is None:
                 return None
-            cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not cred_dir:
-                self.error(node, key, "credential given but $CREDENTIALS_DIRECTORY is not set")
+            where = self.credential(node, key, name)
+            if where is None:
                 return None
-            path = Path(cred_dir) / name
-            if not path.exists():
-                self.error(node, key, f"credential file {path} does not exist")
-            return path
+            if isinstance(where, _Unchecked):
+                return Path("$CREDENTIALS_DIRECTORY") / name  # for the report; never opened
+            if not where.exists():
+                self.error(node, key, f"credential file {where} does not exist")
+            return where
         v = self.string(node, key)
         if v is None:
             return None
@@ -557,15 +597,19 @@ class _Reader:
             name = self.scalar(m["credential"], f"{key}.credential")
             if name is None:
                 return None
-            cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not cred_dir:
-                self.error(node, key, "credential given but $CREDENTIALS_DIRECTORY is not set")
+            where = self.credential(node, key, name)
+            if where is None:
                 return None
-            path = Path(cred_dir) / name
+            if isinstance(where, _Unchecked):
+                return Secret("", f"credential {name}, not checked")
+            path = where
         try:
-            value = path.read_text().strip()
+            value = read_text(path).strip()
         except OSError as e:
             self.error(node, key, f"cannot read secret file {path}: {e.strerror}")
+            return None
+        except TextFileError as e:
+            self.error(node, key, f"secret file {e}")
             return None
         if not value:
             self.error(node, key, f"secret file {path} is empty")
@@ -618,20 +662,36 @@ def _when(r: _Reader, node: yaml.Node, key: str, tz: str) -> datetime | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a config file; raise ConfigError listing every problem."""
+def load(path: str | Path, *, credentials_dir: str | Path | None = None,
+         require_credentials: bool = True) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem.
+
+    `{credential: NAME}` values are read from `credentials_dir`, else $CREDENTIALS_DIRECTORY.
+    With neither, they are an error, unless `require_credentials` is False (check-config on a
+    workstation): then each is listed in Config.unchecked and holds a placeholder, so such a
+    Config is only for reporting, never for running.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path)
     except OSError as e:
         raise ConfigError([f"{path}:0 (file): cannot read: {e.strerror}"]) from e
-    return loads(text, str(path), base=path.parent)
+    except TextFileError as e:
+        raise ConfigError([f"{path}:{e.line} (file): {e.reason}"]) from None
+    return loads(text, str(path), base=path.parent, credentials_dir=credentials_dir,
+                 require_credentials=require_credentials)
 
 
-def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config:
-    r = _Reader(file, base or Path.cwd())
+def loads(text: str, file: str = "<config>", base: Path | None = None, *,
+          credentials_dir: str | Path | None = None, require_credentials: bool = True) -> Config:
+    r = _Reader(file, base or Path.cwd(), credentials_dir, require_credentials)
     try:
         root = yaml.compose(text)
+    except yaml.reader.ReaderError as e:
+        # A character YAML refuses (NUL, other control bytes): its error has only an offset.
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError([f"{file}:{line} (file): character {e.character!r} is not allowed"
+                           " in a config file (a binary file?)"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
@@ -649,7 +709,8 @@ def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config
     defaults = _snmp_defaults(r, top.get("snmp_defaults"))
     templates = _templates(r, top["templates"], agent_tz) if "templates" in top else {}
     declared = _Declared()
-    switches = _switches(r, top["switches"], defaults, declared) if "switches" in top else {}
+    pins = agent.state_dir / "ssh_host_keys" if agent else None
+    switches = _switches(r, top["switches"], defaults, declared, pins) if "switches" in top else {}
     # Names declared but invalid were reported already; their servers must not cascade.
     declared.names = set(_names(top["switches"])) if "switches" in top else set()
     declared.names |= set(_names(top["templates"])) if "templates" in top else set()
@@ -657,6 +718,8 @@ def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config
     enforcement = _enforcement(r, top.get("enforcement"))
     notify = _notify(r, top.get("notify"))
     detection = _detection(r, top.get("detection"), switches, templates)
+    if agent is not None and (agent.console_web_config or agent.customers_web_config):
+        _web_logins(r, top["agent"], agent, frozenset(s.customer for s in servers))
     if r.issues or agent is None:
         raise ConfigError(r.issues)
     by_port = {(s.switch, s.port): s for s in servers}
@@ -670,7 +733,28 @@ def loads(text: str, file: str = "<config>", base: Path | None = None) -> Config
         notify=notify,
         detection=detection,
         _by_port=MappingProxyType(by_port),
+        unchecked=tuple(r.unchecked),
+        warnings=tuple(r.warnings),
     )
+
+
+def _web_logins(r: _Reader, node: yaml.Node, agent: AgentSettings, customers: frozenset[str]) -> None:
+    """The console's and the customer page's login files load as the daemon will load them."""
+    from .web.auth import CustomersConfigError, load_customers_config, operator_users
+    from .webauth import WebConfigError, load_web_config
+
+    where = {k.value: v for k, v in node.value} if isinstance(node, yaml.MappingNode) else {}
+    if agent.console_web_config is not None:
+        try:
+            if not operator_users(load_web_config(agent.console_web_config)):
+                raise WebConfigError(f"{agent.console_web_config}: no basic_auth_users: nobody could log in")
+        except WebConfigError as e:
+            r.error(where.get("console_web_config", node), "agent.console_web_config", str(e))
+    if agent.customers_web_config is not None:
+        try:
+            load_customers_config(agent.customers_web_config, customers)
+        except CustomersConfigError as e:
+            r.error(where.get("customers_web_config", node), "agent.customers_web_config", str(e))
 
 
 def _agent(r: _Reader, node: yaml.Node | None) -> AgentSettings | None:
@@ -678,13 +762,19 @@ def _agent(r: _Reader, node: yaml.Node | None) -> AgentSettings | None:
     if m is None:
         return None
     v = r.settings(m, "agent", AGENT)
-    from .webauth import WebConfigError
+    from .webauth import WebConfigError, validate_api
     from .webauth import validate as validate_web  # the exporter-style web config and bind policy
 
     try:
         validate_web(v["metrics_listen"], v["metrics_web_config"])  # warnings (auth without TLS) are the daemon's
     except WebConfigError as e:
         r.error(m.get("metrics_web_config", m.get("metrics_listen", node)), "agent.metrics_web_config", str(e))
+    if v["api_listen"] is not None:
+        try:
+            validate_api(v["api_listen"], v["api_web_config"])
+        except WebConfigError as e:
+            key = "api_web_config" if "api_web_config" in m else "api_listen"
+            r.error(m.get(key, node), f"agent.{key}", str(e))
     ha = None
     if "ha" in m:
         h = r.section(m["ha"], "agent.ha", AGENT_HA)
@@ -753,7 +843,8 @@ class _Declared:
     ports: dict[str, tuple[tuple[str, ...], frozenset[str], int]] = field(default_factory=dict)
 
 
-def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Declared) -> dict[str, SwitchConfig]:
+def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Declared,
+              pins: Path | None) -> dict[str, SwitchConfig]:
     out: dict[str, SwitchConfig] = {}
     sm = r.mapping(node, "switches", (), _names(node))
     for name, snode in (sm or {}).items():
@@ -772,6 +863,7 @@ def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Decl
                     r.error(m["address"], f"{p}.address", f"'{address}' is not an IP address or host name")
         snmp = _snmp_auth(r, m["snmp"], f"{p}.snmp") if "snmp" in m else None
         ports: list[str] = []
+        port_nodes: dict[str, yaml.Node] = {}
         for pn in r.seq(m["ports"], f"{p}.ports") if "ports" in m else []:
             spec = r.string(pn, f"{p}.ports")
             for port in expand_ports(spec) if spec else []:
@@ -779,6 +871,7 @@ def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Decl
                     r.error(pn, f"{p}.ports", f"duplicate port '{port}'")
                 else:
                     ports.append(port)
+                    port_nodes[port] = pn
         protected: set[str] = set()
         for pn in r.seq(m["protected_ports"], f"{p}.protected_ports") if "protected_ports" in m else []:
             spec = r.string(pn, f"{p}.protected_ports")
@@ -787,8 +880,9 @@ def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Decl
                     r.error(pn, f"{p}.protected_ports", f"port '{port}' is not in {p}.ports")
                 protected.add(port)
         declared.ports[name] = (tuple(ports), frozenset(protected), v["port_speed_mbps"])
-        ssh = _ssh(r, m["ssh"], f"{p}.ssh") if "ssh" in m else None
+        ssh = _ssh(r, m["ssh"], f"{p}.ssh", pins / name if pins else None) if "ssh" in m else None
         cli_names: dict[str, str] = {}
+        cli_nodes: dict[str, yaml.Node] = {}
         if "cli_names" in m:
             cm = r.mapping(m["cli_names"], f"{p}.cli_names", (), _names(m["cli_names"])) or {}
             for port, cn in cm.items():
@@ -797,6 +891,25 @@ def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Decl
                 spelled = r.string(cn, f"{p}.cli_names.{port}")
                 if spelled:
                     cli_names[port] = spelled
+                    cli_nodes[port] = cn
+        if "ssh" in m and v["vendor"] is not None:
+            # The enforcer's driver is built with every managed port's CLI name and refuses the
+            # whole switch at start-up if one is not the vendor's: refuse it here instead, with
+            # the driver's own check (drivers/switch/<vendor>.py INTERFACE_PATTERN).
+            for port in ports:
+                if port in protected:
+                    continue  # uplinks never reach the CLI
+                spelled = cli_names.get(port, port)
+                problem = port_name_problem(v["vendor"], spelled)
+                if problem is None:
+                    continue
+                if port in cli_nodes:
+                    r.error(cli_nodes[port], f"{p}.cli_names.{port}",
+                            f"the {v['vendor']} driver would refuse this interface name: {problem}")
+                else:
+                    r.error(port_nodes[port], f"{p}.ports",
+                            f"the {v['vendor']} driver would refuse port '{port}': {problem}; spell it as"
+                            f" the switch CLI does, or map it under {p}.cli_names")
         if not _complete(v, SWITCH) or snmp is None:
             continue
         out[name] = SwitchConfig(name=name, snmp=snmp, ports=tuple(ports), protected_ports=frozenset(protected),
@@ -804,15 +917,28 @@ def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Decl
     return out
 
 
-def _ssh(r: _Reader, node: yaml.Node, p: str) -> SshConfig | None:
+def _ssh(r: _Reader, node: yaml.Node, p: str, pin_file: Path | None) -> SshConfig | None:
     m = r.section(node, p, SWITCH_SSH)
     if m is None or "username" not in m:
         return None
     if "key_file" not in m and "password" not in m:
         r.error(node, p, "give key_file or password")
         return None
-    v = r.settings(m, p, SWITCH_SSH)
-    return SshConfig(**v) if _complete(v, SWITCH_SSH) else None
+    v = r.settings(m, p, SWITCH_SSH, host_key=None)
+    if v["host_key"] is None:  # the default: the file when there is one, else trust on first use
+        v["host_key"] = "known_hosts" if "known_hosts" in m else "pin"
+    mode = v["host_key"]
+    if mode == "known_hosts" and "known_hosts" not in m:
+        r.error(m["host_key"], f"{p}.host_key", "host_key known_hosts needs a known_hosts file")
+        return None
+    if mode != "known_hosts" and "known_hosts" in m:
+        r.error(m["known_hosts"], f"{p}.known_hosts", f"not used with host_key: {mode}; drop one of them")
+        return None
+    if mode == "insecure-accept-any":
+        r.warnings.append(f"{r.file}:{m['host_key'].start_mark.line + 1} {p}.host_key: WARNING insecure-accept-any:"
+                          " any SSH host key is accepted, so a spoofed management address would receive this"
+                          " switch's credentials (rackwarden_switch_ssh_host_key_insecure is 1)")
+    return SshConfig(**v, pin_file=pin_file if mode == "pin" else None) if _complete(v, SWITCH_SSH) else None
 
 
 def _servers(

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from rackwarden.drivers.switch import DRIVERS
+from rackwarden.drivers.switch import DRIVERS, HOST_KEY_MODES
 from rackwarden.policies.billing import BILLING_DIRECTIONS
 from rackwarden.policies.cap import DIRECTIONS
 from rackwarden.policies.detect import DETECTORS, DetectThresholds
@@ -205,9 +205,16 @@ AGENT = Section("agent", "The agent process: state, clock, mode and listeners.",
     S("record_polls", "bool", False, "append every poll to `state_dir/polls/<switch>.jsonl` (replayable)"),
     S("max_gap_s", "number", 300.0, "a longer interval between two readings has no rate", lo=1, hi=_DAY),
     S("snmp_max_concurrency", "int", 32, "SNMP polls in flight at once", lo=1, hi=1024),
-    S("api_listen", "text", "127.0.0.1", "local API for operators and billing (bearer token in state_dir)"),
+    S("api_listen", "text", "127.0.0.1", "local API for operators and billing (bearer token in state_dir); "
+      "beyond loopback it needs `api_web_config` with TLS"),
     S("api_port", "int", 9818, "local API port", lo=0, hi=65535),
+    S("api_web_config", "path", None, "exporter-style web config with `tls_server_config`: the local API "
+      "over HTTPS (no `basic_auth_users`: the API takes its bearer token)"),
     S("metrics_web_config", "path", None, "exporter-style web config: basic auth (bcrypt) and TLS"),
+    S("console_web_config", "path", None, "the web console's operators: an exporter-style web config with "
+      "`basic_auth_users` (bcrypt), served on the API's listener; none: no console"),
+    S("customers_web_config", "path", None, "the customer page's logins: `customers: {CUSTOMER: "
+      "{basic_auth_users: {LOGIN: BCRYPT}}}`; none: no customer page"),
     S("ledger_url", "secret", None, "shared PostgreSQL ledger (`postgresql+psycopg://...`); none: sqlite in "
       "state_dir"),
     S("ha", "mapping", None, "shared deployment: this agent's lease holder name (see `agent.ha`)"),
@@ -278,6 +285,10 @@ SWITCH_SSH = Section("switches.<name>.ssh", "The enforcer's SSH login (netmiko);
     S("key_file", "file", None, "private key"),
     S("password", "secret", None, "password"),
     S("known_hosts", "file", None, "known_hosts for strict host-key checking"),
+    S("host_key", "choice", From("known_hosts if given, else pin"),
+      "host-key check: `known_hosts` (strict, that file), `pin` (trust on first use: the first key is"
+      " pinned in `state_dir/ssh_host_keys/<switch>`, a changed key is refused and paged) or"
+      " `insecure-accept-any` (no check: check-config warns, a metric shows it)", choices=HOST_KEY_MODES),
     S("save_config", "bool", False, "write memory after each change"),
     S("timeout_s", "number", 10.0, "connect and command timeout", lo=0.5, hi=300),
 ))

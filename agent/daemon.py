@@ -58,7 +58,7 @@ class Daemon:
         self._ledger = ledger
         self._ledger_interval_s = ledger_interval_s
         self.metering = MeteringService(
-            config, metrics=metrics, usage_sink=usage.add if usage else None
+            config, metrics=metrics, poll_sink=usage.commit_poll if usage else None
         )
         self.reload_failed = Gauge(
             "rackwarden_config_reload_failed",

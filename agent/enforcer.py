@@ -21,8 +21,9 @@ from rackwarden.policies import enforce as E
 from rackwarden.policies import ladder as L
 from rackwarden.policies import safety as S
 from rackwarden.policies.detect import Detection
+from sqlalchemy.engine import Connection
 
-from .actions import ActionStore
+from .actions import ActionRow, ActionStore
 from .clock import Clock
 from .config import Config, ServerConfig
 from .ha import Lease, LocalLease
@@ -33,6 +34,7 @@ from .metrics import Metrics
 log = logging.getLogger("rackwarden.enforcer")
 
 ReadBack = Callable[[str, str], Awaitable[str | None]]  # (switch, port) -> "up" | "down" | None
+Begun = dict[str, tuple[ActionRow, bool]]  # action key -> (its record, written by this decision)
 PHASE_VALUE = {"idle": 0, "restored": 0, "noticed": 1, "shut": 2}
 REASONS = ("nonpayment", "abuse", "operator")  # what a person or the billing system may suspend for
 
@@ -132,12 +134,21 @@ class Enforcer:
             # A crash between PENDING and the switch's answer: the switch says what happened.
             admin = await self._read(row.switch, row.port)
             want = "down" if row.action == "shut" else "up"
-            state = "UNKNOWN" if admin is None else "APPLIED" if admin == want else "FAILED"
-            self.store.finish(row.key, state, at, {"reconciled": True, "readback": admin})
-            self._audit(at, row.server, row.reason, "reconcile", row.mode, "rackwarden",
-                        f"pending {row.action} found at start-up", {"key": row.key}, "PENDING", state,
-                        f"read back admin {admin}")
-            self.metrics.enforcement_actions.labels(row.action, row.reason, state.lower(), row.mode).inc()
+            state: E.ActionState = "UNKNOWN" if admin is None else "APPLIED" if admin == want else "FAILED"
+            detail = {"reconciled": True, "snmp_admin": admin}
+            server = self.config.server(row.server)
+            if server is not None and row.reason in self.config.enforcement.rules:
+                # Like any read-back: the record, the rung and the outage entry move together.
+                row_reason: L.Reason = row.reason  # type: ignore[assignment]
+                rule = self.config.enforcement.rules[row_reason].rule
+                async with self._locks.setdefault(server.id, asyncio.Lock()):
+                    await self._finish(server, row_reason, rule, row, state, admin, detail, "PENDING",
+                                       "rackwarden")
+            else:  # a server no longer configured: the record is closed, nothing else moves
+                self.store.finish(row.key, state, at, detail)
+                self._audit(at, row.server, row.reason, row.action, row.mode, "rackwarden",
+                            f"pending {row.action} found at start-up", {"key": row.key}, "PENDING", state,
+                            f"read back admin {admin}")
             if state != "APPLIED":
                 await self._page("RackWardenEnforcementUnresolved", "page", row.server,
                                  f"{row.action} of {row.switch} {row.port} interrupted: {state}")
@@ -299,18 +310,95 @@ class Enforcer:
             if d.refusal is None:
                 d = E.Decision(before, (), d.why, E.shut_refusal(lost, at))
         await self._record_refusal(server, reason, before, d, at, actor, rails.mode)
-        if d.rung != before:
-            # Write-ahead like the action itself: a kill -9 during the switch session must not
-            # leave an applied shut with no ladder state behind it.
-            self.rungs[key] = d.rung
-            self.store.save_rung(d.rung)
-        for intent in d.intents:
-            await self._carry_out(server, reason, rule, intent, before.phase, at, actor, rails.mode)
+        begun = await self._commit(server, before, d, at)
+        if begun is not None:
+            for intent in d.intents:
+                await self._carry_out(server, reason, rule, intent, before.phase, at, actor, rails.mode, begun)
         self._publish_states()
         return d
 
+    # -- the one write of a port's enforcement state -------------------------------------------
+
+    def _ledger_conn(self, conn: Connection) -> Connection | None:
+        """The enforcer's transaction, when the ledger lives in the same database (it does in
+        the agent; unit tests may give the two stores separate files)."""
+        if self.outages is not None and self.outages.store.engine is self.store.engine:
+            return conn
+        return None
+
+    async def _commit(self, server: ServerConfig, before: L.Rung, d: E.Decision, at: datetime,
+                      also: Callable[[Connection], None] | None = None) -> Begun | None:
+        """Write a decision before anything is carried out, in ONE transaction: the finished
+        change it follows (`also`), the new rung, the record of each change it asks for (PENDING,
+        or DRYRUN), and the ledger's enforced outage a shut starts. None: nothing was written,
+        so nothing may be done; the next event decides again.
+        """
+        begun: Begun = {}
+        try:
+            with self.store.transaction() as conn:
+                if also is not None:
+                    also(conn)
+                if d.rung != before:
+                    self.store.save_rung(d.rung, conn)
+                for c in d.changes:
+                    row, created = self.store.begin(
+                        key=c.intent.key, server=server.id, switch=server.switch, port=server.port,
+                        reason=c.intent.reason, action=c.action, mode="notify" if c.dry_run else "enforce",
+                        at=at, detail=self._inputs(server, c), conn=conn)
+                    begun[c.intent.key] = (row, created)
+                    if created and c.action == "shut" and not c.dry_run and self.outages is not None:
+                        # Before the switch is touched: a poll landing mid-change must see an
+                        # enforced port, not an unexplained admin-down.
+                        self.outages.enforcement_started(server.id, at, c.ledger_cause,
+                                                         {"action": c.intent.key}, conn=self._ledger_conn(conn))
+                if self._lets_go(server, before, d):
+                    # The ladder let go of the port without a change of ours (someone brought it
+                    # up by hand): the outage view follows the ladder, in the same transaction.
+                    assert self.outages is not None
+                    self.outages.enforcement_ended(server.id, at, {"why": d.why}, conn=self._ledger_conn(conn))
+        except Exception as e:  # the database refused: act on nothing that is not recorded
+            log.exception("enforcement state of %s could not be written", server.id)
+            self.metrics.ledger_errors.inc()
+            self._resync_outages()
+            await self._page("RackWardenStateWriteFailed", "page", server.id,
+                             f"enforcement state of {server.id} not written, nothing done: {type(e).__name__}")
+            return None
+        if d.rung != before:
+            self.rungs[(server.id, d.rung.reason)] = d.rung
+        return begun
+
+    def _lets_go(self, server: ServerConfig, before: L.Rung, d: E.Decision) -> bool:
+        """The last rung holding the port shut leaves `shut` with no restore to read back."""
+        if self.outages is None or before.phase != "shut" or d.rung.phase == "shut" or d.changes:
+            return False
+        if any(r.phase == "shut" for (sid, rs), r in self.rungs.items() if sid == server.id and rs != before.reason):
+            return False
+        return self.outages.tracker.enforced(server.id) is not None
+
+    def _resync_outages(self) -> None:
+        """After a failed write, the outage tracker's memory is re-read from the ledger."""
+        if self.outages is None:
+            return
+        try:
+            self.outages.restart()
+        except Exception:
+            log.exception("outage tracker could not re-read the ledger")
+
+    @staticmethod
+    def _inputs(server: ServerConfig, change: E.Change) -> dict[str, Any]:
+        """What the action record and its audit keep about why the change was asked for."""
+        intent = change.intent
+        inputs: dict[str, Any] = {"switch": server.switch, "port": server.port, "key": intent.key,
+                                  "rule": Enforcer._why(change)}
+        if isinstance(intent, L.ShutPort):
+            inputs["evidence"] = {"summary": intent.evidence.summary, "figures": dict(intent.evidence.figures),
+                                  "refs": list(intent.evidence.refs)}
+            inputs["until"] = intent.until.isoformat() if intent.until else None
+            inputs["ledger_cause"] = change.ledger_cause
+        return inputs
+
     async def _carry_out(self, server: ServerConfig, reason: L.Reason, rule: L.LadderRule, intent: E.Intent,
-                         before: str, at: datetime, actor: str, mode: str) -> None:
+                         before: str, at: datetime, actor: str, mode: str, begun: Begun) -> None:
         """One intent; its outcome goes back through the step as an event."""
         if isinstance(intent, E.Page):
             await self._page(intent.name, intent.severity, server.id, f"{server.switch} {server.port}: "
@@ -319,18 +407,115 @@ class Enforcer:
         if isinstance(intent, L.Notify):
             rung = self.rungs.get((server.id, reason), L.Rung(server.id, reason))
             delivered = await self._notify(server, intent, rung, at, mode)
-            outcome: E.Event = E.NoticeOutcome(intent.key, delivered)
-        else:
-            state, admin = await self._change(server, intent, at, actor, before)
-            outcome = E.ActionOutcome(intent.key, intent.action, state, admin)
+            await self._follow(server, reason, rule, E.NoticeOutcome(intent.key, delivered), at, actor, mode)
+            return
+        row, created = begun[intent.key]
+        if not created:  # a repeat of a recorded change: its recorded outcome, nothing touched
+            outcome = E.ActionOutcome(intent.key, intent.action, row.state,  # type: ignore[arg-type]
+                                      row.detail.get("snmp_admin"))
+            await self._follow(server, reason, rule, outcome, at, actor, mode)
+            return
+        if intent.dry_run:
+            self._dry_run(server, intent, at, actor, before)
+            await self._follow(server, reason, rule, E.ActionOutcome(intent.key, intent.action, "DRYRUN", None),
+                               at, actor, mode)
+            return
+        state, admin, detail = await self._apply(server, intent)
+        await self._finish(server, reason, rule, row, state, admin, detail, before, actor)
+
+    async def _follow(self, server: ServerConfig, reason: L.Reason, rule: L.LadderRule, outcome: E.Event,
+                      at: datetime, actor: str, mode: str,
+                      also: Callable[[Connection], None] | None = None) -> None:
+        """An outcome through the step; what it decides is written (with `also`) and carried out."""
         current = self.rungs.get((server.id, reason), L.Rung(server.id, reason))
         follow = E.step(current, rule, outcome, self._rails(server, reason, at), at)
         await self._record_refusal(server, reason, current, follow, at, actor, mode)
-        if follow.rung != current:
-            self.rungs[(server.id, reason)] = follow.rung
-            self.store.save_rung(follow.rung)
+        begun = await self._commit(server, current, follow, at, also)
+        if begun is None:
+            return
         for nxt in follow.intents:
-            await self._carry_out(server, reason, rule, nxt, current.phase, at, actor, mode)
+            await self._carry_out(server, reason, rule, nxt, current.phase, at, actor, mode, begun)
+
+    async def _finish(self, server: ServerConfig, reason: L.Reason, rule: L.LadderRule, row: ActionRow,
+                      state: E.ActionState, admin: str | None, detail: dict[str, Any], before: str,
+                      actor: str) -> None:
+        """A switch change read back: its record, its audit, the rung it moves and the outage
+        entry it ends are one transaction; then the step's follow-up (notices, pages)."""
+        shut = row.action == "shut"
+        end_at = self.clock.at()
+        applied = ("shut" if shut else "restored") if state == "APPLIED" else before
+        result = f"{state}: admin {admin}" + (f"; {detail['error']}" if "error" in detail else "")
+        if detail.get("reconciled"):  # found PENDING at start-up or take-over: the switch decided
+            decision, rule_text = "reconcile", f"pending {row.action} found at start-up"
+        else:
+            decision, rule_text = row.action, str(row.detail.get("rule", reason))
+
+        def also(conn: Connection) -> None:
+            self.store.finish(row.key, state, end_at, detail, conn)
+            self.store.audit(at=end_at, server=server.id, reason=reason, decision=decision, mode=row.mode,
+                             actor=actor, rule=rule_text, inputs=row.detail, before=before, after=applied,
+                             result=result, conn=conn)
+            if admin == "up" and self.outages is not None:
+                # A restore that brought the port up, or a shut that did not happen: the outage ends.
+                self.outages.enforcement_ended(server.id, end_at, {"action": row.key},
+                                               conn=self._ledger_conn(conn))
+
+        log.info("%s %s %s [%s] %s -> %s: %s", row.action, server.id, reason, row.mode, before, applied, result)
+        self.metrics.enforcement_actions.labels(row.action, reason, state.lower(), row.mode).inc()
+        if shut and state == "APPLIED":
+            self.safety = S.record_shut(self.safety, self.config.enforcement.safety,
+                                        datetime.fromisoformat(row.created_at), row.switch)
+        outcome = E.ActionOutcome(row.key, row.action, state, admin)  # type: ignore[arg-type]
+        await self._follow(server, reason, rule, outcome, end_at, actor, row.mode, also)
+
+    def _dry_run(self, server: ServerConfig, change: E.Change, at: datetime, actor: str, before: str) -> None:
+        """Notify mode: the change is recorded and audited; the switch is not touched."""
+        shut = change.action == "shut"
+        self.metrics.enforcement_actions.labels(change.action, change.intent.reason, "dryrun", "notify").inc()
+        self._audit(at, server.id, change.intent.reason, change.action, "notify", actor, self._why(change),
+                    self._inputs(server, change), before, "shut" if shut else "restored",
+                    "dry run: switch not touched")
+        if shut:
+            self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, server.switch)
+
+    @staticmethod
+    def _why(change: E.Change) -> str:
+        intent = change.intent
+        return intent.evidence.rule if isinstance(intent, L.ShutPort) else intent.why
+
+    async def _apply(self, server: ServerConfig, change: E.Change) -> tuple[E.ActionState, str | None, dict[str, Any]]:
+        """Carry out one shut or restore on the switch; the read-back decides its state."""
+        shut = change.action == "shut"
+        sw = self.config.switches[server.switch]
+        driver = self.switches.get(sw.name)
+        detail: dict[str, Any] = {}
+        error: DriverError | None = None
+        t0 = self.clock.now()
+        if driver is None:
+            error = PermanentDriverError(f"no SSH driver configured for {sw.name}", switch=sw.name)
+        else:
+            try:
+                cli_port = sw.cli_name(server.port)
+                result = await asyncio.wait_for(driver.shut(cli_port) if shut else driver.restore(cli_port),
+                                                self.action_timeout_s)
+                detail["cli_admin"] = result.cli_admin
+                detail["cli_agrees"] = result.agrees
+            except TimeoutError:
+                error = DriverError(f"no answer within {self.action_timeout_s:g} s", switch=sw.name)
+            except DriverError as e:
+                error = e
+            except Exception as e:  # a driver bug: the read-back below still decides the outcome
+                log.exception("driver of %s raised on %s %s", sw.name, change.action, server.port)
+                error = DriverError(f"driver raised {type(e).__name__}: {e}", switch=sw.name, outcome_unknown=True)
+        if error is not None:
+            detail["error"] = f"{type(error).__name__}: {error}"
+        # The switch's own counters are the judge: SNMP ifAdminStatus after every change.
+        admin = await self._read(sw.name, server.port)
+        detail["snmp_admin"] = admin
+        detail["latency_s"] = round(self.clock.now() - t0, 3)
+        want = "down" if shut else "up"
+        state: E.ActionState = "APPLIED" if admin == want else "UNKNOWN" if admin is None else "FAILED"
+        return state, admin, detail
 
     async def _record_refusal(self, server: ServerConfig, reason: str, before: L.Rung, d: E.Decision, at: datetime,
                         actor: str, mode: str) -> None:
@@ -370,89 +555,6 @@ class Enforcer:
                                            "until": intent.until.isoformat() if intent.until else None},
                     rung.phase, rung.phase, f"{'delivered' if delivered else 'unreachable'}: {detail}")
         return delivered
-
-    async def _change(self, server: ServerConfig, change: E.Change, at: datetime, actor: str,
-                      before: str) -> tuple[E.ActionState, str | None]:
-        """Carry out one shut or restore; the read-back decides its state."""
-        intent, action, reason = change.intent, change.action, change.intent.reason
-        shut = action == "shut"
-        sw = self.config.switches[server.switch]
-        mode = "notify" if change.dry_run else "enforce"
-        rule = intent.evidence.rule if isinstance(intent, L.ShutPort) else intent.why
-        inputs: dict[str, Any] = {"switch": sw.name, "port": server.port, "key": intent.key}
-        if isinstance(intent, L.ShutPort):
-            inputs["evidence"] = {"summary": intent.evidence.summary, "figures": dict(intent.evidence.figures),
-                                  "refs": list(intent.evidence.refs)}
-            inputs["until"] = intent.until.isoformat() if intent.until else None
-            inputs["ledger_cause"] = change.ledger_cause
-        row, created = self.store.begin(key=intent.key, server=server.id, switch=sw.name, port=server.port,
-                                        reason=reason, action=action, mode=mode, at=at, detail=inputs)
-        if not created:
-            return row.state, row.detail.get("snmp_admin")  # type: ignore[return-value]
-        if change.dry_run:
-            self.metrics.enforcement_actions.labels(action, reason, "dryrun", mode).inc()
-            self._audit(at, server.id, reason, action, mode, actor, rule, inputs, before,
-                        "shut" if shut else "restored", "dry run: switch not touched")
-            if shut:
-                self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, sw.name)
-            return "DRYRUN", None
-
-        if shut and self.outages is not None:
-            # Before the switch is touched: a poll landing mid-change must see an enforced port,
-            # not an unexplained admin-down.
-            self._ledger_outage(server, change.ledger_cause, True, at, intent.key)
-        driver = self.switches.get(sw.name)
-        detail: dict[str, Any] = {}
-        error: DriverError | None = None
-        t0 = self.clock.now()
-        if driver is None:
-            error = PermanentDriverError(f"no SSH driver configured for {sw.name}", switch=sw.name)
-        else:
-            try:
-                cli_port = sw.cli_name(server.port)
-                result = await asyncio.wait_for(driver.shut(cli_port) if shut else driver.restore(cli_port),
-                                                self.action_timeout_s)
-                detail["cli_admin"] = result.cli_admin
-                detail["cli_agrees"] = result.agrees
-            except TimeoutError:
-                error = DriverError(f"no answer within {self.action_timeout_s:g} s", switch=sw.name)
-            except DriverError as e:
-                error = e
-            except Exception as e:  # a driver bug: the read-back below still decides the outcome
-                log.exception("driver of %s raised on %s %s", sw.name, action, server.port)
-                error = DriverError(f"driver raised {type(e).__name__}: {e}", switch=sw.name, outcome_unknown=True)
-        if error is not None:
-            detail["error"] = f"{type(error).__name__}: {error}"
-        # The switch's own counters are the judge: SNMP ifAdminStatus after every change.
-        admin = await self._read(sw.name, server.port)
-        detail["snmp_admin"] = admin
-        detail["latency_s"] = round(self.clock.now() - t0, 3)
-        want = "down" if shut else "up"
-        state: E.ActionState = "APPLIED" if admin == want else "UNKNOWN" if admin is None else "FAILED"
-        end_at = self.clock.at()
-        self.store.finish(intent.key, state, end_at, detail)
-        self.metrics.enforcement_actions.labels(action, reason, state.lower(), mode).inc()
-        self._audit(end_at, server.id, reason, action, mode, actor, rule, inputs, before,
-                    ("shut" if shut else "restored") if state == "APPLIED" else before,
-                    f"{state}: admin {admin}" + (f"; {detail['error']}" if error else ""))
-        if shut and state == "APPLIED":
-            self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, sw.name)
-        if self.outages is not None and (admin == "up"):
-            # A restore that brought the port up, or a shut that did not happen: the outage ends.
-            self._ledger_outage(server, change.ledger_cause, False, end_at, intent.key)
-        return state, admin
-
-    def _ledger_outage(self, server: ServerConfig, cause: str, shut: bool, at: datetime, key: str) -> None:
-        """The cause (decided by the enforcement step) goes to the ledger with the outage."""
-        assert self.outages is not None
-        try:
-            if shut:
-                self.outages.enforcement_started(server.id, at, cause, {"action": key})
-            else:
-                self.outages.enforcement_ended(server.id, at, {"action": key})
-        except Exception:  # the action stands; the ledger gap is logged and counted
-            log.exception("ledger record of %s %s failed", "shut" if shut else "restore", server.id)
-            self.metrics.ledger_errors.inc()
 
     async def _read(self, switch: str, port: str) -> str | None:
         try:

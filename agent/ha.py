@@ -161,6 +161,9 @@ class Lease(Protocol):
     holder: str
     takeovers_total: int
     lost_total: int
+    # Runs after each acquisition of a key this agent did not hold (the enforcer's take_over);
+    # a lease that holds every key from the start never calls it.
+    on_acquired: Callable[[str], Awaitable[None]] | None
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -193,6 +196,7 @@ class LocalLease:
     def __init__(self, *, holder: str = "local", keys: Iterable[str] = ()) -> None:
         self.holder = holder
         self.keys = frozenset(keys)
+        self.on_acquired: Callable[[str], Awaitable[None]] | None = None
         self.takeovers_total = 0
         self.lost_total = 0
         self.reconnects_total = 0

@@ -57,8 +57,14 @@ class Metrics:
         )
         self.port_samples = Counter(
             "rackwarden_port_samples_total",
-            "Port samples by status: ok, first, reset, gap, glitch, missing.",
+            "Port samples by status: ok, first, reset, gap, glitch, missing, suspect, repeat.",
             ["switch", "status"], registry=r,
+        )
+        self.port_speed_mismatch = Gauge(
+            "rackwarden_port_speed_mismatch",
+            "1 when the switch's ifHighSpeed for a server's port disagrees with the configured"
+            " port speed (the contract's speed stays the rate ceiling; samples are kept).",
+            ["server", "switch", "port"], registry=r,
         )
         self.last_poll_success = Gauge(
             "rackwarden_snmp_last_success_timestamp_seconds",
@@ -91,6 +97,12 @@ class Metrics:
             ["stage", "result"], registry=r,
         )
 
+        self.ssh_host_key_insecure = Gauge(
+            "rackwarden_switch_ssh_host_key_insecure",
+            "1 when a switch's SSH host key is accepted unverified (ssh.host_key:"
+            " insecure-accept-any): a spoofed management address would get its credentials.",
+            ["switch"], registry=r,
+        )
         self.ledger_errors = Counter(
             "rackwarden_ledger_errors_total", "Ledger writes or reads that failed (the action stands).",
             registry=r,
@@ -114,6 +126,12 @@ class Metrics:
         r.register(self._sources_collector)
         self._lease_collector = _LeaseCollector()
         r.register(self._lease_collector)
+
+    def set_ssh_host_keys(self, modes: dict[str, str]) -> None:
+        """Each SSH-managed switch's host-key mode (switch -> drivers.switch.HOST_KEY_MODES)."""
+        self.ssh_host_key_insecure.clear()
+        for switch, mode in modes.items():
+            self.ssh_host_key_insecure.labels(switch).set(1 if mode == "insecure-accept-any" else 0)
 
     def set_lease(self, lease: Any, switches: list[str]) -> None:
         """The enforcement lease whose held switches are exported at scrape time."""
@@ -139,11 +157,16 @@ class Metrics:
         self.port_samples.labels(sample.switch, sample.status).inc()
         if sample.status == "reset":
             self.discontinuities.labels(sample.switch).inc()
-        # Port ingress is the server's outbound traffic.
-        outbound = sample.in_bps if sample.ok and sample.in_bps is not None else NAN
-        inbound = sample.out_bps if sample.ok and sample.out_bps is not None else NAN
-        self.port_rate_bps.labels(server, sample.switch, sample.port, "outbound").set(outbound)
-        self.port_rate_bps.labels(server, sample.switch, sample.port, "inbound").set(inbound)
+        # Port ingress is the server's outbound traffic. A repeat (a re-poll within a second)
+        # measured nothing and changed nothing: the last rate stands.
+        if sample.status != "repeat":
+            outbound = sample.in_bps if sample.ok and sample.in_bps is not None else NAN
+            inbound = sample.out_bps if sample.ok and sample.out_bps is not None else NAN
+            self.port_rate_bps.labels(server, sample.switch, sample.port, "outbound").set(outbound)
+            self.port_rate_bps.labels(server, sample.switch, sample.port, "inbound").set(inbound)
+        if sample.reported_speed_bps is not None:
+            self.port_speed_mismatch.labels(server, sample.switch, sample.port).set(
+                1 if sample.speed_mismatch else 0)
         self.server_cap_bps.labels(server).set(verdict.cap_bps)
         self.server_cap_state.labels(server).set(CAP_STATE_VALUE[verdict.state])
         self.server_cap_actionable.labels(server).set(1 if verdict.actionable else 0)

@@ -7,8 +7,14 @@ Input (issue 5), times ISO-8601 with an offset, whole seconds:
      "templates": {"name": {...}},           # optional extra credit templates (template_from_dict)
      "servers": [{"id", "template", "monthly_fee_fen", "paid_total_fen",
                   "credited_before_fen"}],   # the last is optional (earlier months' credits, R20)
-     "maintenance": [{"id", "kind", "start", "end", "notified_at", "servers": [...] | "all"}],
+     "maintenance": [{"id", "kind", "start", "end", "notified_at", "servers": [...] | "all",
+                      "declared_at"}],      # the last is optional: the window's ledger time
      "outages": [{"server", "start", "end", "cause", "false_positive": false}]}
+
+A window's `declared_at` is when the ledger recorded it (`ledger list` shows each entry's `at`):
+with it, the notice counts from the later of `notified_at` and `declared_at`, and a window
+declared after its start excuses nothing, as in `report sla`. Without it the claimed
+`notified_at` is taken as given (a hypothetical scenario has no ledger).
 
 Unknown keys are errors. Outage ids in the output are their JSON paths ("outages[2]"), so a
 reader can find the record a reason names. Bad input: one line naming the JSON path and what is
@@ -23,6 +29,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, NoReturn
 
 from rackwarden.policies.sla import (
@@ -175,7 +182,8 @@ def _windows(doc: Mapping[str, Any], server_ids: set[str]) -> list[MaintenanceWi
     seen: set[str] = set()
     for i, raw in enumerate(_list("maintenance", doc.get("maintenance", []))):
         path = f"maintenance[{i}]"
-        w = _object(path, raw, ("id", "kind", "start", "end", "notified_at", "servers"), ())
+        w = _object(path, raw, ("id", "kind", "start", "end", "notified_at", "servers"),
+                    ("declared_at",))
         wid = _str(f"{path}.id", w["id"])
         if wid in seen:
             _fail(f"{path}.id", f"duplicate window id {wid!r}")
@@ -186,6 +194,8 @@ def _windows(doc: Mapping[str, Any], server_ids: set[str]) -> list[MaintenanceWi
         start = _time(f"{path}.start", w["start"])
         end = _time(f"{path}.end", w["end"])
         notified = _time(f"{path}.notified_at", w["notified_at"])
+        declared = (_time(f"{path}.declared_at", w["declared_at"]) if "declared_at" in w
+                    else None)
         if end <= start:
             _fail(f"{path}.end", "must be after start")
         covered: tuple[str, ...] | None = None  # None = "all"
@@ -205,6 +215,7 @@ def _windows(doc: Mapping[str, Any], server_ids: set[str]) -> list[MaintenanceWi
                 end=end,
                 notified_at=notified,
                 servers="all" if covered is None else covered,
+                declared_at=declared,
             )
         )
     return out
@@ -363,17 +374,28 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    from .textfile import TextFileError, decode
+
     try:
+        # Bytes, decoded here: a binary or non-UTF-8 file is named by line, not a traceback.
         if args.input == "-":
-            text = sys.stdin.read()
+            # A replaced stdin (tests, embedding) may be text already, without a byte buffer.
+            stdin = getattr(sys.stdin, "buffer", None)
+            text = decode(stdin.read(), "<stdin>") if stdin is not None else sys.stdin.read()
         else:
-            with open(args.input, encoding="utf-8") as f:
-                text = f.read()
+            text = decode(Path(args.input).read_bytes(), args.input)
     except OSError as exc:
         print(f"{PROG}: error: cannot read {args.input}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except TextFileError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        print(f"{PROG}: error: {args.input}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     except ValueError as exc:
         print(f"{PROG}: error: {args.input}: not valid JSON: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

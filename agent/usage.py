@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import Any
 
 from rackwarden.agent.sqlstore import SqlStore
 from rackwarden.policies.billing import BillingDirection, BucketPart, bucket_rate_bps, percentile_95
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, select
+from rackwarden.policies.metering import Baseline, Reading
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 
 metadata = MetaData()
 usage_5m = Table(
@@ -22,28 +28,77 @@ usage_5m = Table(
 )
 
 
+# The baseline each port's next delta is measured from, committed with the poll it billed: a
+# restart resumes from exactly the bytes already billed, never re-billing or dropping an interval.
+meter_baselines = Table(
+    "meter_baselines",
+    metadata,
+    Column("switch", String(64), primary_key=True),
+    Column("port", String(64), primary_key=True),
+    Column("baseline", Text, nullable=False),
+)
+
+
+def baseline_to_json(b: Baseline) -> str:
+    d = asdict(b)
+    d["at"] = b.at.isoformat()
+    if b.pending is not None:
+        d["pending"]["at"] = b.pending.at.isoformat()
+    return json.dumps(d, sort_keys=True)
+
+
+def baseline_from_json(text: str) -> Baseline:
+    d: dict[str, Any] = json.loads(text)
+    p = d.pop("pending", None)
+    pending = None if p is None else Reading(int(p["in_octets"]), int(p["out_octets"]), float(p["now"]),
+                                             datetime.fromisoformat(p["at"]))
+    return Baseline(**{**d, "at": datetime.fromisoformat(d["at"]), "pending": pending})
+
+
 class UsageStore(SqlStore):
     """Accumulates bucket parts; constructor does no I/O, start() connects."""
 
     metadata = metadata
 
     def add(self, server: str, parts: list[BucketPart]) -> None:
-        ins = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         with self.engine.begin() as conn:
-            for p in parts:
-                stmt = ins(usage_5m).values(
-                    server=server, bucket_start=int(p.bucket_start.timestamp()),
-                    covered_ms=p.covered_ms, out_octets=p.out_octets, in_octets=p.in_octets,
-                )
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["server", "bucket_start"],
-                    set_={
-                        "covered_ms": usage_5m.c.covered_ms + stmt.excluded.covered_ms,
-                        "out_octets": usage_5m.c.out_octets + stmt.excluded.out_octets,
-                        "in_octets": usage_5m.c.in_octets + stmt.excluded.in_octets,
-                    },
-                )
-                conn.execute(stmt)
+            self._add(conn, server, parts)
+
+    def commit_poll(self, switch: str, parts: Mapping[str, list[BucketPart]],
+                    baselines: Mapping[str, Baseline | None]) -> None:
+        """One poll's billing and the baselines it leaves, in one transaction (MeteringService's
+        `poll_sink`): after a crash the stored baselines are exactly those of the billed bytes."""
+        with self.engine.begin() as conn:
+            for server, ps in parts.items():
+                self._add(conn, server, ps)
+            for port, b in baselines.items():
+                conn.execute(delete(meter_baselines).where(meter_baselines.c.switch == switch,
+                                                           meter_baselines.c.port == port))
+                if b is not None:
+                    conn.execute(meter_baselines.insert().values(switch=switch, port=port,
+                                                                 baseline=baseline_to_json(b)))
+
+    def baselines(self) -> dict[tuple[str, str], Baseline]:
+        with self.engine.connect() as conn:
+            return {(r.switch, r.port): baseline_from_json(r.baseline)
+                    for r in conn.execute(select(meter_baselines))}
+
+    def _add(self, conn: Connection, server: str, parts: list[BucketPart]) -> None:
+        ins = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        for p in parts:
+            stmt = ins(usage_5m).values(
+                server=server, bucket_start=int(p.bucket_start.timestamp()),
+                covered_ms=p.covered_ms, out_octets=p.out_octets, in_octets=p.in_octets,
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["server", "bucket_start"],
+                set_={
+                    "covered_ms": usage_5m.c.covered_ms + stmt.excluded.covered_ms,
+                    "out_octets": usage_5m.c.out_octets + stmt.excluded.out_octets,
+                    "in_octets": usage_5m.c.in_octets + stmt.excluded.in_octets,
+                },
+            )
+            conn.execute(stmt)
 
     def buckets(self, server: str, start: datetime, end: datetime) -> list[tuple[datetime, int, int, int]]:
         q = (

@@ -24,6 +24,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from .textfile import TextFileError, read_text
+
 log = logging.getLogger("rackwarden.webauth")
 
 # The hash forms Go's bcrypt (exporter-toolkit) and htpasswd -B write; $2y$ is $2b$ by another name.
@@ -107,8 +109,14 @@ def parse_web_config(
     base = base or Path.cwd()
     try:
         doc = yaml.safe_load(text)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise WebConfigError(f"{source}:{line}: character {e.character!r} is not allowed"
+                             " (a binary file?)") from None
     except yaml.YAMLError as e:
-        raise WebConfigError(f"{source}: not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise WebConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
     top = _mapping(doc, source, ("tls_server_config", "basic_auth_users"),
                    unsupported=("http_server_config",))
     raw_users = top.get("basic_auth_users") or {}
@@ -163,9 +171,11 @@ def parse_web_config(
 def load_web_config(path: str | Path) -> WebConfig:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path)
     except OSError as e:
         raise WebConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except TextFileError as e:
+        raise WebConfigError(str(e)) from None
     return parse_web_config(text, str(path), base=path.parent)
 
 
@@ -213,6 +223,73 @@ def check_bind_policy(listen_addr: str, web_config: WebConfig | None) -> list[st
     return []
 
 
+def check_api_bind_policy(listen_addr: str, web_config: WebConfig | None) -> None:
+    """The local API (suspend, restore, hold) beyond loopback only over TLS.
+
+    Its bearer token can shut every port, so unlike the metrics it may not cross the network
+    in clear text at all; basic auth is refused in its web config rather than ignored, since
+    the API answers to its token alone.
+    """
+    if web_config is not None and web_config.requires_auth:
+        raise WebConfigError(f"{web_config.source}: basic_auth_users: not used by the local API, which "
+                             "takes its bearer token (state_dir/api.token); remove them from this file")
+    if is_loopback(listen_addr):
+        return
+    if web_config is None or web_config.tls is None:
+        raise BindPolicyError(
+            f"api_listen {listen_addr!r} is reachable from other hosts, so the API's bearer token "
+            "would cross the network in clear text: give agent.api_web_config with "
+            "tls_server_config, or listen on 127.0.0.1"
+        )
+
+
+def validate_api(listen_addr: str, web_config_path: str | Path | None) -> None:
+    """For check-config: the API's web config, its TLS files and its bind policy, without binding."""
+    wc = load_web_config(web_config_path) if web_config_path is not None else None
+    check_api_bind_policy(listen_addr, wc)
+    if wc is not None and wc.tls is not None:
+        ssl_context(wc.tls)
+
+
+def cert_fingerprint(cert_file: Path) -> bytes:
+    """SHA-256 of the first certificate in a PEM file: what a server loading it presents."""
+    try:
+        pem = read_text(cert_file)
+    except OSError as e:
+        raise WebConfigError(f"{cert_file}: cannot read: {e.strerror}") from e
+    except TextFileError as e:
+        raise WebConfigError(str(e)) from None
+    m = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.S)
+    try:
+        if m is None:
+            raise ValueError("no PEM certificate")
+        der = ssl.PEM_cert_to_DER_cert(m[0])
+    except ValueError as e:
+        raise WebConfigError(f"{cert_file}: not a PEM certificate ({e})") from None
+    return hashlib.sha256(der).digest()
+
+
+class TlsHandshakeServer(ThreadingHTTPServer):
+    """A threaded HTTP server that, given `tls`, speaks HTTPS.
+
+    The TLS handshake runs in the connection's own thread (finish_request), so a slow or silent
+    client cannot hold up accept() for everyone else.
+    """
+
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is not None:
+            request.settimeout(_REQUEST_TIMEOUT_S)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log.debug("TLS handshake with %s failed: %s", client_address, e)
+                return
+        super().finish_request(request, client_address)
+
+
 class _AuthChecker:
     """Constant-effort bcrypt checks: unknown users cost the same as a wrong password."""
 
@@ -244,23 +321,9 @@ class _AuthChecker:
         return ok
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(TlsHandshakeServer):
     registry: CollectorRegistry
     auth: _AuthChecker | None
-    tls: ssl.SSLContext | None
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # The TLS handshake runs here, in the connection's own thread, so a slow or silent
-        # client cannot hold up accept() for everyone else.
-        if self.tls is not None:
-            request.settimeout(_REQUEST_TIMEOUT_S)
-            try:
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log.debug("TLS handshake with %s failed: %s", client_address, e)
-                return
-        super().finish_request(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -327,7 +390,8 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-def _family(host: str) -> socket.AddressFamily:
+def address_family(host: str) -> socket.AddressFamily:
+    """The socket family to bind `host` (a bare address, without IPv6 brackets) with."""
     if host == "":
         return socket.AF_INET
     try:
@@ -381,7 +445,7 @@ class MetricsServer:
         tls = ssl_context(wc.tls) if wc is not None and wc.tls is not None else None
         auth = _AuthChecker(wc.basic_auth_users) if wc is not None and wc.requires_auth else None
         host = self.listen_addr.strip("[]")
-        server_cls = type("_BoundServer", (_Server,), {"address_family": _family(host)})
+        server_cls = type("_BoundServer", (_Server,), {"address_family": address_family(host)})
         server: _Server = server_cls((host, self.requested_port), _Handler)
         server.registry = self.registry
         server.auth = auth

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +21,7 @@ from rackwarden.policies.facts import PortPoll
 
 from .abuse import AbuseService
 from .actions import ActionStore
-from .api import ApiServer, ensure_token
+from .api import ensure_token
 from .clock import Clock, SystemClock
 from .config import Config, SwitchConfig
 from .daemon import Daemon
@@ -31,8 +31,10 @@ from .ledger import LedgerStore, OutageRecorder
 from .metrics import Metrics
 from .notices import CustomerNotices
 from .usage import UsageStore
+from .web import ConsoleParts, WebServer, load_customers_config, operator_users
 from .webauth import MetricsServer, load_web_config
 
+log = logging.getLogger("rackwarden.wiring")
 
 def snmp_target(sw: SwitchConfig) -> SnmpTarget:
     a = sw.snmp
@@ -61,9 +63,15 @@ def switch_driver(sw: SwitchConfig) -> SwitchDriver | None:
     return NetmikoSwitch(SwitchTarget(
         name=sw.name, vendor=sw.vendor, host=sw.address, username=sw.ssh.username, port=sw.ssh.port,
         key_file=sw.ssh.key_file, password=sw.ssh.password, known_hosts=sw.ssh.known_hosts,
+        host_key=sw.ssh.host_key, pin_file=sw.ssh.pin_file,
         conn_timeout_s=sw.ssh.timeout_s, auth_timeout_s=sw.ssh.timeout_s,
         read_timeout_s=sw.ssh.timeout_s, save_config=sw.ssh.save_config, ports=managed,
     ))
+
+
+def ssh_host_keys(config: Config) -> dict[str, str]:
+    """Host-key mode of every switch the enforcer logs in to, for the metric."""
+    return {name: sw.ssh.host_key or "pin" for name, sw in config.switches.items() if sw.ssh is not None}
 
 
 def customer_notices(config: Config) -> CustomerNotices | None:
@@ -116,6 +124,7 @@ class _LeaseKeys:
     def reconfigure(self, config: Config) -> None:
         self.lease.set_keys(sorted(config.switches))
         self.metrics.set_lease(self.lease, sorted(config.switches))
+        self.metrics.set_ssh_host_keys(ssh_host_keys(config))
 
 
 DriverFactory = Callable[[SwitchConfig], SwitchDriver | None]
@@ -174,7 +183,7 @@ class Runtime:
             max_concurrency=config.agent.snmp_max_concurrency,
         )
         usage = UsageStore(f"sqlite:///{config.agent.state_dir / 'usage.sqlite'}")
-        self.actions = ActionStore(config.agent.actions_database())
+        self.actions = ActionStore(config.agent.ledger_database())
         self.lease: Lease = lease_factory(config)
         self.ledger = LedgerStore(config.agent.ledger_database())
         self.outages = OutageRecorder(self.ledger, config)
@@ -184,9 +193,11 @@ class Runtime:
             clock=self.clock, metrics=self.metrics, notifier=notices_factory(config),
             oncall=oncall_factory(config), outages=self.outages, lease=self.lease,
         )
-        if isinstance(self.lease, EnforcementLease):
-            self.lease.on_acquired = self.enforcer.take_over
+        self.lease.on_acquired = self.enforcer.take_over
         self.metrics.set_lease(self.lease, sorted(config.switches))
+        self.metrics.set_ssh_host_keys(ssh_host_keys(config))
+        for warning in config.warnings:
+            log.warning("%s", warning)
         self.daemon = Daemon(
             config, clock=self.clock, poll=self._poll, metrics=self.metrics, usage=usage,
             config_path=config_path, on_reports=self.enforcer.on_reports, tick=self.enforcer.tick,
@@ -194,7 +205,7 @@ class Runtime:
         )
         self.daemon.records = self.lease.held
         self._http: MetricsServer | None = None
-        self.api: ApiServer | None = None
+        self.api: WebServer | None = None
         self.abuse: AbuseService | None = None
         if config.detection.enabled:
             self.abuse = AbuseService(config, clock=self.clock, metrics=self.metrics, enforcer=self.enforcer,
@@ -240,8 +251,14 @@ class Runtime:
         await self.poller.start()
         if self.daemon.usage is not None:
             self.daemon.usage.start()
-        self.actions.start()
+            # Billing resumes from the baselines committed with the last billed poll.
+            self.daemon.metering.restore(self.daemon.usage.baselines(), self.clock.now(), self.clock.at())
         self.ledger.start()
+        # The enforcement records share the ledger's database and transactions.
+        self.actions.start(engine=self.ledger.engine)
+        legacy = self.daemon.config.agent.state_dir / "actions.sqlite"
+        if self.daemon.config.agent.ledger_url is None and (moved := self.actions.absorb(legacy)):
+            log.info("moved %d enforcement records from %s into the ledger database", moved, legacy)
         self.outages.start()
         await self.lease.start()
         await self.enforcer.start()
@@ -254,14 +271,29 @@ class Runtime:
         if self.daemon.usage is not None:
             self.daemon.usage.close()
 
+    def console_parts(self) -> ConsoleParts | None:
+        """The web console (and the customer page) when the config names their logins."""
+        a = self.daemon.config.agent
+        if a.console_web_config is None and a.customers_web_config is None:
+            return None
+        operators = operator_users(load_web_config(a.console_web_config)) if a.console_web_config else {}
+        customers = (load_customers_config(a.customers_web_config,
+                                           frozenset(s.customer for s in self.daemon.config.servers))
+                     if a.customers_web_config is not None else None)
+        tls = a.api_web_config is not None
+        return ConsoleParts(self.enforcer, self.ledger, self.daemon.usage, operators=operators,
+                            customers=customers, secure_cookies=tls)
+
     async def run(self) -> None:
         a = self.daemon.config.agent
         await self.start_core()
         # The API and its token exist before /metrics answers: whoever waits for the agent to
         # come up can then use both.
-        self.api = ApiServer(self.enforcer, listen=a.api_listen, port=a.api_port,
-                             token=ensure_token(a.state_dir))
-        self.api.start(asyncio.get_running_loop())
+        self.api = WebServer(self.enforcer, listen=a.api_listen, port=a.api_port,
+                             token=ensure_token(a.state_dir),
+                             web_config=load_web_config(a.api_web_config) if a.api_web_config else None,
+                             console=self.console_parts())
+        await self.api.start()
         if self.abuse is not None:
             await self.abuse.start()
         self.start_metrics_server()
@@ -270,7 +302,7 @@ class Runtime:
         finally:
             if self.abuse is not None:
                 await self.abuse.stop()
-            self.api.stop()
+            await self.api.stop()
             await self.stop_core()
             if self._http is not None:
                 self._http.stop()

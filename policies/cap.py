@@ -3,8 +3,12 @@
 Direction is the server's: `out` is what the server sends (the switch port's ifIn), `in` is
 what it receives (the port's ifOut). A server is `over` when its judged rate is strictly above
 its cap, and `sustained` once consecutive valid over-cap samples cover the window. A sample
-without a rate breaks the run: an overage claim rests only on measured intervals. An overage
-that is mostly inbound is a victim's, not a violator's: it is reported, never actionable.
+without a rate breaks the run: an overage claim rests only on measured intervals. So does a
+sample whose interval spans a poll that was not answered (or whose reply was not trusted): its
+average is billed, but it is not measured time, so the run restarts after it. A `repeat` (a
+second reading too soon after the previous one to measure anything, e.g. a SIGHUP re-poll)
+leaves the run as it was. An overage that is mostly inbound is a victim's, not a violator's:
+it is reported, never actionable.
 """
 
 from __future__ import annotations
@@ -93,11 +97,24 @@ def judge(
     server: str, sample: RateSample, run: CapRun | None, rule: CapRule
 ) -> tuple[CapVerdict, CapRun | None]:
     """Advance one server's over-cap run by one port sample."""
+    if sample.status == "repeat":
+        # Nothing was measured, and nothing happened that breaks a run either.
+        return _standing(server, sample, run, rule), run
     if not sample.ok or sample.in_bps is None or sample.out_bps is None:
         reason = f"no rate ({sample.status}: {sample.reason}); over-cap run broken"
         verdict = CapVerdict(
             server, sample.at, "ok", False, rule.cap_bps, rule.direction, valid=False,
             reason=reason,
+        )
+        return verdict, None
+    if sample.spans_missed:
+        # The interval averages over a poll nobody answered: billed, but not measured time.
+        judged = judged_rate(rule.direction, sample.in_bps, sample.out_bps)
+        reason = (f"interval spans {sample.spans_missed} unanswered poll(s): not measured time;"
+                  " over-cap run restarts after it")
+        verdict = CapVerdict(
+            server, sample.at, "ok", False, rule.cap_bps, rule.direction, valid=False,
+            judged_bps=judged, reason=reason,
         )
         return verdict, None
 
@@ -140,6 +157,23 @@ def judge(
         reason=reason, inbound_over=inbound_over, evidence=run.evidence,
     )
     return verdict, run
+
+
+def _standing(server: str, sample: RateSample, run: CapRun | None, rule: CapRule) -> CapVerdict:
+    """The verdict of a run that this sample neither extends nor breaks."""
+    if run is None:
+        return CapVerdict(server, sample.at, "ok", False, rule.cap_bps, rule.direction,
+                          valid=False, reason=f"{sample.status}: {sample.reason}")
+    sustained = run.covered_s + rule.tolerance_s >= rule.window_s
+    victim = rule.direction != "out" and run.inbound_dominant_s * 2 > run.covered_s
+    last = run.evidence[-1] if run.evidence else None
+    return CapVerdict(
+        server, sample.at, "sustained" if sustained else "over", sustained and not victim,
+        rule.cap_bps, rule.direction, valid=False,
+        judged_bps=last.judged_bps if last is not None else None, covered_s=run.covered_s,
+        reason=f"{sample.status}: {sample.reason}; over-cap run of {run.covered_s:.0f} s stands",
+        evidence=run.evidence,
+    )
 
 
 @dataclass(frozen=True, slots=True)

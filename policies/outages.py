@@ -25,6 +25,14 @@ it invents a time no poll saw, and with both edges taken at first sight the bias
 (late by up to one interval) and of the end (late by up to one interval) cancel in a duration.
 Two exceptions use a better-known time: enforcement acts are recorded at the time the enforcer
 gives (it read the port back), and a switch reboot starts at the boot time sysUpTime reveals.
+
+sysUpTime falling is not a reboot by itself: the SNMP agent alone may have restarted, and then
+no port stopped forwarding. snmpEngineBoots advancing is a reboot; otherwise the ports' counters
+decide (policies/metering.decide_restart, the same rule metering uses): counters that kept
+counting past what a port could carry since the previous poll prove the switch did not restart
+(no record, no provider time), counters that went down prove it did, an unchanged
+snmpEngineBoots says agent restart, and with no evidence at all the uptime is taken at its
+word. Every switch_reboot record names the evidence that decided (`reboot_evidence`).
 Whenever a port's state changes, the open record ends and a new one starts at the same second,
 so consecutive records touch and the SLA engine merges them into one interruption while each
 part keeps its own class. Times are truncated to whole seconds, the ledger's unit.
@@ -39,7 +47,7 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Literal
 
-from .metering import RateSample
+from .metering import CounterEvidence, RateSample, decide_restart
 from .sla import CAUSES, OutageClass, outage_class_of
 from .sla_deadlines import UNREACHABLE_AFTER_S, Finding, check_unreachable
 
@@ -77,6 +85,9 @@ class TrackerSettings:
     uptime_tolerance_s: int = 5  # reply jitter allowed when comparing sysUpTime with wall time
     uptime_tolerance_ratio: Fraction = Fraction(1, 50)
     unreachable_after_s: int = UNREACHABLE_AFTER_S  # R12
+    # sysUpTime fell and the counters only read 0: wait up to this many answered polls for the
+    # counters to say reboot or agent restart before the uptime alone decides.
+    restart_confirm_polls: int = 3
 
     def __post_init__(self) -> None:
         if self.together_min_ports < 2:
@@ -102,6 +113,9 @@ class PortObservation:
     admin: str = "unknown"
     answered: bool = True
     traffic_octets: int | None = None
+    # What the port's counters said when sysUpTime fell since its previous reading
+    # (metering's RateSample.counters): the evidence that tells a reboot from an agent restart.
+    counters: CounterEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,14 +254,20 @@ class _Port:
 @dataclass(slots=True)
 class _Switch:
     last_at: datetime | None = None  # last answered poll
-    uptime_ticks: int | None = None  # unwrapped: wraps of TimeTicks added back
+    uptime_ticks: int | None = None  # as last answered (TimeTicks, wrapping at 2**32)
     engine_boots: int | None = None
+    # sysUpTime fell at `undecided_at` but the counters read 0: the decision waits (last_at,
+    # uptime_ticks and engine_boots stay those of the poll before the fall meanwhile).
+    undecided_at: datetime | None = None
+    undecided_polls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class _Reboot:
     boot_at: datetime
     reason: str
+    evidence: str  # which evidence decided (policies/metering.RestartEvidence)
+    seen_up_at: datetime | None = None  # a waited-for decision: the first poll after the fall
 
 
 def _evidence(**items: EvidenceValue) -> Evidence:
@@ -408,23 +428,42 @@ class OutageTracker:
             reboot = _Reboot(
                 at - timedelta(seconds=up_s),
                 f"snmpEngineBoots {sw.engine_boots} -> {obs.engine_boots}",
+                "engine_boots",
             )
-        unwrapped = ticks
         if ticks is not None and sw.uptime_ticks is not None and sw.last_at is not None:
             elapsed_s = (at - sw.last_at) // timedelta(seconds=1)
-            expected = sw.uptime_ticks + elapsed_s * 100
-            # Add back whole wraps so an uptime that wrapped past 2**32 is not a reboot.
-            wraps = max(0, round(Fraction(expected - ticks, TICKS_WRAP)))
-            unwrapped = ticks + wraps * TICKS_WRAP
+            expected = elapsed_s * 100
+            # The advance modulo the TimeTicks wrap: an uptime that wrapped past 2**32 is not a
+            # reboot, and a reboot of a switch up for most of 497 days is not a wrap (adding
+            # back the nearest whole number of wraps mistook one for the other).
+            advanced = (ticks - sw.uptime_ticks) % TICKS_WRAP
             tol = max(Fraction(s.uptime_tolerance_s), s.uptime_tolerance_ratio * elapsed_s) * 100
-            if reboot is None and unwrapped < expected - tol:
-                unwrapped = ticks
-                reboot = _Reboot(
-                    at - timedelta(seconds=ticks // 100),
-                    f"sysUpTime {ticks} ticks, expected about {expected} after "
-                    f"{elapsed_s} s: the switch restarted",
-                )
-        sw.uptime_ticks = unwrapped
+            fell = (ticks < sw.uptime_ticks and advanced > expected + tol) or advanced < expected - tol
+            if reboot is None and fell:
+                counters = [po.counters for po in obs.ports if po.answered]
+                verdict = decide_restart(sw.engine_boots, obs.engine_boots, counters)
+                if (
+                    verdict.evidence == "sys_uptime"
+                    and "zeroed" in counters
+                    and sw.undecided_polls < s.restart_confirm_polls
+                ):
+                    # Zeros prove nothing yet: the next reading, measured against the counters
+                    # from before the fall, shows whether they went on counting.
+                    sw.undecided_at = sw.undecided_at or at
+                    sw.undecided_polls += 1
+                    return None
+                if verdict.kind == "switch":
+                    reboot = _Reboot(
+                        at - timedelta(seconds=ticks // 100),
+                        f"sysUpTime {ticks} ticks, expected about "
+                        f"{(sw.uptime_ticks + expected) % TICKS_WRAP} after {elapsed_s} s: "
+                        f"{verdict.reason}",
+                        verdict.evidence,
+                        sw.undecided_at,
+                    )
+                # else only the SNMP agent restarted: its ports never stopped forwarding.
+        sw.undecided_at, sw.undecided_polls = None, 0
+        sw.uptime_ticks = ticks
         sw.engine_boots = obs.engine_boots if obs.engine_boots is not None else sw.engine_boots
         return reboot
 
@@ -449,7 +488,7 @@ class OutageTracker:
         sw = self._switches.setdefault(obs.switch, _Switch())
         prev_at = sw.last_at
         reboot = self._reboot(sw, obs, at) if obs.answered else None
-        if obs.answered:
+        if obs.answered and sw.undecided_at is None:
             sw.last_at = at
 
         plan: list[tuple[_Port, PortObservation, PortState]] = []
@@ -499,12 +538,29 @@ class OutageTracker:
                     _evidence(**base, ports_down_together=together_n, ports_answered=answered_n),
                 ))
                 p.open.cause = "ports_down_together"
+            if (
+                reboot is not None
+                and reboot.seen_up_at is not None
+                and p.open is not None
+                and p.open.state == "oper_down"
+                and p.open.cause in ("port_oper_down", "ports_down_together")
+                and p.open.start >= reboot.seen_up_at
+            ):
+                # Down since the poll whose zeros left the reboot undecided: the reboot's doing.
+                events.append(OutageCauseChange(
+                    p.open.outage_id, p.server, at, "switch_reboot", reboot.reason,
+                    _evidence(**base, boot_at=_iso(reboot.boot_at),
+                              sys_uptime_ticks=obs.sys_uptime_ticks,
+                              reboot_evidence=reboot.evidence),
+                ))
+                p.open.cause = "switch_reboot"
             if reboot is not None and p.open is not None and p.open.state == "unreachable":
                 # The switch was restarting while it did not answer: the gap was its outage.
                 events.append(OutageCauseChange(
                     p.open.outage_id, p.server, at, "switch_reboot", reboot.reason,
                     _evidence(**base, boot_at=_iso(reboot.boot_at),
-                              sys_uptime_ticks=obs.sys_uptime_ticks),
+                              sys_uptime_ticks=obs.sys_uptime_ticks,
+                              reboot_evidence=reboot.evidence),
                 ))
                 p.open.cause = "switch_reboot"
             events.extend(self._transition(p, po, state, at, prev_at, reboot, together,
@@ -534,11 +590,14 @@ class OutageTracker:
                 # Up at both polls, yet the switch restarted in between: its ports could not
                 # forward from the boot until at most this poll.
                 start = max(prev_at + _SECOND, reboot.boot_at)  # prev_at saw it forwarding
-                if start < at:
+                # A waited-for decision: the first poll after the fall already saw it up.
+                end = min(at, reboot.seen_up_at or at)
+                if start < end:
                     rb = _evidence(**base, boot_at=_iso(reboot.boot_at),
-                                   sys_uptime_ticks=obs.sys_uptime_ticks, reason=reboot.reason)
+                                   sys_uptime_ticks=obs.sys_uptime_ticks, reason=reboot.reason,
+                                   reboot_evidence=reboot.evidence)
                     started = self._start(p, start, "switch_reboot", "oper_down", rb)
-                    return [started, *self._end(p, at, _evidence(**base))]
+                    return [started, *self._end(p, end, _evidence(**base))]
             return []
         events = self._end(p, at, _evidence(**base))
         if state == "up":
@@ -560,10 +619,11 @@ class OutageTracker:
         elif state == "admin_down":
             cause = "unknown"
             ev["reason"] = "admin-down, but not by RackWarden's enforcement"
-        elif reboot is not None:
+        elif reboot is not None and not (reboot.seen_up_at is not None and old == "up"):
+            # (A port seen up at the poll after the fall went down after the reboot was over.)
             cause = "switch_reboot"
             ev.update(boot_at=_iso(reboot.boot_at), sys_uptime_ticks=obs.sys_uptime_ticks,
-                      reason=reboot.reason)
+                      reason=reboot.reason, reboot_evidence=reboot.evidence)
             if old == "up" and prev_at is not None and pending is None:
                 start = max(prev_at + _SECOND, min(reboot.boot_at, at))
         elif together:
@@ -610,8 +670,11 @@ def port_observation(server: str, sample: RateSample) -> PortObservation:
         port=sample.port,
         oper=sample.oper,
         admin=sample.admin,
+        # A suspect reply still answered for the port: its oper/admin state is news, only its
+        # counters are not trusted.
         answered=sample.status != "missing",
         traffic_octets=traffic,
+        counters=sample.counters,
     )
 
 

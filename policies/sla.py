@@ -291,9 +291,28 @@ class OutageRecord:
         return f"{self.cause}{marked} ({self.id})"
 
 
+def counted_time(claimed: datetime, recorded: datetime | None) -> datetime:
+    """The time a money or deadline rule counts for a time a person claimed (a notice, an
+    arrival, a report): the claim, but never earlier than when the ledger recorded it.
+
+    A claimed time earlier than its own entry cannot be checked by anyone reading the ledger,
+    and it is always the claimant's side it would help (an earlier notice excuses more, an
+    earlier arrival meets more deadlines), so only the ledger's append time is trusted there.
+    `recorded` None: no ledger time is known (a hand-written scenario), the claim counts.
+    """
+    return claimed if recorded is None or recorded <= claimed else recorded
+
+
 @dataclass(frozen=True, slots=True)
 class MaintenanceWindow:
-    """A declared maintenance window; `servers` is a tuple of server ids or "all"."""
+    """A declared maintenance window; `servers` is a tuple of server ids or "all".
+
+    `notified_at` is when the operator says customers were told; `declared_at` is when the
+    ledger recorded the window (its append time), None when there is no ledger (a scenario
+    file). With a ledger time, the notice counts from the later of the two (`counted_time`),
+    and a window recorded after its start excuses nothing (R17; issue 11): time already past
+    is excused only by `ledger reclassify`, with a reason, as its own entry.
+    """
 
     id: str
     kind: WindowKind
@@ -301,10 +320,13 @@ class MaintenanceWindow:
     end: datetime
     notified_at: datetime
     servers: tuple[str, ...] | Literal["all"] = "all"
+    declared_at: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in ("start", "end", "notified_at"):
             _check_time(name, getattr(self, name))
+        if self.declared_at is not None:
+            _check_time("declared_at", self.declared_at)
         if self.end <= self.start:
             raise ValueError(f"window {self.id}: end must be after start")
         if self.kind not in WINDOW_KINDS:
@@ -316,9 +338,24 @@ class MaintenanceWindow:
         return self.servers == "all" or server in self.servers
 
     @property
+    def notice_from(self) -> datetime:
+        """When the notice counts from: the claimed `notified_at`, never before `declared_at`."""
+        return counted_time(self.notified_at, self.declared_at)
+
+    @property
     def notice_s(self) -> int:
-        """Seconds between the notice and the window's start; negative if notified late."""
+        """Seconds between the counted notice and the window's start; negative if late."""
+        return _epoch(self.start) - _epoch(self.notice_from)
+
+    @property
+    def claimed_notice_s(self) -> int:
+        """Seconds between the claimed `notified_at` and the window's start."""
         return _epoch(self.start) - _epoch(self.notified_at)
+
+    @property
+    def declared_after_start(self) -> bool:
+        """Recorded in the ledger after the window had started: it excuses nothing."""
+        return self.declared_at is not None and self.declared_at > self.start
 
 
 @dataclass(frozen=True, slots=True)
@@ -713,6 +750,18 @@ class _Elem:
     window: str | None
 
 
+def _notice_text(w: MaintenanceWindow) -> str:
+    def rel(seconds: int) -> str:
+        return (f"{duration_text(seconds)} before start" if seconds >= 0
+                else f"{duration_text(-seconds)} after start")
+
+    text = f"notified {rel(w.notice_s)}"
+    if w.notice_from != w.notified_at:
+        # The claim is shown beside what counted, so a reader sees both (issue 11).
+        text += f" by its ledger time (notified_at claims {rel(w.claimed_notice_s)})"
+    return text
+
+
 def _decide(
     covering: Sequence[OutageRecord],
     windows: Sequence[MaintenanceWindow],
@@ -732,15 +781,19 @@ def _decide(
         if rule is None:
             notes.append(f"window {w.id} ({w.kind}): template {template.name} has no rule for it")
             continue
+        if w.declared_after_start:
+            # Checked before the notice so the reason names the real fault whatever notice
+            # the entry claims: a window written after its start cannot excuse time.
+            late = _epoch(cast(datetime, w.declared_at)) - _epoch(w.start)
+            notes.append(
+                f"window {w.id} ({w.kind}) recorded in the ledger {duration_text(late)} after "
+                f"it started: excuses nothing (past time is excused only by ledger reclassify)"
+            )
+            continue
         notice = w.notice_s
         if notice < rule.notice_s:
-            when = (
-                f"notified {duration_text(notice)} before start"
-                if notice >= 0
-                else f"notified {duration_text(-notice)} after start"
-            )
             notes.append(
-                f"window {w.id} ({w.kind}) {when}, {template.name} needs "
+                f"window {w.id} ({w.kind}) {_notice_text(w)}, {template.name} needs "
                 f"{duration_text(rule.notice_s)}: excuses nothing"
             )
             continue
@@ -753,8 +806,7 @@ def _decide(
     if best is not None:
         _, _, _, w, rule = best
         reason = (
-            f"{rule.excused_as}: window {w.id} ({w.kind}, notified "
-            f"{duration_text(w.notice_s)} before start, {template.name} needs "
+            f"{rule.excused_as}: window {w.id} ({w.kind}, {_notice_text(w)}, {template.name} needs "
             f"{duration_text(rule.notice_s)}) covers provider time of {causes}"
         )
         return rule.excused_as, reason, w.id
@@ -1138,6 +1190,7 @@ __all__ = [
     "WindowRule",
     "classify",
     "contract_timezone",
+    "counted_time",
     "days_in_month",
     "duration_text",
     "fraction_text",

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Literal
 
-from .sla import DAY_S, HOUR_S, duration_text
+from .sla import DAY_S, HOUR_S, counted_time, duration_text
 
 FindingStatus = Literal["met", "pending", "breached"]
 
@@ -30,8 +30,9 @@ class Finding:
     subject: str
     status: FindingStatus
     due_at: datetime
-    done_at: datetime | None
+    done_at: datetime | None  # the time that counted (`counted_time`)
     reason: str
+    claimed_at: datetime | None = None  # what the person claimed, when it did not count
 
     @property
     def flagged(self) -> bool:
@@ -79,17 +80,25 @@ def _deadline(
     within_s: int,
     done_at: datetime | None,
     now: datetime,
+    recorded_at: datetime | None = None,
 ) -> Finding:
     due = since + timedelta(seconds=within_s)
     limit = duration_text(within_s)
     if done_at is not None:
         if done_at < since:
             raise ValueError(f"{subject}: {check} time {done_at.isoformat()} is before the start")
-        took = (done_at - since) // timedelta(seconds=1)
-        status: FindingStatus = "met" if done_at <= due else "breached"
+        counted = counted_time(done_at, recorded_at)
+        took = (counted - since) // timedelta(seconds=1)
+        status: FindingStatus = "met" if counted <= due else "breached"
         verdict = "within" if status == "met" else "over"
         reason = f"{rule}: {what} after {duration_text(took)}, {verdict} the {limit} limit"
-        return Finding(rule, check, subject, status, due, done_at, reason)
+        if counted == done_at:
+            return Finding(rule, check, subject, status, due, done_at, reason)
+        claimed = (done_at - since) // timedelta(seconds=1)
+        late = duration_text((counted - done_at) // timedelta(seconds=1))
+        reason += (f" (counted from its ledger time: the entry claims {duration_text(claimed)}"
+                   f" but was recorded {late} after the time it claims)")
+        return Finding(rule, check, subject, status, due, counted, reason, claimed_at=done_at)
     elapsed = (now - since) // timedelta(seconds=1)
     if now > due:
         reason = f"{rule}: no {what} after {duration_text(elapsed)}, limit {limit} passed"
@@ -132,12 +141,21 @@ def check_incident_report(
     reported_at: datetime | None,
     now: datetime,
     within_s: int = INCIDENT_REPORT_WITHIN_S,
+    *,
+    reported_recorded_at: datetime | None = None,
 ) -> Finding:
-    """R13: a major security incident must be reported within 24 h of its detection."""
-    for name, at in (("detected_at", detected_at), ("reported_at", reported_at), ("now", now)):
+    """R13: a major security incident must be reported within 24 h of its detection.
+
+    `reported_recorded_at` is when the ledger recorded the report: a claimed `reported_at`
+    counts no earlier (`counted_time`). `detected_at` counts as claimed: an earlier detection
+    only starts the clock sooner, against the one who claims it.
+    """
+    for name, at in (("detected_at", detected_at), ("reported_at", reported_at), ("now", now),
+                     ("reported_recorded_at", reported_recorded_at)):
         _aware(name, at)
     return _deadline(
-        "R13", "incident_report", incident, "report", detected_at, within_s, reported_at, now
+        "R13", "incident_report", incident, "report", detected_at, within_s, reported_at, now,
+        reported_recorded_at,
     )
 
 
@@ -150,11 +168,17 @@ def check_repair(
     on_site_at: datetime | None = None,
     resolved_at: datetime | None = None,
     interrupted: bool = True,
+    *,
+    acknowledged_recorded_at: datetime | None = None,
+    on_site_recorded_at: datetime | None = None,
+    resolved_recorded_at: datetime | None = None,
 ) -> tuple[Finding, ...]:
     """R19: one finding per repair term the contract has (answer, on site, resolve).
 
     `started_at` is when the contract's clock starts (the fault's start or its report).
     `interrupted` selects the shorter on-site limit when the customer's service is down.
+    Each `*_recorded_at` is the earliest independent evidence of the claimed time beside it
+    (the ledger's append time of the entry): the claim counts no earlier (`counted_time`).
     """
     for name, at in (
         ("started_at", started_at),
@@ -162,6 +186,9 @@ def check_repair(
         ("acknowledged_at", acknowledged_at),
         ("on_site_at", on_site_at),
         ("resolved_at", resolved_at),
+        ("acknowledged_recorded_at", acknowledged_recorded_at),
+        ("on_site_recorded_at", on_site_recorded_at),
+        ("resolved_recorded_at", resolved_recorded_at),
     ):
         _aware(name, at)
     out: list[Finding] = []
@@ -176,6 +203,7 @@ def check_repair(
                 terms.answer_within_s,
                 acknowledged_at,
                 now,
+                acknowledged_recorded_at,
             )
         )
     on_site_s = terms.on_site_within_s
@@ -184,7 +212,8 @@ def check_repair(
     if on_site_s is not None:
         what = "on site (service interrupted)" if interrupted else "on site"
         out.append(
-            _deadline("R19", "on_site", outage, what, started_at, on_site_s, on_site_at, now)
+            _deadline("R19", "on_site", outage, what, started_at, on_site_s, on_site_at, now,
+                      on_site_recorded_at)
         )
     if terms.resolve_within_s is not None:
         out.append(
@@ -197,6 +226,7 @@ def check_repair(
                 terms.resolve_within_s,
                 resolved_at,
                 now,
+                resolved_recorded_at,
             )
         )
     return tuple(out)
@@ -213,15 +243,30 @@ def outage_repair(
     on_site_at: datetime | None = None,
     resolved_at: datetime | None = None,
     ended_at: datetime | None = None,
+    acknowledged_recorded_at: datetime | None = None,
+    on_site_recorded_at: datetime | None = None,
+    resolved_recorded_at: datetime | None = None,
 ) -> tuple[Finding, ...]:
     """R19 for one ledger outage: only provider time under a contract with repair terms carries
     a repair duty. Customer, maintenance and excluded time carry none; unknown time is the
     RackWardenUnknownOutage alert's business until it is classified. The fault counts as
-    repaired at `resolved_at`, else when the port forwarded again (`ended_at`)."""
+    repaired at `resolved_at`, else when the port forwarded again (`ended_at`).
+
+    Claimed times (`acknowledged_at`, `on_site_at`, `resolved_at`) count no earlier than their
+    `*_recorded_at` ledger times. A repair has a second independent witness: the agent saw the
+    port forward again at `ended_at`, so a claimed repair time counts no later than that
+    evidence either, and recording a repair late never makes it later than the port's return.
+    """
     if outage_class != "provider" or terms is None:
         return ()
+    evidence = resolved_recorded_at
+    if evidence is not None and ended_at is not None and ended_at < evidence:
+        evidence = ended_at
     return check_repair(outage, terms, started_at, now, acknowledged_at=acknowledged_at,
-                        on_site_at=on_site_at, resolved_at=resolved_at or ended_at)
+                        on_site_at=on_site_at, resolved_at=resolved_at or ended_at,
+                        acknowledged_recorded_at=acknowledged_recorded_at,
+                        on_site_recorded_at=on_site_recorded_at,
+                        resolved_recorded_at=evidence if resolved_at is not None else None)
 
 
 def open_deadlines(findings: Iterable[Finding]) -> dict[tuple[str, str, str], int]:

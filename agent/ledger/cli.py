@@ -9,10 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from rackwarden.policies.sla import CAUSES, RECLASS_TARGETS, WINDOW_KINDS, duration_text
+from rackwarden.policies.sla import (
+    CAUSES,
+    RECLASS_TARGETS,
+    WINDOW_KINDS,
+    duration_text,
+)
 
 from ..clock import SystemClock
 from .chain import Entry, Head, VerifyResult, ts
@@ -207,11 +213,26 @@ def main_maintenance_add(argv: Sequence[str]) -> int:
                                       servers=servers if servers == "all" else list(servers),
                                       at=SystemClock().at(), reason=args.reason,
                                       by=args.by or operator_name())
+            # What the credit engine will count: the notice runs from the later of
+            # --notified-at and the entry's ledger time, and a window recorded after its start
+            # excuses nothing (views.py `fold_windows`, policies/sla.py `MaintenanceWindow`).
+            window = next(w.window for w in store.maintenance_windows() if w.seq == e.seq)
         finally:
             store.close()
-        notice = duration_text(int((start - notified).total_seconds()))
+        notice = duration_text(window.notice_s)
         print(f"seq {e.seq}: window M{e.seq} {args.kind} {ts(start)} .. {ts(end)} for "
-              f"{'all servers' if servers == 'all' else ', '.join(servers)}, notice {notice}")
+              f"{'all servers' if servers == 'all' else ', '.join(servers)}, "
+              + ("no notice (recorded after its start)" if window.declared_after_start
+                 else f"notice {notice}"))
+        if window.declared_after_start:
+            print(f"{prog}: warning: recorded in the ledger at {ts(window.declared_at or e.at)}, after the window "
+                  f"started: it excuses nothing; excuse past outages with rackwarden ledger "
+                  f"reclassify SEQ --class … --reason …", file=sys.stderr)
+        elif window.notice_from != notified:
+            print(f"{prog}: warning: --notified-at {ts(notified)} is earlier than this entry "
+                  f"({ts(window.notice_from)}): the notice counts from the ledger time, {notice} before the "
+                  f"start (--notified-at claims {duration_text(window.claimed_notice_s)})",
+                  file=sys.stderr)
         return EXIT_OK
 
     return run(prog, body)
@@ -265,7 +286,9 @@ def _outage_note(kind: Literal["ack", "on_site", "resolve"], word: str,
                                       note=args.note, when=when)
             finally:
                 store.close()
-            print(f"seq {e.seq}: outage {e.ref_seq} ({e.server}) {word} at {e.payload['at']}")
+            claimed = f" (recorded {ts(e.at)})" if e.payload["at"] != ts(e.at) else ""
+            print(f"seq {e.seq}: outage {e.ref_seq} ({e.server}) {word} at {e.payload['at']}"
+                  f"{claimed}")
             return EXIT_OK
 
         return run(prog, body)

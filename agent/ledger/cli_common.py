@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NoReturn
 
+from rackwarden.policies.sla import counted_time
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import config as configmod
@@ -67,7 +69,9 @@ def open_store(args: argparse.Namespace) -> tuple[LedgerStore, configmod.Config 
     try:
         store.start()
     except SQLAlchemyError as e:
-        raise Usage(f"cannot open ledger {url}: {e}") from None
+        # The driver's own words (e.g. "file is not a database"), on one line.
+        shown = make_url(url).render_as_string(hide_password=True)  # never print a password
+        raise Usage(f"cannot open ledger {shown}: {getattr(e, 'orig', None) or e}") from None
     return store, cfg
 
 
@@ -119,8 +123,20 @@ def verify_text(r: VerifyResult) -> str:
     return f"ledger BROKEN at seq {r.first_bad_seq}: {what}: {r.detail}"
 
 
+def claimed_json(claimed: datetime | None, recorded: datetime | None) -> dict[str, Any] | None:
+    """A time a person supplied, beside its entry's ledger time and the one the rules count."""
+    if claimed is None:
+        return None
+    return {"claimed": ts(claimed), "recorded": ts(recorded) if recorded else None,
+            "counted": ts(counted_time(claimed, recorded))}
+
+
 def outage_json(v: OutageView, now: datetime) -> dict[str, Any]:
-    """One outage as `ledger list --outages --format json` and `report sla` print it."""
+    """One outage as `ledger list --outages --format json` and `report sla` print it.
+
+    `changes[].recorded_at` is each correction's ledger time; `repair` holds the R19 times
+    as claimed (`--at`) and as recorded.
+    """
     return {
         "seq": v.seq, "outage_id": v.outage_id, "server": v.server, "switch": v.switch,
         "port": v.port, "start": ts(v.start), "end": ts(v.end) if v.end else None,
@@ -128,6 +144,10 @@ def outage_json(v: OutageView, now: datetime) -> dict[str, Any]:
         "recorded_cause": v.recorded_cause, "false_positive": v.false_positive,
         "evidence": dict(v.evidence),
         "changes": [{"seq": c.seq, "kind": c.kind, "by": c.by, "class": c.outage_class,
-                     "cause": c.cause, "false_positive": c.false_positive, "reason": c.reason}
+                     "cause": c.cause, "false_positive": c.false_positive, "reason": c.reason,
+                     "recorded_at": ts(c.at)}
                     for c in v.changes],
+        "repair": {"ack": claimed_json(v.acknowledged_at, v.acknowledged_recorded_at),
+                   "on_site": claimed_json(v.on_site_at, v.on_site_recorded_at),
+                   "resolve": claimed_json(v.resolved_at, v.resolved_recorded_at)},
     }

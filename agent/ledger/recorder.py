@@ -21,6 +21,7 @@ from rackwarden.policies.outages import (
     TrackerSettings,
     port_observation,
 )
+from sqlalchemy.engine import Connection
 
 from ..config import Config, ServerConfig
 from ..metering import PortReport
@@ -99,9 +100,14 @@ class OutageRecorder:
         self._seq_by_id = {}
         self.start()
 
-    def _record(self, events: Sequence[OutageEvent]) -> list[Entry]:
-        # One transaction per poll or act: a crash never leaves half of a poll's events.
-        entries = self._store.record_events(events, self._seq_by_id)
+    @property
+    def store(self) -> LedgerStore:
+        return self._store
+
+    def _record(self, events: Sequence[OutageEvent], conn: Connection | None = None) -> list[Entry]:
+        # One transaction per poll or act (the enforcer's, holding the action record too, when
+        # it passes `conn`): a crash never leaves half of a poll's events.
+        entries = self._store.record_events(events, self._seq_by_id, conn)
         for ev, entry in zip(events, entries, strict=True):
             if isinstance(ev, OutageStart):
                 self._seq_by_id[ev.outage_id] = entry.seq
@@ -119,17 +125,19 @@ class OutageRecorder:
         raise LedgerError(f"no server {server_id!r} in the configuration")
 
     def enforcement_started(
-        self, server_id: str, at: datetime, cause: str, evidence: Mapping[str, Any] | None = None
+        self, server_id: str, at: datetime, cause: str, evidence: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
     ) -> list[Entry]:
         s = self._server(server_id)
         return self._record(self._tracker.enforcement_started(
-            s.id, s.switch, s.port, at, cause, MappingProxyType(dict(evidence or {}))))
+            s.id, s.switch, s.port, at, cause, MappingProxyType(dict(evidence or {}))), conn)
 
     def enforcement_ended(
-        self, server_id: str, at: datetime, evidence: Mapping[str, Any] | None = None
+        self, server_id: str, at: datetime, evidence: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
     ) -> list[Entry]:
         return self._record(self._tracker.enforcement_ended(
-            server_id, at, MappingProxyType(dict(evidence or {}))))
+            server_id, at, MappingProxyType(dict(evidence or {}))), conn)
 
 
 def _port_state(state: str) -> PortState:

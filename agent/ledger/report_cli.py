@@ -31,7 +31,7 @@ from .cli_common import (
     verify_text,
 )
 from .reports import OutageInMonth, ServerSla, deadline_findings, sla_report
-from .views import OutageView
+from .views import OutageView, WindowView
 
 # ---------------------------------------------------------------------------------------------
 # report sla
@@ -66,6 +66,39 @@ def _local(at: datetime | None, s: ServerSla) -> str:
     return "" if at is None else at.astimezone(contract_timezone(s.timezone)).isoformat()
 
 
+def _window_json(w: WindowView, s: ServerSla) -> dict[str, Any]:
+    """A window as declared: the notice its entry claims beside its ledger time (issue 11)."""
+    m = w.window
+    return {"id": m.id, "kind": m.kind, "start": _local(m.start, s), "end": _local(m.end, s),
+            "servers": m.servers if m.servers == "all" else list(m.servers),
+            "notified_at": _local(m.notified_at, s), "recorded_at": _local(w.declared_at, s),
+            "notice_counted_from": _local(m.notice_from, s), "notice_s": m.notice_s,
+            "claimed_notice_s": m.claimed_notice_s,
+            "recorded_after_start": m.declared_after_start, "by": w.by, "reason": w.reason}
+
+
+def _window_text(w: WindowView, s: ServerSla) -> str:
+    m = w.window
+    head = (f"window {m.id} {m.kind} {_local(m.start, s)} .. {_local(m.end, s)}: notified_at "
+            f"{_local(m.notified_at, s)} (claimed), recorded in the ledger "
+            f"{_local(w.declared_at, s)}")
+    if m.declared_after_start:
+        late = int((w.declared_at - m.start).total_seconds())
+        return f"{head}; recorded {duration_text(late)} after its start: excuses nothing"
+    counted = "notice counted from the ledger time" if m.notice_from != m.notified_at else "notice"
+    return f"{head}; {counted} {duration_text(m.notice_s)} before start"
+
+
+def _reclassified_text(v: OutageView, s: ServerSla) -> str:
+    """Operators' decisions on an outage, each with its ledger time: past time they excused
+    shows as a reclassification, never as a window."""
+    return "; ".join(
+        f"reclassified to {c.outage_class}{' (' + c.cause + ')' if c.cause else ''}"
+        f"{' false-positive' if c.false_positive else ''} by {c.by}, ledger seq {c.seq} at "
+        f"{_local(c.at, s)}: {c.reason}"
+        for c in v.reclassifications)
+
+
 def _outage_row(o: OutageInMonth, s: ServerSla, now: datetime) -> dict[str, Any]:
     v = o.view
     row = outage_json(v, now)
@@ -73,6 +106,9 @@ def _outage_row(o: OutageInMonth, s: ServerSla, now: datetime) -> dict[str, Any]
     row["class_in_month"] = o.class_in_month
     row["seconds_in_month"] = o.seconds
     row["seconds_by_class"] = {c: o.seconds_by_class[c] for c in CLASSES}
+    row["reclassified"] = [{"seq": c.seq, "class": c.outage_class, "cause": c.cause,
+                            "false_positive": c.false_positive, "by": c.by, "reason": c.reason,
+                            "recorded_at": _local(c.at, s)} for c in v.reclassifications]
     return row
 
 
@@ -95,6 +131,7 @@ def _report_json(rows: Sequence[ServerSla], period: str, now: datetime,
                                 if s.extension_s is not None else None),
             "caps_applied": list(m.caps_applied), "reason": m.reason, "notes": list(s.notes),
             "outages": [_outage_row(o, s, now) for o in s.outages],
+            "windows": [_window_json(w, s) for w in s.windows],
             "parts": [{"start": _local(p.start, s), "end": _local(p.end, s),
                        "class": p.outage_class,
                        "seconds": p.seconds, "creditable_seconds": p.creditable_seconds,
@@ -138,6 +175,8 @@ def _report_table(rows: Sequence[ServerSla], period: str, now: datetime,
         w(f"      {m.reason}\n")
         for note in s.notes:
             w(f"      note: {note}\n")
+        for win in s.windows:
+            w(f"      {_window_text(win, s)}\n")
     w("\nOUTAGES\n")
     for s in rows:
         for o in s.outages:
@@ -149,13 +188,16 @@ def _report_table(rows: Sequence[ServerSla], period: str, now: datetime,
             w(f"  seq {v.seq:<6} {s.server.id:<14} {_local(v.start, s)} .. {end}  class "
               f"{o.class_in_month}{fp}  cause {v.cause}  in month: {by_class or '0s'}  "
               f"[{_evidence_text(v)}]\n")
+            if v.reclassifications:
+                w(f"             {_reclassified_text(v, s)}\n")
     return out.getvalue()
 
 
 def _report_csv(rows: Sequence[ServerSla], now: datetime) -> str:
     out = io.StringIO()
     cols = ["section", "server", "customer", "template", "seq", "start", "end", "class", "cause",
-            *[f"{c}_s" for c in CLASSES], "credit_fen", "extension_hours", "detail"]
+            *[f"{c}_s" for c in CLASSES], "credit_fen", "extension_hours", "detail",
+            "claimed_at", "recorded_at", "reclassified"]
     wr = csv.DictWriter(out, fieldnames=cols, lineterminator="\n")
     wr.writeheader()
 
@@ -165,7 +207,7 @@ def _report_csv(rows: Sequence[ServerSla], now: datetime) -> str:
                 "template": s.server.template, "seq": v.seq, "start": _local(v.start, s),
                 "end": _local(v.end, s), "class": o.class_in_month, "cause": v.cause,
                 **{f"{c}_s": o.seconds_by_class[c] for c in CLASSES},
-                "detail": _evidence_text(v)}
+                "detail": _evidence_text(v), "reclassified": _reclassified_text(v, s)}
 
     # Unresolved unknown time first, as operators must act on it before anyone bills.
     for s in rows:
@@ -183,6 +225,16 @@ def _report_csv(rows: Sequence[ServerSla], now: datetime) -> str:
     for s in rows:
         for o in s.outages:
             wr.writerow(outage("outage", s, o))
+    # Windows: claimed_at is the notice the entry claims, recorded_at its ledger time.
+    for s in rows:
+        for win in s.windows:
+            mw = win.window
+            wr.writerow({"section": "window", "server": s.server.id,
+                         "customer": s.server.customer, "template": s.server.template,
+                         "seq": win.seq, "start": _local(mw.start, s), "end": _local(mw.end, s),
+                         "cause": mw.kind, "detail": _window_text(win, s),
+                         "claimed_at": _local(mw.notified_at, s),
+                         "recorded_at": _local(win.declared_at, s)})
     return out.getvalue()
 
 
@@ -245,7 +297,7 @@ def main_report_sla(argv: Sequence[str]) -> int:
 def _finding_json(f: Finding) -> dict[str, Any]:
     return {"rule": f.rule, "check": f.check, "subject": f.subject, "status": f.status,
             "due_at": ts(f.due_at), "done_at": ts(f.done_at) if f.done_at else None,
-            "reason": f.reason}
+            "claimed_at": ts(f.claimed_at) if f.claimed_at else None, "reason": f.reason}
 
 
 def main_report_deadlines(argv: Sequence[str]) -> int:

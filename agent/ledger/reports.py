@@ -8,7 +8,7 @@ the store and the configuration.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
 
@@ -36,7 +36,7 @@ from rackwarden.policies.sla_deadlines import (
 
 from ..config import Config, ServerConfig
 from .store import LedgerStore
-from .views import OutageView
+from .views import OutageView, WindowView
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,9 @@ class ServerSla:
     outages: tuple[OutageInMonth, ...]
     paid_total_fen: int | None
     notes: tuple[str, ...] = ()
+    # The declared windows that name this server and overlap the month, each with its claimed
+    # notice and its ledger time (what counted is in the segments' reasons).
+    windows: tuple[WindowView, ...] = ()
 
     @property
     def unresolved(self) -> tuple[OutageInMonth, ...]:
@@ -145,14 +148,20 @@ def sla_report(
     paid_totals: Mapping[str, int] | None = None,
 ) -> list[ServerSla]:
     """Every configured server (of one customer) for one month, in config order."""
-    windows = [w.window for w in store.maintenance_windows()]
+    views = store.maintenance_windows()
+    windows = [w.window for w in views]
     outages = store.outages(now=now)
     paid = paid_totals or {}
-    return [
-        server_sla(config, s, outages, windows, period, now, paid.get(s.id))
-        for s in config.servers
-        if customer is None or s.customer == customer
-    ]
+    out = []
+    for s in config.servers:
+        if customer is not None and s.customer != customer:
+            continue
+        sla = server_sla(config, s, outages, windows, period, now, paid.get(s.id))
+        m_start, m_end = month_bounds(period, contract_timezone(sla.timezone))
+        mine = tuple(w for w in views if w.window.covers(s.id)
+                     and w.window.start < m_end and w.window.end > m_start)
+        out.append(replace(sla, windows=mine))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +210,8 @@ def deadline_findings(
     """R13 for every incident, R19 for every outage (policies/sla_deadlines.py `outage_repair`
     says which carry a repair duty). `views` are the store's outages at `now` when the caller
     already has them."""
-    out = [check_incident_report(v.incident_id, v.detected_at, v.reported_at, now)
+    out = [check_incident_report(v.incident_id, v.detected_at, v.reported_at, now,
+                                 reported_recorded_at=v.reported_recorded_at)
            for v in store.incidents()]
     templates = {s.id: s.template for s in config.servers}
     for v in store.outages(now=now) if views is None else views:
@@ -209,7 +219,10 @@ def deadline_findings(
         out.extend(outage_repair(
             f"#{v.seq}", v.outage_class, None if template is None else terms.get(template),
             v.start, now, acknowledged_at=v.acknowledged_at, on_site_at=v.on_site_at,
-            resolved_at=v.resolved_at, ended_at=v.end))
+            resolved_at=v.resolved_at, ended_at=v.end,
+            acknowledged_recorded_at=v.acknowledged_recorded_at,
+            on_site_recorded_at=v.on_site_recorded_at,
+            resolved_recorded_at=v.resolved_recorded_at))
     return out
 
 

@@ -140,8 +140,16 @@ class LedgerStore:
     def _append(self, item: NewEntry) -> Entry:
         return self.append_many([item])[0]
 
-    def append_many(self, items: Sequence[NewEntry]) -> list[Entry]:
-        """Append entries in one transaction: all of them or none."""
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction a caller can share: the enforcer commits an action record, its
+        ladder rung and the outage entries it causes in one (agent/actions.py shares this
+        database)."""
+        with self._write() as conn:
+            yield conn
+
+    def append_many(self, items: Sequence[NewEntry], conn: Connection | None = None) -> list[Entry]:
+        """Append entries in one transaction (the caller's `conn` when given): all or none."""
         for it in items:
             if it.kind not in ENTRY_KINDS:
                 raise LedgerError(
@@ -150,39 +158,44 @@ class LedgerStore:
             check_exact(dict(it.payload), "")
             if it.server is not None and not (0 < len(it.server) <= 64):
                 raise LedgerError(f"server id {it.server!r} must be 1 to 64 characters")
+        if conn is not None:
+            return self._append_on(conn, items)
+        with self._write() as own:
+            return self._append_on(own, items)
+
+    def _append_on(self, conn: Connection, items: Sequence[NewEntry]) -> list[Entry]:
         out: list[Entry] = []
-        with self._write() as conn:
-            head = conn.execute(
-                select(ledger_head.c.seq, ledger_head.c.hash)
-                .where(ledger_head.c.id == 1)
-                .with_for_update()
-            ).one()
-            seq, prev = int(head.seq), str(head.hash)
-            first = seq + 1
-            for i, it in enumerate(items):
-                seq += 1
-                ref_seq = it.ref_seq
-                if it.ref_index is not None:
-                    if not 0 <= it.ref_index < i:
-                        raise LedgerError(f"batch item {i} refers to item {it.ref_index}")
-                    ref_seq = first + it.ref_index
-                if ref_seq is not None and not 0 < ref_seq < seq:
-                    raise LedgerError(f"entry refers to seq {ref_seq}, which does not exist")
-                at_text = ts(it.at)
-                payload = json.loads(canonical(dict(it.payload)))
-                h = entry_hash(prev, seq, at_text, it.kind, it.server, ref_seq, payload)
-                conn.execute(
-                    insert(ledger_entries).values(
-                        seq=seq, at=at_text, kind=it.kind, server=it.server, ref_seq=ref_seq,
-                        payload=canonical(payload), prev_hash=prev, hash=h,
-                    )
-                )
-                out.append(Entry(seq, parse_ts(at_text), it.kind, it.server, ref_seq,
-                                 MappingProxyType(payload), prev, h))
-                prev = h
+        head = conn.execute(
+            select(ledger_head.c.seq, ledger_head.c.hash)
+            .where(ledger_head.c.id == 1)
+            .with_for_update()
+        ).one()
+        seq, prev = int(head.seq), str(head.hash)
+        first = seq + 1
+        for i, it in enumerate(items):
+            seq += 1
+            ref_seq = it.ref_seq
+            if it.ref_index is not None:
+                if not 0 <= it.ref_index < i:
+                    raise LedgerError(f"batch item {i} refers to item {it.ref_index}")
+                ref_seq = first + it.ref_index
+            if ref_seq is not None and not 0 < ref_seq < seq:
+                raise LedgerError(f"entry refers to seq {ref_seq}, which does not exist")
+            at_text = ts(it.at)
+            payload = json.loads(canonical(dict(it.payload)))
+            h = entry_hash(prev, seq, at_text, it.kind, it.server, ref_seq, payload)
             conn.execute(
-                update(ledger_head).where(ledger_head.c.id == 1).values(seq=seq, hash=prev)
+                insert(ledger_entries).values(
+                    seq=seq, at=at_text, kind=it.kind, server=it.server, ref_seq=ref_seq,
+                    payload=canonical(payload), prev_hash=prev, hash=h,
+                )
             )
+            out.append(Entry(seq, parse_ts(at_text), it.kind, it.server, ref_seq,
+                             MappingProxyType(payload), prev, h))
+            prev = h
+        conn.execute(
+            update(ledger_head).where(ledger_head.c.id == 1).values(seq=seq, hash=prev)
+        )
         return out
 
     # -- reading ------------------------------------------------------------------------------
@@ -286,7 +299,8 @@ class LedgerStore:
         return sorted(rows, key=lambda r: (-r[1], r[0].seq))
 
     def record_events(
-        self, events: Sequence[OutageEvent], open_seqs: Mapping[str, int] | None = None
+        self, events: Sequence[OutageEvent], open_seqs: Mapping[str, int] | None = None,
+        conn: Connection | None = None,
     ) -> list[Entry]:
         """Append a batch of tracker events (one poll's, say) in one transaction.
 
@@ -296,7 +310,7 @@ class LedgerStore:
         known = open_seqs or {}
         items = acts.outage_event_entries(
             events, lambda ev: known.get(ev.outage_id) or self._start_seq(ev.server, ev.outage_id))
-        return self.append_many(items) if items else []
+        return self.append_many(items, conn) if items else []
 
     def _start_seq(self, server: str, outage_id: str) -> int:
         found = [e.seq for e in self.entries(server=server, kinds=("outage_start",))
@@ -384,8 +398,9 @@ class LedgerStore:
             reason=reason, by=by))
 
     def maintenance_windows(self) -> list[WindowView]:
-        """Declared windows, without those cancelled before they started."""
-        return fold_windows(self.entries(kinds=("maintenance",)))
+        """Declared windows, without those cancelled before they started; each window's
+        `declared_at` is its ledger time (views.py `LedgerClock`, hence every entry is read)."""
+        return fold_windows(self.entries())
 
     def cancel_maintenance(self, seq: int, at: datetime, *, by: str, reason: str) -> Entry:
         """Withdraw window `seq` before it starts (a new entry; the declaration stays).

@@ -2,6 +2,13 @@
 
 Nothing in the log is ever updated: a correction is a later entry referring to the one it
 corrects, so every view is the log folded in seq order.
+
+Ledger time. Every entry's `at` is written when it is appended and is inside its hash, so it
+cannot change unseen; and an entry cannot have been appended before the one it follows. The
+ledger time of an entry is therefore its `at`, but never earlier than the `at` of any entry
+before it in the fold (`LedgerClock`). Old ledgers need nothing new: `at` has always been in the
+chain. Times a person supplies (a window's notice, an arrival, a report) are kept beside it
+as claimed; the rules in policies/ count them no earlier than the ledger time.
 """
 
 from __future__ import annotations
@@ -18,9 +25,29 @@ from rackwarden.policies.sla import Classification, MaintenanceWindow, OutageRec
 from .chain import Entry, parse_ts
 
 
+class LedgerClock:
+    """The ledger time of entries folded in seq order: each `at`, never before an earlier one's.
+
+    A caller that back-dates `at` through the Python API gains nothing against the entries
+    already in the log: the chain's order proves the entry came after them.
+    """
+
+    def __init__(self) -> None:
+        self._now: datetime | None = None
+
+    def tick(self, e: Entry) -> datetime:
+        at = e.at
+        if at.microsecond:
+            # Ledger rules work in whole seconds; rounding up never makes an entry look earlier.
+            at = at.replace(microsecond=0) + timedelta(seconds=1)
+        if self._now is None or at > self._now:
+            self._now = at
+        return self._now
+
+
 @dataclass(frozen=True, slots=True)
 class ClassChange:
-    """One classify/reclassify entry as it applies to an outage."""
+    """One classify/reclassify entry as it applies to an outage; `at` is its ledger time."""
 
     seq: int
     at: datetime
@@ -54,9 +81,17 @@ class OutageView:
     evidence: Mapping[str, Any]
     end_evidence: Mapping[str, Any]
     changes: tuple[ClassChange, ...] = ()
-    acknowledged_at: datetime | None = None
+    acknowledged_at: datetime | None = None  # R19 times as claimed (`--at`)
     on_site_at: datetime | None = None
     resolved_at: datetime | None = None
+    acknowledged_recorded_at: datetime | None = None  # their entries' ledger times
+    on_site_recorded_at: datetime | None = None
+    resolved_recorded_at: datetime | None = None
+
+    @property
+    def reclassifications(self) -> tuple[ClassChange, ...]:
+        """Operators' decisions, each with its ledger time, reason and author."""
+        return tuple(c for c in self.changes if c.kind == "reclassify")
 
     @property
     def open(self) -> bool:
@@ -90,9 +125,11 @@ class IncidentView:
     seq: int
     server: str | None
     summary: str
-    detected_at: datetime
-    reported_at: datetime | None
+    detected_at: datetime  # as claimed
+    reported_at: datetime | None  # as claimed
     by: str
+    recorded_at: datetime | None = None  # ledger time of the incident entry
+    reported_recorded_at: datetime | None = None  # ledger time of the entry with reported_at
 
     @property
     def incident_id(self) -> str:
@@ -104,8 +141,8 @@ class WindowView:
     """A declared maintenance window with when it was declared and by whom."""
 
     seq: int
-    window: MaintenanceWindow
-    declared_at: datetime
+    window: MaintenanceWindow  # its declared_at is the ledger time below
+    declared_at: datetime  # ledger time of the declaration
     by: str
     reason: str
 
@@ -115,8 +152,10 @@ def fold_outages(entries: Iterable[Entry]) -> list[OutageView]:
     """Fold the log, in seq order, into the current view of every outage."""
     starts: dict[int, dict[str, Any]] = {}
     order: list[int] = []
+    clock = LedgerClock()
     for e in sorted(entries, key=lambda x: x.seq):
         p = e.payload
+        now = clock.tick(e)
         if e.kind == "outage_start":
             starts[e.seq] = {
                 "start": e, "end": None, "end_evidence": {}, "agent_cause": p["cause"],
@@ -132,7 +171,7 @@ def fold_outages(entries: Iterable[Entry]) -> list[OutageView]:
             s["end_evidence"] = p.get("evidence", {})
         elif e.kind in ("classify", "reclassify"):
             change = ClassChange(
-                e.seq, e.at, e.kind, str(p.get("by", "agent")), str(p["class"]),
+                e.seq, now, e.kind, str(p.get("by", "agent")), str(p["class"]),
                 p.get("cause"), bool(p.get("false_positive", False)), str(p.get("reason", "")),
             )
             s["changes"].append(change)
@@ -141,11 +180,11 @@ def fold_outages(entries: Iterable[Entry]) -> list[OutageView]:
             else:
                 s["agent_cause"] = change.cause
         elif e.kind == "ack":
-            s["ack"] = s["ack"] or parse_ts(p["at"])
+            s["ack"] = s["ack"] or (parse_ts(p["at"]), now)
         elif e.kind == "on_site":
-            s["on_site"] = s["on_site"] or parse_ts(p["at"])
+            s["on_site"] = s["on_site"] or (parse_ts(p["at"]), now)
         elif e.kind == "resolve":
-            s["resolved"] = parse_ts(p["at"])
+            s["resolved"] = (parse_ts(p["at"]), now)
     out: list[OutageView] = []
     for seq in order:
         s = starts[seq]
@@ -171,9 +210,12 @@ def fold_outages(entries: Iterable[Entry]) -> list[OutageView]:
                 evidence=MappingProxyType(dict(p.get("evidence", {}))),
                 end_evidence=MappingProxyType(dict(s["end_evidence"])),
                 changes=tuple(s["changes"]),
-                acknowledged_at=s["ack"],
-                on_site_at=s["on_site"],
-                resolved_at=s["resolved"],
+                acknowledged_at=s["ack"] and s["ack"][0],
+                on_site_at=s["on_site"] and s["on_site"][0],
+                resolved_at=s["resolved"] and s["resolved"][0],
+                acknowledged_recorded_at=s["ack"] and s["ack"][1],
+                on_site_recorded_at=s["on_site"] and s["on_site"][1],
+                resolved_recorded_at=s["resolved"] and s["resolved"][1],
             )
         )
     return out
@@ -182,7 +224,9 @@ def fold_outages(entries: Iterable[Entry]) -> list[OutageView]:
 def fold_incidents(entries: Iterable[Entry]) -> list[IncidentView]:
     """Every incident, by seq, with its report time folded in."""
     views: dict[int, IncidentView] = {}
+    clock = LedgerClock()
     for e in sorted(entries, key=lambda x: x.seq):
+        now = clock.tick(e)
         if e.kind != "incident":
             continue
         p = e.payload
@@ -191,22 +235,31 @@ def fold_incidents(entries: Iterable[Entry]) -> list[IncidentView]:
             views[e.seq] = IncidentView(e.seq, e.server, str(p["summary"]),
                                         parse_ts(p["detected_at"]),
                                         parse_ts(reported) if reported else None,
-                                        str(p.get("by", "")))
+                                        str(p.get("by", "")), now, now if reported else None)
         elif e.ref_seq in views and views[e.ref_seq].reported_at is None:
-            views[e.ref_seq] = replace(views[e.ref_seq], reported_at=parse_ts(p["reported_at"]))
+            views[e.ref_seq] = replace(views[e.ref_seq], reported_at=parse_ts(p["reported_at"]),
+                                       reported_recorded_at=now)
     return list(views.values())
 
 
 def fold_windows(entries: Iterable[Entry]) -> list[WindowView]:
-    """Declared maintenance windows, without those cancelled before they started."""
+    """Declared maintenance windows, without those cancelled before they started.
+
+    Give every entry (not only maintenance ones) for the tightest ledger times. A window's
+    `declared_at` is its ledger time; a cancellation counts only if its own ledger time is
+    before the window's start (a window that has started has covered real time).
+    """
     out: dict[int, WindowView] = {}
+    clock = LedgerClock()
     for e in sorted(entries, key=lambda x: x.seq):
+        now = clock.tick(e)
         if e.kind != "maintenance":
             continue
         p = e.payload
         if e.ref_seq is not None:  # a cancellation
-            if p.get("cancel"):
-                out.pop(e.ref_seq, None)
+            target = out.get(e.ref_seq)
+            if p.get("cancel") and target is not None and now < target.window.start:
+                del out[e.ref_seq]
             continue
         servers = p["servers"]
         window = MaintenanceWindow(
@@ -216,7 +269,8 @@ def fold_windows(entries: Iterable[Entry]) -> list[WindowView]:
             end=parse_ts(p["end"]),
             notified_at=parse_ts(p["notified_at"]),
             servers="all" if servers == "all" else tuple(servers),
+            declared_at=now,
         )
         by, reason = str(p.get("by", "")), str(p.get("reason", ""))
-        out[e.seq] = WindowView(e.seq, window, e.at, by, reason)
+        out[e.seq] = WindowView(e.seq, window, now, by, reason)
     return list(out.values())

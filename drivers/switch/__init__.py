@@ -8,6 +8,7 @@ from types import MappingProxyType
 from . import arista_eos, cisco_ios, hp_comware, huawei, juniper_junos, linux
 from .base import (
     EXPECTED_ADMIN,
+    HOST_KEY_MODES,
     AdminReading,
     AdminState,
     AuthenticationFailed,
@@ -15,6 +16,7 @@ from .base import (
     ChangeScript,
     CommandRejected,
     DriverError,
+    HostKeyRejected,
     InvalidPortName,
     PermanentDriverError,
     PortAction,
@@ -25,8 +27,10 @@ from .base import (
     SwitchDriver,
     SwitchUnreachable,
     TransientDriverError,
+    UnexplainedReply,
     UnknownVendor,
     VendorCli,
+    WrongVendor,
     change_script,
     error_match,
     save_succeeded,
@@ -46,6 +50,16 @@ DRIVERS: Mapping[str, VendorCli] = MappingProxyType(
 )
 
 
+def port_name_problem(vendor: str, name: str) -> str | None:
+    """Why the `vendor` driver would refuse interface `name`, or None: check-config asks this,
+    so a config that passes never fails when the driver is built from it."""
+    try:
+        vendor_cli(vendor).canonical_port(name)
+    except InvalidPortName as exc:
+        return exc.reason.split("; fix the inventory entry")[0]
+    return None
+
+
 def vendor_cli(name: str) -> VendorCli:
     """The registered vendor module for a config value; UnknownVendor names the choices."""
     try:
@@ -59,6 +73,7 @@ def vendor_cli(name: str) -> VendorCli:
 __all__ = [
     "DRIVERS",
     "EXPECTED_ADMIN",
+    "HOST_KEY_MODES",
     "AdminReading",
     "AdminState",
     "AuthenticationFailed",
@@ -75,11 +90,15 @@ __all__ = [
     "SessionDropped",
     "SwitchDriver",
     "SwitchUnreachable",
+    "HostKeyRejected",
     "TransientDriverError",
+    "UnexplainedReply",
     "UnknownVendor",
     "VendorCli",
+    "WrongVendor",
     "change_script",
     "error_match",
+    "port_name_problem",
     "save_succeeded",
     "unsafe_reason",
     "vendor_cli",

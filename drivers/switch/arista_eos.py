@@ -18,6 +18,17 @@ ERROR_PATTERN = (
     r"|Error|Interface does not exist|Not supported|Cannot)"
 )
 
+# A bare prompt: `sw1>`, `sw1#`, `sw1(config-if-Et12)#`.
+PROMPT_PATTERN = re.compile(r"[A-Za-z0-9][\w.:/-]*(?:\([\w./-]+\))?[>#]", re.ASCII)
+
+# EOS prints little for these lines: syslog (`Mar 11 09:14:04 leaf1 Ebra: %LINEPROTO-5-...`) may
+# share the session, and the IOS-style config banner is harmless wherever it appears. `! ...`
+# warnings are not benign: they say the line did not take.
+BENIGN_REPLY = re.compile(
+    r"Enter configuration commands, one per line\.\s+End with CNTL/Z\."
+    r"|(?:[A-Z][a-z]{2}\s+\d+\s+[\d:]+\s+\S+\s+\S+:\s+)?%[A-Z0-9_]+-\d-[A-Z0-9_]+:.*"
+)
+
 CONFIG_ENTER: tuple[str, ...] = ("configure terminal",)
 CONFIG_EXIT: tuple[str, ...] = ("end",)
 CONFIG_TERMINATOR = r"#"

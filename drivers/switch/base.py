@@ -18,6 +18,11 @@ EXPECTED_ADMIN: Mapping[PortAction, AdminState] = {"shut": "down", "restore": "u
 # a generous bound keeps fuzzed or pasted junk out of command lines and logs.
 MAX_PORT_NAME_LEN = 48
 
+# How a switch's SSH host key is verified (switches.<name>.ssh.host_key): against a known_hosts
+# file; trust on first use, pinned in the state directory (ssh's `accept-new`); or not at all,
+# which only the loudly named opt-in allows.
+HOST_KEY_MODES = ("known_hosts", "pin", "insecure-accept-any")
+
 # Refused by name before any vendor pattern runs, so the error can say exactly why. These are
 # the characters that end a CLI line, chain commands, quote, pipe or substitute on some shell.
 FORBIDDEN_PORT_CHARS = frozenset("\r\n;'\"|`")
@@ -85,6 +90,23 @@ class SaveFailed(PermanentDriverError):
     """Saving the running configuration did not report success."""
 
 
+class UnexplainedReply(CommandRejected):
+    """The switch answered a line with text the driver cannot explain, or its read-back does not
+    name the port: never taken for success, and the device's words travel in the message."""
+
+
+class WrongVendor(PermanentDriverError):
+    """The CLI answers like another vendor's: the inventory's `vendor` is probably wrong."""
+
+
+class HostKeyRejected(PermanentDriverError):
+    """The switch's SSH host key is unknown (strict known_hosts) or changed since it was pinned.
+
+    Nothing was sent, not even the credentials: a changed key is what a spoofed management
+    address looks like, so a person must check the switch before its key is trusted again.
+    """
+
+
 class SwitchUnreachable(TransientDriverError):
     """TCP connect, SSH handshake or the first prompt timed out."""
 
@@ -114,8 +136,15 @@ class VendorCli(Protocol):
     """Pure per-vendor knowledge: names, commands, parsers and error markers. No I/O."""
 
     NAME: str  # = module name = config value = netmiko device_type
-    INTERFACE_PATTERN: re.Pattern[str]  # full-match pattern of a manageable access port
-    ERROR_PATTERN: str  # netmiko error_pattern (searched with re.M over the transcript)
+    # Full-match pattern of a manageable access port; check-config validates the inventory's CLI
+    # names with the same pattern (through canonical_port), so config and driver never disagree.
+    INTERFACE_PATTERN: re.Pattern[str]
+    ERROR_PATTERN: str  # the vendor's error marker (searched with re.M over the transcript)
+    # A bare CLI prompt of this vendor (full match), also the prefix stripped off transcript lines.
+    PROMPT_PATTERN: re.Pattern[str]
+    # Lines a config command may print that mean nothing is wrong (mode banners, syslog). Any
+    # other line in a reply is unexplained, and an unexplained reply is never a success.
+    BENIGN_REPLY: re.Pattern[str]
     CONFIG_ENTER: tuple[str, ...]  # typed before the change, from the login mode
     CONFIG_EXIT: tuple[str, ...]  # typed after it, back to the login mode (commit for Junos)
     CONFIG_TERMINATOR: str  # regex of the prompt's last char in config mode (send_config_set)
@@ -239,6 +268,58 @@ def error_match(cli: VendorCli, output: str) -> str | None:
     """The vendor's error line in `output`, or None; same search netmiko does (re.M)."""
     m = re.search(cli.ERROR_PATTERN, output, flags=re.M)
     return m.group(0).strip() if m else None
+
+
+def unexplained_lines(cli: VendorCli, output: str, echoes: tuple[str, ...] = ()) -> list[str]:
+    """The lines of a config reply the vendor's knowledge cannot explain (empty: all is well).
+
+    Prompts (with the echoed command after them), the echoes themselves, blank lines and the
+    vendor's benign lines (mode banners, syslog) are explained; everything else is the device
+    saying something this driver does not understand, such as another vendor's error text.
+    """
+    typed = {e.strip() for e in echoes if e.strip()}
+    out: list[str] = []
+    for raw in output.splitlines():
+        line = raw.strip()
+        m = cli.PROMPT_PATTERN.match(line)
+        if m is not None:
+            line = line[m.end() :].strip()  # a prompt, maybe with the echo or a log line after it
+        if not line or line in typed or cli.BENIGN_REPLY.fullmatch(line):
+            continue
+        out.append(line)
+    return out
+
+
+def looks_like(output: str, clis: Mapping[str, VendorCli], own: str) -> list[str]:
+    """Other vendors whose error marker matches `output` while `own`'s does not."""
+    if re.search(clis[own].ERROR_PATTERN, output, flags=re.M):
+        return []
+    return [
+        name
+        for name, cli in sorted(clis.items())
+        if name != own and re.search(cli.ERROR_PATTERN, output, flags=re.M)
+    ]
+
+
+def prompt_vendors(prompt: str, clis: Mapping[str, VendorCli]) -> list[str]:
+    """The vendors whose prompt shape `prompt` has (IOS, EOS and a Linux shell look alike)."""
+    bare = prompt.strip()
+    return [name for name, cli in sorted(clis.items()) if cli.PROMPT_PATTERN.fullmatch(bare)]
+
+
+def names_port(output: str, port: str) -> bool:
+    """True when a read-back mentions the port it was asked about (any case), as a whole name:
+    `GigabitEthernet1/0/12` does not name `GigabitEthernet1/0/1`."""
+    whole = rf"(?<![\w/.:-]){re.escape(port)}(?![\w/]|[.:-]\w)"  # `p1:` yes, `Gi0/1.100` no
+    return re.search(whole, output, flags=re.I) is not None
+
+
+def device_words(lines: list[str] | str, limit: int = 240) -> str:
+    """The device's own text, one line, bounded: for messages and the action record."""
+    text = " | ".join(lines) if isinstance(lines, list) else " | ".join(
+        ln.strip() for ln in lines.splitlines() if ln.strip()
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def pending_question(spec: SaveSpec, output: str) -> str | None:

@@ -45,6 +45,16 @@ ERROR_PATTERN = (
     r"|Unrecognized command|Error|Bad |Access denied|Interface \S+ not )"
 )
 
+# A bare prompt: `sw1>`, `sw1#`, `sw1(config-if)#`.
+PROMPT_PATTERN = re.compile(r"[A-Za-z0-9][\w.:/-]*(?:\([\w./-]+\))?[>#]", re.ASCII)
+
+# What a config line may print when all is well: the mode banner, and syslog messages
+# (`*Mar 11 09:14:02.117: %SYS-5-CONFIG_I: ...`, `%LINK-5-CHANGED: ...`) that share the vty.
+BENIGN_REPLY = re.compile(
+    r"Enter configuration commands, one per line\.\s+End with CNTL/Z\."
+    r"|(?:\*?[A-Z][a-z]{2}\s+\d+\s+[\d:.]+(?:\s+\w+)?:\s+)?%[A-Z0-9_]+-\d-[A-Z0-9_]+:.*"
+)
+
 CONFIG_ENTER: tuple[str, ...] = ("configure terminal",)
 CONFIG_EXIT: tuple[str, ...] = ("end",)
 CONFIG_TERMINATOR = r"#"

@@ -35,6 +35,15 @@ ERROR_PATTERN = (
     r"|Ambiguous command|Unknown command)|Error\s*:)"
 )
 
+# A bare prompt: `<sw1>`, `[sw1]`, `[sw1-GigabitEthernet1/0/1]`.
+PROMPT_PATTERN = re.compile(r"[<\[][A-Za-z0-9][\w.:/-]*[>\]]", re.ASCII)
+
+# The system-view banner and log lines (`%Mar 11 09:14:04:201 2024 sw1 IFNET/3/PHY_UPDOWN: ...`).
+BENIGN_REPLY = re.compile(
+    r"System View: return to User View with Ctrl\+Z\."
+    r"|%[A-Z][a-z]{2}\s+\d+\s+[\d:]+\s+\d{4}\s+\S+\s+[A-Z0-9_]+/\d/[A-Z0-9_]+:.*"
+)
+
 CONFIG_ENTER: tuple[str, ...] = ("system-view",)
 CONFIG_EXIT: tuple[str, ...] = ("return",)
 CONFIG_TERMINATOR = r"\]"

@@ -33,6 +33,16 @@ ERROR_PATTERN = (
     r"|Too many parameters|Ambiguous command))"
 )
 
+# A bare prompt: `<sw1>`, `[sw1]`, `[~sw1-GigabitEthernet0/0/1]` (`~`/`*`: two-stage commit).
+PROMPT_PATTERN = re.compile(r"[<\[][~*]?[A-Za-z0-9][\w.:/-]*[>\]]", re.ASCII)
+
+# The system-view banner, `Info:` notes and traps (`Mar 11 2024 09:14:04 sw1 %%01IFPDT/4/...`).
+BENIGN_REPLY = re.compile(
+    r"Enter system view, return user view with Ctrl\+Z\."
+    r"|Info: .*"
+    r"|[A-Z][a-z]{2}\s+\d+\s+\d{4}\s+[\d:]+(?:[+-][\d:]+)?\s+\S+\s+%%\d+.*"
+)
+
 CONFIG_ENTER: tuple[str, ...] = ("system-view",)
 CONFIG_EXIT: tuple[str, ...] = ("return",)
 CONFIG_TERMINATOR = r"\]"

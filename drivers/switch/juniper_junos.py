@@ -18,6 +18,19 @@ ERROR_PATTERN = (
 
 # `private` so a commit never carries someone else's half-finished shared-candidate edits; it
 # fails (error pattern) if such edits exist, which is what a human must look at anyway.
+# A bare prompt `user@host>`/`#`, and the `{master:0}` / `[edit]` banner lines printed above it.
+PROMPT_PATTERN = re.compile(
+    r"(?:\{[\w:]+\})?\[edit[^\]]*\]|\{[\w:]+\}|[\w.-]+@[\w.:-]+[>#%]", re.ASCII
+)
+
+# What configure private, set/delete and commit and-quit print when they work. `warning:
+# statement not found` is a restore of a port that was not disabled (the goal state already).
+BENIGN_REPLY = re.compile(
+    r"warning: uncommitted changes will be discarded on exit|warning: statement not found"
+    r"|Entering configuration mode|Exiting configuration mode|configuration check succeeds"
+    r"|commit complete"
+)
+
 CONFIG_ENTER: tuple[str, ...] = ("configure private",)
 CONFIG_EXIT: tuple[str, ...] = ("commit and-quit",)
 CONFIG_TERMINATOR = r"#"

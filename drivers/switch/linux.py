@@ -17,6 +17,12 @@ ERROR_PATTERN = (
 )
 
 # The login user needs CAP_NET_ADMIN (root, or an `ip` wrapper); there is no config mode.
+# A shell prompt: `root@host:~#`, `lab-host#`, `user@host:~$`, `[root@host ~]#`, `bash-5.1$`.
+PROMPT_PATTERN = re.compile(r"(?:\[[^\]\r\n]*\]|[\w.@:~/-])*\s?[$#]", re.ASCII)
+
+# `ip link set` prints nothing when it works: any text is unexplained.
+BENIGN_REPLY = re.compile(r"(?!)")
+
 CONFIG_ENTER: tuple[str, ...] = ()
 CONFIG_EXIT: tuple[str, ...] = ()
 CONFIG_TERMINATOR = r"[#$]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import socket
@@ -16,22 +17,24 @@ from typing import Any, Protocol
 import paramiko
 from netmiko import ConnectHandler
 from netmiko.exceptions import (
-    ConfigInvalidException,
     NetmikoAuthenticationException,
     NetmikoTimeoutException,
     ReadException,
+    ReadTimeout,
     WriteException,
 )
 
-from . import vendor_cli
+from . import DRIVERS, vendor_cli
 from .base import (
     EXPECTED_ADMIN,
+    HOST_KEY_MODES,
     AdminReading,
     AuthenticationFailed,
     ChangeResult,
     ChangeScript,
     CommandRejected,
     DriverError,
+    HostKeyRejected,
     InvalidPortName,
     PermanentDriverError,
     PortAction,
@@ -39,11 +42,20 @@ from .base import (
     SaveResult,
     SessionDropped,
     SwitchUnreachable,
+    UnexplainedReply,
+    WrongVendor,
     change_script,
+    device_words,
     error_match,
+    looks_like,
+    names_port,
     pending_question,
+    prompt_vendors,
     save_succeeded,
+    unexplained_lines,
 )
+
+log = logging.getLogger("rackwarden.switch")
 
 # Failures of the transport or of the dialogue (as opposed to the device saying "no").
 _TRANSIENT = (
@@ -75,9 +87,15 @@ class SwitchTarget:
     key_passphrase: SecretLike | None = field(default=None, repr=False)
     password: SecretLike | None = field(default=None, repr=False)
     enable_secret: SecretLike | None = field(default=None, repr=False)
-    # A known_hosts file turns on strict host-key checking. Without it netmiko accepts any host
-    # key (AutoAddPolicy), which lets a spoofed management address capture the credentials.
+    # Host-key verification, one of HOST_KEY_MODES. `known_hosts`: strict, against that file.
+    # `pin`: trust on first use; the first key seen is written to `pin_file` and a different key
+    # later is refused (HostKeyRejected, nothing sent), as ssh's StrictHostKeyChecking=accept-new.
+    # `insecure-accept-any`: no verification, only by explicit opt-in (a spoofed management
+    # address would receive the credentials). None: known_hosts when that file is given, else pin
+    # when pin_file is given; with neither the target is refused.
     known_hosts: Path | None = None
+    host_key: str | None = None
+    pin_file: Path | None = None
     # e.g. {"pubkeys": ("rsa-sha2-256", "rsa-sha2-512")} for old switches that only verify
     # ssh-rsa signatures and do not announce server-sig-algs.
     disabled_algorithms: Mapping[str, tuple[str, ...]] | None = None
@@ -96,6 +114,30 @@ class SwitchTarget:
         for label in ("conn_timeout_s", "auth_timeout_s", "read_timeout_s", "commit_timeout_s"):
             if not getattr(self, label) > 0:
                 raise PermanentDriverError(f"{label} must be > 0", switch=self.name)
+        mode = self.host_key
+        if mode is None:
+            mode = "known_hosts" if self.known_hosts else "pin" if self.pin_file else None
+        if mode is None:
+            raise PermanentDriverError(
+                "no SSH host-key verification: give known_hosts, a pin file (trust on first "
+                "use) or the explicit host_key: insecure-accept-any",
+                switch=self.name,
+            )
+        if mode not in HOST_KEY_MODES:
+            raise PermanentDriverError(
+                f"host_key must be one of {', '.join(HOST_KEY_MODES)}, not {mode!r}",
+                switch=self.name,
+            )
+        if mode == "known_hosts" and self.known_hosts is None:
+            raise PermanentDriverError("host_key known_hosts needs a known_hosts file", switch=self.name)
+        if mode == "pin" and self.pin_file is None:
+            raise PermanentDriverError("host_key pin needs a pin file", switch=self.name)
+        object.__setattr__(self, "host_key", mode)  # frozen: resolved once, here
+
+    @property
+    def host_key_name(self) -> str:
+        """How known_hosts files name this switch (`host`, or `[host]:port` off port 22)."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
 
 
 Connector = Callable[..., Any]  # netmiko.ConnectHandler or a test double with its signature
@@ -128,6 +170,7 @@ class NetmikoSwitch:
         self._monotonic = monotonic
         self._lock = asyncio.Lock()
         self._thread_lock = threading.Lock()
+        self._prompt_checked = False  # the first session checks the CLI is this vendor's
         # Canonical spellings, so `Gi1/0/1` in the inventory matches `GigabitEthernet1/0/1`;
         # a bad inventory entry fails here, at wiring time, not at the first violation.
         self._inventory: frozenset[str] | None = (
@@ -280,13 +323,26 @@ class NetmikoSwitch:
             kwargs["password"] = t.password.reveal()
         if t.enable_secret is not None:
             kwargs["secret"] = t.enable_secret.reveal()
-        if t.known_hosts is not None:
+        # paramiko refuses a host whose key differs from a loaded entry (BadHostKeyException)
+        # whatever the policy; the policy only decides an unknown host: netmiko's ssh_strict
+        # is RejectPolicy, otherwise AutoAddPolicy, which saves the key it adds to the file the
+        # keys were loaded from. With the pin file loaded that is exactly trust on first use.
+        if t.host_key == "known_hosts":
             kwargs.update(
                 ssh_strict=True,
                 system_host_keys=False,
                 alt_host_keys=True,
                 alt_key_file=str(t.known_hosts),
             )
+        elif t.host_key == "pin":
+            kwargs.update(
+                ssh_strict=False,
+                system_host_keys=False,
+                alt_host_keys=True,
+                alt_key_file=str(t.pin_file),
+            )
+        else:  # insecure-accept-any: the explicit opt-in, shown by check-config and a metric
+            kwargs.update(ssh_strict=False, system_host_keys=False, alt_host_keys=False)
         if t.disabled_algorithms:
             kwargs["disabled_algorithms"] = {k: list(v) for k, v in t.disabled_algorithms.items()}
         if self.cli.CMD_VERIFY is not None:
@@ -303,8 +359,9 @@ class NetmikoSwitch:
                 port=port,
                 action=action,
             )
+        pinned_before = self._prepare_pin_file(port=port, action=action)
         try:
-            conn = self._connect(**self._connect_kwargs())
+            conn = self._login()
         except NetmikoAuthenticationException as exc:
             raise AuthenticationFailed(
                 "the switch refused the SSH credentials; check username and key/password",
@@ -314,11 +371,16 @@ class NetmikoSwitch:
                 action=action,
             ) from None
         except _TRANSIENT as exc:
-            text = str(exc)
-            if "known_hosts" in text or "does not match" in text:
-                raise PermanentDriverError(
-                    "SSH host key not trusted (unknown or changed); verify the switch and "
-                    "update known_hosts",
+            refused = self._host_key_refusal(exc, port=port, action=action)
+            if refused is not None:
+                raise refused from None
+            if isinstance(exc, ReadTimeout):
+                # Only raised once the channel is open: the login worked, the CLI did not answer
+                # the way netmiko's driver for this vendor waits for.
+                raise SwitchUnreachable(
+                    f"logged in, but no {self.cli.NAME} CLI prompt came back (ReadTimeout): "
+                    f"probable wrong `vendor: {self.cli.NAME}` for this switch, or its CLI refused "
+                    "the session (all vty lines busy); nothing was sent",
                     detail=_first_line(exc),
                     switch=self.name,
                     port=port,
@@ -341,7 +403,16 @@ class NetmikoSwitch:
                 port=port,
                 action=action,
             ) from None
+        if pinned_before is False:
+            log.warning(
+                "%s: SSH host key of %s pinned on first use in %s; a different key will be refused",
+                self.name,
+                self.target.host_key_name,
+                self.target.pin_file,
+            )
         try:
+            if not self._prompt_checked:
+                self._check_prompt(conn, port=port, action=action)
             if self.cli.NEEDS_ENABLE and not conn.check_enable_mode():
                 if self.target.enable_secret is None:
                     raise AuthenticationFailed(
@@ -355,16 +426,110 @@ class NetmikoSwitch:
         except DriverError:
             self._close(conn)
             raise
-        except _TRANSIENT as exc:
+        except (*_TRANSIENT, ValueError) as exc:
             self._close(conn)
             raise SessionDropped(
-                "session failed while entering privileged mode; nothing was sent, retry later",
+                "session failed while preparing the CLI (prompt, enable); nothing was sent, retry later",
                 detail=_first_line(exc),
                 switch=self.name,
                 port=port,
                 action=action,
             ) from None
         return conn
+
+    def _login(self) -> Any:
+        """A netmiko session, or the exception; a half-open session is never left behind.
+
+        netmiko's constructor would connect by itself, and if session preparation then fails
+        (a CLI that does not answer like the vendor, a vty limit) nothing closes the SSH
+        session, which holds one of the switch's few vty lines until its exec-timeout. So the
+        connection is built with auto_connect=False and opened through netmiko's own seam.
+        """
+        conn = self._connect(**self._connect_kwargs(), auto_connect=False)
+        try:
+            conn._open()
+        except BaseException:
+            self._close(conn)
+            raise
+        return conn
+
+    def _prepare_pin_file(self, *, port: str, action: str) -> bool | None:
+        """Pin mode: make sure the pin file exists (netmiko loads it only if it does); say
+        whether it already holds this switch's key. None in the other modes."""
+        t = self.target
+        if t.host_key != "pin" or t.pin_file is None:
+            return None
+        try:
+            t.pin_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not t.pin_file.exists():
+                fd = os.open(t.pin_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+            keys = paramiko.HostKeys(str(t.pin_file))
+        except (OSError, paramiko.SSHException) as exc:
+            raise PermanentDriverError(
+                f"cannot use the host-key pin file {t.pin_file}: {exc}; fix the state "
+                "directory (nothing was sent)",
+                switch=self.name,
+                port=port,
+                action=action,
+            ) from None
+        return keys.lookup(t.host_key_name) is not None
+
+    def _host_key_refusal(
+        self, exc: BaseException, *, port: str, action: str
+    ) -> HostKeyRejected | None:
+        """A HostKeyRejected when `exc` (netmiko re-wraps paramiko's) is a host-key refusal."""
+        t = self.target
+        where = t.pin_file if t.host_key == "pin" else t.known_hosts
+        chain: BaseException | None = exc
+        while chain is not None:
+            if isinstance(chain, paramiko.BadHostKeyException):
+                return HostKeyRejected(
+                    f"SSH host key of {t.host_key_name} CHANGED: the switch offers "
+                    f"{_fingerprint(chain.key)}, {where} has {_fingerprint(chain.expected_key)}; "
+                    "refused before login, nothing was sent (not even the credentials). A "
+                    "spoofed management address looks like this: check the switch, and only if "
+                    f"it was really replaced remove its line from {where}",
+                    switch=self.name,
+                    port=port,
+                    action=action,
+                )
+            chain = chain.__cause__ or chain.__context__
+        if "not found in known_hosts" in str(exc):
+            return HostKeyRejected(
+                f"SSH host key of {t.host_key_name} is not in {where}; refused before login, "
+                "nothing was sent. Verify the switch's key and add it to known_hosts",
+                switch=self.name,
+                port=port,
+                action=action,
+                detail=_first_line(exc),
+            )
+        return None
+
+    def _check_prompt(self, conn: Any, *, port: str, action: str) -> None:
+        """The first session: a prompt of another vendor's shape means the inventory is wrong."""
+        prompt = str(conn.find_prompt()).strip()
+        if self.cli.PROMPT_PATTERN.fullmatch(prompt):
+            self._prompt_checked = True
+            return
+        others = [v for v in prompt_vendors(prompt, DRIVERS) if v != self.cli.NAME]
+        raise WrongVendor(
+            f"the CLI prompt {prompt!r} is not a {self.cli.NAME} prompt"
+            + (f"; it looks like {' or '.join(others)}" if others else "")
+            + f": probable wrong `vendor: {self.cli.NAME}` for this switch; nothing was sent",
+            switch=self.name,
+            port=port,
+            action=action,
+        )
+
+    def _vendor_hint(self, output: str) -> str:
+        others = looks_like(output, DRIVERS, self.cli.NAME)
+        if not others:
+            return ""
+        return (
+            f" (this is {' or '.join(others)} error text: probable wrong "
+            f"`vendor: {self.cli.NAME}` for this switch)"
+        )
 
     def _enable(self, conn: Any, *, port: str, action: str) -> None:
         # Our own dialogue instead of netmiko's enable(): after a wrong secret IOS asks for the
@@ -398,33 +563,22 @@ class NetmikoSwitch:
         # One send_config_set per line: netmiko's own config_mode() probes cost a 2 s quiet-time
         # read each on VRP, and line by line we know exactly whether the effect line was sent.
         for index, command in enumerate(script.commands):
-            after_effect = index > script.effect_index
+            after_effect = index > script.effect_index  # the slow part (a Junos commit) comes after
             try:
-                conn.send_config_set(
+                # No netmiko error_pattern: its exception keeps the command, not the device's
+                # words. The reply is judged below, strictly: an error marker or any line the
+                # vendor's knowledge cannot explain is a refusal, never a success.
+                out = conn.send_config_set(
                     [command],
                     enter_config_mode=False,
                     exit_config_mode=False,
-                    error_pattern=self.cli.ERROR_PATTERN,
+                    error_pattern="",
                     terminator=self.cli.CONFIG_TERMINATOR,
                     cmd_verify=True,
                     read_timeout=(
                         self.target.commit_timeout_s if after_effect else self.target.read_timeout_s
                     ),
                 )
-            except ConfigInvalidException as exc:
-                raise CommandRejected(
-                    f"the switch rejected {command!r}"
-                    + (
-                        "; the change may already be in effect, read the port back"
-                        if after_effect
-                        else "; the port was not changed"
-                    ),
-                    switch=self.name,
-                    port=port,
-                    action=action,
-                    outcome_unknown=after_effect,
-                    detail=_first_line(exc),
-                ) from None
             except _TRANSIENT as exc:
                 raise self._dialogue_failure(
                     conn,
@@ -434,6 +588,38 @@ class NetmikoSwitch:
                     action=action,
                     outcome_unknown=index >= script.effect_index,
                 ) from None
+            self._judge_reply(str(out), command, index, script, port=port, action=action)
+
+    def _judge_reply(
+        self, out: str, command: str, index: int, script: ChangeScript, *, port: str, action: str
+    ) -> None:
+        found = error_match(self.cli, out)
+        odd = unexplained_lines(self.cli, out, (command,))
+        if found is None and not odd:
+            return
+        words = device_words(odd or [found or ""])
+        if found is not None:
+            # The vendor's own error marker: that line did not take.
+            kind: type[CommandRejected] = CommandRejected
+            what = "rejected"
+            unknown = index > script.effect_index
+        else:
+            # Words the driver cannot explain say nothing either way about the effect line.
+            kind, what = UnexplainedReply, "answered with text the driver cannot explain to"
+            unknown = index >= script.effect_index
+        consequence = (
+            "the change may already be in effect, read the port back"
+            if unknown
+            else "the port was not changed"
+        )
+        raise kind(
+            f"the switch {what} {command!r}: {words!r}{self._vendor_hint(out)}; {consequence}",
+            switch=self.name,
+            port=port,
+            action=action,
+            outcome_unknown=unknown,
+            detail=words,
+        )
 
     def _send_command(
         self, conn: Any, command: str, *, port: str, action: str, outcome_unknown: bool
@@ -451,11 +637,24 @@ class NetmikoSwitch:
         found = error_match(self.cli, out)
         if found is not None:
             raise CommandRejected(
-                f"the switch rejected {command!r}: {found}",
+                f"the switch rejected {command!r}: {found}{self._vendor_hint(out)}",
                 switch=self.name,
                 port=port,
                 action=action,
                 outcome_unknown=outcome_unknown,
+            )
+        if not names_port(out, port):
+            # Another vendor's error, an empty screen after a timeout, another port: whatever
+            # it is, it says nothing about this port, so it is no read-back at all.
+            raise UnexplainedReply(
+                f"the read-back {command!r} does not name {port}: "
+                f"{device_words(out) or '(no output)'!r}{self._vendor_hint(out)}"
+                + ("; the change may be in effect, read the port back" if outcome_unknown else ""),
+                switch=self.name,
+                port=port,
+                action=action,
+                outcome_unknown=outcome_unknown,
+                detail=device_words(out),
             )
         return out
 
@@ -557,6 +756,14 @@ def _session_closed(conn: Any) -> bool:
         return True
     transport = channel.get_transport() if hasattr(channel, "get_transport") else None
     return transport is None or not transport.is_active()
+
+
+def _fingerprint(key: Any) -> str:
+    """`ssh-ed25519 SHA256:...`, as ssh-keygen -l prints it."""
+    try:
+        return f"{key.get_name()} {key.fingerprint}"
+    except Exception:  # an exotic key object: its type is still worth showing
+        return str(getattr(key, "get_name", lambda: "key")())
 
 
 def _first_line(exc: BaseException) -> str:

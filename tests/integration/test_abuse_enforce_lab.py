@@ -81,7 +81,7 @@ def test_span_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: P
         assert (value(m, "rackwarden_capture_packets_total") or 0) > 10_000
         assert (value(m, "rackwarden_detection_latency_seconds_count") or 0) >= 1
 
-        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite'}")
         db.start()
         assert [(a.server, a.reason, a.state) for a in db.actions()] == [("srv-1", "abuse", "APPLIED")]
         shut = next(a for a in db.audit_rows("srv-1") if a["decision"] == "shut")
@@ -136,7 +136,7 @@ def test_sflow_flood_is_detected_and_shut_and_a_heavy_download_is_not(tmp_path: 
         assert not [k for k in m if k[0] == "rackwarden_detections_total"
                     and dict(k[1]).get("server") in ("srv-2", "srv-3") and m[k] > 0], "innocent servers detected"
         assert not [k for k in m if k[0] == "rackwarden_sflow_decode_errors_total" and m[k] > 0]
-        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite'}")
         db.start()
         assert [(a.server, a.reason, a.state) for a in db.actions()] == [("srv-1", "abuse", "APPLIED")]
         db.close()
@@ -184,7 +184,7 @@ def test_scan_spoof_and_spam_are_each_shut_on_their_own_port(tmp_path: Path) -> 
         assert (value(m, "rackwarden_detections_total", detector="spam", server="srv-3") or 0) >= 1
         assert not [k for k in m if k[0] == "rackwarden_detections_total"
                     and dict(k[1]).get("server") == "srv-4" and m[k] > 0], "the spoofed victim was blamed"
-        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite'}")
         db.start()
         # The link drops as the switch obeys; APPLIED follows once SNMP reads it back.
         wait_for("three read-backs", lambda: all(a.state != "PENDING" for a in db.actions()), 15, agent)

@@ -109,7 +109,7 @@ def test_enforce_shuts_an_over_cap_server_and_restore_brings_it_back(tmp_path: P
         assert snmp.get_int(f"{IF_ADMIN_STATUS}.{p1_index}") == 1
         assert forwarding(lab, 1)
 
-        store = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        store = ActionStore(f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite'}")
         store.start()
         decisions = [(a["server"], a["decision"], a["result"].split(":")[0]) for a in store.audit_rows()]
         store.close()
@@ -135,7 +135,7 @@ def test_rails_in_the_lab_invalid_input_and_kill_9_between_pending_and_applied(t
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
                                interval_s=2, window_s=6, metrics_port=port, mode="enforce", cli=sw_cli)
         agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
-        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'actions.sqlite'}")
+        db = ActionStore(f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite'}")
         db.start()
 
         # 1. The switch answers `% Invalid input`: FAILED, the port unchanged, the operator told.
@@ -167,7 +167,7 @@ def test_rails_in_the_lab_invalid_input_and_kill_9_between_pending_and_applied(t
         rows = wait_for("reconciliation", lambda: [a for a in db.actions("srv-2") if a.state != "PENDING"], 20, agent)
         assert [(a.key, a.state) for a in rows] == [(pending[0].key, "APPLIED")]
         assert len(db.actions("srv-2")) == 1  # one record, now with a known state
-        assert rows[0].detail["reconciled"] is True and rows[0].detail["readback"] == "down"
+        assert rows[0].detail["reconciled"] is True and rows[0].detail["snmp_admin"] == "down"
         assert "reconcile" in [a["decision"] for a in db.audit_rows("srv-2")]
         st = json.loads(cli(cfg, "status", "--json").stdout)
         s2 = next(s for s in st["servers"] if s["server"] == "srv-2")

@@ -20,6 +20,7 @@ import pytest
 from rackwarden.drivers.switch import (
     AuthenticationFailed,
     CommandRejected,
+    HostKeyRejected,
     InvalidPortName,
     PermanentDriverError,
     SessionDropped,
@@ -354,8 +355,9 @@ def test_unknown_host_key_is_refused_before_login(rigs: dict[str, Rig], tmp_path
     kind, blob = other.with_suffix(".pub").read_text().split()[:2]
     known = tmp_path / "known_hosts"
     known.write_text(f"[{SWITCH_ADDR}]:{rig.flavour.ssh_port} {kind} {blob}\n")
-    with pytest.raises(PermanentDriverError, match="host key"):
+    with pytest.raises(HostKeyRejected, match="CHANGED") as info:
         asyncio.run(rig.switch(known_hosts=known).shut(rig.flavour.cli_name))
+    assert isinstance(info.value, PermanentDriverError)
     assert admin_up(rig.flavour.dev)
 
 
@@ -369,7 +371,9 @@ def test_wrong_enable_secret_is_an_authentication_failure(rigs: dict[str, Rig]) 
     assert admin_up(rig.flavour.dev)
 
 
-def test_linux_driver_drives_ip_link_in_a_real_shell(linux_sshd: SshdHandle) -> None:
+def test_linux_driver_drives_ip_link_in_a_real_shell(linux_sshd: SshdHandle, tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(linux_sshd.known_hosts_line())
     sw = NetmikoSwitch(
         SwitchTarget(
             name="lab-host",
@@ -378,6 +382,7 @@ def test_linux_driver_drives_ip_link_in_a_real_shell(linux_sshd: SshdHandle) -> 
             port=LINUX_SSH_PORT,
             username=getpass.getuser(),
             key_file=linux_sshd.client_key,
+            known_hosts=known_hosts,
             read_timeout_s=2.5,
         )
     )

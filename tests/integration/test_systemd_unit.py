@@ -112,7 +112,7 @@ def test_unit_settings_are_the_ones_the_issue_asks_for(tmp_path: Path) -> None:
     assert one["Service.Type"] == "notify"
     assert one["Service.NotifyAccess"] == "main"
     assert one["Service.WatchdogSec"] == "60s"
-    assert one["Service.ExecStartPre"] == (f"{VENV}/bin/rackwarden check-config "
+    assert one["Service.ExecStartPre"] == (f"{VENV}/bin/rackwarden check-config --require-credentials "
                                            f"{tmp_path / 'etc'}/rackwarden.yaml")
     assert one["Service.ExecStart"].startswith(f"{VENV}/bin/rackwarden run -c ")
     assert one["Service.ExecReload"] == "/bin/kill -HUP $MAINPID"

@@ -37,7 +37,12 @@ SYS_NET = Path("/sys/class/net")
 #    "log_file": "/path/cli.log",                    optional transcript of received lines
 #    "faults": {"drop_after_shutdown": false,        test-only: exit right after `shutdown`
 #               "reject_shutdown": false,            test-only: `% Invalid input` to `shutdown`
-#               "hang_after_shutdown_s": 0}}         test-only: port down, then no prompt for N s
+#               "hang_after_shutdown_s": 0,          test-only: port down, then no prompt for N s
+#               "slow_interface_s": 0,               test-only: `interface X` answers after N s
+#               "unknown_command_on_shutdown": false, test-only: `Unknown command` (no marker),
+#                                                    as an emulator of another make answers
+#               "confirm_save": false,               test-only (ios): `write memory` asks [confirm]
+#               "max_sessions": 0}}                  test-only: refuse a session beyond N at login
 # It is read at every login, so a test can flip faults between sessions.
 
 
@@ -357,6 +362,10 @@ class Cli:
     # -- effects shared by every flavour
     def set_port(self, up: bool) -> None:
         """shutdown / no shutdown / undo shutdown on the current interface."""
+        if not up and self.s.faults.get("unknown_command_on_shutdown"):
+            # Refused in words no vendor pattern knows (FakeNOS and friends answer like this).
+            self.t.write("Unknown command\n")
+            return
         if not up and self.s.faults.get("reject_shutdown"):
             # Marker under `shutdown`, exactly as a switch that does not take the command.
             self.t.write(self.error("invalid", len(self.prompt())))
@@ -401,6 +410,9 @@ class Cli:
             return
         self.iface = found[0]
         self.mode = mode
+        if self.s.faults.get("slow_interface_s"):
+            # Holds the session before the effect line, where a test can cut the connection.
+            time.sleep(self.s.faults["slow_interface_s"])
 
     def logout(self, _: list[str]) -> None:
         raise Quit
@@ -507,6 +519,12 @@ class IosCli(Cli):
             self.t.write(f"Width set to {args[0]} columns.\n")
 
     def write_memory(self, _: list[str]) -> None:
+        if self.s.faults.get("confirm_save") and not self.eos:
+            # IOS with `file prompt alert`: Enter (or y) confirms, anything else aborts.
+            answer = self.ask("Overwrite the previous NVRAM configuration?[confirm]")
+            if answer.strip().lower() not in ("", "y", "yes"):
+                self.t.write("%Aborted: write memory\n")
+                return
         self.write_startup()
         if self.eos:
             self.t.write("Copy completed successfully.\n")
@@ -823,7 +841,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.map:
         p.error("--map or RW_CLI_MAP is required")
     term = Terminal()
-    cli = build(Setup.load(args.flavour, Path(args.map)), term)
+    setup = Setup.load(args.flavour, Path(args.map))
+    cli = build(setup, term)
+    session = _claim_session(Path(args.map).parent / "sessions", int(setup.faults.get("max_sessions", 0)))
+    if session is None:
+        # All vty lines busy: the SSH login succeeded, the CLI says why and hangs up.
+        cli.log("refused: session limit")
+        term.write("\n% All vty lines are in use (session limit reached), try again later\n")
+        if _SAVED_TTY is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, _SAVED_TTY)
+        return 1
     cli.log("login")
     try:
         cli.run()
@@ -831,9 +858,29 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         cli.log("logout")
+        session.unlink(missing_ok=True)
         if _SAVED_TTY is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, _SAVED_TTY)
     return 0
+
+
+def _claim_session(folder: Path, limit: int) -> Path | None:
+    """A PID file for this session, or None when `limit` live sessions already hold one."""
+    folder.mkdir(exist_ok=True)
+    live = 0
+    for f in folder.glob("*.pid"):
+        try:
+            os.kill(int(f.stem), 0)
+            live += 1
+        except (ProcessLookupError, ValueError):
+            f.unlink(missing_ok=True)  # a session that died without logging out
+        except PermissionError:
+            live += 1
+    if limit and live >= limit:
+        return None
+    mine = folder / f"{os.getpid()}.pid"
+    mine.write_text("")
+    return mine
 
 
 if __name__ == "__main__":

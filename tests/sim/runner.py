@@ -318,9 +318,7 @@ class SimAgent:
         lease = self.rt.lease
         if isinstance(lease, SimLease):
             if lease.on_acquired is None:
-                # wiring hooks take_over only into EnforcementLease (an isinstance check); the sim
-                # lease stands in for that one, so it gets the same hook.
-                lease.on_acquired = self.rt.enforcer.take_over
+                self.fail("wiring did not hook the enforcer's take_over into the lease")
             await lease.flush()
         await self.run_until(0)
         for i, step in enumerate(self.sc.timeline):
@@ -458,6 +456,8 @@ class SimAgent:
             self.world.switch(spec["switch"]).cli_fault = None if v == "ok" else v
         elif "reboot" in spec:
             self.world.switch(spec["reboot"]).reboot()
+        elif "agent_restart" in spec:
+            self.world.switch(spec["agent_restart"]).agent_restart()
         elif "mail" in spec:
             targets = set(map(str, _as_list(spec.get("servers")) + _as_list(spec.get("server"))))
             if spec["mail"] == "bounce":
@@ -474,7 +474,8 @@ class SimAgent:
             if "unnoticed_for" in ls and isinstance(lease, SimLease):
                 lease.blind_until = self.clock.now() + parse_duration(ls["unnoticed_for"])
         else:
-            raise ScenarioError(f"fault {spec}: link, console, snmp, snmp_missing, cli, reboot, mail or lease")
+            raise ScenarioError(
+                f"fault {spec}: link, console, snmp, snmp_missing, cli, reboot, agent_restart, mail or lease")
 
     async def _request(self, spec: Mapping[str, Any], call: Callable[[], Any]) -> None:
         expected = spec.get("error")
@@ -739,6 +740,7 @@ class SimAgent:
                        for s in self.mail.sent if (rec := store_notice(s.notice.key)) is None
                        or rec[0] != s.delivery.delivered]
             self._once("recorded", missing)
+        self._once("state", self._state_disagreements())
         if not self.sc.sim.get("allow_exceptions"):
             self._once("exception", [f"the agent logged an exception: {r.getMessage()}: "
                                      f"{r.exc_info[1]!r}" for r in _EXCEPTIONS.records if r.exc_info])
@@ -748,6 +750,28 @@ class SimAgent:
             if (kind, m) not in self._reported:
                 self._reported.add((kind, m))
                 self.fail(f"invariant ({kind}): {m}")
+
+    def _state_disagreements(self) -> list[str]:
+        """A port's enforcement state is one fact: the action records, the ladder, the ledger's
+        open outages and the outage tracker's memory never tell different stories."""
+        out = []
+        ledger = {v.server for v in self.rt.ledger.open_outages() if v.state == "enforced"}
+        tracker = {s.id for s in self.config.servers if self.rt.outages.tracker.enforced(s.id) is not None}
+        if ledger != tracker:
+            out.append(f"ledger holds {sorted(ledger)} enforced, the outage tracker {sorted(tracker)}")
+        rungs = self.rt.actions.load_rungs()
+        if {(r.server, r.reason, r.phase) for r in rungs} != {
+                (sid, reason, r.phase) for (sid, reason), r in self.rt.enforcer.rungs.items()}:
+            out.append("the enforcer's ladder in memory differs from the stored rungs")
+        for s in self.config.servers:
+            done = [r for r in self.rt.actions.actions(s.id) if r.mode == "enforce"]
+            shut_rung = any(r.server == s.id and r.phase == "shut" for r in rungs)
+            if shut_rung and done and done[-1].action == "shut" and done[-1].state == "APPLIED" and s.id not in ledger:
+                out.append(f"{s.id}: a rung holds the port shut and {done[-1].key} is APPLIED, but no enforced "
+                           "outage is open")
+            if s.id in ledger and not shut_rung:
+                out.append(f"{s.id}: an enforced outage is open but no rung holds the port shut")
+        return out
 
     def _broken_promises(self) -> list[str]:
         """A warning that reached the customer promised a deadline: no shut of that reason before it (R9)."""

@@ -47,7 +47,9 @@ from rackwarden.policies.facts import PortPoll
 
 COUNTER64 = 2**64
 TICKS_WRAP = 2**32
-SNMP_FAULTS = ("timeout", "unreachable")
+# zeros: the agent answers, but every octet counter reads 0 (an agent rebuilding its counters
+# after it restarted); the true counters go on underneath.
+SNMP_FAULTS = ("timeout", "unreachable", "zeros")
 CLI_FAULTS = ("reject", "drop_after_change", "drop_before_change", "unreachable")
 
 
@@ -96,6 +98,7 @@ class SimSwitch:
         for i, (port, cli_name) in enumerate(ports):
             self.ports[port] = SimPort(port, first_if_index + i, speed_mbps, self._canonical(cli_name or port))
         self.boot_now = clock.now() - uptime_s
+        self.agent_now = self.boot_now  # when the SNMP agent (re)started: sysUpTime counts from it
         self.engine_boots = 1
         self.snmp_fault: str | None = None
         self.snmp_missing: set[str] = set()  # ports the agent leaves out of its replies
@@ -155,14 +158,19 @@ class SimSwitch:
     def reboot(self) -> None:
         """A restart: the uptime and the counters start from zero, the saved config comes back."""
         self.advance()
-        self.boot_now = self.clock.now()
+        self.boot_now = self.agent_now = self.clock.now()
         self.engine_boots += 1
         for p in self.ports.values():
             p.in_octets = p.out_octets = 0.0
             p.admin = p.startup_admin
 
+    def agent_restart(self) -> None:
+        """Only the SNMP agent restarts: sysUpTime starts again, the ports and counters go on."""
+        self.advance()
+        self.agent_now = self.clock.now()
+
     def sys_uptime_ticks(self) -> int:
-        return int(round((self.clock.now() - self.boot_now) * 100)) % TICKS_WRAP
+        return int(round((self.clock.now() - self.agent_now) * 100)) % TICKS_WRAP
 
     # -- SNMP ---------------------------------------------------------------------------------
 
@@ -171,14 +179,15 @@ class SimSwitch:
         self.advance()
         out: list[ifmib.VarBind] = [(ifmib.SYS_UPTIME, self.sys_uptime_ticks())]
         status = {"up": 1, "down": 2}
+        zeros = self.snmp_fault == "zeros"
         for p in self.ports.values():
             if p.name in self.snmp_missing:
                 continue
             i = p.if_index
             out += [
                 ((*ifmib.IF_NAME, i), p.name.encode()),
-                ((*ifmib.IF_HC_IN_OCTETS, i), int(p.in_octets) % COUNTER64),
-                ((*ifmib.IF_HC_OUT_OCTETS, i), int(p.out_octets) % COUNTER64),
+                ((*ifmib.IF_HC_IN_OCTETS, i), 0 if zeros else int(p.in_octets) % COUNTER64),
+                ((*ifmib.IF_HC_OUT_OCTETS, i), 0 if zeros else int(p.out_octets) % COUNTER64),
                 ((*ifmib.IF_HIGH_SPEED, i), p.speed_mbps),
                 ((*ifmib.IF_COUNTER_DISCONTINUITY_TIME, i), p.discontinuity_ticks),
                 ((*ifmib.IF_ADMIN_STATUS, i), status[p.admin]),
@@ -209,7 +218,9 @@ class SimWorld:
 
     def __init__(self, clock: FakeClock, physical: Mapping[str, Mapping[str, Any]] | None = None):
         self.clock = clock
-        self.physical = dict(physical or {})  # per-switch overrides: first_if_index, uptime_s
+        # per-switch overrides: first_if_index, uptime_s, octets_at_start (every port's counters
+        # at the start, as a switch up for weeks has them; default 0)
+        self.physical = dict(physical or {})
         self.switches: dict[str, SimSwitch] = {}
 
     def ensure(self, cfg: SwitchConfig) -> SimSwitch:
@@ -222,6 +233,9 @@ class SimWorld:
                 first_if_index=int(extra.get("first_if_index", 1)),
                 community=cfg.snmp.community.reveal() if cfg.snmp.community is not None else None,
             )
+            start = float(extra.get("octets_at_start", 0))
+            for p in sw.ports.values():
+                p.in_octets = p.out_octets = start
             self.switches[cfg.name] = sw
         return sw
 

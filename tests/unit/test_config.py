@@ -231,3 +231,109 @@ def test_snmp_defaults_reach_switches_that_do_not_override_them() -> None:
         "    vendor: cisco_ios\n", "    vendor: cisco_ios\n    interval_s: 15\n"), "inv.yaml")
     sw = cfg.switches["sw1"]
     assert (sw.interval_s, sw.snmp_port, sw.timeout_s, sw.retries) == (15, 1161, 2.0, 1)
+
+
+# --- issue 11: check-config on a fresh clone, and credentials under systemd ---------------------
+
+EXAMPLE_CREDENTIALS = {  # name -> the line of config/example.yaml that names it
+    "sw1-snmp-auth": 99, "sw1-snmp-priv": 101, "sw1-ssh-key": 109, "known-hosts": 110, "sw2-snmp-community": 117,
+}
+
+
+def _check_config(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from rackwarden.agent import cli
+
+    try:
+        rc = cli.main(["check-config", *argv])
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 2
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_example_passes_check_config_on_a_fresh_clone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Bug: without $CREDENTIALS_DIRECTORY every {credential: NAME} was an error, so the
+    # README's first command failed on the shipped example.
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    example = "config/example.yaml"
+    monkeypatch.chdir(ROOT)
+    rc, out, err = _check_config([example], capsys)
+    assert rc == 0, err
+    for name, line in EXAMPLE_CREDENTIALS.items():
+        assert f"{example}:{line} " in out and f"not checked: credential '{name}'" in out
+    assert out.count(": not checked: ") == len(EXAMPLE_CREDENTIALS)
+    assert f"{example}: OK (2 switches, 3 servers" in out and "5 credential(s) not checked" in out
+
+
+def test_require_credentials_makes_an_unreadable_credential_an_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    rc, out, err = _check_config(["--require-credentials", str(ROOT / "config" / "example.yaml")], capsys)
+    assert rc == 2 and "OK" not in out
+    for line in EXAMPLE_CREDENTIALS.values():
+        assert f"example.yaml:{line} " in err
+    assert "$CREDENTIALS_DIRECTORY is not set" in err and "--credentials-dir" in err
+
+
+def test_credentials_dir_is_checked_file_by_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --credentials-dir wins over the environment, and then every credential is read.
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "not-this-one"))
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    for name in EXAMPLE_CREDENTIALS:
+        (creds / name).write_text("example-secret\n")
+    example = str(ROOT / "config" / "example.yaml")
+    for extra in ([], ["--require-credentials"]):
+        rc, out, err = _check_config([*extra, "--credentials-dir", str(creds), example], capsys)
+        assert rc == 0, err
+        assert "not checked" not in out
+    (creds / "sw2-snmp-community").unlink()
+    (creds / "sw1-snmp-auth").write_bytes(b"\xff\xfe binary")
+    rc, out, err = _check_config(["--credentials-dir", str(creds), example], capsys)
+    assert rc == 2
+    assert f"example.yaml:117 switches.sw2.snmp.community: cannot read secret file {creds}/sw2-snmp-community" in err
+    assert f"example.yaml:99 switches.sw1.snmp.auth_key: secret file {creds}/sw1-snmp-auth:1: not UTF-8 text" in err
+
+
+def test_only_check_config_may_leave_credentials_unchecked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Config with placeholders must never reach the daemon or the ledger commands: load()'s
+    # default still requires every credential.
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(configmod.ConfigError) as e:
+        configmod.load(ROOT / "config" / "example.yaml")
+    assert len(e.value.issues) == len(EXAMPLE_CREDENTIALS)
+    cfg = configmod.load(ROOT / "config" / "example.yaml", require_credentials=False)
+    assert len(cfg.unchecked) == len(EXAMPLE_CREDENTIALS)
+    community = cfg.switches["sw2"].snmp.community
+    assert community is not None and "not checked" in repr(community)
+
+
+def test_the_unit_checks_credentials_before_start() -> None:
+    unit = (ROOT / "systemd" / "rackwarden.service").read_text()
+    pre = [x for x in unit.splitlines() if x.startswith("ExecStartPre=")]
+    assert len(pre) == 1 and " check-config --require-credentials " in pre[0]
+
+
+HASH = "$2b$04$4WwLbp8dY6m9bK5bM6y1xO7o0aYH1Y9b3nC3dY2pQ2vE8v9oJ2n9K"
+
+
+def test_the_console_and_customer_logins_are_checked_with_the_config(tmp_path: Path) -> None:
+    """A config that passes check-config starts the console: its login files load here first."""
+    console = tmp_path / "console.yml"
+    console.write_text("basic_auth_users: {}\n")
+    customers = tmp_path / "customers.yml"
+    customers.write_text(f"customers:\n  c9:\n    basic_auth_users: {{ops: '{HASH}'}}\n")
+    text = GOOD.replace("version: 1\n", f"version: 1\nagent:\n  console_web_config: {console}\n"
+                                        f"  customers_web_config: {customers}\n")
+    issues = errors(text)
+    assert any(i.startswith("inv.yaml:3 agent.console_web_config:") and "nobody could log in" in i for i in issues)
+    assert any(i.startswith("inv.yaml:4 agent.customers_web_config:") and "c9" in i for i in issues), issues
+    console.write_text(f"basic_auth_users: {{noc: '{HASH}'}}\n")
+    customers.write_text(f"customers:\n  c1:\n    basic_auth_users: {{ops: '{HASH}'}}\n")
+    cfg = configmod.loads(text, "inv.yaml")
+    assert cfg.agent.console_web_config == console and cfg.agent.customers_web_config == customers

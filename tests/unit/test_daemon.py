@@ -137,3 +137,63 @@ def test_bad_reload_keeps_the_running_config_and_says_so(tmp_path: Path) -> None
     assert d.metrics.registry.get_sample_value("rackwarden_config_reload_failed") == 0
     run_polls(d, clock, 7)
     assert d.metrics.registry.get_sample_value("rackwarden_server_cap_state", {"server": "srv-a"}) == 0
+
+
+def test_a_reload_that_re_polls_in_the_same_tick_keeps_a_sustained_overage(tmp_path: Path) -> None:
+    # Issue 11 (the open bug): a SIGHUP re-polls every switch at once. A poll in the same
+    # instant as the scheduled one measured nothing, yet was a "glitch" that broke the run.
+    d, clock, _ = make(tmp_path)
+    run_polls(d, clock, 7)
+    clock.advance(-60)  # back to the instant of the last poll
+    g = d.metrics.registry.get_sample_value
+    assert g("rackwarden_server_cap_state", {"server": "srv-a"}) == 2
+    assert d.reload() is True
+    reports = asyncio.run(d.poll_switch("sw1"))  # the reload's immediate re-poll
+    a = next(r for r in reports if r.server.id == "srv-a")
+    assert a.sample.status == "repeat"
+    assert (a.verdict.state, a.verdict.actionable) == ("sustained", True)
+    assert g("rackwarden_server_cap_state", {"server": "srv-a"}) == 2
+    assert g("rackwarden_port_rate_bps", {"server": "srv-a", "switch": "sw1", "port": "Gi0/1",
+                                          "direction": "outbound"}) == 15_000_000
+    clock.advance(60)
+    reports = asyncio.run(d.poll_switch("sw1"))
+    assert next(r for r in reports if r.server.id == "srv-a").verdict.state == "sustained"
+
+
+def test_usage_buckets_bill_the_bytes_of_a_gap_and_keep_the_95th_percentile(tmp_path: Path) -> None:
+    # Issue 11: 20 minutes of timeouts, then a valid reading. The gap's bytes are spread over
+    # the buckets it covers: the month's volume and the 95th percentile lose nothing.
+    d, clock, sw = make(tmp_path)
+    run_polls(d, clock, 11)
+    sw.timeout = True
+    run_polls(d, clock, 19)
+    sw.timeout = False
+    reports = run_polls(d, clock, 11)
+    gap = next(r for r in reports if r.server.id == "srv-a")
+    assert gap.sample.status == "gap" and gap.verdict.valid is False
+    assert d.usage is not None
+    month = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    rows = d.usage.buckets("srv-a", *month)
+    assert sum(o for _, _, o, _ in rows) == sw.octets["Gi0/1"] == 40 * 60 * 15 * MBIT
+    p95, n = d.usage.p95_bps("srv-a", *month, "max")
+    assert n == 8 and p95 == 15_000_000
+
+
+def test_a_restart_of_rackwarden_bills_the_interval_across_it(tmp_path: Path) -> None:
+    """systemctl restart between two polls: the new process resumes from the baselines committed
+    with the last billed poll, so no interval is dropped and none is billed twice."""
+    d, clock, sw = make(tmp_path)
+    run_polls(d, clock, 4)  # 3 billed intervals
+    assert d.usage is not None
+    d.usage.close()
+    clock.advance(30)  # the restart takes a while; the switch keeps counting
+    usage = UsageStore(f"sqlite:///{tmp_path / 'usage.sqlite'}")
+    usage.start()
+    again = Daemon(d.config, clock=clock, poll=sw.poll, metrics=Metrics(), usage=usage)
+    again.metering.restore(usage.baselines(), clock.now(), clock.at())
+    reports = run_polls(again, clock, 3)
+    assert [r.sample.status for r in reports if r.server.id == "srv-a"] == ["ok", "ok", "ok"]
+    rows = usage.buckets("srv-a", datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    # 3 intervals before, the 90 s across the restart, and 2 after: every second at 15 Mbit/s.
+    assert sum(o for _, _, o, _ in rows) == (3 * 60 + 90 + 2 * 60) * 15 * MBIT
+    assert sum(c for _, c, _, _ in rows) == (3 * 60 + 90 + 2 * 60) * 1000

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy.exc
 from prometheus_client import generate_latest
 from rackwarden.agent import config as configmod
+from rackwarden.agent.clock import FakeClock
 from rackwarden.agent.ledger import (
     GENESIS_HASH,
     Head,
@@ -146,6 +147,11 @@ def scenario(store: LedgerStore, config: configmod.Config) -> dict[str, int]:
               poll("2026-11-12T05:40:00Z")):
         starts(rec.on_poll(p))
     return seqs
+
+
+def cli_clock(monkeypatch: pytest.MonkeyPatch, at: str) -> None:
+    """The ledger commands stamp entries with this time, as if run then (their ledger time)."""
+    monkeypatch.setattr("rackwarden.agent.ledger.cli.SystemClock", lambda: FakeClock(Z(at)))
 
 
 def report(config_path: Path, url: str, capsys: pytest.CaptureFixture[str],
@@ -524,16 +530,18 @@ class LedgerSuite:
 
     def test_short_notice_window_excuses_nothing(
         self, store: LedgerStore, config: configmod.Config, config_path: Path, ledger_url: str,
-        capsys: pytest.CaptureFixture[str],
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         rec = OutageRecorder(store, config)
         rec.start()
         # Two colo cut-overs of c1, 30 min each: one notified 13 h ahead (colo needs 48 h),
-        # one 72 h ahead.
+        # one 72 h ahead; each recorded in the ledger when its notice went out.
+        cli_clock(monkeypatch, "2026-11-19T20:00:00+08:00")
         assert main_maintenance_add([
             "--start", "2026-11-20T09:00:00+08:00", "--end", "2026-11-20T10:00:00+08:00",
             "--kind", "cutover", "--servers", "c1", "--notified-at",
             "2026-11-19T20:00:00+08:00", "--config", str(config_path), "--db", ledger_url]) == 0
+        cli_clock(monkeypatch, "2026-11-22T09:00:00+08:00")
         assert main_maintenance_add([
             "--start", "2026-11-25T09:00:00+08:00", "--end", "2026-11-25T10:00:00+08:00",
             "--kind", "cutover", "--servers", "all", "--notified-at",
@@ -707,12 +715,12 @@ class LedgerSuite:
                                   at=Z("2026-11-03T10:05:00+08:00"), by="noc", server="r1")
         on_time = store.add_incident(summary="defaced site", detected_at=detected,
                                      reported_at=Z("2026-11-04T10:00:00+08:00"),
-                                     at=Z("2026-11-04T11:00:00+08:00"), by="noc")
+                                     at=Z("2026-11-04T10:00:00+08:00"), by="noc")
         never = store.add_incident(summary="credential leak", detected_at=detected,
                                    at=Z("2026-11-03T12:00:00+08:00"), by="noc")
         # The first is reported 30 h after detection; the correction is a new entry.
         report = store.report_incident(late.seq, Z("2026-11-04T16:00:00+08:00"),
-                                       Z("2026-11-04T16:10:00+08:00"), by="noc")
+                                       Z("2026-11-04T16:00:00+08:00"), by="noc")
         assert report.ref_seq == late.seq and store.verify().ok
         with pytest.raises(LedgerError, match="already reported"):
             store.report_incident(late.seq, Z("2026-11-04T17:00:00+08:00"),
@@ -771,8 +779,9 @@ class LedgerSuite:
         metrics.set_ledger(m)
         assert ('rackwarden_deadlines_open{check="resolve",rule="R19",state="overdue"} 1.0'
                 in generate_latest(metrics.registry).decode())
-        # Repaired (recorded later) at 20:00Z: within the 24 h, whenever it is judged.
-        store.note_outage("resolve", open_seq, Z("2026-11-14T09:00:00Z"), by="noc",
+        # Repaired (and recorded) at 20:00Z: within the 24 h, whenever it is judged. A repair
+        # recorded after the deadline with an earlier --at: test_ledger_claimed_times.py.
+        store.note_outage("resolve", open_seq, Z("2026-11-13T20:00:00Z"), by="noc",
                           when=Z("2026-11-13T20:00:00Z"))
         assert found("2026-11-20T00:00:00Z")[f"#{open_seq}"] == (
             "resolve", "met", "2026-11-13T20:00:00+00:00")
@@ -787,15 +796,22 @@ class LedgerSuite:
     def test_answer_and_on_site_terms(self, store: LedgerStore, config: configmod.Config) -> None:
         # The integration contract's terms (answer 1 h; on site 2 h when service is down),
         # applied to rental servers for the test.
-        seqs = scenario(store, config)
-        store.reclassify(seqs["r1"], "provider", "uplink", Z("2026-11-04T00:00:00Z"))
-        store.note_outage("ack", seqs["r1"], Z("2026-11-04T00:00:00Z"), by="noc",
+        # r1 stops forwarding 02:00Z to 03:30Z; each note is recorded when it happens (the
+        # ledger time counts, never an earlier --at: test_ledger_claimed_times.py).
+        rec = OutageRecorder(store, config)
+        rec.start()
+        rec.on_poll(poll("2026-11-03T01:00:00Z"))
+        (r1,) = [e.seq for e in rec.on_poll(poll("2026-11-03T02:00:00Z", ("r1",)))
+                 if e.kind == "outage_start"]
+        store.note_outage("ack", r1, Z("2026-11-03T02:40:00Z"), by="noc",
                           when=Z("2026-11-03T02:40:00Z"))  # 40 min after the 02:00Z start
-        store.note_outage("on_site", seqs["r1"], Z("2026-11-04T00:00:00Z"), by="noc",
+        rec.on_poll(poll("2026-11-03T03:30:00Z"))
+        store.note_outage("on_site", r1, Z("2026-11-03T04:30:00Z"), by="noc",
                           when=Z("2026-11-03T04:30:00Z"))  # 2 h 30 min after
+        store.reclassify(r1, "provider", "uplink", Z("2026-11-04T00:00:00Z"))
         got = [(f.check, f.status, f.reason) for f in deadline_findings(
             store, config, Z("2026-11-20T00:00:00Z"), terms={"rental": REPAIR_TERMS["integration"]})
-            if f.subject == f"#{seqs['r1']}"]
+            if f.subject == f"#{r1}"]
         assert got == [
             ("answer", "met", "R19: answer after 40m, within the 1h limit"),
             ("on_site", "breached",
@@ -805,9 +821,11 @@ class LedgerSuite:
     def test_incident_ack_and_deadlines_commands(self, store: LedgerStore,
                                                  config: configmod.Config, config_path: Path,
                                                  ledger_url: str,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
         seqs = scenario(store, config)
         db = ["--db", ledger_url]
+        cli_clock(monkeypatch, "2026-11-05T20:00:00+08:00")  # the report is recorded when made
         assert main_ledger_incident(["add", "--summary", "DDoS from r2", "--server", "r2",
                                      "--detected-at", "2026-11-05T10:00:00+08:00", *db]) == 0
         out = capsys.readouterr().out
@@ -821,6 +839,7 @@ class LedgerSuite:
                                      "--config", str(config_path), *db]) == 2
         assert "no server nope" in capsys.readouterr().err
         store.reclassify(seqs["c1"], "provider", "line card", Z("2026-11-12T06:00:00Z"))
+        cli_clock(monkeypatch, "2026-11-12T06:00:00Z")
         assert main_ledger_ack([str(seqs["c1"]), "--at", "2026-11-12T05:20:00Z", *db]) == 0
         assert f"outage {seqs['c1']} (c1) ack at 2026-11-12T05:20:00+00:00" in capsys.readouterr().out
         assert main_ledger_resolve([str(seqs["c1"]), "--at", "2026-11-12T04:00:00Z", *db]) == 2

@@ -10,7 +10,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rackwarden.policies.metering import RateSample
+from rackwarden.policies.metering import CounterEvidence, RateSample
 from rackwarden.policies.outages import (
     OpenOutage,
     OutageCauseChange,
@@ -46,6 +46,9 @@ class Poll:
     uptime_ticks: int | None = None  # raw ticks, when a test needs them exact
     boots: int | None = None
     traffic: int | None = 1000  # octets each up port moved since the last poll
+    # What every answering port's counters said about a sysUpTime fall (metering's evidence):
+    # "continued", "restarted", "zeroed" or None.
+    counters: CounterEvidence | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ def observation(p: Poll) -> SwitchObservation:
             admin="down" if state == "admin" else "up",
             answered=state != "missing",
             traffic_octets=p.traffic if state == "up" else None,
+            counters=p.counters if state != "missing" else None,
         ))
     ticks = p.uptime_ticks if p.uptime_ticks is not None else (
         None if p.uptime_s is None else p.uptime_s * 100)
@@ -199,6 +203,31 @@ CASES = [
     # sysUpTime (TimeTicks) wrapping past 2**32 after ~497 days is not a reboot.
     Case("uptime_wrap_is_not_reboot",
          [Poll(0, uptime_ticks=2**32 - 3000), Poll(60, uptime_ticks=3000)], []),
+    # Issue 11: sysUpTime falling is not a reboot when the counters kept counting (only the SNMP
+    # agent restarted), nor when snmpEngineBoots did not advance: no record, no provider time.
+    Case("agent_restart_counters_continued_is_no_reboot",
+         [Poll(0, uptime_s=1000), Poll(60, uptime_s=30, counters="continued"), Poll(120, uptime_s=90)],
+         []),
+    Case("agent_restart_engine_boots_unchanged_is_no_reboot",
+         [Poll(0, uptime_s=1000, boots=4), Poll(60, uptime_s=30, boots=4)], []),
+    Case("counters_restarted_is_a_reboot",
+         [Poll(0, uptime_s=1000, boots=4), Poll(60, uptime_s=30, boots=4, counters="restarted")],
+         [x for s in SERVERS for x in (("start", s, 30, "switch_reboot"), ("end", s, 60))]),
+    # A switch up for 400 days that reboots is not a sysUpTime wrap (the old unwrapping took
+    # the nearest whole number of wraps and recorded nothing).
+    Case("reboot_after_400_days_is_not_a_wrap",
+         [Poll(0, uptime_s=400 * DAY_S), Poll(60, uptime_s=30)],
+         [x for s in SERVERS for x in (("start", s, 30, "switch_reboot"), ("end", s, 60))]),
+    # Counters reading 0 after the fall prove nothing: the next poll decides. Kept counting:
+    # nothing. Restarted: the reboot, ending at the first poll after the fall (it saw them up).
+    Case("zeroed_counters_wait_then_continued_is_no_reboot",
+         [Poll(0, uptime_s=1000), Poll(60, uptime_s=30, counters="zeroed"),
+          Poll(120, uptime_s=90, counters="continued"), Poll(180, uptime_s=150)],
+         []),
+    Case("zeroed_counters_wait_then_restarted_is_a_reboot",
+         [Poll(0, uptime_s=1000), Poll(60, uptime_s=30, counters="zeroed"),
+          Poll(120, uptime_s=90, counters="restarted"), Poll(180, uptime_s=150)],
+         [x for s in SERVERS for x in (("start", s, 30, "switch_reboot"), ("end", s, 60))]),
     # snmpEngineBoots going up is a reboot even where sysUpTime looks plausible.
     Case("engine_boots_is_reboot",
          [Poll(0, uptime_s=1000, boots=4), Poll(60, uptime_s=40, boots=5)],

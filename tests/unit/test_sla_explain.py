@@ -47,7 +47,7 @@ def run(capsys: pytest.CaptureFixture[str], path: Path | str) -> tuple[int, str,
 
 def test_scenarios_found() -> None:
     assert SCENARIOS == ["colo_cutover", "custom_template_february", "offset_minus_0300",
-                         "rental_november"]
+                         "rental_november", "rental_window_recorded_late"]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
