@@ -234,6 +234,25 @@ def story(lab: Lab, agent: AgentProcess, cfg: Path) -> None:
     time.sleep(6)  # one more scrape and rule evaluation for the alert list
 
 
+CONSOLE_LOGINS = {"operator": ("noc", "noc-demo"), "customer": ("ops@cust-1", "cust-1-demo")}
+
+
+def console_logins() -> tuple[Path, Path]:
+    """The demo's console operator and one customer (cust-1, srv-1's owner): demo passwords."""
+    import bcrypt
+
+    def h(password: str) -> str:
+        return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=6)).decode()
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    console, customers = STATE / "console-web.yml", STATE / "customers-web.yml"
+    login, password = CONSOLE_LOGINS["operator"]
+    console.write_text(f"basic_auth_users:\n  {login}: '{h(password)}'\n")
+    login, password = CONSOLE_LOGINS["customer"]
+    customers.write_text(f"customers:\n  cust-1:\n    basic_auth_users:\n      {login}: '{h(password)}'\n")
+    return console, customers
+
+
 def finale(cfg: Path) -> None:
     print("\n== rackwarden status ==")
     print(run("status", "-c", str(cfg)))
@@ -253,6 +272,9 @@ def finale(cfg: Path) -> None:
     print(f"  dashboard    {REPO / 'config/grafana/rackwarden.json'}"
           " (import into Grafana, data source = this Prometheus)")
     print(f"  evidence     {STATE / 'state' / 'evidence'}")
+    (op, op_pw), (cu, cu_pw) = CONSOLE_LOGINS["operator"], CONSOLE_LOGINS["customer"]
+    print(f"  console      http://127.0.0.1:{API_PORT}/login  (operator {op} / {op_pw}; ?lang=en for English)")
+    print(f"  customer     http://127.0.0.1:{API_PORT}/customer/login  ({cu} / {cu_pw}: cust-1's srv-1)")
     month = datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m")
     print(f"\n== SLA report {month} ==")
     print(run("report", "sla", "--month", month, "--config", str(cfg)))
@@ -308,6 +330,9 @@ def run_demo(stay: bool) -> int:
             extra=f"detection:\n  span:\n    netns: {lab.switch_ns}\n    mirrors:\n{mirrors}")
         # srv-2's customer left no contact: a notice cannot reach it (R9).
         text = cfg.read_text().replace(" contacts: [noc-2@cust-2.example]}", " contacts: []}")
+        console, customers = console_logins()
+        text = text.replace(f"  api_port: {API_PORT}\n", f"  api_port: {API_PORT}\n"
+                            f"  console_web_config: {console}\n  customers_web_config: {customers}\n")
         cfg.write_text(text)
         run("check-config", str(cfg))
         agent = start_agent(cfg, METRICS_PORT, STATE / "agent.log")
