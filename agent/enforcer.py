@@ -334,6 +334,8 @@ class Enforcer:
         so nothing may be done; the next event decides again.
         """
         begun: Begun = {}
+        if also is None and d.rung == before and not d.changes:
+            return begun  # most polls: nothing moved, no transaction
         try:
             with self.store.transaction() as conn:
                 if also is not None:
