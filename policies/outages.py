@@ -538,24 +538,14 @@ class OutageTracker:
                     _evidence(**base, ports_down_together=together_n, ports_answered=answered_n),
                 ))
                 p.open.cause = "ports_down_together"
-            if (
-                reboot is not None
-                and reboot.seen_up_at is not None
-                and p.open is not None
-                and p.open.state == "oper_down"
-                and p.open.cause in ("port_oper_down", "ports_down_together")
-                and p.open.start >= reboot.seen_up_at
-            ):
+            if reboot is not None and p.open is not None and (
                 # Down since the poll whose zeros left the reboot undecided: the reboot's doing.
-                events.append(OutageCauseChange(
-                    p.open.outage_id, p.server, at, "switch_reboot", reboot.reason,
-                    _evidence(**base, boot_at=_iso(reboot.boot_at),
-                              sys_uptime_ticks=obs.sys_uptime_ticks,
-                              reboot_evidence=reboot.evidence),
-                ))
-                p.open.cause = "switch_reboot"
-            if reboot is not None and p.open is not None and p.open.state == "unreachable":
+                (reboot.seen_up_at is not None and p.open.state == "oper_down"
+                 and p.open.cause in ("port_oper_down", "ports_down_together")
+                 and p.open.start >= reboot.seen_up_at)
                 # The switch was restarting while it did not answer: the gap was its outage.
+                or p.open.state == "unreachable"
+            ):
                 events.append(OutageCauseChange(
                     p.open.outage_id, p.server, at, "switch_reboot", reboot.reason,
                     _evidence(**base, boot_at=_iso(reboot.boot_at),
