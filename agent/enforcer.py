@@ -461,6 +461,8 @@ class Enforcer:
                 # A restore that brought the port up, or a shut that did not happen: the outage ends.
                 self.outages.enforcement_ended(server.id, end_at, {"action": row.key},
                                                conn=self._ledger_conn(conn))
+            elif shut and self.outages is not None:
+                self.outages.enforcement_applied(server.id)
 
         log.info("%s %s %s [%s] %s -> %s: %s", row.action, server.id, reason, row.mode, before, applied, result)
         self.metrics.enforcement_actions.labels(row.action, reason, state.lower(), row.mode).inc()

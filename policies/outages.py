@@ -240,6 +240,7 @@ class _Port:
     port: str
     open: _Open | None = None
     enforced: str | None = None  # the enforcer's cause while RackWarden holds the port shut
+    applying: bool = False  # the shut is recorded and on its way: the switch has not answered yet
     pending_from: datetime | None = None  # restore time not yet followed by a poll
     down_since: datetime | None = None  # R12: first poll of the current not-forwarding stretch
     silent_since: datetime | None = None  # R12: first poll of the current up-but-idle stretch
@@ -388,6 +389,7 @@ class OutageTracker:
         at = whole_second(at)
         p = self._port(server, switch, port)
         p.enforced = cause
+        p.applying = True
         p.pending_from = None
         if p.open is not None and p.open.state == "enforced" and p.open.cause == cause:
             return []
@@ -395,6 +397,14 @@ class OutageTracker:
         events.append(self._start(p, at, cause, "enforced", MappingProxyType(dict(evidence))))
         p.down_since = None  # R12 is about the host; a port we shut says nothing about it
         return events
+
+    def enforcement_applied(self, server: str) -> None:
+        """The switch answered the shut (read back down, or unreadable): from now on a poll that
+        sees the port forwarding ends the record. Until then a poll taken while the SSH session
+        is still running reads the port up, and that is no end of the enforcement."""
+        p = self._ports.get(server)
+        if p is not None:
+            p.applying = False
 
     def enforcement_ended(
         self, server: str, at: datetime, evidence: Evidence = _EMPTY
@@ -409,6 +419,7 @@ class OutageTracker:
         if p is None or p.enforced is None:
             raise ValueError(f"server {server!r} has no enforcement to end")
         p.enforced = None
+        p.applying = False
         events: list[OutageEvent] = []
         if p.open is not None and p.open.state == "enforced":
             events = self._end(p, at, MappingProxyType(dict(evidence)))
@@ -473,10 +484,10 @@ class OutageTracker:
             return "enforced" if p.enforced is not None else "unreachable"
         if not po.answered:
             return "enforced" if p.enforced is not None else "missing"
+        if p.enforced is not None and (p.applying or po.oper != "up"):
+            return "enforced"
         if po.oper == "up":
             return "up"
-        if p.enforced is not None:
-            return "enforced"
         if po.admin != "up":
             return "admin_down"
         return "oper_down"

@@ -132,6 +132,10 @@ class OutageRecorder:
         return self._record(self._tracker.enforcement_started(
             s.id, s.switch, s.port, at, cause, MappingProxyType(dict(evidence or {}))), conn)
 
+    def enforcement_applied(self, server_id: str) -> None:
+        """The switch answered the shut: polls judge the port again (see the tracker)."""
+        self._tracker.enforcement_applied(server_id)
+
     def enforcement_ended(
         self, server_id: str, at: datetime, evidence: Mapping[str, Any] | None = None,
         conn: Connection | None = None,

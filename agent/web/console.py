@@ -12,16 +12,20 @@ not, gets the same 404, so guessing ids tells nothing.
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from html import escape
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
-from rackwarden.policies.billing import BILLING_DIRECTIONS
+from rackwarden.policies.billing import BILLING_DIRECTIONS, bucket_rate_bps, percentile_95
 from rackwarden.policies.sla import (
     CAUSES,
     RECLASS_TARGETS,
@@ -64,6 +68,113 @@ td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top
 pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}
 form.inline{display:inline}
 """
+
+
+BUCKET_S = 300  # the usage store's bucket: usage_5m
+# No projection before one day of buckets: a day is one cycle of the daily traffic curve, and
+# less than that (a night alone, a busy afternoon alone) says nothing about the month.
+PROJECTION_MIN_BUCKETS = 24 * 3600 // BUCKET_S
+# Evidence pcaps live in state_dir/evidence/<server>/ with names made of these characters only
+# (drivers/capture/evidence.py evidence_path); a download name must be one of them, no more.
+_EVIDENCE_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_EVIDENCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.pcap")
+_EVIDENCE_PARTS = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([A-Za-z0-9_.]+)-(.+)\.pcap")
+
+
+@dataclass(frozen=True)
+class P95Projection:
+    """The month's 95th percentile so far, its month-end projection and its floor (bit/s)."""
+
+    so_far: float | None  # nearest-rank 95th of the buckets measured so far
+    buckets: int  # measured so far
+    month_buckets: int  # 5-minute buckets in the whole contract month
+    discard: int  # how many of the month's buckets the month-end 95th drops (its top 5 %)
+    floor: float | None  # the month-end 95th cannot end lower than this, whatever comes
+    projected: float | None  # None: too early (fewer than min_buckets)
+    min_buckets: int
+
+
+def project_p95(rates: Sequence[float], month_buckets: int,
+                min_buckets: int = PROJECTION_MIN_BUCKETS) -> P95Projection:
+    """Project the month-end 95th percentile from the month's bucket rates so far. Pure.
+
+    The month-end figure is the nearest-rank 95th over all `month_buckets`: it drops the top
+    `discard = month_buckets - ceil(0.95 * month_buckets)` buckets and takes the highest left.
+    - Projection: the rest of the month is assumed to repeat the mix of rates seen so far, so
+      the projection is the 95th percentile of the buckets so far; with fewer than
+      `min_buckets` (a day) there is none. Once the month is measured it is the month's 95th.
+    - Floor: the (discard + 1)-th highest bucket so far. Only `discard` buckets can be dropped
+      at month end, so the final 95th is at least this even if the rest of the month is idle;
+      it exists once more than `discard` buckets are measured.
+    """
+    if month_buckets <= 0:
+        raise ValueError(f"month_buckets must be positive, not {month_buckets}")
+    discard = month_buckets - math.ceil(0.95 * month_buckets)
+    ordered = sorted(rates, reverse=True)
+    so_far = percentile_95(ordered)
+    floor = ordered[discard] if len(ordered) > discard else None
+    projected = None
+    if so_far is not None and len(ordered) >= min_buckets:
+        # so_far >= floor always (it drops fewer buckets); max() keeps that true by construction.
+        projected = max(so_far, floor) if floor is not None else so_far
+    return P95Projection(so_far, len(ordered), month_buckets, discard, floor, projected, min_buckets)
+
+
+@dataclass(frozen=True)
+class EvidenceFile:
+    name: str
+    path: Path
+    size: int
+    detected_at: datetime | None  # from the name's stamp (the detection's last sample)
+    detector: str
+    kind: str
+
+
+def evidence_dir(state_dir: Path, server_id: str) -> Path:
+    return state_dir / "evidence" / _EVIDENCE_SAFE.sub("_", server_id)
+
+
+def evidence_files(state_dir: Path, server_id: str) -> list[EvidenceFile]:
+    """The server's evidence pcaps, newest first; anything not a plain pcap file is left out."""
+    d = evidence_dir(state_dir, server_id)
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        path = d / name
+        if not _EVIDENCE_NAME.fullmatch(name) or path.is_symlink() or not path.is_file():
+            continue
+        m = _EVIDENCE_PARTS.fullmatch(name)
+        at = None
+        if m:
+            try:
+                at = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+            except ValueError:
+                at = None
+        out.append(EvidenceFile(name, path, path.stat().st_size, at, m.group(2) if m else "-",
+                                m.group(3) if m else "-"))
+    return sorted(out, key=lambda f: (f.detected_at or datetime.min.replace(tzinfo=UTC), f.name), reverse=True)
+
+
+def safe_evidence_file(state_dir: Path, server_id: str, name: str) -> Path | None:
+    """The file to send for a download request, or None. The name from the URL is never joined
+    into a path until it is one of the names the server's evidence directory lists, and the
+    result must still resolve inside the evidence directory (no symlink out)."""
+    if not _EVIDENCE_NAME.fullmatch(name) or ".." in name:
+        return None
+    d = evidence_dir(state_dir, server_id)
+    try:
+        if name not in os.listdir(d):
+            return None
+        path = d / name
+        root = (state_dir / "evidence").resolve(strict=True)
+        if path.is_symlink() or not path.resolve(strict=True).is_relative_to(root) or not path.is_file():
+            return None
+    except OSError:
+        return None
+    return path
 
 
 @dataclass
@@ -120,6 +231,7 @@ class Console:
         r.add_post("/logout", self.logout)
         r.add_get("/fleet", self.operator(self.fleet))
         r.add_get("/server/{sid}", self.operator(self.server_page))
+        r.add_get("/server/{sid}/evidence/{name}", self.operator(self.evidence_download))
         r.add_post("/server/{sid}/{what}", self.operator(self.server_action))
         r.add_get("/ledger", self.operator(self.ledger_page))
         r.add_post("/ledger/reclassify", self.operator(self.reclassify))
@@ -338,6 +450,18 @@ class Console:
         return self.p.usage.p95_bps(server.id, start, min(end, self.now() + timedelta(seconds=1)),
                                     rule)
 
+    def projection(self, server: ServerConfig) -> P95Projection | None:
+        if self.p.usage is None:
+            return None
+        start, end = month_bounds(self.period(server), contract_timezone(self.tz(server)))
+        rule = self.config.templates[server.template].billing_direction
+        if rule not in BILLING_DIRECTIONS:  # the config's schema allows only these
+            raise ValueError(f"templates.{server.template}.billing_direction: {rule!r}")
+        rates = [bucket_rate_bps(o, i, c, rule)
+                 for _, c, o, i in self.p.usage.buckets(server.id, start, min(end, self.now() + timedelta(seconds=1)))
+                 if c > 0]
+        return project_p95(rates, math.ceil((end - start).total_seconds() / BUCKET_S))
+
     def notice_rows(self, sid: str) -> list[Any]:
         q = select(notices_table).where(notices_table.c.server == sid).order_by(notices_table.c.at)
         with self.p.enforcer.store.engine.connect() as c:
@@ -387,6 +511,60 @@ class Console:
         return (f'<p>{_h(t(lang, "rate_now"))}: <span class="rate">{_h(rate)}</span> · {_h(t(lang, "cap"))}: '
                 f'{_h(mbps(cap))} · {_h(t(lang, "p95_month"))}: <span id="p95">{_h(mbps(p95))}</span> '
                 f'({n} {_h(t(lang, "buckets"))})</p>')
+
+    def projection_section(self, lang: str, server: ServerConfig) -> str:
+        pr = self.projection(server)
+        if pr is None:
+            return ""
+        projected = (mbps(pr.projected) if pr.projected is not None
+                     else t(lang, "too_early", n=pr.buckets, min=pr.min_buckets))
+        method = t(lang, "p95_method", total=pr.month_buckets, discard=pr.discard, rank=pr.discard + 1,
+                   min=pr.min_buckets)
+        return (f'<h2>{_h(t(lang, "p95_projection"))}</h2>'
+                f'<p>{_h(t(lang, "p95_month"))}: <span id="p95-so-far">{_h(mbps(pr.so_far))}</span> '
+                f'({pr.buckets}/{pr.month_buckets} {_h(t(lang, "buckets"))}) · '
+                f'{_h(t(lang, "p95_projected"))}: <strong id="p95-projected">{_h(projected)}</strong> · '
+                f'{_h(t(lang, "p95_floor"))}: <span id="p95-floor">{_h(mbps(pr.floor))}</span></p>'
+                f'<p class="method" id="p95-method">{_h(method)}</p>')
+
+    def detections_section(self, lang: str, server: ServerConfig) -> str:
+        """Detections with their evidence pcaps (operators only: a pcap holds third parties' packets)."""
+        tz = self.tz(server)
+        files = evidence_files(self.config.agent.state_dir, server.id)
+        cited: dict[str, list[str]] = {f.name: [] for f in files}
+        orphans = []
+        for a in self.p.enforcer.store.audit_rows(server.id):
+            ev = a["inputs"].get("evidence") if isinstance(a["inputs"], dict) else None
+            if not isinstance(ev, dict) or a["reason"] != "abuse":
+                continue
+            line = f"{local_time(a['at'], tz)} {a['decision']}: {a['rule']} — {ev.get('summary', '')}"
+            names = [Path(str(r)).name for r in ev.get("refs", []) if str(r).endswith(".pcap")]
+            hit = [n for n in names if n in cited]
+            for n in hit:
+                cited[n].append(line)
+            if not hit:
+                orphans.append(line)
+        rows = []
+        for f in files:
+            link = (f'<a class="evidence" download href="/server/{_h(server.id)}/evidence/{_h(f.name)}">'
+                    f'{_h(f.name)}</a>')
+            rows.append([_h(local_time(f.detected_at, tz)), _h(f"{f.detector}/{f.kind}"),
+                         "<br>".join(_h(x) for x in cited[f.name]) or "-", _h(f"{f.size:,} B"), link])
+        rows += [["-", "-", _h(x), "-", _h(t(lang, "no_file"))] for x in orphans]
+        body = (_table([t(lang, "at"), t(lang, "detector"), t(lang, "decision"), t(lang, "size"),
+                        t(lang, "pcap")], rows) if rows else f'<p id="no-detections">{_h(t(lang, "none"))}</p>')
+        return f'<h2>{_h(t(lang, "detections"))}</h2>{body}'
+
+    async def evidence_download(self, request: web.Request, s: Session) -> web.StreamResponse:
+        server = self._operator_server(request)
+        path = safe_evidence_file(self.config.agent.state_dir, server.id, request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound(text="not found")
+        resp = web.FileResponse(path, headers={
+            "Content-Type": "application/vnd.tcpdump.pcap",
+            "Content-Disposition": f'attachment; filename="{path.name}"'})
+        self._headers(resp)
+        return resp
 
     # -- operator pages ------------------------------------------------------------------------
 
@@ -472,7 +650,8 @@ class Console:
         audit = [[_h(local_time(a["at"], tz)), _h(a["decision"]), _h(a["reason"]), _h(a["actor"]),
                   _h(f"{a['before']} → {a['after']}"), _h(a["rule"]), _h(a["result"])]
                  for a in reversed(self.p.enforcer.store.audit_rows(server.id))]
-        body = (head + forms + self.usage_section(lang, server) + chart +
+        body = (head + forms + self.usage_section(lang, server) + self.projection_section(lang, server) + chart +
+                self.detections_section(lang, server) +
                 f'<h2>{_h(t(lang, "actions"))}</h2>' +
                 _table([t(lang, "at"), t(lang, "action"), t(lang, "reason"), t(lang, "mode"), t(lang, "result"),
                         t(lang, "end")], actions) +

@@ -97,6 +97,24 @@ _WORDS: dict[str, tuple[str, str]] = {
     "notified_at": ("通知客户时间", "Customers notified at"),
     "declared_at": ("登记时间", "Declared at"),
     "refused": ("被安全规则拒绝", "Refused by a rail"),
+    "p95_projection": ("95 计费值：至今与月末预测", "95th percentile: so far and projected to month end"),
+    "p95_projected": ("月末预测", "Projected at month end"),
+    "p95_floor": ("月末下限", "Month-end floor"),
+    "too_early": ("数据不足（{n}/{min} 个样本，至少需要一天）", "too early ({n}/{min} buckets: needs a day)"),
+    "p95_method": (
+        "方法：月末 95 计费值取全月 {total} 个 5 分钟样本，去掉最高的 {discard} 个后的最大值。"
+        "预测假定本月剩余时间重复至今的速率分布，因此预测值即至今样本的 95 值；不足 {min} 个样本（一天）时不预测。"
+        "下限为至今第 {rank} 高的样本：月末最多只能去掉 {discard} 个，所以无论剩余时间流量如何，月末值都不会低于它。",
+        "Method: the month-end 95th percentile takes the month's {total} 5-minute buckets, drops the top "
+        "{discard} and keeps the highest left. The projection assumes the rest of the month repeats the mix "
+        "of rates seen so far, so it is the 95th percentile of the buckets so far; with fewer than {min} "
+        "buckets (one day) there is none. The floor is the bucket ranked {rank} from the top so far: only {discard} "
+        "can be dropped at month end, so the month's figure cannot end below it whatever the rest carries."),
+    "detections": ("检测记录与证据", "Detections and evidence"),
+    "detector": ("检测器/类型", "Detector/kind"),
+    "size": ("大小", "Size"),
+    "pcap": ("证据包（pcap）", "Evidence pcap"),
+    "no_file": ("无证据文件", "no evidence file"),
 }
 
 

@@ -55,12 +55,13 @@ def rate_chart(points: Sequence[RatePoint], cap_at: Callable[[datetime], int], s
     parts.append(f'<polyline class="cap" points="{" ".join(d)}" fill="none" stroke="#c00" '
                  'stroke-dasharray="6 3" stroke-width="1.5"/>')
     for run in _runs(points, step_s):
-        for attr, cls, style in (("out_bps", "out", 'stroke="#06c" stroke-width="1.5"'),
-                                 ("in_bps", "in", 'stroke="#2a2" stroke-width="1" stroke-dasharray="2 2"')):
+        for attr, cls, colour, style in (("out_bps", "out", "#06c", 'stroke="#06c" stroke-width="1.5"'),
+                                         ("in_bps", "in", "#2a2",
+                                          'stroke="#2a2" stroke-width="1" stroke-dasharray="2 2"')):
             pts = " ".join(f"{x(p.start):.1f},{y(getattr(p, attr)):.1f}" for p in run)
             if len(run) == 1:
                 parts.append(f'<circle class="{cls}" cx="{x(run[0].start):.1f}" '
-                             f'cy="{y(getattr(run[0], attr)):.1f}" r="1.5" fill="#06c"/>')
+                             f'cy="{y(getattr(run[0], attr)):.1f}" r="2" fill="{colour}"/>')
             else:
                 parts.append(f'<polyline class="{cls}" points="{pts}" fill="none" {style}/>')
     if labels:

@@ -64,7 +64,15 @@ class Restore:
     server: str
 
 
-Step = Poll | Enforce | Restore
+@dataclass(frozen=True)
+class Applied:
+    """The switch answered the shut (the enforcer's read-back)."""
+
+    t: int
+    server: str
+
+
+Step = Poll | Enforce | Restore | Applied
 
 
 def observation(p: Poll) -> SwitchObservation:
@@ -96,6 +104,8 @@ def run(steps: Sequence[Step], tracker: OutageTracker | None = None) -> list[Out
             i = SERVERS.index(s.server) + 1
             out.extend(tr.enforcement_started(s.server, "sw1", f"p{i}", at(s.t), s.cause,
                                               {"action": "shut"}))
+        elif isinstance(s, Applied):
+            tr.enforcement_applied(s.server)
         else:
             out.extend(tr.enforcement_ended(s.server, at(s.t), {"action": "restore"}))
     return out
@@ -278,8 +288,13 @@ CASES = [
           *[("start", s, 60, "switch_unreachable") for s in SERVERS[1:]]]),
     # A shutdown that did not take (the poll sees the port forwarding) ends the record there.
     Case("enforced_but_seen_forwarding",
-         [UP(0), Enforce(30, "s1", "overage"), UP(60), Poll(120, {"s1": "admin"})],
+         [UP(0), Enforce(30, "s1", "overage"), Applied(32, "s1"), UP(60), Poll(120, {"s1": "admin"})],
          [("start", "s1", 30, "overage"), ("end", "s1", 60), ("start", "s1", 120, "overage")]),
+    # A poll taken while the SSH session is still shutting the port reads it up: the record the
+    # enforcer wrote before touching the switch stands (one record, not a 0 s one and another).
+    Case("a_poll_during_the_shut_session_does_not_end_it",
+         [UP(0), Enforce(30, "s2", "unknown"), UP(31), Applied(33, "s2"), Poll(60, {"s2": "admin"})],
+         [("start", "s2", 30, "unknown")]),
     Case("enforcement_same_cause_twice_is_one_record",
          [UP(0), Enforce(30, "s1", "overage"), Enforce(40, "s1", "overage")],
          [("start", "s1", 30, "overage")]),

@@ -1,0 +1,191 @@
+"""Issue 13 in the lab, in a real browser: Debian's chromium (selenium + chromium-driver) against the
+real `rackwarden run` with its console on, real snmpd, the real sshd + IOS CLI emulator, real traffic.
+
+srv-1 sends over its cap and is shut for overage over SSH; srv-2 is suspended by an operator with
+the CLI (an unknown outage until classified). An operator logs in, sees srv-1 shut in the fleet,
+opens its page, classifies srv-2's outage on the ledger page; cust-1's login cannot open srv-2
+and asks for a re-check of srv-1, after which the lab port forwards again and SNMP reads it up.
+A screenshot of each page is written under pytest's tmp dir.
+"""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+from rackwarden.agent.actions import ActionStore
+
+from tests.integration.test_console_browser import _click
+from tests.integration.test_enforcement_lab import OVERAGE_RULE, cli, forwarding, wait_for
+from tests.lab.agentrun import free_port, lab_rig, start_agent, start_switch_cli, value, write_lab_config
+from tests.lab.netlab import Lab
+from tests.lab.snmpd import IF_ADMIN_STATUS, start_snmpd
+
+pytestmark = pytest.mark.lab
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+PW = "lab console password"
+LAB_ID = 34
+
+
+def _hash() -> str:
+    return bcrypt.hashpw(PW.encode(), bcrypt.gensalt(4)).decode()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    assert CHROMIUM and DRIVER, "needs Debian's chromium and chromium-driver (make deps installs them)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                # Nothing may be fetched from outside: a page that tried would show up as broken.
+                "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _login(browser: Any, url: str, user: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+    browser.find_element(By.ID, "user").send_keys(user)
+    browser.find_element(By.ID, "password").send_keys(PW)
+    _click(browser, browser.find_element(By.ID, "login"))
+
+
+def _get(port: int, path: str, session: str) -> tuple[int, str]:
+    """The same request the browser would make with its session cookie: for the status code."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", path, headers={"Cookie": f"rw_session={session}"})
+        r = c.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        c.close()
+
+
+def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    def shot(name: str) -> None:
+        assert browser.save_screenshot(str(shots / f"{name}.png"))
+
+    console, customers = tmp_path / "console-web.yml", tmp_path / "customers-web.yml"
+    console.write_text(f"basic_auth_users:\n  noc: '{_hash()}'\n")
+    customers.write_text(f"customers:\n  cust-1:\n    basic_auth_users:\n      alice: '{_hash()}'\n")
+    with lab_rig() as rig:
+        lab = rig.lab(Lab(LAB_ID, 2, replace_stale=True))
+        snmp = start_snmpd(lab)
+        sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
+        port, api_port = free_port(), free_port()
+        cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
+                               interval_s=2, window_s=6, metrics_port=port, api_port=api_port, mode="enforce",
+                               cli=sw_cli, rules=OVERAGE_RULE, safety="{max_shuts_per_switch: 10}")
+        text = cfg.read_text()
+        assert f"  api_port: {api_port}\n" in text
+        cfg.write_text(text.replace(f"  api_port: {api_port}\n", f"  api_port: {api_port}\n"
+                                    f"  console_web_config: {console}\n  customers_web_config: {customers}\n"))
+        agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
+        url = f"http://127.0.0.1:{api_port}"
+        p1_index = lab.if_index("p1")
+
+        # srv-1 over its cap until the shut; srv-2 suspended by an operator meanwhile.
+        heavy = lab.start_traffic(1, 15_000_000, 40)
+        r = cli(cfg, "suspend", "srv-2", "--reason", "operator", "--note", "abuse complaint 8812")
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for("the shut of srv-1", lambda: value(agent.scrape(), "rackwarden_enforcement_actions_total",
+                                                    action="shut", reason="overage", result="applied",
+                                                    mode="enforce"), 40, agent)
+        heavy.stop()
+        assert lab.link_admin_up("p1") is False and lab.link_admin_up("p2") is False
+
+        # The operator: fleet, the shut server's page, the ledger.
+        _login(browser, f"{url}/login?lang=en", "noc")
+        assert browser.current_url.endswith("/fleet")
+        rows = {r.find_element(By.TAG_NAME, "a").text: r.find_element(By.CLASS_NAME, "state").text
+                for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr")}
+        assert rows == {"srv-1": "shut", "srv-2": "shut"}
+        shot("fleet")
+        _click(browser, browser.find_element(By.LINK_TEXT, "srv-1"))
+        assert browser.find_element(By.ID, "state").text == "shut"
+        chart = browser.find_element(By.CSS_SELECTOR, "svg.chart")
+        # A minute of lab traffic fills one or two 5-minute buckets: a dot or a line, both class "out".
+        assert chart.size["width"] == 720 and chart.find_elements(By.CSS_SELECTOR, ".out")
+        arithmetic = browser.find_element(By.ID, "arithmetic").text
+        assert "R14" in arithmetic, arithmetic
+        assert browser.find_element(By.ID, "credit").text.startswith("¥")
+        assert "drops the top" in browser.find_element(By.ID, "p95-method").text
+        assert browser.find_element(By.ID, "p95-projected").text.startswith("too early")
+        shot("server-srv-1")
+        browser.get(f"{url}/ledger?lang=en")
+        assert browser.find_element(By.ID, "verify").text == "verifies"
+        # srv-2's open outage (the suspension) is the newest of its unknown ones: the one to classify.
+        forms = browser.find_elements(By.XPATH, "//tr[td/a[text()='srv-2']]//form[contains(@class, 'reclassify')]")
+        form = max(forms, key=lambda f: int(f.find_element(By.NAME, "seq").get_attribute("value")))
+        seq = form.find_element(By.NAME, "seq").get_attribute("value")
+        form.find_element(By.CSS_SELECTOR, "select[name=class] option[value=customer]").click()
+        form.find_element(By.NAME, "reason").send_keys("customer asked for the cut, ticket 8812")
+        shot("ledger-before")
+        _click(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+        assert f"#{seq} (srv-2) → customer" in browser.find_element(By.CLASS_NAME, "flash-ok").text
+        assert not browser.find_elements(
+            By.XPATH, f"//form[contains(@class, 'reclassify')]//input[@name='seq' and @value='{seq}']")
+        classified = browser.find_element(By.XPATH, f"//tr[td[1][text()='{seq}']]").text
+        assert "customer" in classified and "(noc: customer asked for the cut, ticket 8812)" in classified
+        shot("ledger-after")
+        _click(browser, browser.find_element(By.ID, "logout"))
+        assert "/login" in browser.current_url
+
+        # The customer: its server only, by URL guessing too; then "Fixed — please re-check".
+        _login(browser, f"{url}/customer/login?lang=en", "alice")
+        assert browser.current_url.endswith("/customer")
+        assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "tbody a")] == ["srv-1"]
+        shot("customer-home")
+        browser.get(f"{url}/customer/server/srv-2")
+        assert "not found" in browser.page_source
+        session = browser.get_cookie("rw_session")["value"]
+        other, nothing = _get(api_port, "/customer/server/srv-2", session), _get(api_port, "/customer/server/srv-9",
+                                                                               session)
+        assert other[0] == nothing[0] == 404 and other[1] == nothing[1]
+        assert _get(api_port, "/server/srv-1", session)[0] == 404  # no operator page for a customer
+        browser.get(f"{url}/customer/server/srv-1")
+        shot("customer-server-before")
+        _click(browser, browser.find_element(By.ID, "recheck"))
+        assert "Re-check requested: overage" in browser.find_element(By.CLASS_NAME, "flash-ok").text
+        assert browser.find_element(By.ID, "state").text == "ok"
+        shot("customer-server-after")
+
+        # The effect on the lab: the port is up on the bridge, SNMP reads it up, traffic gets through.
+        assert lab.link_admin_up("p1") is True
+        wait_for("SNMP admin up", lambda: snmp.get_int(f"{IF_ADMIN_STATUS}.{p1_index}") == 1, 10, agent)
+        time.sleep(0.5)
+        assert forwarding(lab, 1)
+        assert lab.link_admin_up("p2") is False  # the operator's suspension stays
+        store = ActionStore(f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite'}")
+        store.start()
+        audit = store.audit_rows("srv-1")
+        store.close()
+        assert any(a["decision"] == "restore" and a["actor"] == "customer:alice" and
+                   a["result"].startswith("APPLIED") for a in audit), audit
+        transcript = (tmp_path / "cli" / "cli.log").read_text()
+        assert "no shutdown" in transcript  # the restore really went to the switch over SSH
+    assert sorted(p.name for p in shots.iterdir()) == sorted(
+        f"{n}.png" for n in ("fleet", "server-srv-1", "ledger-before", "ledger-after", "customer-home",
+                             "customer-server-before", "customer-server-after"))
