@@ -5,7 +5,17 @@ from __future__ import annotations
 import re
 
 from .base import AdminState, SaveSpec, checked_port
-from .cisco_ios import parse_ios_header
+from .cisco_ios import burst_bytes, ios_acl_lines, parse_ios_header, parse_ios_restriction
+from .restrictions import (
+    Rate,
+    RateRule,
+    Restriction,
+    RestrictionChange,
+    RestrictionKind,
+    object_name,
+    service_ports,
+    vendor_rate,
+)
 
 NAME = "arista_eos"
 
@@ -65,3 +75,102 @@ def render_readback(port: str) -> str:
 def parse_admin_state(output: str, port: str) -> AdminState:
     """Admin state of `port` in `show interfaces` output."""
     return parse_ios_header(output, port, ALIASES)
+
+
+# --------------------------------------------------------------------------------------------
+# Graceful restrictions (issue 12): an ingress QoS policy-map policing class-default, or an IP
+# ACL as `ip access-group ... in`; objects named RW-<KIND>-<port> (see cisco_ios).
+# --------------------------------------------------------------------------------------------
+
+# EOS `police rate <n> {bps|kbps|mbps} burst-size <n> {bytes|kbytes|mbytes}`; typed in kbps so
+# one unit covers every platform, and rounded down to whole kbps.
+THROTTLE_RATE = RateRule(
+    unit="kbps",
+    unit_bps=1000,
+    step=1,
+    minimum=8,
+    source="Arista EOS User Manual, Quality of Service: policing (police rate ... burst-size);"
+    " Arista TOI 'Ingress policing' https://www.arista.com/en/support/toi/tag/qos",
+)
+
+
+def throttle_rate(rate_bps: int) -> Rate:
+    """The cap as EOS `police rate ... kbps` takes it, rounded down to whole kbps."""
+    return vendor_rate(NAME, THROTTLE_RATE, rate_bps)
+
+
+def render_throttle(port: str, rate_bps: int) -> RestrictionChange:
+    """`policy-map type quality-of-service` policing class-default, attached as qos input."""
+    name = canonical_port(port)
+    policy = object_name("throttle", name, ALIASES)
+    rate = throttle_rate(rate_bps)
+    return RestrictionChange(
+        lines=(
+            f"policy-map type quality-of-service {policy}",
+            "class class-default",
+            f"police rate {rate.value} kbps burst-size {burst_bytes(rate.applied_bps)} bytes",
+            f"interface {name}",
+            f"service-policy type qos input {policy}",
+        ),
+        effect_index=2,
+        rate=rate,
+    )
+
+
+def render_unthrottle(port: str) -> RestrictionChange:
+    """Detach, then delete our policy-map."""
+    name = canonical_port(port)
+    policy = object_name("throttle", name, ALIASES)
+    return RestrictionChange(
+        lines=(
+            f"interface {name}",
+            f"no service-policy type qos input {policy}",
+            f"no policy-map type quality-of-service {policy}",
+        ),
+        effect_index=1,
+    )
+
+
+def render_block_service(port: str, service: str) -> RestrictionChange:
+    """IP ACL RW-<SERVICE>-<port> (EOS `ip access-list` is extended) + `ip access-group ... in`."""
+    name = canonical_port(port)
+    ports = service_ports(NAME, service)
+    acl = object_name(service, name, ALIASES)
+    return RestrictionChange(
+        lines=(*ios_acl_lines(acl, ports, "ip access-list"), f"interface {name}", f"ip access-group {acl} in"),
+        effect_index=0,
+    )
+
+
+def render_unblock_service(port: str, service: str) -> RestrictionChange:
+    """Detach, then delete our ACL."""
+    name = canonical_port(port)
+    service_ports(NAME, service)
+    acl = object_name(service, name, ALIASES)
+    return RestrictionChange(
+        lines=(f"interface {name}", f"no ip access-group {acl} in", f"no ip access-list {acl}"),
+        effect_index=1,
+    )
+
+
+def render_restriction_readback(port: str, kind: RestrictionKind, service: str | None = None) -> tuple[str, ...]:
+    """The interface's running config and our policy-map or ACL."""
+    name = canonical_port(port)
+    if kind == "throttle":
+        policy = object_name("throttle", name, ALIASES)
+        return (f"show running-config interfaces {name}", f"show policy-map type quality-of-service {policy}")
+    service_ports(NAME, service or "")
+    acl = object_name(service or "", name, ALIASES)
+    return (f"show running-config interfaces {name}", f"show ip access-lists {acl}")
+
+
+def parse_restriction(
+    output: str, port: str, kind: RestrictionKind, service: str | None = None
+) -> Restriction:
+    """Verdict from the interface config + our policy-map / ACL listing."""
+    return parse_ios_restriction(
+        output, port, kind, service,
+        vendor=NAME, error_pattern=ERROR_PATTERN, aliases=ALIASES,
+        attach="(?:service-policy type qos input {name}|service-policy input {name}|ip access-group {name} in)",
+        default_rate_unit="kbps",
+    )

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import re
 
-from .base import AdminState, SaveSpec, checked_port, expand_alias, same_port
+from .base import AdminState, SaveSpec, checked_port, expand_alias, names_port, same_port
+from .restrictions import (
+    Rate,
+    RateRule,
+    Restriction,
+    RestrictionChange,
+    RestrictionKind,
+    denied_tcp_ports,
+    judge,
+    object_name,
+    scaled_bps,
+    service_ports,
+    vendor_rate,
+)
 
 NAME = "cisco_ios"
 
@@ -118,3 +131,164 @@ def parse_ios_header(output: str, port: str, aliases: dict[str, str]) -> AdminSt
 def parse_admin_state(output: str, port: str) -> AdminState:
     """Admin state of `port` in `show interfaces` output."""
     return parse_ios_header(output, port, ALIASES)
+
+
+# --------------------------------------------------------------------------------------------
+# Graceful restrictions (issue 12): police the port's ingress (what the server sends) with an
+# MQC policy-map, or drop outbound SMTP with a port ACL. Pure renderers and parsers; each
+# object is named RW-<KIND>-<port> so a read-back or a removal finds exactly ours.
+# --------------------------------------------------------------------------------------------
+
+# Catalyst 3750/3560 `police rate-bps burst-byte`: 8000 to 10000000000 bps; IOS MQC takes the
+# rate in increments of 8000 bps (Cisco IOS in a Nutshell, `police` - policy-map).
+THROTTLE_RATE = RateRule(
+    unit="bps",
+    unit_bps=1,
+    step=8000,
+    minimum=8000,
+    source="Catalyst 3750 Software Configuration Guide OL-8550-09, Configuring QoS (police rate-bps"
+    " burst-byte); O'Reilly Cisco IOS in a Nutshell 2nd ed., police - policy-map",
+)
+
+# Catalyst `burst-byte` range 8000 to 1000000; 100 ms of traffic at the cap, within it.
+BURST_MIN_BYTES = 8000
+BURST_MAX_BYTES = 1_000_000
+
+
+def burst_bytes(rate_bps: int) -> int:
+    """Policer bucket depth: 100 ms at the cap, clamped to what Catalyst accepts."""
+    return max(BURST_MIN_BYTES, min(BURST_MAX_BYTES, rate_bps // 80))
+
+
+def throttle_rate(rate_bps: int) -> Rate:
+    """The cap as IOS `police` takes it: bps, a multiple of 8000, rounded down."""
+    return vendor_rate(NAME, THROTTLE_RATE, rate_bps)
+
+
+def render_throttle(port: str, rate_bps: int) -> RestrictionChange:
+    """A class-default policer dropping what exceeds the cap, attached as `service-policy input`.
+
+    Re-rendering for an already attached policy changes the rate in place (the `police` line).
+    `mls qos` must already be on for a Catalyst 2960/3750 to police; it is switch-wide, so it
+    is the operator's to enable, never ours.
+    """
+    name, policy = canonical_port(port), object_name("throttle", canonical_port(port), ALIASES)
+    rate = throttle_rate(rate_bps)
+    return RestrictionChange(
+        lines=(
+            f"policy-map {policy}",
+            "class class-default",
+            f"police {rate.value} {burst_bytes(rate.applied_bps)} exceed-action drop",
+            f"interface {name}",
+            f"service-policy input {policy}",
+        ),
+        effect_index=2,
+        rate=rate,
+    )
+
+
+def render_unthrottle(port: str) -> RestrictionChange:
+    """Detach first (IOS refuses to delete an attached policy-map), then delete ours."""
+    name, policy = canonical_port(port), object_name("throttle", canonical_port(port), ALIASES)
+    return RestrictionChange(
+        lines=(f"interface {name}", f"no service-policy input {policy}", f"no policy-map {policy}"),
+        effect_index=1,
+    )
+
+
+def ios_acl_lines(acl: str, ports: tuple[int, ...], header: str) -> tuple[str, ...]:
+    """A fresh ACL denying TCP to `ports`, then permitting the rest (IOS and EOS syntax).
+
+    Deleted and re-created, so a re-apply never appends duplicate entries; sequence numbers
+    are explicit so the read-back is the same on every release.
+    """
+    entries = [f"{10 * (i + 1)} deny tcp any any eq {p}" for i, p in enumerate(ports)]
+    return (
+        f"no {header} {acl}",
+        f"{header} {acl}",
+        *entries,
+        f"{10 * (len(ports) + 1)} permit ip any any",
+    )
+
+
+def render_block_service(port: str, service: str) -> RestrictionChange:
+    """Extended ACL RW-<SERVICE>-<port> + `ip access-group ... in` (a port ACL on a switchport)."""
+    name = canonical_port(port)
+    ports = service_ports(NAME, service)
+    acl = object_name(service, name, ALIASES)
+    return RestrictionChange(
+        lines=(
+            *ios_acl_lines(acl, ports, "ip access-list extended"),
+            f"interface {name}",
+            f"ip access-group {acl} in",
+        ),
+        # Deleting an ACL that is already attached changes forwarding at once.
+        effect_index=0,
+    )
+
+
+def render_unblock_service(port: str, service: str) -> RestrictionChange:
+    """Detach, then delete our ACL."""
+    name = canonical_port(port)
+    service_ports(NAME, service)
+    acl = object_name(service, name, ALIASES)
+    return RestrictionChange(
+        lines=(f"interface {name}", f"no ip access-group {acl} in", f"no ip access-list extended {acl}"),
+        effect_index=1,
+    )
+
+
+def render_restriction_readback(port: str, kind: RestrictionKind, service: str | None = None) -> tuple[str, ...]:
+    """The interface's running config (is ours attached?) and our object (what does it do?)."""
+    name = canonical_port(port)
+    if kind == "throttle":
+        return (f"show running-config interface {name}", f"show policy-map {object_name('throttle', name, ALIASES)}")
+    acl = object_name(service or "", name, ALIASES)
+    service_ports(NAME, service or "")
+    return (f"show running-config interface {name}", f"show ip access-lists {acl}")
+
+
+_POLICE_RATE = re.compile(r"^\s*police\s+(?:cir\s+)?(?:rate\s+)?(\d+)\s*(bps|kbps|mbps|gbps)?\b", re.M | re.I)
+
+
+def parse_ios_restriction(
+    output: str,
+    port: str,
+    kind: RestrictionKind,
+    service: str | None,
+    *,
+    vendor: str,
+    error_pattern: str,
+    aliases: dict[str, str],
+    attach: str,
+    default_rate_unit: str,
+) -> Restriction:
+    """Read-back verdict for IOS and EOS: the attach line in the interface config, and the
+    policer rate or the ACL's denied ports in our object's listing."""
+    want = expand_alias(port, aliases)
+    refused = re.search(error_pattern, output, flags=re.M) is not None
+    named = names_port(output, want)
+    if kind == "throttle":
+        obj = object_name("throttle", want, aliases)
+        attached = re.search(rf"^\s*{attach.format(name=re.escape(obj))}\s*$", output, flags=re.M | re.I) is not None
+        m = _POLICE_RATE.search(output)
+        rate = scaled_bps(m.group(1), m.group(2) or default_rate_unit) if m else None
+        return judge(kind, port, named=named, refused=refused, attached=attached,
+                     complete=rate is not None, rate_bps=rate)
+    ports = service_ports(vendor, service or "")
+    obj = object_name(service or "", want, aliases)
+    attached = re.search(rf"^\s*{attach.format(name=re.escape(obj))}\s*$", output, flags=re.M | re.I) is not None
+    complete = set(ports) <= denied_tcp_ports(output)
+    return judge(kind, port, named=named, refused=refused, attached=attached, complete=complete, service=service)
+
+
+def parse_restriction(
+    output: str, port: str, kind: RestrictionKind, service: str | None = None
+) -> Restriction:
+    """Verdict from `show running-config interface X` + `show policy-map|ip access-lists RW-...`."""
+    return parse_ios_restriction(
+        output, port, kind, service,
+        vendor=NAME, error_pattern=ERROR_PATTERN, aliases=ALIASES,
+        attach="(?:service-policy input {name}|ip access-group {name} in)",
+        default_rate_unit="bps",
+    )

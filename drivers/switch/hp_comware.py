@@ -5,6 +5,17 @@ from __future__ import annotations
 import re
 
 from .base import AdminState, SaveSpec, checked_port, expand_alias, same_port
+from .huawei import parse_vrp_restriction, vrp_acl_rules
+from .restrictions import (
+    Rate,
+    RateRule,
+    Restriction,
+    RestrictionChange,
+    RestrictionKind,
+    object_name,
+    service_ports,
+    vendor_rate,
+)
 
 NAME = "hp_comware"
 
@@ -102,3 +113,88 @@ def parse_admin_state(output: str, port: str) -> AdminState:
         state = (m.group("s5") or m.group("s7") or "").upper()
         states.add("down" if state.startswith("ADMINISTRATIVELY") else "up")
     return states.pop() if len(states) == 1 else "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# Graceful restrictions (issue 12): `qos lr inbound cir <kbps>` and a named advanced ACL as
+# `packet-filter name ... inbound` (Comware 7 syntax). Older platforms (many Comware 5 boxes)
+# lack one or the other: their `% Unrecognized command` / `% Wrong parameter` is the vendor's
+# error marker, so the session fails the action; it is never a silent success.
+# --------------------------------------------------------------------------------------------
+
+# H3C S6812 Command Reference, qos lr: CIR 64 to 10485760 kbps, "an integral multiple of 64".
+THROTTLE_RATE = RateRule(
+    unit="kbps",
+    unit_bps=1000,
+    step=64,
+    minimum=64,
+    source="H3C S6812 Series Command Reference, qos lr"
+    " (https://www.manualslib.com/manual/3098446/H3c-S6812-Series.html?page=1596)",
+)
+
+
+def throttle_rate(rate_bps: int) -> Rate:
+    """The cap in kbps, a multiple of 64, rounded down."""
+    return vendor_rate(NAME, THROTTLE_RATE, rate_bps)
+
+
+def render_throttle(port: str, rate_bps: int) -> RestrictionChange:
+    """`qos lr inbound cir <kbps>` (CBS left to the switch's default, 62.5 x CIR)."""
+    rate = throttle_rate(rate_bps)
+    return RestrictionChange(
+        lines=(f"interface {canonical_port(port)}", f"qos lr inbound cir {rate.value}"), effect_index=1, rate=rate
+    )
+
+
+def render_unthrottle(port: str) -> RestrictionChange:
+    """`undo qos lr inbound`."""
+    return RestrictionChange(lines=(f"interface {canonical_port(port)}", "undo qos lr inbound"), effect_index=1)
+
+
+def render_block_service(port: str, service: str) -> RestrictionChange:
+    """`acl advanced name RW-<SERVICE>-<port>` + `packet-filter name ... inbound`."""
+    name = canonical_port(port)
+    ports = service_ports(NAME, service)
+    acl = object_name(service, name, ALIASES)
+    return RestrictionChange(
+        lines=(
+            f"acl advanced name {acl}",
+            *vrp_acl_rules(ports),
+            "quit",
+            f"interface {name}",
+            f"packet-filter name {acl} inbound",
+        ),
+        effect_index=1,
+    )
+
+
+def render_unblock_service(port: str, service: str) -> RestrictionChange:
+    """Detach our packet-filter, then delete our ACL."""
+    name = canonical_port(port)
+    service_ports(NAME, service)
+    acl = object_name(service, name, ALIASES)
+    return RestrictionChange(
+        lines=(f"interface {name}", f"undo packet-filter name {acl} inbound", "quit", f"undo acl advanced name {acl}"),
+        effect_index=1,
+    )
+
+
+def render_restriction_readback(port: str, kind: RestrictionKind, service: str | None = None) -> tuple[str, ...]:
+    """The interface's current configuration, and our ACL for a block."""
+    name = canonical_port(port)
+    config = f"display current-configuration interface {name}"
+    if kind == "throttle":
+        return (config,)
+    service_ports(NAME, service or "")
+    return (config, f"display acl name {object_name(service or '', name, ALIASES)}")
+
+
+def parse_restriction(
+    output: str, port: str, kind: RestrictionKind, service: str | None = None
+) -> Restriction:
+    """Verdict from `display current-configuration interface X` (+ `display acl name RW-...`)."""
+    return parse_vrp_restriction(
+        output, port, kind, service,
+        vendor=NAME, error_pattern=ERROR_PATTERN, aliases=ALIASES,
+        attach="packet-filter name {name} inbound",
+    )
