@@ -31,9 +31,12 @@ $(PY_STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	@touch $@
 
+# The lab's namespaces and ports have fixed names: two lab runs on one machine would collide,
+# so a second `make test` waits for the first.
+LAB_LOCK := /tmp/rackwarden-lab.lock
 test: deps typecheck
 	$(VENV)/bin/ruff check agent drivers policies tests bench fuzz
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	flock $(LAB_LOCK) $(PY) -m pytest -q -p no:cacheprovider tests
 
 # mypy --strict on the package as it installs (rackwarden.agent, .drivers, .policies): a tree of
 # links with the installed layout, so cross-package imports are typed, not Any.
