@@ -49,7 +49,9 @@ from rackwarden.policies.billing import BucketPart, bucket_rate_bps, percentile_
 from tests.sim.runner import _EXCEPTIONS, _REAL_LOAD, Scenario, SimAgent, _sqlite_without_fsync
 from tests.sim.switch import SimPoller
 
-RSS_BOUND_MB = 16  # growth allowed between the end of day 1 and the end (SQLite page cache included); 30 days measured 1.2 MB
+# RSS growth allowed between the end of day 1 and the end (SQLite page cache included);
+# 30 days measured 1.2 MB.
+RSS_BOUND_MB = 16
 FEE_FEN = 72_000  # every server's monthly fee: 100 fen an hour in a 30-day month
 START = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)  # 08:00 in Asia/Shanghai; November has 30 days
 SERVERS_PER_SWITCH = 6
