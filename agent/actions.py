@@ -317,9 +317,9 @@ class ActionStore(SqlStore):
             return [(r.switch, datetime.fromisoformat(r.at), r.why) for r in c.execute(select(breakers))]
 
     def record_notice(self, key: str, server: str, at: datetime, delivered: bool, detail: str,
-                      latency_s: float | None) -> bool:
+                      latency_s: float | None, conn: Connection | None = None) -> bool:
         """False when this notice key was already sent (a restart must not send it twice)."""
-        with self.transaction() as c:
+        with self._tx(conn) as c:
             if c.execute(select(notices.c.key).where(notices.c.key == key)).first() is not None:
                 return False
             c.execute(insert(notices).values(key=key, server=server, at=at.isoformat(),

@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from rackwarden.drivers.notify import Notice
 from rackwarden.drivers.switch.base import DriverError, PermanentDriverError, SwitchDriver
 from rackwarden.policies import enforce as E
 from rackwarden.policies import ladder as L
 from rackwarden.policies import safety as S
+from rackwarden.policies.cap import CapAnnouncement, cap_announcements
 from rackwarden.policies.detect import Detection
 from sqlalchemy.engine import Connection
 
@@ -27,7 +29,7 @@ from .actions import ActionRow, ActionStore
 from .clock import Clock
 from .config import Config, ServerConfig
 from .ha import Lease, LocalLease
-from .ledger import OutageRecorder
+from .ledger import NewEntry, OutageRecorder
 from .metering import PortReport
 from .metrics import Metrics
 
@@ -41,6 +43,8 @@ REASONS = ("nonpayment", "abuse", "operator")  # what a person or the billing sy
 
 class CustomerNotifier(Protocol):
     async def send(self, server: ServerConfig, intent: L.Notify, rung: L.Rung, at: datetime) -> tuple[bool, str]: ...
+    def cap_notice(self, server: ServerConfig, ann: CapAnnouncement, at: datetime) -> Notice: ...
+    async def send_notice(self, notice: Notice, at: datetime) -> tuple[bool, str]: ...
 
 
 class OnCall(Protocol):
@@ -83,6 +87,7 @@ class Enforcer:
         self.safety = S.SafetyState()
         self._locks: dict[str, asyncio.Lock] = {}
         self._refusals: dict[tuple[str, str], str] = {}
+        self._announce_due = True  # R3: look for cap changes to announce at the next tick
 
     def reconfigure(
         self,
@@ -102,6 +107,7 @@ class Enforcer:
         self.switches = switches
         self.notifier = notifier
         self.oncall = oncall
+        self._announce_due = True  # a reload may bring new cap changes (R3)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -124,6 +130,7 @@ class Enforcer:
             if s is not None and s.switch == switch:
                 self.rungs[(r.server, r.reason)] = r
         await self._reconcile(self.clock.at(), switch)
+        self._announce_due = True  # the previous holder may not have announced them all
         self._audit(self.clock.at(), "*", "*", "take_over", "-", self.lease.holder, "enforcement lease acquired",
                     {"switch": switch}, "standby", "holder", "ladder state adopted")
 
@@ -176,6 +183,52 @@ class Enforcer:
             self._audit(at, server.id, reason, "drift", "enforce", "rackwarden", d.why,
                         {"switch": server.switch, "port": server.port}, r.phase, d.rung.phase, "admin up on read-back")
 
+    # -- R3: a new standard is announced --------------------------------------------------------
+
+    async def announce_cap_changes(self) -> int:
+        """Tell each customer of every dated cap change still in its objection period, once.
+
+        The policy picks the changes (`policies/cap.cap_announcements`); each is sent once per
+        key, and its notice record and a `cap_change` ledger entry (the new standard, when it
+        applies, the objection deadline, whether it was delivered) are written together.
+        Returns how many were announced now.
+        """
+        at = self.clock.at()
+        sent = 0
+        for server in self.config.servers:
+            if not self.lease.held(server.switch):
+                continue  # the switch's holder announces its servers' changes
+            for ann in cap_announcements(server.id, self.config.cap_schedule(server), at):
+                if self.store.notice(ann.key) is not None:
+                    continue
+                if self.notifier is None:
+                    delivered, detail = False, "no notifier configured"
+                else:
+                    try:
+                        delivered, detail = await self.notifier.send_notice(
+                            self.notifier.cap_notice(server, ann, at), at)
+                    except Exception as e:  # a notice that cannot be built or sent is recorded as such
+                        log.exception("cap change notice %s", ann.key)
+                        delivered, detail = False, f"{type(e).__name__}: {e}"
+                self._record_announcement(server, ann, at, delivered, detail)
+                self.metrics.notices.labels("cap_change", "delivered" if delivered else "unreachable").inc()
+                sent += 1
+        return sent
+
+    def _record_announcement(self, server: ServerConfig, ann: CapAnnouncement, at: datetime,
+                             delivered: bool, detail: str) -> None:
+        payload = {"key": ann.key, "effective_at": ann.effective_at.isoformat(), "from_bps": ann.from_bps,
+                   "to_bps": ann.to_bps, "objection_until": ann.objection_until.isoformat(),
+                   "short_notice": ann.short_notice, "delivered": delivered, "detail": detail[:500]}
+        with self.store.transaction() as conn:
+            self.store.record_notice(ann.key, server.id, at, delivered, detail, None, conn=conn)
+            if self.outages is not None:
+                self.outages.store.append_many([NewEntry("cap_change", at, payload, server.id)],
+                                               self._ledger_conn(conn))
+        self._audit(at, server.id, "standard", "notify_cap_change", "-", "rackwarden",
+                    "R3 (rental §2.1.1)", payload, "-", "-",
+                    f"{'delivered' if delivered else 'unreachable'}: {detail}")
+
     # -- inputs ----------------------------------------------------------------------------------
 
     async def on_reports(self, reports: list[PortReport]) -> None:
@@ -210,7 +263,15 @@ class Enforcer:
         await self._decide(server, "abuse", obs, self.clock.at())
 
     async def tick(self) -> None:
-        """Time passes: terms end even without a new poll."""
+        """Time passes: terms end even without a new poll; cap changes are announced."""
+        if self._announce_due:
+            self._announce_due = False
+            try:
+                await self.announce_cap_changes()
+            except Exception:  # the ledger or the store refused: the next tick tries again
+                log.exception("announcing cap changes failed")
+                self.metrics.ledger_errors.inc()
+                self._announce_due = True
         at = self.clock.at()
         for (sid, reason), r in list(self.rungs.items()):
             server = self.config.server(sid)

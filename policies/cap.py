@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from .metering import RateSample
@@ -187,3 +187,41 @@ class CapSchedule:
         """The cap in force at `at`: the latest change effective at or before it."""
         i = bisect_right([eff for eff, _ in self.changes], at)
         return self.changes[i - 1][1] if i else self.base_cap_bps
+
+
+# R3 (rental §2.1.1): the customer may object to a new standard within 15 days of being told.
+OBJECTION_PERIOD_S = 15 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class CapAnnouncement:
+    """One dated cap change the customer must be told of (R3), with what the notice says."""
+
+    server: str
+    key: str  # stable per server, effective time and new cap: one notice per change, ever
+    effective_at: datetime
+    from_bps: int
+    to_bps: int
+    objection_until: datetime  # 15 days from this announcement
+    short_notice: bool  # takes effect before the objection period ends (or already has)
+
+
+def cap_announcements(server: str, schedule: CapSchedule, at: datetime) -> list[CapAnnouncement]:
+    """The cap changes to announce at `at`: every change not older than the objection period.
+
+    A change effective long ago is history (its period is over); one still to come, or that
+    took effect less than 15 days ago, is announced, and `short_notice` says when the customer
+    gets fewer than 15 days before it applies. The caller sends each key once.
+    """
+    out = []
+    previous = schedule.base_cap_bps
+    for effective, cap in schedule.changes:
+        if cap != previous and (effective - at).total_seconds() > -OBJECTION_PERIOD_S:
+            until = at + timedelta(seconds=OBJECTION_PERIOD_S)
+            out.append(CapAnnouncement(
+                server=server, key=f"{server}:cap:{effective.isoformat()}:{cap}", effective_at=effective,
+                from_bps=previous, to_bps=cap, objection_until=until,
+                short_notice=(effective - at).total_seconds() < OBJECTION_PERIOD_S,
+            ))
+        previous = cap
+    return out

@@ -57,6 +57,7 @@ ENTRY_KINDS: tuple[str, ...] = (
     "resolve",
     "flag",
     "note",
+    "cap_change",  # R3: a new resource standard announced to the customer, with its objection period
 )
 REFERS_TO_OUTAGE = frozenset({"outage_end", "classify", "reclassify", "ack", "on_site", "resolve"})
 

@@ -14,13 +14,13 @@ from email.policy import default as _POLICY
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-Reason = Literal["overage", "abuse", "nonpayment", "operator"]
-Stage = Literal["warning", "suspension", "restored"]
+Reason = Literal["overage", "abuse", "nonpayment", "operator", "standard"]
+Stage = Literal["warning", "suspension", "restored", "cap_change"]
 Language = Literal["zh", "en", "both"]
 Figure = tuple[str, float | int | str, str]  # (name, value, unit)
 
-REASONS: tuple[Reason, ...] = ("overage", "abuse", "nonpayment", "operator")
-STAGES: tuple[Stage, ...] = ("warning", "suspension", "restored")
+REASONS: tuple[Reason, ...] = ("overage", "abuse", "nonpayment", "operator", "standard")
+STAGES: tuple[Stage, ...] = ("warning", "suspension", "restored", "cap_change")
 LANGUAGES: tuple[Language, ...] = ("zh", "en", "both")
 
 
@@ -88,6 +88,7 @@ _STAGE_TITLE: dict[Stage, tuple[str, str]] = {
     "warning": ("网络使用警告通知", "Network usage warning"),
     "suspension": ("网络暂停通知", "Network suspension notice"),
     "restored": ("网络恢复通知", "Network restored notice"),
+    "cap_change": ("资源标准变更通知", "Change of the resource standard"),
 }
 
 _REASON_TEXT: dict[Reason, tuple[str, str]] = {
@@ -101,6 +102,7 @@ _REASON_TEXT: dict[Reason, tuple[str, str]] = {
     ),
     "nonpayment": ("逾期未缴费", "overdue payment"),
     "operator": ("运营方依合同采取的措施", "action taken by the operator under the contract"),
+    "standard": ("运营方依合同调整资源标准", "the operator revises the resource standard under the contract"),
 }
 
 _SEPARATOR = "-" * 60
@@ -174,6 +176,9 @@ def _zh_body(n: Notice) -> list[str]:
         )
     elif n.stage == "suspension":
         lines.append(f"依据合同，您的服务器 {n.server} 的网络连接已于 {at} 暂停。原因：{reason}。")
+    elif n.stage == "cap_change":
+        lines.append(f"依据合同，您的服务器 {n.server} 的带宽标准将按下列数据调整：{n.summary}。"
+                     f"如有异议，请于 {until} 之前提出。")
     else:
         lines.append(f"您的服务器 {n.server} 的网络连接已于 {at} 恢复。")
     lines += ["", f"服务器：{n.server}", f"原因：{reason}", f"依据条款：{n.rule}",
@@ -181,6 +186,8 @@ def _zh_body(n: Notice) -> list[str]:
     if n.figures:
         lines.append("测量数据：")
         lines += [f"  - {name}：{format_value(v)} {unit}".rstrip() for name, v, unit in n.figures]
+    if n.stage == "cap_change":
+        lines.append(f"异议期截止：{until}")
     if n.stage == "warning":
         lines.append(f"宽限期截止：{until or '无（可随时暂停）'}")
     elif n.stage == "suspension":
@@ -209,6 +216,11 @@ def _en_body(n: Notice) -> list[str]:
             f"As the contract provides, the network access of your server {n.server} was "
             f"suspended at {at}. Reason: {reason}."
         )
+    elif n.stage == "cap_change":
+        lines.append(
+            f"As the contract provides, the bandwidth standard of your server {n.server} changes: "
+            f"{n.summary}. If you object, please tell us before {until}."
+        )
     else:
         lines.append(f"The network access of your server {n.server} was restored at {at}.")
     lines += ["", f"Server: {n.server}", f"Reason: {reason}", f"Contract rule: {n.rule}",
@@ -216,6 +228,8 @@ def _en_body(n: Notice) -> list[str]:
     if n.figures:
         lines.append("Measured figures:")
         lines += [f"  - {name}: {format_value(v)} {unit}".rstrip() for name, v, unit in n.figures]
+    if n.stage == "cap_change":
+        lines.append(f"Objection period ends: {until}")
     if n.stage == "warning":
         lines.append(f"Grace period ends: {until or 'none (suspension may follow at any time)'}")
     elif n.stage == "suspension":
