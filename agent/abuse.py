@@ -182,10 +182,12 @@ class AbuseService:
     def source_counters(self) -> dict[str, Any]:
         """Plain numbers for the metrics collector (read at scrape time)."""
         out: dict[str, Any] = {"sflow": self.collector is not None, "span": bool(self.captures),
-                               "sflow_datagrams": 0, "sflow_errors": {}, "capture_packets": 0, "capture_drops": 0}
+                               "sflow_datagrams": 0, "sflow_errors": {}, "sflow_backlog_drops": 0,
+                               "capture_packets": 0, "capture_drops": 0}
         if self.collector is not None:
             out["sflow_datagrams"] = self.collector.datagrams_total
             out["sflow_errors"] = dict(self.collector.decode_errors)
+            out["sflow_backlog_drops"] = self.collector.backlog_dropped_total
         for cap in self.captures:
             out["capture_packets"] += cap.counters.packets
             out["capture_drops"] += cap.counters.drops

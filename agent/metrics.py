@@ -224,6 +224,9 @@ class _SourcesCollector(Collector):
             for reason, n in sorted(c["sflow_errors"].items()):
                 errs.add_metric([reason], n)
             yield errs
+            yield CounterMetricFamily("rackwarden_sflow_backlog_drops",
+                                      "sFlow datagrams the receive thread dropped: the event loop was behind.",
+                                      value=c.get("sflow_backlog_drops", 0))
         if c["span"]:
             yield CounterMetricFamily("rackwarden_capture_packets", "Frames read from SPAN/mirror interfaces.",
                                       value=c["capture_packets"])

@@ -78,6 +78,16 @@ def _ip6(raw: bytes) -> str:
     return text
 
 
+def mac_text(raw: bytes) -> str:
+    """aa:bb:cc:dd:ee:ff for 6 raw bytes, from the same bounded cache parse_tuple uses."""
+    return _MAC_TEXT.get(raw) or _mac(raw)
+
+
+def ip4_text(raw: bytes) -> str:
+    """Dotted quad for 4 raw bytes, from the same bounded cache parse_tuple uses."""
+    return _IP4_TEXT.get(raw) or _ip4(raw)
+
+
 # The order of HeaderTuple is the order of FlowSample's header fields (src_mac .. parse_error).
 HeaderTuple = tuple[
     str | None, str | None, int | None, int | None, int | None, str | None, str | None,

@@ -114,6 +114,11 @@ class DetectThresholds:
                 raise ValueError(f"{name} must be positive")
         if self.distinct_cap < 1 or self.flow_table_cap < 1 or self.evidence_samples < 1:
             raise ValueError("caps must be at least 1")
+        # Limits a finding's confidence is scaled by: 0 would divide by zero on the first sample.
+        for name in ("spam_distinct_dsts", "scan_distinct_hosts", "scan_distinct_ports",
+                     "proxy_min_clients", "proxy_min_fanout"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,18 +282,27 @@ class _Distinct:
 _B_ID, _B_PKTS, _B_BYTES, _B_UDP, _B_ICMP, _B_SYN, _B_RESP, _B_RESP_BYTES, _B_SAMPLES = range(9)
 _B_RATE = 9
 _B_LEN = 10
+# The screen's rates are exact-int bounds; findings' are float sums, which may round up by a
+# few ulps. Scaling the bound up by this much keeps the screen on the safe side of that.
+_SCREEN_MARGIN = 1.000001
 
 
 class _Buckets:
-    """Per-bucket counters for a sliding rate window; rates divide by the whole window."""
+    """Per-bucket counters for a sliding rate window; rates divide by the whole window.
 
-    __slots__ = ("bucket_s", "n", "ring", "cur")
+    `done` holds, as exact ints, the sums of the additive slots (_B_PKTS .. _B_RESP_BYTES) over
+    every ring slot but `cur`, kept up to date when `cur` moves; done + cur bounds any
+    window's totals from above (every value is >= 0), which is what evaluate's screen reads.
+    """
+
+    __slots__ = ("bucket_s", "n", "ring", "cur", "done")
 
     def __init__(self, window_s: float, bucket_s: float) -> None:
         self.bucket_s = bucket_s
         self.n = max(1, round(window_s / bucket_s))
         self.ring: list[list[float]] = [[-1.0] + [0.0] * (_B_LEN - 1) for _ in range(self.n)]
         self.cur = self.ring[0]
+        self.done = [0] * _B_SAMPLES
 
     def at(self, now: float) -> list[float]:
         bid = float(int(now // self.bucket_s))
@@ -296,12 +310,23 @@ class _Buckets:
         if cur[_B_ID] == bid:
             return cur
         b = self.ring[int(bid) % self.n]
-        if b[_B_ID] != bid:
-            if b[_B_ID] > bid:  # a late sample from before this bucket was reused: drop it
-                return [bid] + [0.0] * (_B_LEN - 1)
+        reuse = b[_B_ID] != bid
+        if reuse and b[_B_ID] > bid:  # a late sample from before this bucket was reused: drop it
+            return [bid] + [0.0] * (_B_LEN - 1)
+        if b is not cur:
+            # The old current slot joins the others summed in `done`, b leaves them (with the
+            # counts it held before any reuse below).
+            d = self.done
+            for i in range(1, _B_SAMPLES):
+                d[i] += int(cur[i]) - int(b[i])
+        if reuse:
             b[:] = [bid] + [0.0] * (_B_LEN - 1)
         self.cur = b
         return b
+
+    def upper(self, i: int) -> int:
+        """An upper bound of totals(now)[i] for any now (i in _B_PKTS .. _B_RESP_BYTES)."""
+        return self.done[i] + int(self.cur[i])
 
     def totals(self, now: float) -> list[float]:
         newest = int(now // self.bucket_s)
@@ -390,6 +415,18 @@ class _ServerState:
         self.ev_proxy: deque[FlowSample] = deque(maxlen=ev)
         self.ev_ports: deque[FlowSample] = deque(maxlen=ev)
         self.rate_suspect_until = float("-inf")
+        self.distincts = (self.spam_dsts, self.scan_hosts, self.scan_pairs, self.scan_answered,
+                          self.spoof_srcs, self.proxy_clients, self.proxy_fanout, self.undeclared)
+        # No key in any window is older than `floor` (every add is stamped with the sample's
+        # `now`, and outbound/inbound lower floor to it first), so while floor is within the
+        # shortest window nothing can expire and prune skips the windows.
+        self.floor = float("inf")
+        self.floor_holds = True
+        self.min_window = min(d.window_s for d in self.distincts)
+        # evaluate's screen bounds the flood rates from above only while every count it sums
+        # is >= 0 and responses cannot add to pps (response_ratio >= 0); otherwise this server
+        # always gets the full findings().
+        self.unscreened = not t.response_ratio >= 0
         self.whitelist = tuple(ipaddress.ip_network(n, strict=False) for n in spec.whitelist)
         self._wl_cache: dict[str, bool] = {}
         self.dirty = False
@@ -415,6 +452,8 @@ class _ServerState:
     def outbound(self, s: FlowSample, check_source: bool) -> None:
         t = self.t
         now = s.now
+        if not now >= self.floor:  # (a NaN `now` lands here too)
+            self._lower_floor(now)
         r = s.sampling_rate if s.sampling_rate > 0 else 1
         self.dirty = True
         src = s.src_ip
@@ -436,6 +475,8 @@ class _ServerState:
         proto = s.protocol
         flags = s.tcp_flags
         size = s.frame_length * r
+        if size < 0:
+            self.unscreened = True
         response = False
         syn = False
         if proto == _TCP:
@@ -516,6 +557,11 @@ class _ServerState:
             if allowed is not None and dport < 1024 and dport not in allowed:
                 self._undeclared(f"out/udp/{dport}", now, s)
 
+    def _lower_floor(self, now: float) -> None:
+        if now != now:  # NaN: no bound holds any more, so prune always prunes
+            self.floor_holds = False
+        self.floor = now
+
     def _undeclared(self, what: str, now: float, s: FlowSample) -> None:
         self.undeclared.add(what, now)
         if len(self.undeclared_hits) < 256 or what in self.undeclared_hits:
@@ -525,6 +571,8 @@ class _ServerState:
     def inbound(self, s: FlowSample) -> None:
         t = self.t
         now = s.now
+        if not now >= self.floor:
+            self._lower_floor(now)
         r = s.sampling_rate if s.sampling_rate > 0 else 1
         self.dirty = True
         b = self.inb.at(now)
@@ -561,9 +609,14 @@ class _ServerState:
         )
 
     def prune(self, now: float) -> None:
-        for d in (self.spam_dsts, self.scan_hosts, self.scan_pairs, self.scan_answered,
-                  self.spoof_srcs, self.proxy_clients, self.proxy_fanout, self.undeclared):
-            d.prune(now)
+        if not self.floor_holds or self.floor < now - self.min_window:
+            floor = float("inf")
+            for d in self.distincts:
+                if d.seen:
+                    d.prune(now)
+                    if d.seen:
+                        floor = min(floor, min(d.seen.values()))
+            self.floor = floor
         t = self.t
         if now - self.last_flow_prune >= t.bucket_s * 4:
             self.last_flow_prune = now
@@ -573,8 +626,45 @@ class _ServerState:
                 del self.flows[k]
             if not self.flows:
                 self.flows_other = 0
-        for what in [w for w in self.undeclared_hits if w not in self.undeclared]:
-            del self.undeclared_hits[what]
+        if self.undeclared_hits:
+            for what in [w for w in self.undeclared_hits if w not in self.undeclared]:
+                del self.undeclared_hits[what]
+
+    def screen(self, now: float) -> bool:
+        """False only when findings(now) would return nothing; prunes as findings does.
+
+        Every test is findings' own condition, or one it implies: a count before the window
+        closes is at least the count after, and a rate from done + cur is at least the
+        window's (_Buckets.upper), with a margin for findings' float sums. prune is idempotent
+        at one `now`, so findings after screen gives what findings alone gives.
+        """
+        self.prune(now)
+        t = self.t
+        spec = self.spec
+        if (self.unscreened or self.undeclared_hits or self.spoof_srcs.seen
+                or len(self.used_ips) > spec.contract_ips):
+            return True
+        if not spec.mail_server and len(self.spam_dsts.seen) >= t.spam_distinct_dsts:
+            return True
+        if len(self.scan_hosts.seen) >= t.scan_distinct_hosts:
+            return True
+        if (len(self.scan_pairs.seen) >= t.scan_distinct_ports
+                and self.scan_pairs.max_group()[1] >= t.scan_distinct_ports):
+            return True
+        if (len(self.proxy_clients.seen) >= t.proxy_min_clients
+                and len(self.proxy_fanout.seen) >= t.proxy_min_fanout):
+            return True
+        # _Buckets.upper inline (done + cur), summed as floats: the margin covers the rounding.
+        d = self.out.done
+        c = self.out.cur
+        w = t.rate_window_s / _SCREEN_MARGIN
+        return bool(
+            (d[_B_PKTS] + c[_B_PKTS] + d[_B_RESP] + c[_B_RESP]) / w >= t.flood_pps
+            or (d[_B_BYTES] + c[_B_BYTES] + d[_B_RESP_BYTES] + c[_B_RESP_BYTES]) * 8 / w
+            >= t.flood_bps
+            or (d[_B_UDP] + c[_B_UDP]) / w >= t.udp_pps
+            or (d[_B_ICMP] + c[_B_ICMP]) / w >= t.icmp_pps
+            or (d[_B_SYN] + c[_B_SYN]) / w >= t.syn_pps)
 
     def findings(self, now: float, owners: Mapping[str, str]) -> list[_Finding]:
         t = self.t
@@ -758,8 +848,14 @@ class AbuseDetector:
         templates: Mapping[str, DetectThresholds] | None = None,
         default: DetectThresholds | None = None,
         exemptions: Iterable[Exemption] = (),
+        *,
+        screen: bool = True,
     ) -> None:
         self.default = default or DetectThresholds()
+        # evaluate() screens each server first (_ServerState.screen) and runs the full
+        # findings only where the screen cannot rule them out; the answers are the same, False
+        # runs findings everywhere (the reference the equivalence tests compare against).
+        self.screen = screen
         self.templates = dict(templates or {})
         self._states: dict[str, _ServerState] = {}
         self._by_port: dict[PortKey, _ServerState] = {}
@@ -872,6 +968,8 @@ class AbuseDetector:
             if not st.dirty and sid not in active_servers:
                 continue
             st.dirty = False
+            if self.screen and sid not in active_servers and not st.screen(now):
+                continue  # findings() would be empty: nothing to emit, nothing active to close
             found = st.findings(now, self._owners)
             seen_keys: set[tuple[str, str, str]] = set()
             for f in found:

@@ -84,6 +84,24 @@ class SequenceTracker:
             return SeqEvent.LATE, 0
         return self._reset(key, st, sequence, uptime_ms)
 
+    def observe_all(self, items: list[tuple[Hashable, int]]) -> list[Hashable]:
+        """observe(key, sequence) for each item in order, uptime unknown; the keys that reset.
+
+        The same bookkeeping as one observe() per item: the common case (the next number of a
+        known key) is taken inline, everything else goes through observe().
+        """
+        state = self._state
+        observe = self.observe
+        resets: list[Hashable] = []
+        for key, sequence in items:
+            st = state.get(key)
+            if st is not None and (sequence - st.last) % _MOD == 1:
+                st.last = sequence
+                continue
+            if observe(key, sequence)[0] is SeqEvent.RESET:
+                resets.append(key)
+        return resets
+
     def _reset(
         self, key: Hashable, st: _State, sequence: int, uptime_ms: int | None
     ) -> tuple[SeqEvent, int]:

@@ -337,3 +337,11 @@ def test_the_console_and_customer_logins_are_checked_with_the_config(tmp_path: P
     customers.write_text(f"customers:\n  c1:\n    basic_auth_users: {{ops: '{HASH}'}}\n")
     cfg = configmod.loads(text, "inv.yaml")
     assert cfg.agent.console_web_config == console and cfg.agent.customers_web_config == customers
+
+
+@pytest.mark.parametrize("key", ["spam_distinct_dsts", "scan_distinct_ports"])
+def test_a_detector_limit_of_zero_is_a_config_error_not_a_crash(key: str) -> None:
+    text = GOOD + f"detection:\n  thresholds:\n    rental: {{{key}: 0}}\n"
+    (issue,) = errors(text)
+    assert issue.startswith("inv.yaml:") and "detection.thresholds.rental" in issue
+    assert f"{key} must be at least 1" in issue
