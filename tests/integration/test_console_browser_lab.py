@@ -59,12 +59,27 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def _login(browser: Any, url: str, user: str) -> None:
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
-    browser.get(url)
-    browser.find_element(By.ID, "user").send_keys(user)
-    browser.find_element(By.ID, "password").send_keys(PW)
-    _click(browser, browser.find_element(By.ID, "login"))
+    # A logout's redirect may still be replacing the document when the login page is asked
+    # for; an element of the old document is then gone ("does not belong to the document").
+    # Load the page again and retry: the login itself is what the test checks.
+    for attempt in range(5):
+        try:
+            browser.get(url)
+            for _ in range(100):
+                if browser.execute_script("return document.readyState") == "complete":
+                    break
+                time.sleep(0.05)
+            browser.find_element(By.ID, "user").send_keys(user)
+            browser.find_element(By.ID, "password").send_keys(PW)
+            _click(browser, browser.find_element(By.ID, "login"))
+            return
+        except WebDriverException:
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
 
 
 def _get(port: int, path: str, session: str) -> tuple[int, str]:
