@@ -158,7 +158,11 @@ class AbuseService:
         for det in found:
             if not det.update:
                 self.metrics.detections.labels(det.detector, det.server).inc()
-                self.metrics.detection_latency.observe(max(0.0, now - det.first_seen))
+                # From the episode's first sample to this decision (first_seen is this
+                # evaluation's own `now`: measured from it, every latency was 0). Extra IPs
+                # in use have no first sample: they are billing, not an attack to time.
+                if det.onset is not None:
+                    self.metrics.detection_latency.observe(max(0.0, det.first_seen - det.onset))
                 log.warning("detection %s/%s on %s: %s", det.detector, det.kind, det.server, det.reason)
             if det.key not in self._evidence:
                 path, n = await asyncio.to_thread(write_evidence, self.config.agent.state_dir, det, self.ring)
@@ -174,7 +178,7 @@ class AbuseService:
         for s in self.config.servers:
             standing = active.get(s.id)
             rung = self.enforcer.rungs.get((s.id, "abuse"))
-            if standing is None and (rung is None or rung.phase != "noticed"):
+            if standing is None and (rung is None or rung.phase not in ("noticed", "restricted")):
                 continue
             await self.enforcer.on_abuse(s.id, standing, self._evidence.get(standing.key) if standing else None)
         return found

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rackwarden.agent.sqlstore import SqlStore
-from rackwarden.policies.ladder import Evidence, Rung
+from rackwarden.policies.ladder import Evidence, Restriction, Rung
 from sqlalchemy import (
     Column,
     Float,
@@ -118,9 +118,15 @@ def _dt(v: str | None) -> datetime | None:
     return datetime.fromisoformat(v) if v else None
 
 
+def _restriction(d: dict[str, Any] | None) -> Restriction | None:
+    if not d:
+        return None
+    return Restriction(d["kind"], rate_bps=d.get("rate_bps"), service=d.get("service"))
+
+
 def rung_to_json(r: Rung) -> str:
     d = asdict(r)
-    for k in ("noticed_at", "shut_at", "until", "restored_at"):
+    for k in ("noticed_at", "shut_at", "until", "restored_at", "restricted_at"):
         d[k] = d[k].isoformat() if d[k] else None
     d["repeats"] = [t.isoformat() for t in r.repeats]
     return json.dumps(d, sort_keys=True, ensure_ascii=False)
@@ -135,6 +141,8 @@ def rung_from_json(text: str) -> Rung:
         until=_dt(d["until"]), repeats=tuple(datetime.fromisoformat(t) for t in d["repeats"]),
         restore_requested=d["restore_requested"], restored_at=_dt(d.get("restored_at")),
         attack=bool(d.get("attack", False)),
+        restriction=_restriction(d.get("restriction")), restricted_at=_dt(d.get("restricted_at")),
+        restriction_failed=bool(d.get("restriction_failed", False)),
         evidence=Evidence(ev["rule"], ev["summary"], tuple((str(f[0]), f[1]) for f in ev["figures"]),
                           tuple(ev["refs"])) if ev else None,
     )

@@ -343,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     repsub.add_parser("sla", help="SLA credits per server and month (see `rackwarden report sla --help`)")
     repsub.add_parser("deadlines", help="R13 incident reports and R19 repair times "
                                         "(see `rackwarden report deadlines --help`)")
+    repsub.add_parser("overage", help="R2: time and bytes over the cap per server and month "
+                                      "(see `rackwarden report overage --help`)")
+    repsub.add_parser("cap-changes", help="R3: announced cap changes and pending objections "
+                                          "(see `rackwarden report cap-changes --help`)")
 
     sla = sub.add_parser("sla", help="SLA credit engine")
     slasub = sla.add_subparsers(dest="what", required=True)
@@ -359,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     # The ledger's commands parse their own arguments (agent/ledger/cli.py, agent/ledger/report_cli.py).
     if len(argv) >= 2 and (argv[0], argv[1]) in LEDGER_COMMANDS:
         return int(LEDGER_COMMANDS[(argv[0], argv[1])](argv[2:]))
+    if len(argv) >= 2 and argv[0] == "report" and argv[1] in ("overage", "cap-changes"):
+        from .ledger import overage_cli  # R2 overage and R3 objections: agent/ledger/overage_cli.py
+
+        fn = overage_cli.main_report_overage if argv[1] == "overage" else overage_cli.main_report_cap_changes
+        return int(fn(argv[2:]))
     args = build_parser().parse_args(argv)
     return int(args.fn(args))
 

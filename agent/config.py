@@ -7,10 +7,11 @@ readers below read the declared keys generically and keep code only for what tie
 from __future__ import annotations
 
 import dataclasses
+import gc
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -410,8 +411,8 @@ class _Reader:
 
     def section(self, node: yaml.Node, path: str, sec: Section) -> dict[str, yaml.Node] | None:
         """The mapping at `path` with the keys `sec` declares; a missing choice names its values."""
-        hints = {s.key: "one of " + ", ".join(s.choices) for s in sec if s.required and s.choices}
-        return self.mapping(node, path, sec.required, sec.optional, hints)
+        plan = _plan(sec)
+        return self.mapping(node, path, plan.required, plan.optional, plan.hints)
 
     def settings(
         self, m: Mapping[str, yaml.Node], path: str, sec: Section, skip: tuple[str, ...] = (), **inherited: Any
@@ -422,19 +423,17 @@ class _Reader:
         From(...) default is the caller's, passed by attribute name in `inherited`.
         """
         out: dict[str, Any] = {}
-        for s in sec:
-            if s.kind not in SCALAR_KINDS or s.key in skip:
+        for s, key, name, how in _plan(sec).scalars:
+            if key in skip:
                 continue
-            if isinstance(s.default, From):
-                default = inherited[s.name]
-            elif s.required:
-                default = None
-            elif s.kind == "path" and isinstance(s.default, str):
+            if how == _INHERITED:
+                default = inherited[name]
+            elif how == _PATH:
                 default = self.path(s.default)
             else:
-                default = s.default
-            value = self.setting(m[s.key], _join(path, s.key), s) if s.key in m else None
-            out[s.name] = default if value is None else value
+                default = s.default if how == _CONSTANT else None
+            value = self.setting(m[key], f"{path}.{key}" if path else key, s) if key in m else None
+            out[name] = default if value is None else value
         return out
 
     def setting(self, node: yaml.Node, key: str, s: Setting) -> Any:
@@ -623,7 +622,46 @@ def _int_or_none(x: float | None) -> int | None:
 
 def _complete(values: Mapping[str, Any], sec: Section) -> bool:
     """Whether every required setting read generically has a value (a missing or bad one is an error already)."""
-    return all(values[s.name] is not None for s in sec if s.required and s.name in values)
+    return all(values[n] is not None for n in _plan(sec).required_names if n in values)
+
+
+# How _Reader.settings finds a scalar setting's default.
+_CONSTANT, _REQUIRED_KEY, _INHERITED, _PATH = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the readers ask of a Section on every mapping, worked out once per Section: the
+    properties were recomputed for every server (cProfile of a 10,000-server load)."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    hints: Mapping[str, str]
+    scalars: tuple[tuple[Setting, str, str, int], ...]  # (setting, key, attribute name, _CONSTANT...)
+    required_names: tuple[str, ...]
+
+
+_PLANS: dict[int, tuple[Section, _Plan]] = {}
+
+
+def _plan(sec: Section) -> _Plan:
+    hit = _PLANS.get(id(sec))
+    if hit is not None and hit[0] is sec:  # Sections are frozen: a plan never goes stale
+        return hit[1]
+    scalars = []
+    for s in sec:
+        if s.kind not in SCALAR_KINDS:
+            continue
+        how = (_INHERITED if isinstance(s.default, From) else _REQUIRED_KEY if s.required
+               else _PATH if s.kind == "path" and isinstance(s.default, str) else _CONSTANT)
+        scalars.append((s, s.key, s.name, how))
+    plan = _Plan(
+        required=sec.required, optional=sec.optional,
+        hints={s.key: "one of " + ", ".join(s.choices) for s in sec if s.required and s.choices},
+        scalars=tuple(scalars), required_names=tuple(s.name for s in sec if s.required),
+    )
+    _PLANS[id(sec)] = (sec, plan)
+    return plan
 
 
 def _names(node: yaml.Node) -> tuple[str, ...]:
@@ -682,11 +720,138 @@ def load(path: str | Path, *, credentials_dir: str | Path | None = None,
                  require_credentials=require_credentials)
 
 
+class _MemoResolver(yaml.resolver.Resolver):
+    """PyYAML's resolver with its answers remembered per load: a fleet's files repeat the
+    same keys and values thousands of times, and resolving each is a regex walk. The answer
+    depends only on (kind, value, implicit) while no path resolver is registered (none is:
+    path resolvers are what descend/ascend track), so it is the same answer."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if self.yaml_path_resolvers:
+            return _RESOLVE(self, kind, value, implicit)
+        memo: dict[Any, Any] = self.__dict__.setdefault("_memo", {})
+        key = (kind, value, implicit)
+        tag = memo.get(key)
+        if tag is None:
+            tag = memo[key] = _RESOLVE(self, kind, value, implicit)
+        return tag
+
+
+_RESOLVE: Callable[..., Any] = yaml.resolver.BaseResolver.resolve  # (PyYAML has no annotations)
+
+
+# Text libyaml takes where PyYAML refuses it: a tab ("a\t" at the end of a line), a comment
+# right after a block scalar's header ("|#"), tag handles PyYAML does not ("!?!"; a config has
+# no use for tags). A file with any of them anywhere (even quoted) gets the reference composer's
+# answer, error or not. Found by tests/unit/test_config_loader_equivalence.py. Each pattern is
+# looked for only when its first character is in the text (a regex over 2 MB costs 20-100 ms).
+_BLOCK_HEADER_COMMENT = re.compile(r"[|>][-+0-9]*#")
+_TAG = re.compile(r"[\s\[{,]!")
+
+
+def _libyaml_lenient(text: str) -> bool:
+    return ("\t" in text
+            or (("|" in text or ">" in text) and _BLOCK_HEADER_COMMENT.search(text) is not None)
+            or ("!" in text and (text.startswith("!") or _TAG.search(text) is not None)))
+
+
+# PyYAML's binding of libyaml, when it was built with it: None on an install without.
+_C_LOADER: type[Any] | None = (
+    type("_CLoader", (yaml.CSafeLoader, _MemoResolver), {}) if hasattr(yaml, "CSafeLoader") else None)
+
+
+def _plain_style_none(root: yaml.Node) -> bool:
+    """libyaml's composer marks plain scalars with style '' where the pure-Python one gives
+    None, and the readers tell a plain `yes` or `~` from a quoted one by `style is None`.
+
+    False when the tree has an empty plain scalar (`key:` with no value): the two composers
+    place its mark differently (libyaml at the next token, sometimes the next line), and an
+    error about it names that line, so such a file is composed by the pure-Python one.
+    """
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            if node.style == "":
+                if not node.value:
+                    return False
+                node.style = None
+            continue
+        if id(node) in seen:  # an alias repeats a node (or, `&a [*a]`, contains itself)
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.append(k)
+                stack.append(v)
+        else:
+            stack.extend(node.value)
+    return True
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The node tree of `text`, with libyaml's composer when there is one (bench/scale.py has
+    the before/after) and the same tree: the same values, styles, tags (both
+    use PyYAML's own resolver) and start marks. Whatever libyaml refuses, or cannot take (a
+    lone surrogate in `text`), is composed again by the pure-Python composer, so an error is
+    the one it always gave, with its line (tests/unit/test_config_loader_equivalence.py)."""
+    if _C_LOADER is not None and not _libyaml_lenient(text):
+        try:
+            root: yaml.Node | None = yaml.compose(text, Loader=_C_LOADER)
+        except Exception:  # noqa: BLE001 - any refusal: the reference composer says why
+            pass
+        else:
+            if root is None or _plain_style_none(root):
+                return root
+    return yaml.compose(text)
+
+
 def loads(text: str, file: str = "<config>", base: Path | None = None, *,
           credentials_dir: str | Path | None = None, require_credentials: bool = True) -> Config:
+    # The cyclic GC would run full collections over and over while the node tree and the
+    # config grow, and find nothing: neither has reference cycles. One collection after the
+    # load releases whatever a failed load left (a traceback's frames); the node tree itself
+    # goes by reference counting on return, and malloc_trim hands glibc's freed pages back.
+    # (pymalloc keeps an arena while any object in it lives, and the config keeps strings
+    # from the tree: RSS after a first load stays near its peak, which a reload then reuses.)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _loads(text, file, base, credentials_dir=credentials_dir, require_credentials=require_credentials)
+    finally:
+        if enabled:
+            gc.enable()
+        gc.collect()
+        _release_heap()
+
+
+def _release_heap() -> None:
+    """glibc keeps freed heap pages mapped; malloc_trim hands them back. Elsewhere, nothing."""
+    trim = _MALLOC_TRIM
+    if trim is not None:
+        trim(0)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return None
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def _loads(text: str, file: str, base: Path | None, *,
+           credentials_dir: str | Path | None, require_credentials: bool) -> Config:
     r = _Reader(file, base or Path.cwd(), credentials_dir, require_credentials)
     try:
-        root = yaml.compose(text)
+        root = _compose(text)
     except yaml.reader.ReaderError as e:
         # A character YAML refuses (NUL, other control bytes): its error has only an offset.
         line = text.count("\n", 0, e.position) + 1
@@ -847,6 +1012,8 @@ def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Decl
               pins: Path | None) -> dict[str, SwitchConfig]:
     out: dict[str, SwitchConfig] = {}
     sm = r.mapping(node, "switches", (), _names(node))
+    # Every switch of a fleet spells the same ports: ask the driver once per (vendor, name).
+    problems: dict[tuple[str, str], str | None] = {}
     for name, snode in (sm or {}).items():
         p = f"switches.{name}"
         m = r.section(snode, p, SWITCH)
@@ -900,7 +1067,10 @@ def _switches(r: _Reader, node: yaml.Node, d: Mapping[str, Any], declared: _Decl
                 if port in protected:
                     continue  # uplinks never reach the CLI
                 spelled = cli_names.get(port, port)
-                problem = port_name_problem(v["vendor"], spelled)
+                asked = (v["vendor"], spelled)
+                if asked not in problems:
+                    problems[asked] = port_name_problem(*asked)
+                problem = problems[asked]
                 if problem is None:
                     continue
                 if port in cli_nodes:
@@ -1153,6 +1323,7 @@ def _enforcement(r: _Reader, node: yaml.Node | None) -> EnforcementConfig:
                     v["term_s"] = built_in.term_s if term is None else term
             else:
                 v["term_s"] = built_in.term_s
+            v["restrict"] = _restrict(r, x["restrict"], p, reason, built_in) if "restrict" in x else built_in.restrict
             mode = v.pop("mode")
             rules[reason] = RuleConfig(mode=mode, rule=dataclasses.replace(built_in, **v))
     safety = d.safety
@@ -1160,6 +1331,34 @@ def _enforcement(r: _Reader, node: yaml.Node | None) -> EnforcementConfig:
         x = r.section(m["safety"], "enforcement.safety", SAFETY) or {}
         safety = SafetyConfig(**r.settings(x, "enforcement.safety", SAFETY))
     return EnforcementConfig(MappingProxyType(rules), safety)
+
+
+# What each reason's findings are, and what may answer them instead of a shut (issue 12).
+RESTRICT_CHOICES: tuple[str, ...] = ("throttle", "block_smtp", "shut")
+
+
+def _restrict(r: _Reader, node: yaml.Node, p: str, reason: str,
+              built_in: LadderRule) -> tuple[tuple[str, str], ...]:
+    """`restrict:` over the built-in: each finding named is answered as given; others as built in."""
+    from rackwarden.policies.detect import DETECTORS
+
+    findings = {"overage": ("overage",), "abuse": DETECTORS}.get(reason, ())
+    if not findings:
+        r.error(node, f"{p}.restrict", f"a {reason} suspension is asked for, not judged: it has no gentler rung")
+        return built_in.restrict
+    m = r.mapping(node, f"{p}.restrict", (), findings)
+    if m is None:
+        return built_in.restrict
+    out = dict(built_in.restrict)
+    for finding, vnode in m.items():
+        choice = r.choice(vnode, f"{p}.restrict.{finding}", RESTRICT_CHOICES)
+        if choice is None:
+            continue
+        if choice == "block_smtp" and finding != "spam":
+            r.error(vnode, f"{p}.restrict.{finding}", "block_smtp answers spam only (it drops outbound SMTP)")
+            continue
+        out[finding] = choice
+    return tuple(sorted(out.items()))
 
 
 def _notify(r: _Reader, node: yaml.Node | None) -> NotifyConfig:

@@ -336,13 +336,20 @@ RULE = Section("enforcement.rules.<reason>", "How one reason climbs observe -> n
     S("shut_at_once_if_unreachable", "bool", _BUILT_IN, "R9: shut without grace when the notice failed"),
     S("repeat_multiplier", "number", _BUILT_IN, "each repeat multiplies the term", lo=1, hi=100),
     S("max_term_s", "number", _BUILT_IN, "longest term after repeats", lo=1, hi=365 * _DAY),
+    S("restrict", "mapping", _BUILT_IN,
+      "finding -> `throttle` | `block_smtp` | `shut`: the rung at the end of the grace period"
+      " (findings: `overage`; abuse detectors `spam`, `flood`, `scan`, ...; `block_smtp` for `spam` only;"
+      " a throttle answers a cap judged on `out` only)"),
 ), notes="\n".join(
     ["Built-in rules (policies/ladder.py):", "",
      "| reason | grace_s | term_s | shut_at_once_if_unreachable | repeat_multiplier | max_term_s |",
      "|---|---|---|---|---|---|"]
     + [f"| `{r}` | {x.grace_s:g} | {'until_restored' if x.term_s is None else f'{x.term_s:g}'} | "
        f"{str(x.shut_at_once_if_unreachable).lower()} | {x.repeat_multiplier:g} | {x.max_term_s:g} |"
-       for r, x in DEFAULT_RULES.items()]))
+       for r, x in DEFAULT_RULES.items()]
+    + ["", "Built-in `restrict`: "
+       + "; ".join(f"`{r}`: " + (", ".join(f"{k} -> {v}" for k, v in x.restrict) or "shut")
+                   for r, x in DEFAULT_RULES.items()) + "."]))
 
 SAFETY = Section("enforcement.safety", "Rails: shutdown budgets and the per-switch breaker.", (
     S("max_shuts_per_switch", "int", _SAFETY.max_shuts_per_switch, "shuts per switch per budget window",

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from rackwarden.drivers.notify import Notice
 from rackwarden.drivers.switch.base import DriverError, PermanentDriverError, SwitchDriver
+from rackwarden.drivers.switch.restrictions import RestrictionResult
 from rackwarden.policies import enforce as E
 from rackwarden.policies import ladder as L
 from rackwarden.policies import safety as S
@@ -37,7 +38,10 @@ log = logging.getLogger("rackwarden.enforcer")
 
 ReadBack = Callable[[str, str], Awaitable[str | None]]  # (switch, port) -> "up" | "down" | None
 Begun = dict[str, tuple[ActionRow, bool]]  # action key -> (its record, written by this decision)
-PHASE_VALUE = {"idle": 0, "restored": 0, "noticed": 1, "shut": 2}
+# rackwarden_server_enforcement_state: 0 observing, 1 notified, 2 suspended, 3 restricted. When
+# several reasons hold a server, the strongest shows: a shut over a restriction over a notice.
+PHASE_VALUE = {"idle": 0, "restored": 0, "noticed": 1, "shut": 2, "restricted": 3}
+PHASE_RANK = {"idle": 0, "restored": 0, "noticed": 1, "restricted": 2, "shut": 3}
 REASONS = ("nonpayment", "abuse", "operator")  # what a person or the billing system may suspend for
 
 
@@ -88,6 +92,10 @@ class Enforcer:
         self._locks: dict[str, asyncio.Lock] = {}
         self._refusals: dict[tuple[str, str], str] = {}
         self._announce_due = True  # R3: look for cap changes to announce at the next tick
+        # The latest observation per (server, reason): whether it violated. A re-check of a
+        # restricted port is answered from it (the ladder lifts only on traffic within the rule).
+        self._violating: dict[tuple[str, str], bool] = {}
+        self._blocked_published: set[tuple[str, str]] = set()
 
     def reconfigure(
         self,
@@ -139,10 +147,19 @@ class Enforcer:
             if (only_switch and row.switch != only_switch) or not self.lease.held(row.switch):
                 continue  # another agent's switch: its holder reconciles it
             # A crash between PENDING and the switch's answer: the switch says what happened.
-            admin = await self._read(row.switch, row.port)
-            want = "down" if row.action == "shut" else "up"
-            state: E.ActionState = "UNKNOWN" if admin is None else "APPLIED" if admin == want else "FAILED"
-            detail = {"reconciled": True, "snmp_admin": admin}
+            restriction = _restriction_of(row.detail)
+            if restriction is not None:
+                # A throttle or block (or its lift): the switch's restriction read-back decides.
+                admin = await self._read_restriction(row.switch, row.port, restriction)
+                want = "present" if row.action in E.APPLY_ACTIONS else "absent"
+                detail: dict[str, Any] = {"reconciled": True, "cli_reading": admin,
+                                          "restriction": _restriction_dict(restriction)}
+            else:
+                admin = await self._read(row.switch, row.port)
+                want = "down" if row.action == "shut" else "up"
+                detail = {"reconciled": True, "snmp_admin": admin}
+            state: E.ActionState = ("UNKNOWN" if admin in (None, "unknown") else "APPLIED" if admin == want
+                                    else "FAILED")
             server = self.config.server(row.server)
             if server is not None and row.reason in self.config.enforcement.rules:
                 # Like any read-back: the record, the rung and the outage entry move together.
@@ -287,13 +304,15 @@ class Enforcer:
         return self.server_status(server_id)
 
     async def restore(self, server_id: str, actor: str, reason: str | None = None) -> dict[str, Any]:
+        """Lift a suspension or a restriction. A restriction is lifted only when the latest
+        measurement is within the rule (the step decides; a refusal leaves it in force)."""
         server = self._server(server_id)
-        shut = [rs for (sid, rs), r in list(self.rungs.items())
-                if sid == server_id and (reason is None or rs == reason) and r.phase == "shut"]
-        if not shut:
-            raise EnforcementError(f"{server_id} is not suspended")
-        for rs in shut:
-            await self._request(server, rs, E.Request("restore", actor))
+        held = [rs for (sid, rs), r in list(self.rungs.items())
+                if sid == server_id and (reason is None or rs == reason) and r.phase in ("shut", "restricted")]
+        if not held:
+            raise EnforcementError(f"{server_id} is not suspended or restricted")
+        for rs in held:
+            await self._request(server, rs, E.Request("restore", actor, violating=self._violating.get((server_id, rs))))
         return self.server_status(server_id)
 
     async def _request(self, server: ServerConfig, reason: str, req: E.Request) -> None:
@@ -335,7 +354,12 @@ class Enforcer:
         """The facts every rail reads, as they stand now."""
         sw = self.config.switches[server.switch]
         holds = self.store.holds()
+        # A throttle polices the port's ingress, i.e. what the server sends: it answers a cap
+        # judged on `out` only. Other directions are not offered one (their finding is shut).
+        rule = self.config.cap_rule(server, at)
+        cap_bps = rule.cap_bps if rule.direction == "out" else None
         return E.Rails(
+            cap_bps=cap_bps,
             mode=self._mode(reason),  # type: ignore[arg-type]
             switch=sw.name, port=server.port,
             lease_held=self.lease.held(sw.name),
@@ -362,6 +386,8 @@ class Enforcer:
         rule = self.config.enforcement.rules[reason].rule
         before = self.rungs.get(key, L.Rung(server.id, reason))
         rails = self._rails(server, reason, at)
+        if isinstance(event, E.Observation):
+            self._violating[key] = event.violating
         d = E.step(before, rule, event, rails, at)
         if any(not c.dry_run for c in d.changes) and not await self.lease.confirm(server.switch):
             # The cached lease view said ours; the lease store, asked before the switch is
@@ -453,11 +479,14 @@ class Enforcer:
         intent = change.intent
         inputs: dict[str, Any] = {"switch": server.switch, "port": server.port, "key": intent.key,
                                   "rule": Enforcer._why(change)}
-        if isinstance(intent, L.ShutPort):
+        if isinstance(intent, L.ShutPort | L.RestrictPort):
             inputs["evidence"] = {"summary": intent.evidence.summary, "figures": dict(intent.evidence.figures),
                                   "refs": list(intent.evidence.refs)}
             inputs["until"] = intent.until.isoformat() if intent.until else None
+        if isinstance(intent, L.ShutPort):
             inputs["ledger_cause"] = change.ledger_cause
+        if change.restriction is not None:
+            inputs["restriction"] = _restriction_dict(change.restriction)
         return inputs
 
     async def _carry_out(self, server: ServerConfig, reason: L.Reason, rule: L.LadderRule, intent: E.Intent,
@@ -475,15 +504,19 @@ class Enforcer:
         row, created = begun[intent.key]
         if not created:  # a repeat of a recorded change: its recorded outcome, nothing touched
             outcome = E.ActionOutcome(intent.key, intent.action, row.state,  # type: ignore[arg-type]
-                                      row.detail.get("snmp_admin"))
+                                      row.detail.get("snmp_admin"), _restriction_of(row.detail))
             await self._follow(server, reason, rule, outcome, at, actor, mode)
             return
         if intent.dry_run:
             self._dry_run(server, intent, at, actor, before)
-            await self._follow(server, reason, rule, E.ActionOutcome(intent.key, intent.action, "DRYRUN", None),
+            await self._follow(server, reason, rule, E.ActionOutcome(intent.key, intent.action, "DRYRUN", None,
+                                                                     intent.restriction),
                                at, actor, mode)
             return
-        state, admin, detail = await self._apply(server, intent)
+        if intent.restriction is not None:
+            state, admin, detail = await self._apply_restriction(server, intent, intent.restriction)
+        else:
+            state, admin, detail = await self._apply(server, intent)
         await self._finish(server, reason, rule, row, state, admin, detail, before, actor)
 
     async def _follow(self, server: ServerConfig, reason: L.Reason, rule: L.LadderRule, outcome: E.Event,
@@ -506,7 +539,10 @@ class Enforcer:
         entry it ends are one transaction; then the step's follow-up (notices, pages)."""
         shut = row.action == "shut"
         end_at = self.clock.at()
-        applied = ("shut" if shut else "restored") if state == "APPLIED" else before
+        restriction = _restriction_of(detail) or _restriction_of(row.detail)
+        after = {"shut": "shut", "restore": "restored", "throttle": "restricted", "block": "restricted",
+                 "unthrottle": "restored", "unblock": "restored"}[row.action]
+        applied = after if state == "APPLIED" else before
         result = f"{state}: admin {admin}" + (f"; {detail['error']}" if "error" in detail else "")
         if detail.get("reconciled"):  # found PENDING at start-up or take-over: the switch decided
             decision, rule_text = "reconcile", f"pending {row.action} found at start-up"
@@ -518,7 +554,10 @@ class Enforcer:
             self.store.audit(at=end_at, server=server.id, reason=reason, decision=decision, mode=row.mode,
                              actor=actor, rule=rule_text, inputs=row.detail, before=before, after=applied,
                              result=result, conn=conn)
-            if admin == "up" and self.outages is not None:
+            if restriction is not None:
+                if state == "APPLIED":
+                    self._restriction_entry(server, reason, row, restriction, end_at, conn)
+            elif admin == "up" and self.outages is not None:
                 # A restore that brought the port up, or a shut that did not happen: the outage ends.
                 self.outages.enforcement_ended(server.id, end_at, {"action": row.key},
                                                conn=self._ledger_conn(conn))
@@ -527,18 +566,20 @@ class Enforcer:
 
         log.info("%s %s %s [%s] %s -> %s: %s", row.action, server.id, reason, row.mode, before, applied, result)
         self.metrics.enforcement_actions.labels(row.action, reason, state.lower(), row.mode).inc()
-        if shut and state == "APPLIED":
+        if (shut or row.action in E.APPLY_ACTIONS) and state == "APPLIED":
+            # A restriction is a change to a customer's port too: it spends the same budget.
             self.safety = S.record_shut(self.safety, self.config.enforcement.safety,
                                         datetime.fromisoformat(row.created_at), row.switch)
-        outcome = E.ActionOutcome(row.key, row.action, state, admin)  # type: ignore[arg-type]
+        outcome = E.ActionOutcome(row.key, row.action, state, admin, restriction)  # type: ignore[arg-type]
         await self._follow(server, reason, rule, outcome, end_at, actor, row.mode, also)
 
     def _dry_run(self, server: ServerConfig, change: E.Change, at: datetime, actor: str, before: str) -> None:
         """Notify mode: the change is recorded and audited; the switch is not touched."""
-        shut = change.action == "shut"
+        shut = change.action in ("shut", *E.APPLY_ACTIONS)
         self.metrics.enforcement_actions.labels(change.action, change.intent.reason, "dryrun", "notify").inc()
         self._audit(at, server.id, change.intent.reason, change.action, "notify", actor, self._why(change),
-                    self._inputs(server, change), before, "shut" if shut else "restored",
+                    self._inputs(server, change), before,
+                    "restricted" if change.action in E.APPLY_ACTIONS else "shut" if shut else "restored",
                     "dry run: switch not touched")
         if shut:
             self.safety = S.record_shut(self.safety, self.config.enforcement.safety, at, server.switch)
@@ -546,7 +587,104 @@ class Enforcer:
     @staticmethod
     def _why(change: E.Change) -> str:
         intent = change.intent
-        return intent.evidence.rule if isinstance(intent, L.ShutPort) else intent.why
+        return intent.evidence.rule if isinstance(intent, L.ShutPort | L.RestrictPort) else intent.why
+
+    def _restriction_entry(self, server: ServerConfig, reason: str, row: ActionRow, restriction: L.Restriction,
+                           at: datetime, conn: Connection) -> None:
+        """The ledger's record of restricted time (not an outage: the port forwards). A lift
+        ends the open record of the same kind on that server."""
+        if self.outages is None:
+            return
+        store = self.outages.store
+        if row.action in E.APPLY_ACTIONS:
+            payload: dict[str, Any] = {"server": server.id, "restriction": restriction.kind, "reason": reason,
+                                       "key": row.key, "switch": server.switch, "port": server.port}
+            if restriction.rate_bps is not None:
+                payload["rate_bps"] = restriction.rate_bps
+            if restriction.service is not None:
+                payload["service"] = restriction.service
+            store.append_many([NewEntry("restriction_start", at.replace(microsecond=0), payload, server.id)],
+                              conn=self._ledger_conn(conn))
+            return
+        start = store.open_restriction(server.id, restriction.kind, conn=self._ledger_conn(conn))
+        if start is None:
+            return
+        store.append_many([NewEntry("restriction_end", at.replace(microsecond=0),
+                                    {"server": server.id, "restriction": restriction.kind, "key": row.key},
+                                    server.id, ref_seq=start)], conn=self._ledger_conn(conn))
+
+    async def _apply_restriction(self, server: ServerConfig, change: E.Change, restriction: L.Restriction,
+                                 ) -> tuple[E.ActionState, str | None, dict[str, Any]]:
+        """Carry out a throttle, block or their lift; the CLI read-back in the same session
+        decides, and a second read in a fresh session settles a change whose session broke."""
+        sw = self.config.switches[server.switch]
+        driver = self.switches.get(sw.name)
+        action = change.action
+        detail: dict[str, Any] = {"restriction": _restriction_dict(restriction)}
+        t0 = self.clock.now()
+        state: E.ActionState = "UNKNOWN"
+        reading: str | None = None
+        if driver is None:
+            detail["error"] = f"PermanentDriverError: no SSH driver configured for {sw.name}"
+            state = "FAILED"
+        else:
+            cli_port = sw.cli_name(server.port)
+            try:
+                result: RestrictionResult = await asyncio.wait_for(
+                    self._restriction_call(driver, action, cli_port, restriction), self.action_timeout_s)
+                reading = result.reading.state
+                detail["cli_reading"] = reading
+                detail["cli_agrees"] = result.agrees
+                if result.rate is not None:
+                    detail["rate_note"] = result.rate.note
+                if result.agrees:
+                    state = "APPLIED"
+                    if result.reading.rate_bps is not None and action == "throttle":
+                        # The notice and the ledger state the rate the switch enforces.
+                        detail["restriction"] = _restriction_dict(
+                            L.Restriction("throttle", rate_bps=result.reading.rate_bps))
+                else:
+                    state = "UNKNOWN" if reading == "unknown" else "FAILED"
+            except TimeoutError:
+                detail["error"] = f"DriverError: no answer within {self.action_timeout_s:g} s"
+            except DriverError as e:
+                detail["error"] = f"{type(e).__name__}: {e}"
+                state = "UNKNOWN" if e.outcome_unknown else "FAILED"
+            except Exception as e:  # a driver bug: known only as unknown
+                log.exception("driver of %s raised on %s %s", sw.name, action, server.port)
+                detail["error"] = f"DriverError: driver raised {type(e).__name__}: {e}"
+            if state == "UNKNOWN":
+                # A broken session may have left it either way: ask the switch once more.
+                want = "present" if action in E.APPLY_ACTIONS else "absent"
+                try:
+                    again = await asyncio.wait_for(
+                        driver.read_restriction(cli_port, restriction.kind, restriction.service), self.action_timeout_s)
+                    reading = again.state
+                    detail["reread"] = reading
+                    if reading == want:
+                        state = "APPLIED"
+                    elif reading != "unknown":
+                        state = "FAILED"
+                except Exception as e:  # noqa: BLE001 - the state stays UNKNOWN, and is paged
+                    detail["reread_error"] = f"{type(e).__name__}: {e}"
+        # The port must keep forwarding under a restriction: SNMP says what it is now.
+        admin = await self._read(sw.name, server.port)
+        detail["snmp_admin"] = admin
+        detail["latency_s"] = round(self.clock.now() - t0, 3)
+        return state, reading, detail
+
+    @staticmethod
+    async def _restriction_call(driver: SwitchDriver, action: str, port: str,
+                                restriction: L.Restriction) -> RestrictionResult:
+        if action == "throttle":
+            assert restriction.rate_bps is not None
+            return await driver.throttle(port, restriction.rate_bps)
+        if action == "unthrottle":
+            return await driver.unthrottle(port)
+        assert restriction.service is not None
+        if action == "block":
+            return await driver.block_service(port, restriction.service)
+        return await driver.unblock_service(port, restriction.service)
 
     async def _apply(self, server: ServerConfig, change: E.Change) -> tuple[E.ActionState, str | None, dict[str, Any]]:
         """Carry out one shut or restore on the switch; the read-back decides its state."""
@@ -621,6 +759,20 @@ class Enforcer:
                     rung.phase, rung.phase, f"{'delivered' if delivered else 'unreachable'}: {detail}")
         return delivered
 
+    async def _read_restriction(self, switch: str, port: str, restriction: L.Restriction) -> str | None:
+        """present / absent / unknown as the switch's CLI shows it; None when it cannot be asked."""
+        driver = self.switches.get(switch)
+        sw = self.config.switches.get(switch)
+        if driver is None or sw is None:
+            return None
+        try:
+            asked = driver.read_restriction(sw.cli_name(port), restriction.kind, restriction.service)
+            reading = await asyncio.wait_for(asked, self.action_timeout_s)
+        except Exception:  # the read-back must not decide an outcome by crashing
+            log.exception("restriction read-back of %s %s failed", switch, port)
+            return None
+        return reading.state
+
     async def _read(self, switch: str, port: str) -> str | None:
         try:
             return await self.readback(switch, port)
@@ -652,11 +804,25 @@ class Enforcer:
                 log.error("alert %s was not accepted by %s", name, sink)
 
     def _publish_states(self) -> None:
-        per_server: dict[str, int] = {}
+        strongest: dict[str, str] = {}
+        throttled: set[str] = set()
+        blocked: set[tuple[str, str]] = set()
         for (sid, _), r in self.rungs.items():
-            per_server[sid] = max(per_server.get(sid, 0), PHASE_VALUE[r.phase])
+            if PHASE_RANK[r.phase] > PHASE_RANK[strongest.get(sid, "idle")]:
+                strongest[sid] = r.phase
+            if r.restriction is not None and r.phase in ("restricted", "shut"):
+                if r.restriction.kind == "throttle":
+                    throttled.add(sid)
+                else:
+                    blocked.add((sid, r.restriction.service or ""))
         for s in self.config.servers:
-            self.metrics.enforcement_state.labels(s.id).set(per_server.get(s.id, 0))
+            self.metrics.enforcement_state.labels(s.id).set(PHASE_VALUE[strongest.get(s.id, "idle")])
+            self.metrics.server_throttled.labels(s.id).set(1 if s.id in throttled else 0)
+        for sid, service in blocked:
+            self.metrics.server_service_blocked.labels(sid, service).set(1)
+        for sid, service in self._blocked_published - blocked:
+            self.metrics.server_service_blocked.labels(sid, service).set(0)
+        self._blocked_published = blocked
 
     def server_status(self, server_id: str) -> dict[str, Any]:
         s = self._server(server_id)
@@ -665,7 +831,8 @@ class Enforcer:
         return {
             "server": s.id, "customer": s.customer, "switch": s.switch, "port": s.port,
             "ladder": {reason: {"phase": r.phase, "until": r.until.isoformat() if r.until else None,
-                                "notice": r.notice, "episode": r.episode}
+                                "notice": r.notice, "episode": r.episode,
+                                "restriction": _restriction_dict(r.restriction) if r.restriction else None}
                        for (sid, reason), r in self.rungs.items() if sid == server_id},
             "hold_until": holds[server_id][0].isoformat() if server_id in holds else None,
             "refused": {reason: why for (sid, reason), why in self._refusals.items() if sid == server_id},
@@ -681,3 +848,19 @@ class Enforcer:
             "breakers": [{"switch": sw, "at": at.isoformat(), "why": why} for sw, at, why in self.safety.open_breakers],
         }
 
+
+
+def _restriction_dict(r: L.Restriction) -> dict[str, Any]:
+    d: dict[str, Any] = {"kind": r.kind}
+    if r.rate_bps is not None:
+        d["rate_bps"] = r.rate_bps
+    if r.service is not None:
+        d["service"] = r.service
+    return d
+
+
+def _restriction_of(detail: Mapping[str, Any]) -> L.Restriction | None:
+    d = detail.get("restriction")
+    if not isinstance(d, Mapping):
+        return None
+    return L.Restriction(d["kind"], rate_bps=d.get("rate_bps"), service=d.get("service"))

@@ -73,14 +73,29 @@ class Metrics:
 
         self.enforcement_actions = Counter(
             "rackwarden_enforcement_actions_total",
-            "Enforcement decisions by action (shut, restore), reason, result (applied, failed,"
-            " unknown, refused, dryrun) and mode (enforce, notify).",
+            "Enforcement decisions by action (shut, restore, throttle, unthrottle, block,"
+            " unblock), reason, result (applied, failed, unknown, refused, dryrun) and mode"
+            " (enforce, notify).",
             ["action", "reason", "result", "mode"], registry=r,
         )
         self.enforcement_state = Gauge(
             "rackwarden_server_enforcement_state",
-            "Where the server stands on the ladder: 0 observing, 1 notified (grace), 2 suspended.",
+            "Where the server stands on the ladder: 0 observing, 1 notified (grace), 2 suspended,"
+            " 3 restricted (throttled or a service blocked; the port still forwards).",
             ["server"], registry=r,
+        )
+        self.server_throttled = Gauge(
+            "rackwarden_server_throttled",
+            "1 while RackWarden holds the server's port policed to a rate (its contract cap) and"
+            " the switch's read-back shows the policer in force; 0 otherwise. Not an outage.",
+            ["server"], registry=r,
+        )
+        self.server_service_blocked = Gauge(
+            "rackwarden_server_service_blocked",
+            "1 while RackWarden blocks a service's outbound traffic from the server (smtp: TCP"
+            " 25/465/587) and the switch's read-back shows the filter in force; other traffic"
+            " passes. 0 otherwise.",
+            ["server", "service"], registry=r,
         )
         self.breaker_open = Gauge(
             "rackwarden_breaker_open",

@@ -168,15 +168,20 @@ def parse_web_config(
     return WebConfig(basic_auth_users=MappingProxyType(users), tls=tls, source=source)
 
 
+def read_config_text(path: Path, error: type[Exception]) -> str:
+    """A web config file's text (this one, agent/web's customers file); an unreadable file or
+    one that is not text is `error` with a `file:line: reason` message, never a traceback."""
+    try:
+        return read_text(path)
+    except OSError as e:
+        raise error(f"{path}:1: cannot read: {e.strerror}") from None
+    except TextFileError as e:
+        raise error(str(e)) from None
+
+
 def load_web_config(path: str | Path) -> WebConfig:
     path = Path(path)
-    try:
-        text = read_text(path)
-    except OSError as e:
-        raise WebConfigError(f"{path}: cannot read: {e.strerror}") from e
-    except TextFileError as e:
-        raise WebConfigError(str(e)) from None
-    return parse_web_config(text, str(path), base=path.parent)
+    return parse_web_config(read_config_text(path, WebConfigError), str(path), base=path.parent)
 
 
 def ssl_context(tls: TlsServerConfig) -> ssl.SSLContext:

@@ -174,7 +174,11 @@ class Detection:
     confidence checks passed (enough samples, believable sampling rate). `evidence` holds the
     sampled packets themselves (bounded), from which a pcap is written; `ports` are where the
     server is plugged in, to find its recent frames in a capture ring. `update` is False the
-    first time a condition is reported, True when an active one is re-emitted.
+    first time a condition is reported, True when an active one is re-emitted. `onset` is the
+    sample time the episode began, as far as the detector's window still shows it (see
+    _ServerState.onset); `first_seen` is when it was first reported, so first_seen - onset
+    is the detection latency. None where there is no episode in time (extra_ip counts
+    addresses, not samples) or the detection was not built by AbuseDetector.
     """
 
     detector: str
@@ -200,6 +204,7 @@ class Detection:
     evidence: tuple[FlowSample, ...]
     ports: tuple[PortKey, ...]
     update: bool = False
+    onset: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -350,6 +355,7 @@ class _Active:
     last_emit: float
     actionable: bool
     severity: Severity
+    onset: float | None = None
     last: Detection | None = None
     # The latest finding held back by repeat_s; built into a Detection only when asked for,
     # because building sorts the flow table and evaluate runs after every capture batch.
@@ -665,6 +671,43 @@ class _ServerState:
             or (d[_B_UDP] + c[_B_UDP]) / w >= t.udp_pps
             or (d[_B_ICMP] + c[_B_ICMP]) / w >= t.icmp_pps
             or (d[_B_SYN] + c[_B_SYN]) / w >= t.syn_pps)
+
+    def onset(self, f: _Finding, now: float) -> float | None:
+        """The sample time an episode began: the oldest sample the finding's window still
+        counts (decisions come `now`, so now - onset is the detection latency).
+
+        A flood starts at the first bucket of the rate window whose own rate of the kind is
+        over the limit (quieter traffic before it is the server's ordinary load): at its first
+        sample of the kind when the evidence ring still holds every sample since the bucket
+        began, else at the bucket's start (at most bucket_s early). A count detector's episode
+        starts at the oldest key (or hit) its window holds. Never before the window: older
+        samples no longer count. None for extra_ip: a count of addresses, with no times.
+        """
+        t = self.t
+        if f.detector == EXTRA_IP:
+            return None
+        if f.detector == FLOOD:
+            limit = f.thresholds.get(f"{f.kind}_limit", 0.0)
+            slot, scale = {"syn": (_B_SYN, 1), "udp": (_B_UDP, 1), "icmp": (_B_ICMP, 1),
+                           "pps": (_B_PKTS, 1), "bps": (_B_BYTES, 8)}.get(f.kind, (_B_PKTS, 1))
+            newest = int(now // self.out.bucket_s)
+            oldest = newest - self.out.n + 1
+            over = [b[_B_ID] for b in self.out.ring
+                    if oldest <= b[_B_ID] <= newest and b[slot] * scale / self.out.bucket_s > limit]
+            # None over the limit on its own (a pps flood of excess responses): the window's start.
+            start = (min(over) if over else float(oldest)) * self.out.bucket_s
+            # The evidence ring holds every flood sample since `start` when it never dropped
+            # one or its oldest is older: then the first of the kind in that bucket is exact.
+            kept = self.ev_flood
+            if len(kept) < (kept.maxlen or 0) or (kept and kept[0].now < start):
+                start = min((x.now for x in f.evidence if x.now >= start), default=start)
+            return min(now, max(start, now - t.rate_window_s))
+        windows = {SPAM: (self.spam_dsts,), SCAN: (self.scan_hosts, self.scan_pairs),
+                   PROXY: (self.proxy_clients, self.proxy_fanout), UNDECLARED_PORT: (self.undeclared,)}
+        firsts = [next(iter(d.seen.values())) for d in windows.get(f.detector, ()) if d.seen]
+        if f.detector == SPOOF:
+            firsts += [x for x in self.spoof_hits if x >= now - t.spoof_window_s][:1]
+        return min([now, *(x for x in firsts if x == x)])
 
     def findings(self, now: float, owners: Mapping[str, str]) -> list[_Finding]:
         t = self.t
@@ -1015,7 +1058,7 @@ class AbuseDetector:
         severity: Severity = "critical" if actionable else f.base_severity
         a = self._active.get(key)
         if a is None:
-            a = _Active(now, at, now, at, now, actionable, severity)
+            a = _Active(now, at, now, at, now, actionable, severity, onset=st.onset(f, now))
             self._active[key] = a
             update = False
         else:
@@ -1046,5 +1089,5 @@ class AbuseDetector:
             rates={k: round(v, 1) for k, v in f.rates.items()}, counts=dict(f.counts),
             thresholds=dict(f.thresholds), subjects=f.subjects, saturated=f.saturated,
             top_flows=st.top_flows(f.flow_filter, st.t.top_flows), evidence=f.evidence,
-            ports=tuple(sorted(st.spec.ports)), update=update,
+            ports=tuple(sorted(st.spec.ports)), update=update, onset=a.onset,
         )

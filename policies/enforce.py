@@ -29,6 +29,11 @@ from .detect import Detection
 
 Mode = Literal["off", "notify", "enforce"]
 ActionState = Literal["APPLIED", "DRYRUN", "FAILED", "UNKNOWN"]
+Action = Literal["shut", "restore", "throttle", "unthrottle", "block", "unblock"]
+APPLY_ACTIONS: tuple[Action, ...] = ("throttle", "block")
+LIFT_ACTIONS: tuple[Action, ...] = ("unthrottle", "unblock")
+# What a reason's finding may be answered with instead of a shut (config `restrict`).
+Gentle = Literal["throttle", "block_smtp", "shut"]
 
 # The ledger cause of the outage an enforcement shut causes (policies/sla.py's vocabulary):
 # overage, abuse and non-payment are the customer's (R2, R10, R11, R16); an operator's own
@@ -62,6 +67,7 @@ class Rails:
     # Other reasons that hold this port shut now: their suspension outlives this reason's
     # restore, so that restore must not bring the port up.
     shut_for: tuple[str, ...] = ()
+    cap_bps: int | None = None  # the server's cap in force now: the rate a throttle polices to
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,7 @@ class Observation:
     evidence: L.Evidence | None = None
     attack: bool = False  # R9: the finding is an attack on others
     seen_at: datetime | None = None  # when the evidence was last seen (detections)
+    finding: str = ""  # what was found: "overage", or the detector ("spam", "flood", ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,9 @@ class Request:
     kind: Literal["suspend", "restore"]
     actor: str
     note: str = ""
+    # For a restore of a restricted port: whether the latest measurement still violates (None:
+    # nothing measured since start). A restriction is lifted only on traffic within the rule.
+    violating: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +129,10 @@ class NoticeOutcome:
 @dataclass(frozen=True, slots=True)
 class ActionOutcome:
     key: str
-    action: Literal["shut", "restore"]
+    action: Action
     state: ActionState
     admin: str | None  # what the read-back said
+    restriction: L.Restriction | None = None  # throttle / block and their lifts: what was asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,15 +153,27 @@ Event = Observation | Request | NoticeOutcome | ActionOutcome | Tick | PortSeenU
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A shut or restore to carry out: the ladder's intent, the mode's verdict, the ledger cause."""
+    """A change to carry out: the ladder's intent, the mode's verdict, the ledger cause."""
 
-    intent: L.ShutPort | L.RestorePort
+    intent: L.ShutPort | L.RestorePort | L.RestrictPort | L.LiftRestriction
     dry_run: bool  # notify mode: recorded, the switch is not touched
     ledger_cause: str  # the class-deciding cause of the outage a shut causes
 
     @property
-    def action(self) -> Literal["shut", "restore"]:
-        return "shut" if isinstance(self.intent, L.ShutPort) else "restore"
+    def action(self) -> Action:
+        i = self.intent
+        if isinstance(i, L.ShutPort):
+            return "shut"
+        if isinstance(i, L.RestorePort):
+            return "restore"
+        if isinstance(i, L.RestrictPort):
+            return i.restriction.apply_action
+        return i.restriction.lift_action
+
+    @property
+    def restriction(self) -> L.Restriction | None:
+        i = self.intent
+        return i.restriction if isinstance(i, L.RestrictPort | L.LiftRestriction) else None
 
     @property
     def key(self) -> str:
@@ -185,32 +208,55 @@ class Decision:
 
 
 def _wrap(intents: Iterable[L.Intent], rails: Rails) -> tuple[Intent, ...]:
-    """The ladder's intents as the shell carries them out. A suspension or restore notice
-    waits for its change to be read back (`_outcome`): a customer is never told of a
-    suspension that failed, or that was only a dry run."""
+    """The ladder's intents as the shell carries them out. A suspension, restriction, restore
+    or lift notice waits for its change to be read back (`_outcome`): a customer is never told
+    of a change that failed, or that was only a dry run."""
     dry = rails.mode != "enforce"
     out: list[Intent] = []
     for i in intents:
-        if isinstance(i, L.Notify) and i.stage in ("suspension", "restored"):
+        if isinstance(i, L.Notify) and i.stage in ("suspension", "restored", "restriction", "lifted"):
             continue
-        if isinstance(i, L.ShutPort):
-            out.append(Change(i, dry, LEDGER_CAUSE[i.reason]))
-        elif isinstance(i, L.RestorePort):
+        if isinstance(i, L.ShutPort | L.RestorePort | L.RestrictPort | L.LiftRestriction):
             out.append(Change(i, dry, LEDGER_CAUSE[i.reason]))
         else:
             out.append(i)
     return tuple(out)
 
 
+def gentle_for(rule: L.LadderRule, finding: str, rails: Rails) -> L.Restriction | None:
+    """The restriction the config offers for this finding instead of a shut (None: shut).
+
+    A throttle needs the cap in force: without one there is no contract rate to police to.
+    """
+    choice = dict(rule.restrict).get(finding, "shut")
+    if choice == "throttle" and rails.cap_bps is not None and rails.cap_bps > 0:
+        return L.Restriction("throttle", rate_bps=rails.cap_bps)
+    if choice == "block_smtp":
+        return L.Restriction("block", service="smtp")
+    return None
+
+
+def covers(restriction: L.Restriction | None, offered: L.Restriction | None) -> bool:
+    """Whether the restriction in force answers the finding seen now (same kind of rung)."""
+    if restriction is None:
+        return True
+    return offered is not None and offered.kind == restriction.kind and offered.service == restriction.service
+
+
 def _ladder(r: L.Rung, rule: L.LadderRule, rails: Rails, at: datetime, *, violating: bool,
-            evidence: L.Evidence | None = None, attack: bool = False) -> Decision:
-    """One ladder move under the rails: a refused shut leaves the rung short of `shut`."""
-    s = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack)
-    shuts = [i for i in s.intents if isinstance(i, L.ShutPort)]
+            evidence: L.Evidence | None = None, attack: bool = False, finding: str = "",
+            covered: bool | None = None) -> Decision:
+    """One ladder move under the rails: a refused shut or restriction leaves the rung short of it."""
+    gentle = gentle_for(rule, finding or r.reason, rails)
+    if covered is None:
+        covered = not violating or not finding or covers(r.restriction, gentle)
+    s = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack, gentle=gentle, covered=covered)
+    shuts = [i for i in s.intents if isinstance(i, L.ShutPort | L.RestrictPort)]
     if shuts:
         refusal = shut_refusal(rails, at)
         if refusal is not None or rails.mode != "enforce":
-            held = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack, may_shut=False)
+            held = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack, may_shut=False,
+                          gentle=gentle, covered=covered)
             if refusal is not None:
                 return Decision(held.rung, _wrap(held.intents, rails), held.why, refusal)
             # notify mode: the shut is recorded as a dry run and nothing is suspended, so the
@@ -218,7 +264,7 @@ def _ladder(r: L.Rung, rule: L.LadderRule, rails: Rails, at: datetime, *, violat
             # restore). The dry run's key is the episode's: it is recorded once.
             return Decision(held.rung, _wrap((*held.intents, *shuts), rails),
                             f"{s.why}: dry run, {rails.mode} mode")
-    if any(isinstance(i, L.RestorePort) for i in s.intents):
+    if any(isinstance(i, L.RestorePort | L.LiftRestriction) for i in s.intents):
         refusal = restore_refusal(rails)
         if refusal is not None:
             return Decision(r, (), f"{s.why}, but the restore is refused", refusal)
@@ -248,7 +294,7 @@ def step(r: L.Rung, rule: L.LadderRule, event: Event, rails: Rails, at: datetime
             # Seen before the last restore: that episode is closed, not a new one.
             event = Observation(False)
         return _ladder(r, rule, rails, at, violating=event.violating, evidence=event.evidence,
-                       attack=event.attack)
+                       attack=event.attack, finding=event.finding)
     if isinstance(event, NoticeOutcome):
         if not event.key.endswith(":warning"):
             return Decision(r, (), "notice recorded")
@@ -256,14 +302,14 @@ def step(r: L.Rung, rule: L.LadderRule, event: Event, rails: Rails, at: datetime
         if event.delivered or r.phase != "noticed":
             return Decision(rung, (), "warning delivered" if event.delivered else "customer unreachable")
         # R9: an attack on others is cut at once when the customer cannot be told.
-        d = _ladder(rung, rule, rails, at, violating=True)
+        d = _ladder(rung, rule, rails, at, violating=True, covered=True)
         return d if d.changes or d.refusal else Decision(rung, d.intents, d.why)
     if isinstance(event, Tick):
         if r.phase == "shut" and r.until is not None and at >= r.until:
             return _ladder(r, rule, rails, at, violating=False)
         return Decision(r, (), "")
     if isinstance(event, ActionOutcome):
-        return _outcome(r, event)
+        return _outcome(r, rule, event, rails, at)
     # PortSeenUp: someone re-enabled a port we hold shut. Never re-apply blindly: stand
     # down until a fresh violation, and page.
     if r.phase != "shut" or rails.mode != "enforce":
@@ -279,30 +325,68 @@ def _request(r: L.Rung, rule: L.LadderRule, req: Request, rails: Rails, at: date
         return Decision(r, (), "standby", Refusal("lease", f"this agent does not hold the enforcement"
                                                            f" lease on {rails.switch}; ask the agent that does"))
     if req.kind == "restore":
+        if r.phase == "restricted":
+            # A re-check: the restriction is lifted only on traffic measured within the rule.
+            if req.violating is None:
+                return Decision(r, (), "re-check: nothing measured since the agent started; the restriction stays")
+            return _ladder(L.request_restore(r), rule, rails, at, violating=req.violating, covered=True)
         if r.phase != "shut":
             return Decision(r, (), f"{r.server} is not suspended for {r.reason}")
         return _ladder(L.request_restore(r), rule, rails, at, violating=False)
-    # A requested suspension starts now: no grace period runs, and the notice promises none.
-    now_rule = replace(rule, grace_s=0.0)
+    # A requested suspension starts now: no grace period runs, and the notice promises none;
+    # it is a suspension, so no restriction stands in for it.
+    now_rule = replace(rule, grace_s=0.0, restrict=())
     if r.phase == "shut":
         return Decision(L.extend(r, now_rule, at), (), "already suspended: the term is extended")
     ev = L.Evidence(rule=REQUEST_RULE[r.reason], summary=req.note or r.reason, refs=(f"requested by {req.actor}",))
-    return _ladder(r, now_rule, rails, at, violating=True, evidence=ev)
+    return _ladder(r, now_rule, rails, at, violating=True, evidence=ev, covered=False)
 
 
-def _outcome(r: L.Rung, o: ActionOutcome) -> Decision:
+_ALERT_NAME: dict[str, str] = {"shut": "Shut", "restore": "Restore", "throttle": "Throttle",
+                               "unthrottle": "Unthrottle", "block": "Block", "unblock": "Unblock"}
+
+
+def _outcome(r: L.Rung, rule: L.LadderRule, o: ActionOutcome, rails: Rails, at: datetime) -> Decision:
     """An applied change is announced to the customer and ticketed; one that was not read back
-    as asked stays as recorded: known, paged, not retried."""
+    as asked stays as recorded: known and paged. A shut or restore is not retried; a
+    restriction that did not hold falls to the shut rung (under the rails), and a lift that did
+    not hold leaves the port restricted until a person asks again."""
+    name = _ALERT_NAME[o.action]
     if o.state == "DRYRUN":
         return Decision(r, (), f"{o.action} dry run")
     if o.state == "APPLIED":
-        notice = L.suspension_notice(r) if o.action == "shut" else L.restored_notice(r)
-        return Decision(r, (notice, Page(f"RackWarden{o.action.capitalize()}", "ticket",
-                                         f"{o.action} for {r.reason}: {o.state}")),
+        if o.action == "shut":
+            notice = L.suspension_notice(r)
+        elif o.action == "restore":
+            notice = L.restored_notice(r)
+        elif o.action in APPLY_ACTIONS:
+            if r.restriction is None:
+                return Decision(r, (), f"{o.action} applied after the rung moved on")
+            if o.restriction is not None and o.restriction != r.restriction:
+                # The rate the switch enforces (a vendor may police a little under the cap).
+                r = replace(r, restriction=o.restriction)
+            notice = L.restriction_notice(r)
+        else:
+            if o.restriction is None:
+                return Decision(r, (), f"{o.action} applied")
+            notice = L.lifted_notice(r, o.restriction)
+        return Decision(r, (notice, Page(f"RackWarden{name}", "ticket", f"{o.action} for {r.reason}: {o.state}")),
                         f"{o.action} applied")
-    return Decision(r, (Page(f"RackWarden{o.action.capitalize()}{o.state.capitalize()}", "page",
-                             f"{o.action} for {r.reason}: {o.state}, read back admin {o.admin}"),),
-                    f"{o.action} {o.state.lower()}: escalated")
+    page = Page(f"RackWarden{name}{o.state.capitalize()}", "page",
+                f"{o.action} for {r.reason}: {o.state}, read back {o.admin}")
+    if o.action in APPLY_ACTIONS and r.phase == "restricted":
+        # It may be half there (UNKNOWN): kept, so a later restore lifts it as well.
+        kept = r.restriction if o.state == "UNKNOWN" else None
+        fallen = replace(r, phase="noticed", restriction=kept, restricted_at=None, until=None,
+                         restriction_failed=True)
+        d = _ladder(fallen, rule, rails, at, violating=True, covered=True)
+        return Decision(d.rung, (page, *d.intents), f"{o.action} {o.state.lower()}: {d.why}", d.refusal)
+    if o.action in LIFT_ACTIONS and r.phase == "restored" and o.restriction is not None:
+        # The restriction may still be on the switch: the port stays restricted, with no term,
+        # until a person asks again.
+        back = replace(r, phase="restricted", restriction=o.restriction, until=None, restore_requested=False)
+        return Decision(back, (page,), f"{o.action} {o.state.lower()}: the port stays restricted; escalated")
+    return Decision(r, (page,), f"{o.action} {o.state.lower()}: escalated")
 
 
 # -- turning facts into events ---------------------------------------------------------------
@@ -322,7 +406,8 @@ def overage_evidence(v: CapVerdict, server: str, template: str) -> L.Evidence:
 def overage_observation(v: CapVerdict, server: str, template: str) -> Observation:
     """The cap policy's verdict as the ladder sees it: only a sustained, actionable overage counts."""
     violating = v.state == "sustained" and v.actionable
-    return Observation(violating, overage_evidence(v, server, template) if violating else None)
+    return Observation(violating, overage_evidence(v, server, template) if violating else None,
+                       finding="overage")
 
 
 def abuse_observation(det: Detection | None, evidence_ref: str | None) -> Observation:
@@ -333,7 +418,7 @@ def abuse_observation(det: Detection | None, evidence_ref: str | None) -> Observ
     figures += tuple((k, int(v)) for k, v in list(det.counts.items())[:6])
     refs = ((evidence_ref,) if evidence_ref else ()) + tuple(det.subjects[:5])
     ev = L.Evidence(rule=f"{det.rule} {det.detector}/{det.kind}", summary=det.reason, figures=figures, refs=refs)
-    return Observation(True, ev, attack=det.attacks_others, seen_at=det.last_at)
+    return Observation(True, ev, attack=det.attacks_others, seen_at=det.last_at, finding=det.detector)
 
 
 def breaker(state: S.SafetyState, limits: S.SafetyConfig, at: datetime, switch: str,

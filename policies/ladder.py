@@ -1,4 +1,4 @@
-"""The enforcement ladder (CONTRACT_RULES R2, R9–R11): observe → notify → grace → shut → restore, per server and reason.
+"""The enforcement ladder (CONTRACT_RULES R1, R2, R9–R11): observe → notify → grace → restrict or shut → restore.
 
 Pure: every function takes `at` (aware time) and returns the new state and intents with
 reasons. The enforcer carries the intents out; the safety rails (policies/safety.py) may
@@ -11,6 +11,14 @@ still refuse a shut. Reasons and their defaults:
   recorded first. Restore needs an operator or a restore request.
 - `nonpayment` (R11) and `operator`: asked for by billing or a person; notify and shut after
   the configured grace (default none); restore on request.
+
+The gentler rung (issue 12): where the shell offers a `Restriction` for the finding (police
+the port to the cap in force for an overage, drop outbound SMTP for a spammer), the end of the
+grace period restricts instead of shutting. The server keeps forwarding, so restricted time is
+not an outage. A restriction is lifted after its term once the violation has cleared, or on a
+restore request when the traffic no longer violates; it escalates to a shut when the violation
+goes on beyond what the restriction stops (`covered=False`) or when it could not be applied
+(`restriction_failed`).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Literal
 
 Reason = Literal["overage", "abuse", "nonpayment", "operator"]
 REASONS: tuple[Reason, ...] = ("overage", "abuse", "nonpayment", "operator")
-Phase = Literal["idle", "noticed", "shut", "restored"]
+Phase = Literal["idle", "noticed", "restricted", "shut", "restored"]
 NoticeOutcome = Literal["pending", "delivered", "unreachable"]
 
 
@@ -35,11 +43,16 @@ class LadderRule:
     repeat_multiplier: float = 2.0  # each repeat within repeat_memory_s multiplies the term
     max_term_s: float = 7 * 86400.0
     repeat_memory_s: float = 30 * 86400.0
+    # What a finding ("overage", or a detector: "spam", "flood", ...) is answered with at the
+    # end of the grace period instead of a shut: "throttle" (police to the cap in force) or
+    # "block_smtp". A finding not named here is shut, as is everything when this is empty.
+    restrict: tuple[tuple[str, str], ...] = ()
 
 
 DEFAULT_RULES: dict[Reason, LadderRule] = {
-    "overage": LadderRule(grace_s=600.0, term_s=3600.0),
-    "abuse": LadderRule(grace_s=300.0, term_s=None, shut_at_once_if_unreachable=True),
+    "overage": LadderRule(grace_s=600.0, term_s=3600.0, restrict=(("overage", "throttle"),)),
+    "abuse": LadderRule(grace_s=300.0, term_s=None, shut_at_once_if_unreachable=True,
+                        restrict=(("spam", "block_smtp"),)),
     "nonpayment": LadderRule(grace_s=0.0, term_s=None),
     "operator": LadderRule(grace_s=0.0, term_s=None),
 }
@@ -56,15 +69,49 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class Restriction:
+    """A gentler rung than a shut: police the port's ingress to `rate_bps` (throttle), or drop
+    one outbound service (block, e.g. "smtp"). The port stays up and keeps forwarding."""
+
+    kind: Literal["throttle", "block"]
+    rate_bps: int | None = None  # throttle: the cap in force when it was decided
+    service: str | None = None  # block: the service dropped
+
+    def __post_init__(self) -> None:
+        if self.kind == "throttle" and (self.rate_bps is None or self.rate_bps <= 0):
+            raise ValueError("a throttle needs a positive rate_bps")
+        if self.kind == "block" and not self.service:
+            raise ValueError("a block needs a service")
+
+    @property
+    def apply_action(self) -> Literal["throttle", "block"]:
+        return self.kind
+
+    @property
+    def lift_action(self) -> Literal["unthrottle", "unblock"]:
+        return "unthrottle" if self.kind == "throttle" else "unblock"
+
+    @property
+    def label(self) -> str:
+        if self.kind == "throttle":
+            return f"throttled to {self.rate_bps} bit/s"
+        return f"outbound {self.service} blocked"
+
+
+Stage = Literal["warning", "suspension", "restored", "restriction", "lifted"]
+
+
+@dataclass(frozen=True, slots=True)
 class Notify:
     server: str
     reason: Reason
-    stage: Literal["warning", "suspension", "restored"]
+    stage: Stage
     evidence: Evidence
     key: str  # idempotency: the same notice is not sent twice
-    # What the notice promises: a warning's grace end, a suspension's term end; None promises
-    # no time (a shut that follows at once, a suspension until a restore request).
+    # What the notice promises: a warning's grace end, a suspension's or restriction's term
+    # end; None promises no time (a shut that follows at once, until a restore request).
     until: datetime | None = None
+    restriction: Restriction | None = None  # restriction / lifted: what was applied or lifted
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +131,26 @@ class RestorePort:
     key: str
 
 
-Intent = Notify | ShutPort | RestorePort
+@dataclass(frozen=True, slots=True)
+class RestrictPort:
+    server: str
+    reason: Reason
+    restriction: Restriction
+    evidence: Evidence
+    key: str
+    until: datetime | None  # None: until the violation clears and a restore is asked for
+
+
+@dataclass(frozen=True, slots=True)
+class LiftRestriction:
+    server: str
+    reason: Reason
+    restriction: Restriction
+    why: str
+    key: str
+
+
+Intent = Notify | ShutPort | RestorePort | RestrictPort | LiftRestriction
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +170,12 @@ class Rung:
     evidence: Evidence | None = None
     restored_at: datetime | None = None  # evidence older than this cannot start a new episode
     attack: bool = False  # the latest evidence is an attack on others (R9)
+    # The restriction in force (phase `restricted`), or still configured under a shut that
+    # followed it (lifted together with the restore).
+    restriction: Restriction | None = None
+    restricted_at: datetime | None = None
+    # This episode's restriction could not be applied or read back: the next step shuts.
+    restriction_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +209,26 @@ def _shut(r: Rung, rule: LadderRule, at: datetime, why: str) -> Step:
                 why)
 
 
+def _restrict(r: Rung, rule: LadderRule, gentle: Restriction, at: datetime, why: str) -> Step:
+    """The gentler rung: the port keeps forwarding under the restriction for the term."""
+    term = term_for(rule, r.repeats, at)
+    until = at + timedelta(seconds=term) if term is not None else None
+    assert r.evidence is not None
+    rung = replace(r, phase="restricted", restriction=gentle, restricted_at=at, until=until,
+                   repeats=r.repeats + (at,), restore_requested=False)
+    return Step(rung, (RestrictPort(r.server, r.reason, gentle, r.evidence, _key(r, gentle.apply_action), until),
+                       Notify(r.server, r.reason, "restriction", r.evidence, _key(r, "restriction"), until,
+                              gentle)),
+                f"{why}: {gentle.label} instead of a shut")
+
+
+def _act(r: Rung, rule: LadderRule, at: datetime, why: str, gentle: Restriction | None) -> Step:
+    """The end of the grace period: the gentler rung when one is offered and has not failed."""
+    if gentle is not None and not r.restriction_failed:
+        return _restrict(r, rule, gentle, at, why)
+    return _shut(r, rule, at, why)
+
+
 def step(
     r: Rung,
     rule: LadderRule,
@@ -146,6 +238,8 @@ def step(
     evidence: Evidence | None = None,
     attack: bool = False,
     may_shut: bool = True,
+    gentle: Restriction | None = None,
+    covered: bool = True,
 ) -> Step:
     """Advance one rung by one observation.
 
@@ -153,7 +247,9 @@ def step(
     fresh actionable detection, a standing billing or operator request). `attack` marks a
     finding that is an attack on others, to be cut first when the customer cannot be reached
     (R9). `may_shut` is False when a safety rail refuses: the rung then stays noticed (the
-    warning still goes out) and the shut is tried again at the next observation.
+    warning still goes out) and the shut (or restriction) is tried again at the next
+    observation. `gentle` is the restriction the shell offers for this finding instead of a
+    shut; `covered` says whether the restriction in force stops the violation seen now.
     """
     if r.phase in ("idle", "restored"):
         if not violating:
@@ -161,15 +257,16 @@ def step(
         assert evidence is not None, "a violation needs its evidence"
         rung = replace(r, phase="noticed", episode=r.episode + 1, noticed_at=at, notice="pending",
                        evidence=evidence, shut_at=None, until=None, restore_requested=False,
-                       attack=attack)
+                       attack=attack, restriction=None, restricted_at=None, restriction_failed=False)
         # The warning promises the grace period only when one will really run.
         grace_end = at + timedelta(seconds=rule.grace_s) if rule.grace_s > 0 else None
+        # The warning says what follows the grace period: the restriction, when one is offered.
         intents: tuple[Intent, ...] = (
-            Notify(r.server, r.reason, "warning", evidence, _key(rung, "warning"), grace_end),)
+            Notify(r.server, r.reason, "warning", evidence, _key(rung, "warning"), grace_end, gentle),)
         if rule.grace_s <= 0:
             if not may_shut:
                 return Step(rung, intents, "no grace period, but the shut is refused")
-            s = _shut(rung, rule, at, "no grace period for this reason")
+            s = _act(rung, rule, at, "no grace period for this reason", gentle)
             return Step(s.rung, intents + s.intents, s.why)
         return Step(rung, intents, f"notified; grace {rule.grace_s:g} s before a shut")
 
@@ -182,14 +279,38 @@ def step(
         assert r.noticed_at is not None
         waited = (at - r.noticed_at).total_seconds()
         if r.attack and rule.shut_at_once_if_unreachable and r.notice == "unreachable":
+            # R9 names the cut itself: an attack on others with nobody to tell is not throttled.
             why = "attack and the customer cannot be reached (R9)"
+            gentle = None
+        elif r.restriction_failed:
+            why = "the restriction could not be applied or read back"
         elif waited >= rule.grace_s:
             why = f"still violating after the {rule.grace_s:g} s grace period"
         else:
             return Step(r, (), f"in grace: {waited:.0f} of {rule.grace_s:g} s")
         if not may_shut:
             return Step(r, (), f"{why}, but the shut is refused")
-        return _shut(r, rule, at, why)
+        return _act(r, rule, at, why, gentle)
+
+    if r.phase == "restricted":
+        if evidence is not None and violating:
+            r = replace(r, evidence=evidence, attack=attack)
+        if violating and not covered:
+            # The abuse goes on where the restriction does not reach: the shut rung.
+            why = "the violation continues beyond the restriction"
+            if not may_shut:
+                return Step(r, (), f"{why}, but the shut is refused")
+            return _shut(r, rule, at, why)
+        if r.restore_requested:
+            if violating:
+                return Step(replace(r, restore_requested=False), (),
+                            "re-check: the traffic still violates the rule; the restriction stays")
+            return _lift(r, at, "re-check passed: the traffic is back within the rule")
+        if r.until is not None and at >= r.until:
+            if violating:
+                return Step(r, (), "term served, but the traffic still violates the rule; the restriction stays")
+            return _lift(r, at, "term served and the traffic is back within the rule")
+        return Step(r, (), "restricted")
 
     # phase == "shut"
     if r.restore_requested:
@@ -200,10 +321,36 @@ def step(
 
 
 def _restore(r: Rung, at: datetime, why: str) -> Step:
-    rung = replace(r, phase="restored", restore_requested=False, until=None, restored_at=at)
-    return Step(rung, (RestorePort(r.server, r.reason, why, _key(r, "restore")),
+    rung = replace(r, phase="restored", restore_requested=False, until=None, restored_at=at, restriction=None,
+                   restricted_at=None)
+    # A restriction that a shut followed is still configured: it goes with the restore.
+    lift: tuple[Intent, ...] = ()
+    if r.restriction is not None:
+        lift = (LiftRestriction(r.server, r.reason, r.restriction, why, _key(r, r.restriction.lift_action)),)
+    return Step(rung, (*lift, RestorePort(r.server, r.reason, why, _key(r, "restore")),
                        Notify(r.server, r.reason, "restored",
                               r.evidence or Evidence("", why), _key(r, "restored"))), why)
+
+
+def _lift(r: Rung, at: datetime, why: str) -> Step:
+    assert r.restriction is not None
+    rung = replace(r, phase="restored", restore_requested=False, until=None, restored_at=at, restriction=None,
+                   restricted_at=None)
+    return Step(rung, (LiftRestriction(r.server, r.reason, r.restriction, why, _key(r, r.restriction.lift_action)),
+                       Notify(r.server, r.reason, "lifted", r.evidence or Evidence("", why), _key(r, "lifted"),
+                              None, r.restriction)), why)
+
+
+def restriction_notice(r: Rung) -> Notify:
+    """The notice of this episode's restriction, with the term it promises."""
+    assert r.restriction is not None
+    return Notify(r.server, r.reason, "restriction", r.evidence or Evidence("", r.reason), _key(r, "restriction"),
+                  r.until, r.restriction)
+
+
+def lifted_notice(r: Rung, restriction: Restriction) -> Notify:
+    return Notify(r.server, r.reason, "lifted", r.evidence or Evidence("", "lifted"), _key(r, "lifted"), None,
+                  restriction)
 
 
 def suspension_notice(r: Rung) -> Notify:
@@ -222,7 +369,7 @@ def notice_result(r: Rung, outcome: NoticeOutcome) -> Rung:
 
 
 def request_restore(r: Rung) -> Rung:
-    return replace(r, restore_requested=True) if r.phase == "shut" else r
+    return replace(r, restore_requested=True) if r.phase in ("shut", "restricted") else r
 
 
 def extend(r: Rung, rule: LadderRule, at: datetime) -> Rung:

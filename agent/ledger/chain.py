@@ -43,6 +43,9 @@ EntryKind = Literal[
     "resolve",  # R19: ref: the outage_start; the fault is repaired
     "flag",  # R12: a port down or silent for a week
     "note",  # free text for the record
+    "cap_change",
+    "restriction_start",  # a throttle or service block read back on a port: not an outage
+    "restriction_end",  # ref: the restriction_start
 ]
 ENTRY_KINDS: tuple[str, ...] = (
     "outage_start",
@@ -58,6 +61,8 @@ ENTRY_KINDS: tuple[str, ...] = (
     "flag",
     "note",
     "cap_change",  # R3: a new resource standard announced to the customer, with its objection period
+    "restriction_start",  # a throttle or service block read back on a port: not an outage
+    "restriction_end",  # ref: the restriction_start; lifted (read back) or superseded by a shut
 )
 REFERS_TO_OUTAGE = frozenset({"outage_end", "classify", "reclassify", "ack", "on_site", "resolve"})
 

@@ -31,7 +31,7 @@ from .cli_common import (
     verify_text,
 )
 from .reports import OutageInMonth, ServerSla, deadline_findings, sla_report
-from .views import OutageView, WindowView
+from .views import OutageView, RestrictionView, WindowView
 
 # ---------------------------------------------------------------------------------------------
 # report sla
@@ -132,6 +132,7 @@ def _report_json(rows: Sequence[ServerSla], period: str, now: datetime,
             "caps_applied": list(m.caps_applied), "reason": m.reason, "notes": list(s.notes),
             "outages": [_outage_row(o, s, now) for o in s.outages],
             "windows": [_window_json(w, s) for w in s.windows],
+            "restricted": [_restricted_json(r, sec, s) for r, sec in s.restricted],
             "parts": [{"start": _local(p.start, s), "end": _local(p.end, s),
                        "class": p.outage_class,
                        "seconds": p.seconds, "creditable_seconds": p.creditable_seconds,
@@ -147,6 +148,24 @@ def _report_json(rows: Sequence[ServerSla], period: str, now: datetime,
             "ledger": {"entries": verified.entries, "head_seq": verified.head.seq,
                        "head_hash": verified.head.hash, "verified": verified.ok},
             "unresolved_unknown": unresolved, "servers": servers}
+
+
+def _restriction_what(r: RestrictionView) -> str:
+    if r.kind == "throttle":
+        return f"throttled to {r.rate_bps} bit/s"
+    return f"outbound {r.service} blocked"
+
+
+def _restricted_json(r: RestrictionView, seconds: int, s: ServerSla) -> dict[str, Any]:
+    return {"seq": r.seq, "kind": r.kind, "rate_bps": r.rate_bps, "service": r.service, "reason": r.reason,
+            "start": _local(r.start, s), "end": _local(r.end, s), "seconds_in_month": seconds,
+            "outage": False, "credit_fen": 0}
+
+
+def _restricted_text(r: RestrictionView, seconds: int, s: ServerSla) -> str:
+    end = _local(r.end, s) or "(in force)"
+    return (f"restricted (seq {r.seq}): {_restriction_what(r)} for {r.reason}, {_local(r.start, s)} .. {end}, "
+            f"{duration_text(seconds)} this month; the port forwarded: no outage, no credit")
 
 
 def _report_table(rows: Sequence[ServerSla], period: str, now: datetime,
@@ -177,6 +196,8 @@ def _report_table(rows: Sequence[ServerSla], period: str, now: datetime,
             w(f"      note: {note}\n")
         for win in s.windows:
             w(f"      {_window_text(win, s)}\n")
+        for r, sec in s.restricted:
+            w(f"      {_restricted_text(r, sec, s)}\n")
     w("\nOUTAGES\n")
     for s in rows:
         for o in s.outages:

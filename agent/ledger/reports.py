@@ -36,7 +36,7 @@ from rackwarden.policies.sla_deadlines import (
 
 from ..config import Config, ServerConfig
 from .store import LedgerStore
-from .views import OutageView, WindowView
+from .views import OutageView, RestrictionView, WindowView
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,9 @@ class ServerSla:
     # The declared windows that name this server and overlap the month, each with its claimed
     # notice and its ledger time (what counted is in the segments' reasons).
     windows: tuple[WindowView, ...] = ()
+    # Throttled or service-blocked time overlapping the month, with its seconds in the month:
+    # shown, never an outage, never credited (the port forwarded throughout).
+    restricted: tuple[tuple[RestrictionView, int], ...] = ()
 
     @property
     def unresolved(self) -> tuple[OutageInMonth, ...]:
@@ -151,6 +154,7 @@ def sla_report(
     views = store.maintenance_windows()
     windows = [w.window for w in views]
     outages = store.outages(now=now)
+    restrictions = store.restrictions()
     paid = paid_totals or {}
     out = []
     for s in config.servers:
@@ -160,7 +164,9 @@ def sla_report(
         m_start, m_end = month_bounds(period, contract_timezone(sla.timezone))
         mine = tuple(w for w in views if w.window.covers(s.id)
                      and w.window.start < m_end and w.window.end > m_start)
-        out.append(replace(sla, windows=mine))
+        restricted = tuple((r, r.seconds_within(m_start, m_end, now)) for r in restrictions
+                           if r.server == s.id and r.start < m_end and (r.end is None or r.end > m_start))
+        out.append(replace(sla, windows=mine, restricted=restricted))
     return out
 
 

@@ -44,7 +44,16 @@ from .chain import (
     verify_chain,
 )
 from .schema import ledger_entries, ledger_head, migrate, schema_version
-from .views import IncidentView, OutageView, WindowView, fold_incidents, fold_outages, fold_windows
+from .views import (
+    IncidentView,
+    OutageView,
+    RestrictionView,
+    WindowView,
+    fold_incidents,
+    fold_outages,
+    fold_restrictions,
+    fold_windows,
+)
 
 
 class LedgerStore:
@@ -283,6 +292,29 @@ class LedgerStore:
             if v.seq == seq:
                 return v
         raise LedgerError(f"outage {seq} not found")  # pragma: no cover - fold keeps every start
+
+    def restrictions(self, server: str | None = None) -> list[RestrictionView]:
+        """Throttles and service blocks, each with its end (None while in force)."""
+        return fold_restrictions(self.entries(server=server, kinds=("restriction_start", "restriction_end")))
+
+    def open_restriction(self, server: str, kind: str, conn: Connection | None = None) -> int | None:
+        """The seq of the server's latest `restriction_start` of `kind` with no `restriction_end`."""
+        q = (select(ledger_entries.c.seq, ledger_entries.c.kind, ledger_entries.c.ref_seq, ledger_entries.c.payload)
+             .where(ledger_entries.c.server == server,
+                    ledger_entries.c.kind.in_(["restriction_start", "restriction_end"]))
+             .order_by(ledger_entries.c.seq))
+        if conn is None:
+            with self._read() as c:
+                rows = c.execute(q).all()
+        else:
+            rows = conn.execute(q).all()
+        open_: dict[int, None] = {}
+        for row in rows:
+            if row.kind == "restriction_end":
+                open_.pop(int(row.ref_seq), None)
+            elif json.loads(row.payload).get("restriction") == kind:
+                open_[int(row.seq)] = None
+        return max(open_) if open_ else None
 
     def open_outages(self) -> list[OutageView]:
         return [v for v in self.outages() if v.end is None]

@@ -274,3 +274,36 @@ def fold_windows(entries: Iterable[Entry]) -> list[WindowView]:
         by, reason = str(p.get("by", "")), str(p.get("reason", ""))
         out[e.seq] = WindowView(e.seq, window, now, by, reason)
     return list(out.values())
+
+
+@dataclass(frozen=True, slots=True)
+class RestrictionView:
+    """A throttle or service block read back on a server's port (`restriction_start`), with its
+    end when lifted. Not an outage: the port forwarded throughout."""
+
+    seq: int
+    server: str
+    kind: str  # throttle | block
+    start: datetime
+    end: datetime | None
+    rate_bps: int | None
+    service: str | None
+    reason: str
+
+    def seconds_within(self, start: datetime, end: datetime, now: datetime) -> int:
+        stop = min(self.end or now, end)
+        return max(0, int((stop - max(self.start, start)).total_seconds()))
+
+
+def fold_restrictions(entries: Iterable[Entry]) -> list[RestrictionView]:
+    """restriction_start entries with the restriction_end that refers to each."""
+    starts: list[Entry] = []
+    ends: dict[int, datetime] = {}
+    for e in entries:
+        if e.kind == "restriction_start":
+            starts.append(e)
+        elif e.kind == "restriction_end" and e.ref_seq is not None:
+            ends[e.ref_seq] = e.at
+    return [RestrictionView(e.seq, e.server or "", str(e.payload.get("restriction", "")), e.at, ends.get(e.seq),
+                            e.payload.get("rate_bps"), e.payload.get("service"), str(e.payload.get("reason", "")))
+            for e in starts]

@@ -36,8 +36,7 @@ from typing import Literal
 import bcrypt
 import yaml
 
-from ..textfile import TextFileError, read_text
-from ..webauth import WebConfig, WebConfigError
+from ..webauth import WebConfig, WebConfigError, read_config_text
 
 _BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
 # bcrypt takes every core it is given; two at a time keep a guessing flood from starving the
@@ -126,13 +125,7 @@ def parse_customers_config(text: str, source: str = "<customers web config>",
 
 def load_customers_config(path: str | Path, known_customers: frozenset[str] | None = None) -> CustomerLogins:
     path = Path(path)
-    try:
-        text = read_text(path)
-    except OSError as e:
-        raise CustomersConfigError(f"{path}:1: cannot read: {e.strerror}") from None
-    except TextFileError as e:
-        raise CustomersConfigError(str(e)) from None
-    return parse_customers_config(text, str(path), known_customers)
+    return parse_customers_config(read_config_text(path, CustomersConfigError), str(path), known_customers)
 
 
 def operator_users(web_config: WebConfig) -> Mapping[str, bytes]:

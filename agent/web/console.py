@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
+from rackwarden.drivers.notify.notice import Reason
+from rackwarden.policies import ladder as L
 from rackwarden.policies.billing import BILLING_DIRECTIONS, bucket_rate_bps, percentile_95
 from rackwarden.policies.sla import (
     CAUSES,
@@ -43,9 +45,11 @@ from ..enforcer import REASONS as REQUEST_REASONS
 from ..enforcer import EnforcementError, Enforcer
 from ..ledger import LedgerError, LedgerStore, ServerSla, server_sla
 from ..ledger.cli_common import verify_text
+from ..notices import recheck_notice
 from ..usage import UsageStore
 from .auth import CustomerLogins, LoginLimiter, PasswordChecker, Session, Sessions, same_secret
 from .i18n import local_time, mbps, pick_lang, t, yuan
+from .recheck import Measured, RecheckAnswer, answer, still_over
 from .svg import RatePoint, rate_chart
 
 SESSION_COOKIE = "rw_session"
@@ -64,10 +68,22 @@ main{padding:1em}
 table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top;font-size:90%}
 .flash-ok{background:#dfd;padding:.5em}.flash-error{background:#fdd;padding:.5em}
-.shut{background:#fdd}.noticed{background:#ffd}.held{background:#def}
+.shut{background:#fdd}.restricted{background:#fec}.noticed{background:#ffd}.held{background:#def}
 pre{background:#f4f4f4;padding:.5em;white-space:pre-wrap}
 form.inline{display:inline}
 """
+
+
+Rungs = dict[tuple[str, str], L.Rung]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def off_loop(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run a page's store reads (SQLite: usage, ledger, actions) in a worker thread: a slow read
+    must never stall the daemon's loop, which meters, enforces and takes sFlow meanwhile. What
+    the thread reads of the loop's state is a snapshot taken before (`ladder_snapshot`)."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 BUCKET_S = 300  # the usage store's bucket: usage_5m
@@ -467,6 +483,32 @@ class Console:
         with self.p.enforcer.store.engine.connect() as c:
             return list(c.execute(q))
 
+    def ladder_snapshot(self) -> Rungs:
+        """The ladder as it stands, copied on the loop (the only thread that changes it), for a
+        page built off the loop."""
+        return dict(self.p.enforcer.rungs)
+
+    def statuses(self, rungs: Rungs, servers: Sequence[ServerConfig]) -> dict[str, dict[str, Any]]:
+        """Enforcer.server_status's ladder, hold and last action for many servers, from a ladder
+        snapshot and the action store read here (off the loop): one read of the holds for all."""
+        store = self.p.enforcer.store
+        holds = store.holds()
+        ladders: dict[str, dict[str, dict[str, Any]]] = {}
+        for (sid, reason), r in rungs.items():
+            ladders.setdefault(sid, {})[reason] = {"phase": r.phase,
+                                                   "until": r.until.isoformat() if r.until else None}
+        out = {}
+        for server in servers:
+            last = store.last_action(server.id)
+            out[server.id] = {
+                "server": server.id, "ladder": ladders.get(server.id, {}),
+                "hold_until": holds[server.id][0].isoformat() if server.id in holds else None,
+                "last_action": None if last is None else {"action": last.action, "reason": last.reason,
+                                                          "state": last.state, "mode": last.mode,
+                                                          "at": last.updated_at},
+            }
+        return out
+
     # -- shared sections -----------------------------------------------------------------------
 
     def outages_section(self, lang: str, server: ServerConfig) -> str:
@@ -571,7 +613,11 @@ class Console:
     async def fleet(self, request: web.Request, s: Session) -> web.Response:
         lang = self.lang(request)
         want = {k: request.query.get(k, "") for k in ("switch", "customer", "state")}
-        status = {x["server"]: x for x in self.p.enforcer.status()["servers"]}
+        body = await off_loop(self._fleet_body, lang, want, self.ladder_snapshot())
+        return self.page(request, t(lang, "fleet"), body, s)
+
+    def _fleet_body(self, lang: str, want: dict[str, str], rungs: Rungs) -> str:
+        status = self.statuses(rungs, self.config.servers)
         rows, classes = [], []
         tz = self.tz()
         for server in self.config.servers:
@@ -610,7 +656,7 @@ class Console:
         table = _table([t(lang, "server"), t(lang, "customer"), f'{t(lang, "switch")} {t(lang, "port")}',
                         t(lang, "rate_now"), t(lang, "cap"), t(lang, "last_hour"), t(lang, "state"),
                         t(lang, "ladder"), t(lang, "hold"), t(lang, "last_action")], rows, classes)
-        return self.page(request, t(lang, "fleet"), f'<p>{_h(t(lang, "times_in", tz=tz))}</p>{filters}{table}', s)
+        return f'<p>{_h(t(lang, "times_in", tz=tz))}</p>{filters}{table}'
 
     def _operator_server(self, request: web.Request) -> ServerConfig:
         server = self.config.server(request.match_info["sid"])
@@ -644,13 +690,20 @@ class Console:
                  f'<input name="seconds" size="6" value="3600"> '
                  f'<input name="note" placeholder="{_h(t(lang, "note"))}"> '
                  f'<button type="submit" id="hold">{_h(t(lang, "hold_for"))}</button></form>')
+        sections = await off_loop(self._server_sections, lang, server, span, rng, ranges)
+        return self.page(request, f'{t(lang, "server")} {server.id}', head + forms + sections, s)
+
+    def _server_sections(self, lang: str, server: ServerConfig, span: timedelta, rng: str, ranges: str) -> str:
+        """Everything of the server page that the stores hold (usage, actions, audit, notices,
+        ledger), read off the loop."""
+        tz = self.tz(server)
         chart = f'<h2>{_h(t(lang, "rate_chart"))} ({_h(rng)})</h2><p>{ranges}</p>{self.chart(server, span)}'
         actions = [[_h(local_time(a.created_at, tz)), _h(a.action), _h(a.reason), _h(a.mode), _h(a.state),
                     _h(local_time(a.updated_at, tz))] for a in reversed(self.p.enforcer.store.actions(server.id))]
         audit = [[_h(local_time(a["at"], tz)), _h(a["decision"]), _h(a["reason"]), _h(a["actor"]),
                   _h(f"{a['before']} → {a['after']}"), _h(a["rule"]), _h(a["result"])]
                  for a in reversed(self.p.enforcer.store.audit_rows(server.id))]
-        body = (head + forms + self.usage_section(lang, server) + self.projection_section(lang, server) + chart +
+        return (self.usage_section(lang, server) + self.projection_section(lang, server) + chart +
                 self.detections_section(lang, server) +
                 f'<h2>{_h(t(lang, "actions"))}</h2>' +
                 _table([t(lang, "at"), t(lang, "action"), t(lang, "reason"), t(lang, "mode"), t(lang, "result"),
@@ -660,7 +713,6 @@ class Console:
                         t(lang, "evidence"), t(lang, "result")], audit) +
                 self.notices_section(lang, server) + self.outages_section(lang, server) +
                 self.credit_section(lang, server))
-        return self.page(request, f'{t(lang, "server")} {server.id}', body, s)
 
     async def server_action(self, request: web.Request, s: Session) -> web.StreamResponse:
         server = self._operator_server(request)
@@ -684,11 +736,16 @@ class Console:
 
     async def ledger_page(self, request: web.Request, s: Session) -> web.Response:
         lang = self.lang(request)
+        # The whole chain is read and hashed, outages and windows listed: off the loop, which
+        # polls and enforces meanwhile.
+        body = await off_loop(self._ledger_body, lang, s)
+        return self.page(request, t(lang, "ledger"), body, s)
+
+    def _ledger_body(self, lang: str, s: Session) -> str:
         store = self.p.ledger
         now = self.now()
         tz = self.tz()
-        # The whole chain is read and hashed: off the loop, which polls and enforces meanwhile.
-        verdict = await asyncio.to_thread(store.verify)
+        verdict = store.verify()
         ok = t(lang, "verify_ok") if verdict.ok else t(lang, "verify_bad")
         head = store.head()
         top = (f'<p>{_h(t(lang, "verify"))}: <strong id="verify">{_h(ok)}</strong> · {_h(t(lang, "head"))}: '
@@ -717,12 +774,11 @@ class Console:
             rows.append([_h(v.seq), _h(v.server), _h(local_time(v.start, tz)),
                          _h(local_time(v.end, tz) if v.end else t(lang, "open")), _h(v.outage_class),
                          _h(v.cause or "-"), _h(by or "-")])
-        body = (top + f'<h2>{_h(t(lang, "unknown_first"))}</h2>{unknown_html}' +
+        return (top + f'<h2>{_h(t(lang, "unknown_first"))}</h2>{unknown_html}' +
                 self.windows_section(lang, s) +
                 f'<h2>{_h(t(lang, "all_outages"))}</h2>' +
                 _table(["#", t(lang, "server"), t(lang, "start"), t(lang, "end"), t(lang, "class"), t(lang, "cause"),
                         t(lang, "actor")], rows))
-        return self.page(request, t(lang, "ledger"), body, s)
 
     def windows_section(self, lang: str, s: Session) -> str:
         tz = self.tz()
@@ -804,10 +860,15 @@ class Console:
         tz = self.tz(server)
         rows = []
         for (sid, reason), r in sorted(self.p.enforcer.rungs.items()):
-            if sid != server.id or r.phase not in ("noticed", "shut"):
+            if sid != server.id or r.phase not in ("noticed", "restricted", "shut"):
                 continue
             ev = f"{r.evidence.rule}: {r.evidence.summary}" if r.evidence is not None else "-"
-            rows.append([_h(reason), _h(r.phase), _h(local_time(r.until, tz) if r.until else "-"), _h(ev)])
+            # A restriction says what it is: limited to N Mbit/s, or a service blocked.
+            x = r.restriction
+            state = r.phase if x is None or r.phase != "restricted" else (
+                t(lang, "throttled_to", rate=f"{(x.rate_bps or 0) / 1e6:g}") if x.kind == "throttle"
+                else t(lang, "blocked_service", service=x.service or ""))
+            rows.append([_h(reason), _h(state), _h(local_time(r.until, tz) if r.until else "-"), _h(ev)])
         if not rows:
             return f'<p class="restrictions">{_h(t(lang, "restrictions"))}: {_h(t(lang, "none"))}</p>'
         return (f'<h3>{_h(t(lang, "restrictions"))}</h3>' +
@@ -818,19 +879,24 @@ class Console:
 
     async def customer_home(self, request: web.Request, s: Session) -> web.Response:
         lang = self.lang(request)
+        body = await off_loop(self._customer_home_body, lang, s, self.ladder_snapshot())
+        return self.page(request, f'{t(lang, "my_servers")} ({s.customer})', body, s)
+
+    def _customer_home_body(self, lang: str, s: Session, rungs: Rungs) -> str:
         rows = []
-        for server in self.customer_servers(s):
+        servers = self.customer_servers(s)
+        status = self.statuses(rungs, servers)
+        for server in servers:
             pt = self.rate_now(server.id)
             p95, _ = self.p95(server)
             sla = self.sla(server)
             credit = yuan(sla.credit_fen) if sla.credit_fen is not None else "-"
-            st = self.state_of(self.p.enforcer.server_status(server.id))
+            st = self.state_of(status[server.id])
             rows.append([f'<a href="/customer/server/{_h(server.id)}">{_h(server.id)}</a>',
                          _h(f"{mbps(pt.out_bps)} / {mbps(pt.in_bps)}" if pt else t(lang, "no_data")),
                          _h(mbps(self.cap_at(server)(self.now()))), _h(mbps(p95)), _h(st), _h(credit)])
-        body = _table([t(lang, "server"), t(lang, "rate_now"), t(lang, "cap"), t(lang, "p95_month"), t(lang, "state"),
+        return _table([t(lang, "server"), t(lang, "rate_now"), t(lang, "cap"), t(lang, "p95_month"), t(lang, "state"),
                        t(lang, "credit_due")], rows)
-        return self.page(request, f'{t(lang, "my_servers")} ({s.customer})', body, s)
 
     async def customer_server(self, request: web.Request, s: Session) -> web.Response:
         lang = self.lang(request)
@@ -841,27 +907,89 @@ class Console:
             recheck = (f'<form method="post" action="/customer/server/{_h(server.id)}/recheck">'
                        f'{self.csrf_field(s)}<button type="submit" id="recheck">{_h(t(lang, "recheck"))}</button>'
                        '</form>')
-        body = (f'<p>{_h(t(lang, "state"))}: <span id="state">{_h(self.state_of(st))}</span> · '
-                f'{_h(t(lang, "times_in", tz=self.tz(server)))}</p>' + self.restrictions(lang, server) + recheck +
-                self.usage_section(lang, server) + self.chart(server, RANGES["24h"]) +
+        head = (f'<p>{_h(t(lang, "state"))}: <span id="state">{_h(self.state_of(st))}</span> · '
+                f'{_h(t(lang, "times_in", tz=self.tz(server)))}</p>' + self.restrictions(lang, server) + recheck)
+        sections = await off_loop(self._customer_sections, lang, server)
+        return self.page(request, f'{t(lang, "server")} {server.id}', head + sections, s)
+
+    def _customer_sections(self, lang: str, server: ServerConfig) -> str:
+        return (self.usage_section(lang, server) + self.chart(server, RANGES["24h"]) +
                 self.notices_section(lang, server) + self.outages_section(lang, server) +
                 self.credit_section(lang, server))
-        return self.page(request, f'{t(lang, "server")} {server.id}', body, s)
 
     async def recheck(self, request: web.Request, s: Session) -> web.StreamResponse:
         lang = self.lang(request)
         server = self._own_server(request, s)
         e = self.p.enforcer
-        shut = sorted(reason for (sid, reason), r in e.rungs.items() if sid == server.id and r.phase == "shut")
+        # A suspension or a restriction (throttle, blocked service): both are re-checked.
+        shut = sorted(reason for (sid, reason), r in e.rungs.items()
+                      if sid == server.id and r.phase in ("shut", "restricted"))
         mine = [r for r in shut if r in CUSTOMER_FIXABLE]
         if shut and not mine:
             s.flash.append(("error", t(lang, "recheck_not_yours")))
         for reason in mine:
-            try:
-                # A request through the ladder (Enforcer.restore -> the step with its rails),
-                # never a command to the switch from here.
-                await e.restore(server.id, s.actor, reason)
-                s.flash.append(("ok", t(lang, "recheck_sent", r=reason)))
-            except EnforcementError as exc:
-                s.flash.append(("error", f"{t(lang, 'error')}: {exc}"))
+            a = await self._recheck_one(server, reason, s.actor)
+            figures = t(lang, "recheck_figures", out=mbps(a.measured.out_bps), in_=mbps(a.measured.in_bps),
+                        cap=mbps(a.measured.cap_bps))
+            text = t(lang, "recheck_passed" if a.restored else "recheck_refused", r=reason, why=a.why)
+            mailed = await self._recheck_mail(server, a)
+            s.flash.append(("ok" if a.restored else "error", f"{text} {figures} {mailed(lang)}"))
         raise self.back(f"/customer/server/{server.id}")
+
+    def measured(self, server: ServerConfig) -> Measured:
+        """The last poll's verdict for the server, as metering published it."""
+        def gauge(name: str, **labels: str) -> float | None:
+            return self.p.enforcer.metrics.registry.get_sample_value(name, {"server": server.id, **labels})
+        where = {"switch": server.switch, "port": server.port}
+        return Measured.of(gauge("rackwarden_port_rate_bps", **where, direction="outbound"),
+                           gauge("rackwarden_port_rate_bps", **where, direction="inbound"),
+                           self.cap_at(server)(self.now()), gauge("rackwarden_server_cap_state"))
+
+    async def _recheck_one(self, server: ServerConfig, reason: str, actor: str) -> RecheckAnswer:
+        """One re-check: the traffic first, then a restore request through the ladder
+        (Enforcer.restore -> the enforcement step with its rails), never a command from here."""
+        e = self.p.enforcer
+        m = self.measured(server)
+        over = still_over(reason, m)
+        error = None
+        if over is None:
+            try:
+                await e.restore(server.id, actor, reason)
+            except EnforcementError as exc:
+                error = str(exc)
+        rung = e.rungs.get((server.id, reason))
+        st = e.server_status(server.id)
+        others = tuple(sorted(r for r, v in st["ladder"].items() if r != reason and v["phase"] == "shut"))
+        last = st["last_action"]
+        restore_state = (last["state"] if last is not None and last["action"] in ("restore", "unthrottle", "unblock")
+                         else None)
+        return answer(reason, m, over=over, error=error, phase_after=rung.phase if rung else "idle",
+                      refused=st["refused"].get(reason), others_shut=others, last_restore_state=restore_state)
+
+    async def _recheck_mail(self, server: ServerConfig, a: RecheckAnswer) -> Callable[[str], str]:
+        """E-mail the answer to the server's contacts through the notifier the ladder's notices
+        use, recorded as they are (notice row, audit record, metric); the page says where it went."""
+        e = self.p.enforcer
+        at = self.now()
+        rung = e.rungs.get((server.id, a.reason))
+        episode = rung.episode if rung is not None else 0
+        key = f"{server.id}:{a.reason}:{episode}:recheck:{at.strftime('%Y%m%dT%H%M%S.%fZ')}"
+        rule = rung.evidence.rule if rung is not None and rung.evidence is not None else a.reason
+        reason: Reason = "overage" if a.reason == "overage" else "abuse"
+        notice = recheck_notice(self.config, server, key=key, reason=reason, restored=a.restored, rule=rule,
+                                summary=a.why, figures=a.figures(), at=at)
+        if e.notifier is None:
+            delivered, detail = False, "no notifier configured"
+        else:
+            t0 = self.mono()
+            delivered, detail = await e.notifier.send_notice(notice, at)
+            e.store.record_notice(key, server.id, at, delivered, detail, self.mono() - t0)
+        e.metrics.notices.labels(notice.stage, "delivered" if delivered else "unreachable").inc()
+        phase = rung.phase if rung is not None else "idle"
+        e.store.audit(at=at, server=server.id, reason=a.reason, decision=f"notify_{notice.stage}",
+                      mode=e.config.enforcement.mode_for(a.reason, e.config.agent.mode), actor="rackwarden",
+                      rule=rule, inputs={"key": key, "to": list(server.contacts), "answer": a.why},
+                      before=phase, after=phase, result=f"{'delivered' if delivered else 'unreachable'}: {detail}")
+        to = ", ".join(server.contacts)
+        return lambda lang: (t(lang, "recheck_mailed", to=to) if delivered
+                             else t(lang, "recheck_not_mailed", why=detail))

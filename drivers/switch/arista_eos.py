@@ -5,15 +5,14 @@ from __future__ import annotations
 import re
 
 from .base import AdminState, SaveSpec, checked_port
-from .cisco_ios import burst_bytes, ios_acl_lines, parse_ios_header, parse_ios_restriction
+from .cisco_ios import BURST_MAX_BYTES, BURST_MIN_BYTES, parse_ios_header
 from .restrictions import (
+    IosStyle,
     Rate,
     RateRule,
     Restriction,
     RestrictionChange,
     RestrictionKind,
-    object_name,
-    service_ports,
     vendor_rate,
 )
 
@@ -93,6 +92,23 @@ THROTTLE_RATE = RateRule(
     " Arista TOI 'Ingress policing' https://www.arista.com/en/support/toi/tag/qos",
 )
 
+_STYLE = IosStyle(
+    vendor=NAME,
+    aliases=ALIASES,
+    error_pattern=ERROR_PATTERN,
+    rate_rule=THROTTLE_RATE,
+    policy_map="policy-map type quality-of-service",
+    police="police rate {value} kbps burst-size {burst} bytes",
+    burst_min=BURST_MIN_BYTES,  # the Catalyst range, within what EOS accepts
+    burst_max=BURST_MAX_BYTES,
+    service_policy="service-policy type qos input",
+    acl="ip access-list",  # EOS `ip access-list` is extended
+    show_config="show running-config interfaces",
+    show_policy="show policy-map type quality-of-service",
+    attach_read="(?:service-policy type qos input {name}|service-policy input {name}|ip access-group {name} in)",
+    default_rate_unit="kbps",
+)
+
 
 def throttle_rate(rate_bps: int) -> Rate:
     """The cap as EOS `police rate ... kbps` takes it, rounded down to whole kbps."""
@@ -101,76 +117,31 @@ def throttle_rate(rate_bps: int) -> Rate:
 
 def render_throttle(port: str, rate_bps: int) -> RestrictionChange:
     """`policy-map type quality-of-service` policing class-default, attached as qos input."""
-    name = canonical_port(port)
-    policy = object_name("throttle", name, ALIASES)
-    rate = throttle_rate(rate_bps)
-    return RestrictionChange(
-        lines=(
-            f"policy-map type quality-of-service {policy}",
-            "class class-default",
-            f"police rate {rate.value} kbps burst-size {burst_bytes(rate.applied_bps)} bytes",
-            f"interface {name}",
-            f"service-policy type qos input {policy}",
-        ),
-        effect_index=2,
-        rate=rate,
-    )
+    return _STYLE.render_throttle(canonical_port(port), rate_bps)
 
 
 def render_unthrottle(port: str) -> RestrictionChange:
     """Detach, then delete our policy-map."""
-    name = canonical_port(port)
-    policy = object_name("throttle", name, ALIASES)
-    return RestrictionChange(
-        lines=(
-            f"interface {name}",
-            f"no service-policy type qos input {policy}",
-            f"no policy-map type quality-of-service {policy}",
-        ),
-        effect_index=1,
-    )
+    return _STYLE.render_unthrottle(canonical_port(port))
 
 
 def render_block_service(port: str, service: str) -> RestrictionChange:
-    """IP ACL RW-<SERVICE>-<port> (EOS `ip access-list` is extended) + `ip access-group ... in`."""
-    name = canonical_port(port)
-    ports = service_ports(NAME, service)
-    acl = object_name(service, name, ALIASES)
-    return RestrictionChange(
-        lines=(*ios_acl_lines(acl, ports, "ip access-list"), f"interface {name}", f"ip access-group {acl} in"),
-        effect_index=0,
-    )
+    """IP ACL RW-<SERVICE>-<port> + `ip access-group ... in`."""
+    return _STYLE.render_block_service(canonical_port(port), service)
 
 
 def render_unblock_service(port: str, service: str) -> RestrictionChange:
     """Detach, then delete our ACL."""
-    name = canonical_port(port)
-    service_ports(NAME, service)
-    acl = object_name(service, name, ALIASES)
-    return RestrictionChange(
-        lines=(f"interface {name}", f"no ip access-group {acl} in", f"no ip access-list {acl}"),
-        effect_index=1,
-    )
+    return _STYLE.render_unblock_service(canonical_port(port), service)
 
 
 def render_restriction_readback(port: str, kind: RestrictionKind, service: str | None = None) -> tuple[str, ...]:
     """The interface's running config and our policy-map or ACL."""
-    name = canonical_port(port)
-    if kind == "throttle":
-        policy = object_name("throttle", name, ALIASES)
-        return (f"show running-config interfaces {name}", f"show policy-map type quality-of-service {policy}")
-    service_ports(NAME, service or "")
-    acl = object_name(service or "", name, ALIASES)
-    return (f"show running-config interfaces {name}", f"show ip access-lists {acl}")
+    return _STYLE.render_readback(canonical_port(port), kind, service)
 
 
 def parse_restriction(
     output: str, port: str, kind: RestrictionKind, service: str | None = None
 ) -> Restriction:
     """Verdict from the interface config + our policy-map / ACL listing."""
-    return parse_ios_restriction(
-        output, port, kind, service,
-        vendor=NAME, error_pattern=ERROR_PATTERN, aliases=ALIASES,
-        attach="(?:service-policy type qos input {name}|service-policy input {name}|ip access-group {name} in)",
-        default_rate_unit="kbps",
-    )
+    return _STYLE.parse(output, port, kind, service)

@@ -6,7 +6,10 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from .restrictions import Restriction, RestrictionKind, RestrictionResult
 
 AdminState = Literal["up", "down", "unknown"]
 PortAction = Literal["shut", "restore"]
@@ -397,3 +400,16 @@ class SwitchDriver(Protocol):
     async def read_admin_state(self, port: str) -> AdminReading: ...
 
     async def save(self) -> SaveResult: ...
+
+    # Graceful restrictions (drivers/switch/restrictions.py): police the port's ingress to a
+    # rate, or drop one service (outbound SMTP) with an ACL. Each reads back in the same session.
+    async def throttle(self, port: str, rate_bps: int) -> RestrictionResult: ...
+
+    async def unthrottle(self, port: str) -> RestrictionResult: ...
+
+    async def block_service(self, port: str, service: str) -> RestrictionResult: ...
+
+    async def unblock_service(self, port: str, service: str) -> RestrictionResult: ...
+
+    async def read_restriction(self, port: str, kind: RestrictionKind,
+                               service: str | None = None) -> Restriction: ...

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import re
 
-from .base import AdminState, SaveSpec, checked_port, expand_alias, names_port, same_port
+from .base import AdminState, SaveSpec, checked_port, expand_alias, same_port
 from .restrictions import (
+    IosStyle,
     Rate,
     RateRule,
     Restriction,
     RestrictionChange,
     RestrictionKind,
-    denied_tcp_ports,
-    judge,
-    object_name,
-    scaled_bps,
-    service_ports,
     vendor_rate,
 )
 
@@ -154,10 +150,24 @@ THROTTLE_RATE = RateRule(
 BURST_MIN_BYTES = 8000
 BURST_MAX_BYTES = 1_000_000
 
-
-def burst_bytes(rate_bps: int) -> int:
-    """Policer bucket depth: 100 ms at the cap, clamped to what Catalyst accepts."""
-    return max(BURST_MIN_BYTES, min(BURST_MAX_BYTES, rate_bps // 80))
+# `mls qos` must already be on for a Catalyst 2960/3750 to police; it is switch-wide, so it is
+# the operator's to enable, never ours.
+_STYLE = IosStyle(
+    vendor=NAME,
+    aliases=ALIASES,
+    error_pattern=ERROR_PATTERN,
+    rate_rule=THROTTLE_RATE,
+    policy_map="policy-map",
+    police="police {value} {burst} exceed-action drop",
+    burst_min=BURST_MIN_BYTES,
+    burst_max=BURST_MAX_BYTES,
+    service_policy="service-policy input",
+    acl="ip access-list extended",
+    show_config="show running-config interface",
+    show_policy="show policy-map",
+    attach_read="(?:service-policy input {name}|ip access-group {name} in)",
+    default_rate_unit="bps",
+)
 
 
 def throttle_rate(rate_bps: int) -> Rate:
@@ -166,129 +176,32 @@ def throttle_rate(rate_bps: int) -> Rate:
 
 
 def render_throttle(port: str, rate_bps: int) -> RestrictionChange:
-    """A class-default policer dropping what exceeds the cap, attached as `service-policy input`.
-
-    Re-rendering for an already attached policy changes the rate in place (the `police` line).
-    `mls qos` must already be on for a Catalyst 2960/3750 to police; it is switch-wide, so it
-    is the operator's to enable, never ours.
-    """
-    name, policy = canonical_port(port), object_name("throttle", canonical_port(port), ALIASES)
-    rate = throttle_rate(rate_bps)
-    return RestrictionChange(
-        lines=(
-            f"policy-map {policy}",
-            "class class-default",
-            f"police {rate.value} {burst_bytes(rate.applied_bps)} exceed-action drop",
-            f"interface {name}",
-            f"service-policy input {policy}",
-        ),
-        effect_index=2,
-        rate=rate,
-    )
+    """A class-default policer dropping what exceeds the cap, attached as `service-policy input`."""
+    return _STYLE.render_throttle(canonical_port(port), rate_bps)
 
 
 def render_unthrottle(port: str) -> RestrictionChange:
     """Detach first (IOS refuses to delete an attached policy-map), then delete ours."""
-    name, policy = canonical_port(port), object_name("throttle", canonical_port(port), ALIASES)
-    return RestrictionChange(
-        lines=(f"interface {name}", f"no service-policy input {policy}", f"no policy-map {policy}"),
-        effect_index=1,
-    )
-
-
-def ios_acl_lines(acl: str, ports: tuple[int, ...], header: str) -> tuple[str, ...]:
-    """A fresh ACL denying TCP to `ports`, then permitting the rest (IOS and EOS syntax).
-
-    Deleted and re-created, so a re-apply never appends duplicate entries; sequence numbers
-    are explicit so the read-back is the same on every release.
-    """
-    entries = [f"{10 * (i + 1)} deny tcp any any eq {p}" for i, p in enumerate(ports)]
-    return (
-        f"no {header} {acl}",
-        f"{header} {acl}",
-        *entries,
-        f"{10 * (len(ports) + 1)} permit ip any any",
-    )
+    return _STYLE.render_unthrottle(canonical_port(port))
 
 
 def render_block_service(port: str, service: str) -> RestrictionChange:
     """Extended ACL RW-<SERVICE>-<port> + `ip access-group ... in` (a port ACL on a switchport)."""
-    name = canonical_port(port)
-    ports = service_ports(NAME, service)
-    acl = object_name(service, name, ALIASES)
-    return RestrictionChange(
-        lines=(
-            *ios_acl_lines(acl, ports, "ip access-list extended"),
-            f"interface {name}",
-            f"ip access-group {acl} in",
-        ),
-        # Deleting an ACL that is already attached changes forwarding at once.
-        effect_index=0,
-    )
+    return _STYLE.render_block_service(canonical_port(port), service)
 
 
 def render_unblock_service(port: str, service: str) -> RestrictionChange:
     """Detach, then delete our ACL."""
-    name = canonical_port(port)
-    service_ports(NAME, service)
-    acl = object_name(service, name, ALIASES)
-    return RestrictionChange(
-        lines=(f"interface {name}", f"no ip access-group {acl} in", f"no ip access-list extended {acl}"),
-        effect_index=1,
-    )
+    return _STYLE.render_unblock_service(canonical_port(port), service)
 
 
 def render_restriction_readback(port: str, kind: RestrictionKind, service: str | None = None) -> tuple[str, ...]:
     """The interface's running config (is ours attached?) and our object (what does it do?)."""
-    name = canonical_port(port)
-    if kind == "throttle":
-        return (f"show running-config interface {name}", f"show policy-map {object_name('throttle', name, ALIASES)}")
-    acl = object_name(service or "", name, ALIASES)
-    service_ports(NAME, service or "")
-    return (f"show running-config interface {name}", f"show ip access-lists {acl}")
-
-
-_POLICE_RATE = re.compile(r"^\s*police\s+(?:cir\s+)?(?:rate\s+)?(\d+)\s*(bps|kbps|mbps|gbps)?\b", re.M | re.I)
-
-
-def parse_ios_restriction(
-    output: str,
-    port: str,
-    kind: RestrictionKind,
-    service: str | None,
-    *,
-    vendor: str,
-    error_pattern: str,
-    aliases: dict[str, str],
-    attach: str,
-    default_rate_unit: str,
-) -> Restriction:
-    """Read-back verdict for IOS and EOS: the attach line in the interface config, and the
-    policer rate or the ACL's denied ports in our object's listing."""
-    want = expand_alias(port, aliases)
-    refused = re.search(error_pattern, output, flags=re.M) is not None
-    named = names_port(output, want)
-    if kind == "throttle":
-        obj = object_name("throttle", want, aliases)
-        attached = re.search(rf"^\s*{attach.format(name=re.escape(obj))}\s*$", output, flags=re.M | re.I) is not None
-        m = _POLICE_RATE.search(output)
-        rate = scaled_bps(m.group(1), m.group(2) or default_rate_unit) if m else None
-        return judge(kind, port, named=named, refused=refused, attached=attached,
-                     complete=rate is not None, rate_bps=rate)
-    ports = service_ports(vendor, service or "")
-    obj = object_name(service or "", want, aliases)
-    attached = re.search(rf"^\s*{attach.format(name=re.escape(obj))}\s*$", output, flags=re.M | re.I) is not None
-    complete = set(ports) <= denied_tcp_ports(output)
-    return judge(kind, port, named=named, refused=refused, attached=attached, complete=complete, service=service)
+    return _STYLE.render_readback(canonical_port(port), kind, service)
 
 
 def parse_restriction(
     output: str, port: str, kind: RestrictionKind, service: str | None = None
 ) -> Restriction:
     """Verdict from `show running-config interface X` + `show policy-map|ip access-lists RW-...`."""
-    return parse_ios_restriction(
-        output, port, kind, service,
-        vendor=NAME, error_pattern=ERROR_PATTERN, aliases=ALIASES,
-        attach="(?:service-policy input {name}|ip access-group {name} in)",
-        default_rate_unit="bps",
-    )
+    return _STYLE.parse(output, port, kind, service)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import re
 
 from .base import AdminState, SaveSpec, checked_port, expand_alias, same_port
-from .huawei import parse_vrp_restriction, vrp_acl_rules
 from .restrictions import (
     Rate,
     RateRule,
     Restriction,
     RestrictionChange,
     RestrictionKind,
-    object_name,
-    service_ports,
+    VrpStyle,
     vendor_rate,
 )
 
@@ -132,6 +130,17 @@ THROTTLE_RATE = RateRule(
     " (https://www.manualslib.com/manual/3098446/H3c-S6812-Series.html?page=1596)",
 )
 
+# Comware 7 syntax: `acl advanced name`, `packet-filter name ... inbound`.
+_STYLE = VrpStyle(
+    vendor=NAME,
+    aliases=ALIASES,
+    error_pattern=ERROR_PATTERN,
+    rate_rule=THROTTLE_RATE,
+    acl_create="acl advanced name {acl}",
+    acl_delete="undo acl advanced name {acl}",
+    attach="packet-filter name {acl} inbound",
+)
+
 
 def throttle_rate(rate_bps: int) -> Rate:
     """The cap in kbps, a multiple of 64, rounded down."""
@@ -140,61 +149,31 @@ def throttle_rate(rate_bps: int) -> Rate:
 
 def render_throttle(port: str, rate_bps: int) -> RestrictionChange:
     """`qos lr inbound cir <kbps>` (CBS left to the switch's default, 62.5 x CIR)."""
-    rate = throttle_rate(rate_bps)
-    return RestrictionChange(
-        lines=(f"interface {canonical_port(port)}", f"qos lr inbound cir {rate.value}"), effect_index=1, rate=rate
-    )
+    return _STYLE.render_throttle(canonical_port(port), rate_bps)
 
 
 def render_unthrottle(port: str) -> RestrictionChange:
     """`undo qos lr inbound`."""
-    return RestrictionChange(lines=(f"interface {canonical_port(port)}", "undo qos lr inbound"), effect_index=1)
+    return _STYLE.render_unthrottle(canonical_port(port))
 
 
 def render_block_service(port: str, service: str) -> RestrictionChange:
     """`acl advanced name RW-<SERVICE>-<port>` + `packet-filter name ... inbound`."""
-    name = canonical_port(port)
-    ports = service_ports(NAME, service)
-    acl = object_name(service, name, ALIASES)
-    return RestrictionChange(
-        lines=(
-            f"acl advanced name {acl}",
-            *vrp_acl_rules(ports),
-            "quit",
-            f"interface {name}",
-            f"packet-filter name {acl} inbound",
-        ),
-        effect_index=1,
-    )
+    return _STYLE.render_block_service(canonical_port(port), service)
 
 
 def render_unblock_service(port: str, service: str) -> RestrictionChange:
     """Detach our packet-filter, then delete our ACL."""
-    name = canonical_port(port)
-    service_ports(NAME, service)
-    acl = object_name(service, name, ALIASES)
-    return RestrictionChange(
-        lines=(f"interface {name}", f"undo packet-filter name {acl} inbound", "quit", f"undo acl advanced name {acl}"),
-        effect_index=1,
-    )
+    return _STYLE.render_unblock_service(canonical_port(port), service)
 
 
 def render_restriction_readback(port: str, kind: RestrictionKind, service: str | None = None) -> tuple[str, ...]:
     """The interface's current configuration, and our ACL for a block."""
-    name = canonical_port(port)
-    config = f"display current-configuration interface {name}"
-    if kind == "throttle":
-        return (config,)
-    service_ports(NAME, service or "")
-    return (config, f"display acl name {object_name(service or '', name, ALIASES)}")
+    return _STYLE.render_readback(canonical_port(port), kind, service)
 
 
 def parse_restriction(
     output: str, port: str, kind: RestrictionKind, service: str | None = None
 ) -> Restriction:
     """Verdict from `display current-configuration interface X` (+ `display acl name RW-...`)."""
-    return parse_vrp_restriction(
-        output, port, kind, service,
-        vendor=NAME, error_pattern=ERROR_PATTERN, aliases=ALIASES,
-        attach="packet-filter name {name} inbound",
-    )
+    return _STYLE.parse(output, port, kind, service)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import re
 
-from .base import AdminState, SaveSpec, checked_port, expand_alias, names_port, same_port
+from .base import AdminState, SaveSpec, checked_port, expand_alias, same_port
 from .restrictions import (
     Rate,
     RateRule,
     Restriction,
     RestrictionChange,
     RestrictionKind,
-    denied_tcp_ports,
-    judge,
-    object_name,
-    service_ports,
+    VrpStyle,
     vendor_rate,
 )
 
@@ -127,6 +124,16 @@ THROTTLE_RATE = RateRule(
     " kbit/s, 64 minimum on E3L/SA boards (https://blog.csdn.net/NeverGUM/article/details/102720178)",
 )
 
+_STYLE = VrpStyle(
+    vendor=NAME,
+    aliases=ALIASES,
+    error_pattern=ERROR_PATTERN,
+    rate_rule=THROTTLE_RATE,
+    acl_create="acl name {acl} advance",
+    acl_delete="undo acl name {acl}",
+    attach="traffic-filter inbound acl name {acl}",
+)
+
 
 def throttle_rate(rate_bps: int) -> Rate:
     """The cap in kbit/s, a multiple of 64, rounded down."""
@@ -135,101 +142,31 @@ def throttle_rate(rate_bps: int) -> Rate:
 
 def render_throttle(port: str, rate_bps: int) -> RestrictionChange:
     """`qos lr inbound cir <kbps>` under the interface (the switch picks the default CBS)."""
-    rate = throttle_rate(rate_bps)
-    return RestrictionChange(
-        lines=(f"interface {canonical_port(port)}", f"qos lr inbound cir {rate.value}"), effect_index=1, rate=rate
-    )
+    return _STYLE.render_throttle(canonical_port(port), rate_bps)
 
 
 def render_unthrottle(port: str) -> RestrictionChange:
     """`undo qos lr inbound`."""
-    return RestrictionChange(lines=(f"interface {canonical_port(port)}", "undo qos lr inbound"), effect_index=1)
-
-
-def vrp_acl_rules(ports: tuple[int, ...]) -> tuple[str, ...]:
-    """Deny rules with fixed ids (re-typing one with the same id replaces it, never adds one);
-    a traffic-filter permits what no rule matches, so no permit rule is needed."""
-    return tuple(f"rule {5 * (i + 1)} deny tcp destination-port eq {p}" for i, p in enumerate(ports))
+    return _STYLE.render_unthrottle(canonical_port(port))
 
 
 def render_block_service(port: str, service: str) -> RestrictionChange:
     """Named advanced ACL RW-<SERVICE>-<port> + `traffic-filter inbound acl name ...`."""
-    name = canonical_port(port)
-    ports = service_ports(NAME, service)
-    acl = object_name(service, name, ALIASES)
-    return RestrictionChange(
-        lines=(
-            f"acl name {acl} advance",
-            *vrp_acl_rules(ports),
-            "quit",
-            f"interface {name}",
-            f"traffic-filter inbound acl name {acl}",
-        ),
-        effect_index=1,  # a rule added to an ACL already applied takes effect at once
-    )
+    return _STYLE.render_block_service(canonical_port(port), service)
 
 
 def render_unblock_service(port: str, service: str) -> RestrictionChange:
     """Detach our ACL (only ours: an operator's traffic-filter stays), then delete it."""
-    name = canonical_port(port)
-    service_ports(NAME, service)
-    acl = object_name(service, name, ALIASES)
-    return RestrictionChange(
-        lines=(f"interface {name}", f"undo traffic-filter inbound acl name {acl}", "quit", f"undo acl name {acl}"),
-        effect_index=1,
-    )
+    return _STYLE.render_unblock_service(canonical_port(port), service)
 
 
 def render_restriction_readback(port: str, kind: RestrictionKind, service: str | None = None) -> tuple[str, ...]:
     """The interface's current configuration (always names the port), and our ACL for a block."""
-    name = canonical_port(port)
-    config = f"display current-configuration interface {name}"
-    if kind == "throttle":
-        return (config,)
-    service_ports(NAME, service or "")
-    return (config, f"display acl name {object_name(service or '', name, ALIASES)}")
-
-
-_LR_INBOUND = re.compile(r"^\s*qos lr inbound cir (\d+)\b", re.M)
-
-# Listing an ACL that does not exist is an error on VRP and Comware; after an unblock that is
-# the expected answer, so it does not make the read-back unreadable.
-NO_SUCH_ACL = re.compile(r"^\s*(?:%\s*|Error:\s*)?(?:The )?ACL\b.*\b(?:does not|doesn't) exist\.?\s*$", re.M | re.I)
-
-
-def parse_vrp_restriction(
-    output: str,
-    port: str,
-    kind: RestrictionKind,
-    service: str | None,
-    *,
-    vendor: str,
-    error_pattern: str,
-    aliases: dict[str, str],
-    attach: str,
-) -> Restriction:
-    """Read-back verdict for VRP and Comware: `qos lr inbound cir` in the interface config, or
-    our ACL attached (`attach` with `{name}`) and denying every port of the service."""
-    want = expand_alias(port, aliases)
-    refused = re.search(error_pattern, NO_SUCH_ACL.sub("", output), flags=re.M) is not None
-    named = names_port(output, want)
-    if kind == "throttle":
-        m = _LR_INBOUND.search(output)
-        rate = int(m.group(1)) * 1000 if m else None
-        return judge(kind, port, named=named, refused=refused, attached=m is not None, complete=True, rate_bps=rate)
-    ports = service_ports(vendor, service or "")
-    acl = re.escape(object_name(service or "", want, aliases))
-    attached = re.search(rf"^\s*{attach.format(name=acl)}\s*$", output, flags=re.M | re.I) is not None
-    complete = set(ports) <= denied_tcp_ports(output)
-    return judge(kind, port, named=named, refused=refused, attached=attached, complete=complete, service=service)
+    return _STYLE.render_readback(canonical_port(port), kind, service)
 
 
 def parse_restriction(
     output: str, port: str, kind: RestrictionKind, service: str | None = None
 ) -> Restriction:
     """Verdict from `display current-configuration interface X` (+ `display acl name RW-...`)."""
-    return parse_vrp_restriction(
-        output, port, kind, service,
-        vendor=NAME, error_pattern=ERROR_PATTERN, aliases=ALIASES,
-        attach="traffic-filter inbound acl name {name}",
-    )
+    return _STYLE.parse(output, port, kind, service)

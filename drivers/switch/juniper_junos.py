@@ -11,6 +11,7 @@ from .restrictions import (
     Restriction,
     RestrictionChange,
     RestrictionKind,
+    burst_bytes,
     judge,
     object_name,
     ports_in,
@@ -127,7 +128,7 @@ def render_throttle(port: str, rate_bps: int) -> RestrictionChange:
     """Policer + `then policer` on the catch-all accept term, the filter attached as input."""
     name, filt, policer = _names(port)
     rate = throttle_rate(rate_bps)
-    burst = max(BURST_MIN_BYTES, min(BURST_MAX_BYTES, rate.applied_bps // 80))
+    burst = burst_bytes(rate.applied_bps, BURST_MIN_BYTES, BURST_MAX_BYTES)
     lines = (
         f"set firewall policer {policer} if-exceeding bandwidth-limit {rate.value}",
         f"set firewall policer {policer} if-exceeding burst-size-limit {burst}",

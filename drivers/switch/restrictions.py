@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Protocol
 
-from .base import ChangeScript, PermanentDriverError, VendorCli
+from .base import ChangeScript, PermanentDriverError, VendorCli, expand_alias, names_port
 
 RestrictionKind = Literal["throttle", "block"]
 RestrictionState = Literal["present", "absent", "unknown"]
@@ -167,6 +167,55 @@ def restriction_script(cli: VendorCli, change: RestrictionChange) -> ChangeScrip
     return ChangeScript(commands=commands, effect_index=len(cli.CONFIG_ENTER) + change.effect_index)
 
 
+RestrictionAction = Literal["throttle", "unthrottle", "block", "unblock"]
+
+# What each restriction action changes and what its read-back must then show.
+ACTION_KIND: Mapping[RestrictionAction, RestrictionKind] = MappingProxyType(
+    {"throttle": "throttle", "unthrottle": "throttle", "block": "block", "unblock": "block"})
+EXPECTED_STATE: Mapping[RestrictionAction, RestrictionState] = MappingProxyType(
+    {"throttle": "present", "unthrottle": "absent", "block": "present", "unblock": "absent"})
+
+
+@dataclass(frozen=True, slots=True)
+class RestrictionResult:
+    """What the CLI shows right after a restriction change, read back in the same session.
+
+    A command the switch refuses raises (CommandRejected, with `outcome_unknown` when it came
+    after the first line that may take effect), exactly as for a shut; a result is returned
+    only when every line was accepted, and `agrees` says whether the read-back shows what was
+    asked. A throttle agrees only when the switch reports a rate at or under the one asked.
+    """
+
+    switch: str
+    port: str
+    action: RestrictionAction
+    reading: Restriction
+    duration_s: float
+    rate: Rate | None = None  # throttle: the cap as typed (rounded down to what the vendor takes)
+    service: str | None = None  # block / unblock: the service ("smtp")
+    saved: bool | None = None
+    save_error: str = ""
+    readback: str = field(default="", repr=False)
+
+    @property
+    def kind(self) -> RestrictionKind:
+        return ACTION_KIND[self.action]
+
+    @property
+    def expected(self) -> RestrictionState:
+        return EXPECTED_STATE[self.action]
+
+    @property
+    def agrees(self) -> bool:
+        if self.reading.state != self.expected:
+            return False
+        if self.action == "throttle":
+            asked = self.rate.applied_bps if self.rate is not None else None
+            got = self.reading.rate_bps
+            return asked is not None and got is not None and got <= asked
+        return True
+
+
 class RestrictionCli(Protocol):
     """The restriction half of a vendor module (pure, like VendorCli)."""
 
@@ -282,3 +331,201 @@ def judge(
         rate_bps=rate_bps if state == "present" else None,
         service=service,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Two CLI families render and read restrictions alike; each vendor module gives its keywords
+# to one of these and keeps only its facts (names, rates, sources) and thin wrappers.
+# --------------------------------------------------------------------------------------------
+
+
+def burst_bytes(rate_bps: int, minimum: int, maximum: int) -> int:
+    """Policer bucket depth: 100 ms of traffic at the cap, clamped to what the vendor accepts."""
+    return max(minimum, min(maximum, rate_bps // 80))
+
+
+def _attached(attach: str, output: str) -> bool:
+    """Is the attach line (a regex of alternatives, `{name}` already filled in) on a line alone?"""
+    return re.search(rf"^\s*{attach}\s*$", output, flags=re.M | re.I) is not None
+
+
+_POLICE_RATE = re.compile(r"^\s*police\s+(?:cir\s+)?(?:rate\s+)?(\d+)\s*(bps|kbps|mbps|gbps)?\b", re.M | re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class IosStyle:
+    """IOS-like restrictions (cisco_ios, arista_eos): an MQC policy-map policing class-default,
+    attached as an input service-policy; an extended ACL attached as `ip access-group ... in`.
+
+    Every method takes the canonical port name (the vendor module validates it first).
+    """
+
+    vendor: str
+    aliases: Mapping[str, str]
+    error_pattern: str
+    rate_rule: RateRule
+    policy_map: str  # the command that creates a policy-map: `policy-map [type ...]`
+    police: str  # the police line, with {value} (rate in the rule's unit) and {burst} (bytes)
+    burst_min: int
+    burst_max: int
+    service_policy: str  # `service-policy [type qos] input`
+    acl: str  # the command that creates the ACL: `ip access-list [extended]`
+    show_config: str  # `show running-config interface[s]`
+    show_policy: str  # `show policy-map [type ...]`
+    attach_read: str  # regex: what the interface config shows when ours is attached ({name})
+    default_rate_unit: str  # the unit `show policy-map` prints a bare police rate in
+
+    def render_throttle(self, name: str, rate_bps: int) -> RestrictionChange:
+        policy = object_name("throttle", name, self.aliases)
+        rate = vendor_rate(self.vendor, self.rate_rule, rate_bps)
+        burst = burst_bytes(rate.applied_bps, self.burst_min, self.burst_max)
+        return RestrictionChange(
+            lines=(
+                f"{self.policy_map} {policy}",
+                "class class-default",
+                self.police.format(value=rate.value, burst=burst),
+                f"interface {name}",
+                f"{self.service_policy} {policy}",
+            ),
+            effect_index=2,  # re-rendering for an attached policy changes the rate in place
+            rate=rate,
+        )
+
+    def render_unthrottle(self, name: str) -> RestrictionChange:
+        # Detach first: IOS refuses to delete an attached policy-map.
+        policy = object_name("throttle", name, self.aliases)
+        return RestrictionChange(
+            lines=(f"interface {name}", f"no {self.service_policy} {policy}", f"no {self.policy_map} {policy}"),
+            effect_index=1,
+        )
+
+    def render_block_service(self, name: str, service: str) -> RestrictionChange:
+        ports = service_ports(self.vendor, service)
+        acl = object_name(service, name, self.aliases)
+        # Deleted and re-created, so a re-apply never appends duplicate entries; sequence
+        # numbers are explicit so the read-back is the same on every release.
+        entries = [f"{10 * (i + 1)} deny tcp any any eq {p}" for i, p in enumerate(ports)]
+        return RestrictionChange(
+            lines=(
+                f"no {self.acl} {acl}",
+                f"{self.acl} {acl}",
+                *entries,
+                f"{10 * (len(ports) + 1)} permit ip any any",
+                f"interface {name}",
+                f"ip access-group {acl} in",
+            ),
+            effect_index=0,  # deleting an ACL that is already attached changes forwarding at once
+        )
+
+    def render_unblock_service(self, name: str, service: str) -> RestrictionChange:
+        service_ports(self.vendor, service)
+        acl = object_name(service, name, self.aliases)
+        return RestrictionChange(
+            lines=(f"interface {name}", f"no ip access-group {acl} in", f"no {self.acl} {acl}"),
+            effect_index=1,
+        )
+
+    def render_readback(self, name: str, kind: RestrictionKind, service: str | None) -> tuple[str, ...]:
+        if kind == "throttle":
+            return (f"{self.show_config} {name}", f"{self.show_policy} {object_name('throttle', name, self.aliases)}")
+        service_ports(self.vendor, service or "")
+        return (f"{self.show_config} {name}", f"show ip access-lists {object_name(service or '', name, self.aliases)}")
+
+    def parse(self, output: str, port: str, kind: RestrictionKind, service: str | None) -> Restriction:
+        """The attach line in the interface config, and the policer rate or the ACL's denied
+        ports in our object's listing."""
+        name = expand_alias(port, self.aliases)
+        refused = re.search(self.error_pattern, output, flags=re.M) is not None
+        named = names_port(output, name)
+        obj = re.escape(object_name("throttle" if kind == "throttle" else service or "", name, self.aliases))
+        attached = _attached(self.attach_read.format(name=obj), output)
+        if kind == "throttle":
+            m = _POLICE_RATE.search(output)
+            rate = scaled_bps(m.group(1), m.group(2) or self.default_rate_unit) if m else None
+            return judge(kind, port, named=named, refused=refused, attached=attached,
+                         complete=rate is not None, rate_bps=rate)
+        ports = service_ports(self.vendor, service or "")
+        complete = set(ports) <= denied_tcp_ports(output)
+        return judge(kind, port, named=named, refused=refused, attached=attached, complete=complete,
+                     service=service)
+
+
+_LR_INBOUND = re.compile(r"^\s*qos lr inbound cir (\d+)\b", re.M)
+
+# Listing an ACL that does not exist is an error on VRP and Comware; after an unblock that is
+# the expected answer, so it does not make the read-back unreadable.
+NO_SUCH_ACL = re.compile(r"^\s*(?:%\s*|Error:\s*)?(?:The )?ACL\b.*\b(?:does not|doesn't) exist\.?\s*$", re.M | re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class VrpStyle:
+    """VRP-like restrictions (huawei, hp_comware): `qos lr inbound cir <kbps>` under the
+    interface; a named advanced ACL attached inbound. Methods take the canonical port name."""
+
+    vendor: str
+    aliases: Mapping[str, str]
+    error_pattern: str
+    rate_rule: RateRule
+    acl_create: str  # with {acl}: `acl name {acl} advance` / `acl advanced name {acl}`
+    acl_delete: str  # with {acl}
+    attach: str  # with {acl}: the interface line that applies it inbound
+
+    def render_throttle(self, name: str, rate_bps: int) -> RestrictionChange:
+        rate = vendor_rate(self.vendor, self.rate_rule, rate_bps)
+        return RestrictionChange(
+            lines=(f"interface {name}", f"qos lr inbound cir {rate.value}"), effect_index=1, rate=rate
+        )
+
+    def render_unthrottle(self, name: str) -> RestrictionChange:
+        return RestrictionChange(lines=(f"interface {name}", "undo qos lr inbound"), effect_index=1)
+
+    def render_block_service(self, name: str, service: str) -> RestrictionChange:
+        ports = service_ports(self.vendor, service)
+        acl = object_name(service, name, self.aliases)
+        # Fixed rule ids: re-typing one with the same id replaces it, never adds one. An inbound
+        # filter permits what no rule matches, so no permit rule is needed.
+        rules = (f"rule {5 * (i + 1)} deny tcp destination-port eq {p}" for i, p in enumerate(ports))
+        return RestrictionChange(
+            lines=(
+                self.acl_create.format(acl=acl),
+                *rules,
+                "quit",
+                f"interface {name}",
+                self.attach.format(acl=acl),
+            ),
+            effect_index=1,  # a rule added to an ACL already applied takes effect at once
+        )
+
+    def render_unblock_service(self, name: str, service: str) -> RestrictionChange:
+        # Only ours is detached: an operator's own filter on the port stays.
+        service_ports(self.vendor, service)
+        acl = object_name(service, name, self.aliases)
+        return RestrictionChange(
+            lines=(f"interface {name}", f"undo {self.attach.format(acl=acl)}", "quit", self.acl_delete.format(acl=acl)),
+            effect_index=1,
+        )
+
+    def render_readback(self, name: str, kind: RestrictionKind, service: str | None) -> tuple[str, ...]:
+        config = f"display current-configuration interface {name}"
+        if kind == "throttle":
+            return (config,)
+        service_ports(self.vendor, service or "")
+        return (config, f"display acl name {object_name(service or '', name, self.aliases)}")
+
+    def parse(self, output: str, port: str, kind: RestrictionKind, service: str | None) -> Restriction:
+        """`qos lr inbound cir` in the interface config, or our ACL attached and denying every
+        port of the service."""
+        name = expand_alias(port, self.aliases)
+        refused = re.search(self.error_pattern, NO_SUCH_ACL.sub("", output), flags=re.M) is not None
+        named = names_port(output, name)
+        if kind == "throttle":
+            m = _LR_INBOUND.search(output)
+            rate = int(m.group(1)) * 1000 if m else None
+            return judge(kind, port, named=named, refused=refused, attached=m is not None, complete=True,
+                         rate_bps=rate)
+        ports = service_ports(self.vendor, service or "")
+        acl = object_name(service or "", name, self.aliases)
+        attached = _attached(re.escape(self.attach.format(acl=acl)), output)
+        complete = set(ports) <= denied_tcp_ports(output)
+        return judge(kind, port, named=named, refused=refused, attached=attached, complete=complete,
+                     service=service)

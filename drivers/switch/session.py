@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import paramiko
 from netmiko import ConnectHandler
@@ -54,8 +54,22 @@ from .base import (
     save_succeeded,
     unexplained_lines,
 )
+from .restrictions import (
+    ACTION_KIND,
+    Restriction,
+    RestrictionAction,
+    RestrictionChange,
+    RestrictionCli,
+    RestrictionKind,
+    RestrictionRefused,
+    RestrictionResult,
+    restriction_cli,
+    restriction_script,
+)
 
 log = logging.getLogger("rackwarden.switch")
+
+_R = TypeVar("_R")
 
 # Failures of the transport or of the dialogue (as opposed to the device saying "no").
 _TRANSIENT = (
@@ -205,6 +219,47 @@ class NetmikoSwitch:
         async with self._lock:
             return await asyncio.to_thread(self._run_save)
 
+    async def throttle(self, port: str, rate_bps: int) -> RestrictionResult:
+        """Police what `port` receives from its server to `rate_bps` (rounded down to what the
+        vendor's policer accepts, never above), and read the policer back in the same session.
+
+        RestrictionRefused (rate below the vendor's minimum) is raised before any session.
+        """
+        name = self.validate_port(port)
+        change = self._render("throttle", name, lambda r: r.render_throttle(name, rate_bps))
+        return await self._restrict("throttle", name, change)
+
+    async def unthrottle(self, port: str) -> RestrictionResult:
+        """Remove our policer from `port` (the server is back to line rate)."""
+        name = self.validate_port(port)
+        change = self._render("unthrottle", name, lambda r: r.render_unthrottle(name))
+        return await self._restrict("unthrottle", name, change)
+
+    async def block_service(self, port: str, service: str) -> RestrictionResult:
+        """Drop TCP from `port`'s server to `service`'s ports (smtp: 25, 465, 587); the rest passes."""
+        name = self.validate_port(port)
+        change = self._render("block", name, lambda r: r.render_block_service(name, service))
+        return await self._restrict("block", name, change, service)
+
+    async def unblock_service(self, port: str, service: str) -> RestrictionResult:
+        """Remove our block of `service` from `port`."""
+        name = self.validate_port(port)
+        change = self._render("unblock", name, lambda r: r.render_unblock_service(name, service))
+        return await self._restrict("unblock", name, change, service)
+
+    async def read_restriction(
+        self, port: str, kind: RestrictionKind, service: str | None = None
+    ) -> Restriction:
+        """What the CLI shows of our throttle or block on `port` (no change)."""
+        name = self.validate_port(port)
+        if kind not in ("throttle", "block"):
+            raise PermanentDriverError(
+                f"unknown restriction kind {kind!r} (throttle or block)", switch=self.name, port=name
+            )
+        commands = self._render("read", name, lambda r: r.render_restriction_readback(name, kind, service))
+        async with self._lock:
+            return await asyncio.to_thread(self._run_restriction_read, name, kind, service, commands)
+
     def validate_port(self, port: str) -> str:
         """The canonical name of `port`, or InvalidPortName; never touches the network."""
         try:
@@ -266,6 +321,119 @@ class NetmikoSwitch:
                 )
             finally:
                 self._close(conn)
+
+    def _restrictions(self) -> RestrictionCli:
+        try:
+            return restriction_cli(self.cli)
+        except PermanentDriverError as exc:
+            raise PermanentDriverError(exc.reason, switch=self.name) from None
+
+    def _render(self, action: str, port: str, render: Callable[[RestrictionCli], _R]) -> _R:
+        """Render with the vendor module; a refusal (rate below the policer's minimum, unknown
+        service) is raised here, before any session, naming the switch, port and action."""
+        try:
+            return render(self._restrictions())
+        except RestrictionRefused as exc:
+            raise RestrictionRefused(exc.reason, switch=self.name, port=port, action=action) from None
+
+    async def _restrict(
+        self,
+        action: RestrictionAction,
+        port: str,
+        change: RestrictionChange,
+        service: str | None = None,
+    ) -> RestrictionResult:
+        # Rendered before the lock and before any socket, as for a shut: whatever can refuse
+        # the request (port, rate, service) has refused it by now.
+        cli = self._restrictions()
+        script = restriction_script(self.cli, change)
+        readback = cli.render_restriction_readback(port, ACTION_KIND[action], service)
+        async with self._lock:
+            return await asyncio.to_thread(
+                self._run_restriction, action, port, change, script, readback, service
+            )
+
+    def _run_restriction(
+        self,
+        action: RestrictionAction,
+        port: str,
+        change: RestrictionChange,
+        script: ChangeScript,
+        readback_cmds: tuple[str, ...],
+        service: str | None,
+    ) -> RestrictionResult:
+        with self._thread_lock:
+            start = self._monotonic()
+            conn = self._open(port=port, action=action)
+            try:
+                # A refused line raises CommandRejected here, exactly as for a shut: no result,
+                # so a refused `qos lr inbound` can never be reported as a throttle.
+                self._send_script(conn, script, port=port, action=action)
+                readback = self._send_readback(
+                    conn, readback_cmds, port=port, action=action, outcome_unknown=True
+                )
+                reading = self._restrictions().parse_restriction(
+                    readback, port, ACTION_KIND[action], service
+                )
+                saved: bool | None = None
+                save_error = ""
+                if self.target.save_config and self.cli.SAVE is not None:
+                    try:
+                        self._save_dialogue(conn)
+                        saved = True
+                    except DriverError as exc:
+                        saved, save_error = False, exc.reason
+                return RestrictionResult(
+                    switch=self.name,
+                    port=port,
+                    action=action,
+                    reading=reading,
+                    duration_s=self._monotonic() - start,
+                    rate=change.rate,
+                    service=service,
+                    saved=saved,
+                    save_error=save_error,
+                    readback=readback,
+                )
+            finally:
+                self._close(conn)
+
+    def _run_restriction_read(
+        self, port: str, kind: RestrictionKind, service: str | None, commands: tuple[str, ...]
+    ) -> Restriction:
+        with self._thread_lock:
+            conn = self._open(port=port, action="read")
+            try:
+                out = self._send_readback(
+                    conn, commands, port=port, action="read", outcome_unknown=False
+                )
+            finally:
+                self._close(conn)
+            return self._restrictions().parse_restriction(out, port, kind, service)
+
+    def _send_readback(
+        self, conn: Any, commands: tuple[str, ...], *, port: str, action: str, outcome_unknown: bool
+    ) -> str:
+        """The joined output of the read-back commands, judged by the vendor's parser only.
+
+        Unlike a port read-back, an error line here is not raised: listing an ACL that is gone
+        is an error on VRP and Comware and exactly what an unblock should leave, and the parser
+        turns any other error, or output that does not name the port, into `unknown`.
+        """
+        outputs: list[str] = []
+        for command in commands:
+            try:
+                out = conn.send_command(command, read_timeout=self.target.read_timeout_s)
+            except _TRANSIENT as exc:
+                raise self._dialogue_failure(
+                    conn, exc, command, port=port, action=action, outcome_unknown=outcome_unknown
+                ) from None
+            if not isinstance(out, str):
+                raise PermanentDriverError(
+                    f"netmiko returned {type(out).__name__} for {command!r}", switch=self.name
+                )
+            outputs.append(out)
+        return "\n".join(outputs)
 
     def _run_readback(self, port: str, command: str) -> AdminReading:
         with self._thread_lock:

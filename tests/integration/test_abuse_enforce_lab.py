@@ -160,7 +160,7 @@ def test_scan_spoof_and_spam_are_each_shut_on_their_own_port(tmp_path: Path) -> 
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state", interval_s=2,
                                window_s=10, metrics_port=port, mode="enforce", cli=sw_cli,
                                safety="{max_shuts_per_switch: 5, max_shuts_total: 5}",
-                               rules=f"    abuse: {{grace_s: {ABUSE_GRACE_S}}}\n",
+                               rules=f"    abuse: {{grace_s: {ABUSE_GRACE_S}, restrict: {{spam: shut}}}}\n",
                                extra=span_detection(lab, [1, 2, 3, 4]))
         agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         time.sleep(3)

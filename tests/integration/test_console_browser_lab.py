@@ -5,30 +5,31 @@ srv-1 sends over its cap and is shut for overage over SSH; srv-2 is suspended by
 the CLI (an unknown outage until classified). An operator logs in, sees srv-1 shut in the fleet,
 opens its page, classifies srv-2's outage on the ledger page; cust-1's login cannot open srv-2
 and asks for a re-check of srv-1, after which the lab port forwards again and SNMP reads it up.
-A screenshot of each page is written under pytest's tmp dir.
+A screenshot of each page is written (tests/integration/console_browser.py says where),
+and the re-check's answer reaches a real SMTP server (aiosmtpd) as the page shows it.
 """
 
 from __future__ import annotations
 
 import http.client
-import shutil
+import re
 import time
-from collections.abc import Iterator
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
+from aiosmtpd.controller import Controller
 from rackwarden.agent.actions import ActionStore
 
-from tests.integration.test_console_browser import _click
+from tests.integration.console_browser import Screenshots, click, login
 from tests.integration.test_enforcement_lab import OVERAGE_RULE, cli, forwarding, wait_for
 from tests.lab.agentrun import free_port, lab_rig, start_agent, start_switch_cli, value, write_lab_config
 from tests.lab.netlab import Lab
 from tests.lab.snmpd import IF_ADMIN_STATUS, start_snmpd
 
 pytestmark = pytest.mark.lab
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 PW = "lab console password"
 LAB_ID = 34
 
@@ -37,49 +38,15 @@ def _hash() -> str:
     return bcrypt.hashpw(PW.encode(), bcrypt.gensalt(4)).decode()
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    assert CHROMIUM and DRIVER, "needs Debian's chromium and chromium-driver (make deps installs them)"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+class Inbox:
+    """A real SMTP server's mailbox (aiosmtpd): what the agent's SmtpNotifier delivered."""
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                # Nothing may be fetched from outside: a page that tried would show up as broken.
-                "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
 
-
-def _login(browser: Any, url: str, user: str) -> None:
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.common.by import By
-
-    # A logout's redirect may still be replacing the document when the login page is asked
-    # for; an element of the old document is then gone ("does not belong to the document").
-    # Load the page again and retry: the login itself is what the test checks.
-    for attempt in range(5):
-        try:
-            browser.get(url)
-            for _ in range(100):
-                if browser.execute_script("return document.readyState") == "complete":
-                    break
-                time.sleep(0.05)
-            browser.find_element(By.ID, "user").send_keys(user)
-            browser.find_element(By.ID, "password").send_keys(PW)
-            _click(browser, browser.find_element(By.ID, "login"))
-            return
-        except WebDriverException:
-            if attempt == 4:
-                raise
-            time.sleep(0.5)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
 
 
 def _get(port: int, path: str, session: str) -> tuple[int, str]:
@@ -93,26 +60,27 @@ def _get(port: int, path: str, session: str) -> tuple[int, str]:
         c.close()
 
 
-def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, browser: Any) -> None:
+def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, browser: Any,
+                                                             screenshots: Screenshots) -> None:
     from selenium.webdriver.common.by import By
-
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
-
-    def shot(name: str) -> None:
-        assert browser.save_screenshot(str(shots / f"{name}.png"))
 
     console, customers = tmp_path / "console-web.yml", tmp_path / "customers-web.yml"
     console.write_text(f"basic_auth_users:\n  noc: '{_hash()}'\n")
     customers.write_text(f"customers:\n  cust-1:\n    basic_auth_users:\n      alice: '{_hash()}'\n")
+    inbox = Inbox()
+    smtp_port = free_port()
     with lab_rig() as rig:
+        smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+        smtp.start()
+        rig.add(smtp)
         lab = rig.lab(Lab(LAB_ID, 2, replace_stale=True))
         snmp = start_snmpd(lab)
         sw_cli = rig.add(start_switch_cli(lab, tmp_path / "cli"))
         port, api_port = free_port(), free_port()
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
                                interval_s=2, window_s=6, metrics_port=port, api_port=api_port, mode="enforce",
-                               cli=sw_cli, rules=OVERAGE_RULE, safety="{max_shuts_per_switch: 10}")
+                               cli=sw_cli, rules=OVERAGE_RULE, safety="{max_shuts_per_switch: 10}",
+                               smtp_port=smtp_port)
         text = cfg.read_text()
         assert f"  api_port: {api_port}\n" in text
         cfg.write_text(text.replace(f"  api_port: {api_port}\n", f"  api_port: {api_port}\n"
@@ -132,13 +100,13 @@ def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, bro
         assert lab.link_admin_up("p1") is False and lab.link_admin_up("p2") is False
 
         # The operator: fleet, the shut server's page, the ledger.
-        _login(browser, f"{url}/login?lang=en", "noc")
+        login(browser, f"{url}/login?lang=en", "noc", PW)
         assert browser.current_url.endswith("/fleet")
         rows = {r.find_element(By.TAG_NAME, "a").text: r.find_element(By.CLASS_NAME, "state").text
                 for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr")}
         assert rows == {"srv-1": "shut", "srv-2": "shut"}
-        shot("fleet")
-        _click(browser, browser.find_element(By.LINK_TEXT, "srv-1"))
+        screenshots("fleet")
+        click(browser, browser.find_element(By.LINK_TEXT, "srv-1"))
         assert browser.find_element(By.ID, "state").text == "shut"
         chart = browser.find_element(By.CSS_SELECTOR, "svg.chart")
         # A minute of lab traffic fills one or two 5-minute buckets: a dot or a line, both class "out".
@@ -148,7 +116,7 @@ def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, bro
         assert browser.find_element(By.ID, "credit").text.startswith("¥")
         assert "drops the top" in browser.find_element(By.ID, "p95-method").text
         assert browser.find_element(By.ID, "p95-projected").text.startswith("too early")
-        shot("server-srv-1")
+        screenshots("server")
         browser.get(f"{url}/ledger?lang=en")
         assert browser.find_element(By.ID, "verify").text == "verifies"
         # srv-2's open outage (the suspension) is the newest of its unknown ones: the one to classify.
@@ -157,22 +125,22 @@ def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, bro
         seq = form.find_element(By.NAME, "seq").get_attribute("value")
         form.find_element(By.CSS_SELECTOR, "select[name=class] option[value=customer]").click()
         form.find_element(By.NAME, "reason").send_keys("customer asked for the cut, ticket 8812")
-        shot("ledger-before")
-        _click(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+        screenshots("ledger-before")
+        click(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
         assert f"#{seq} (srv-2) → customer" in browser.find_element(By.CLASS_NAME, "flash-ok").text
         assert not browser.find_elements(
             By.XPATH, f"//form[contains(@class, 'reclassify')]//input[@name='seq' and @value='{seq}']")
         classified = browser.find_element(By.XPATH, f"//tr[td[1][text()='{seq}']]").text
         assert "customer" in classified and "(noc: customer asked for the cut, ticket 8812)" in classified
-        shot("ledger-after")
-        _click(browser, browser.find_element(By.ID, "logout"))
+        screenshots("ledger-after")
+        click(browser, browser.find_element(By.ID, "logout"))
         assert "/login" in browser.current_url
 
         # The customer: its server only, by URL guessing too; then "Fixed — please re-check".
-        _login(browser, f"{url}/customer/login?lang=en", "alice")
+        login(browser, f"{url}/customer/login?lang=en", "alice", PW)
         assert browser.current_url.endswith("/customer")
         assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "tbody a")] == ["srv-1"]
-        shot("customer-home")
+        screenshots("customer-home")
         browser.get(f"{url}/customer/server/srv-2")
         assert "not found" in browser.page_source
         session = browser.get_cookie("rw_session")["value"]
@@ -181,11 +149,12 @@ def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, bro
         assert other[0] == nothing[0] == 404 and other[1] == nothing[1]
         assert _get(api_port, "/server/srv-1", session)[0] == 404  # no operator page for a customer
         browser.get(f"{url}/customer/server/srv-1")
-        shot("customer-server-before")
-        _click(browser, browser.find_element(By.ID, "recheck"))
-        assert "Re-check requested: overage" in browser.find_element(By.CLASS_NAME, "flash-ok").text
+        screenshots("customer-server-before")
+        click(browser, browser.find_element(By.ID, "recheck"))
+        answer = browser.find_element(By.CLASS_NAME, "flash-ok").text
+        assert "Re-check passed (overage): the port is restored" in answer, answer
         assert browser.find_element(By.ID, "state").text == "ok"
-        shot("customer-server-after")
+        screenshots("customer-server-after")
 
         # The effect on the lab: the port is up on the bridge, SNMP reads it up, traffic gets through.
         assert lab.link_admin_up("p1") is True
@@ -199,8 +168,19 @@ def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, bro
         store.close()
         assert any(a["decision"] == "restore" and a["actor"] == "customer:alice" and
                    a["result"].startswith("APPLIED") for a in audit), audit
+        # The same answer by e-mail, through the agent's SMTP notifier to a real SMTP server.
+        wait_for("the re-check e-mail", lambda: any(m["X-RackWarden-Stage"] == "recheck_restored"
+                                                    for m in inbox.messages), 10, agent)
+        [mail] = [m for m in inbox.messages if m["X-RackWarden-Stage"] == "recheck_restored"]
+        assert mail["To"] == "noc-1@cust-1.example" and "e-mailed to noc-1@cust-1.example" in answer
+        text = mail.get_body(preferencelist=("plain",)).get_content()
+        assert "检查通过" in text and "The re-check passed" in text and "the port is restored" in text
+        figures = re.search(r"Last measured: out ([\d.]+) Mbit/s, in ([\d.]+) Mbit/s, cap ([\d.]+) Mbit/s", answer)
+        assert figures, answer
+        for name, shown in zip(("rate_out", "rate_in", "cap"), figures.groups(), strict=True):
+            assert f"{name}: {shown} Mbit/s" in text, (name, shown, text)
         transcript = (tmp_path / "cli" / "cli.log").read_text()
         assert "no shutdown" in transcript  # the restore really went to the switch over SSH
-    assert sorted(p.name for p in shots.iterdir()) == sorted(
-        f"{n}.png" for n in ("fleet", "server-srv-1", "ledger-before", "ledger-after", "customer-home",
-                             "customer-server-before", "customer-server-after"))
+    assert screenshots.taken == [f"console-{n}.png" for n in (
+        "fleet", "server", "ledger-before", "ledger-after", "customer-home", "customer-server-before",
+        "customer-server-after")]

@@ -27,7 +27,7 @@ from tests.lab.netlab import Lab
 from tests.lab.snmpd import IF_ADMIN_STATUS, start_snmpd
 
 pytestmark = pytest.mark.lab
-OVERAGE_RULE = "    overage: {grace_s: 4, term_s: 600}\n"
+OVERAGE_RULE = "    overage: {grace_s: 4, term_s: 600, restrict: {overage: shut}}\n"
 
 
 def wait_for(what: str, cond: Callable[[], Any], timeout_s: float, agent: AgentProcess | None = None) -> Any:

@@ -35,7 +35,7 @@ def test_only_the_holder_enforces_and_the_standby_takes_over(tmp_path: Path) -> 
             cfgs[name] = write_lab_config(
                 lab, snmp, tmp_path / f"{name}.yaml", state_dir=tmp_path / name, interval_s=2, window_s=4,
                 metrics_port=port, api_port=api, mode="enforce", cli=sw_cli,
-                rules="    overage: {grace_s: 2, term_s: 3600}\n",
+                rules="    overage: {grace_s: 2, term_s: 3600, restrict: {overage: shut}}\n",
                 )
             text = cfgs[name].read_text().replace(
                 "  record_polls: true\n",

@@ -310,3 +310,43 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     f.write_text(yaml.safe_dump(rules))
     r = _run(["promtool", "check", "rules", str(f)])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- Graceful enforcement (issue 12) -----------------------------------------------------------
+
+def test_restriction_metrics_are_exported_with_their_meaning() -> None:
+    metrics = Metrics()
+    metrics.server_throttled.labels("srv-1").set(1)
+    metrics.server_service_blocked.labels("srv-2", "smtp").set(1)
+    reg = metrics.registry
+    assert reg.get_sample_value("rackwarden_server_throttled", {"server": "srv-1"}) == 1
+    assert reg.get_sample_value("rackwarden_server_service_blocked",
+                                {"server": "srv-2", "service": "smtp"}) == 1
+    helps = {fam.name: fam.documentation for fam in reg.collect()}
+    assert "read-back" in helps["rackwarden_server_throttled"]
+    assert "25/465/587" in helps["rackwarden_server_service_blocked"]
+    for action in ("throttle", "unthrottle", "block", "unblock"):
+        assert action in helps["rackwarden_enforcement_actions"], action
+    assert "3 restricted" in helps["rackwarden_server_enforcement_state"]
+    assert "2 suspended" in helps["rackwarden_server_enforcement_state"]  # 0/1/2 unchanged
+
+
+def test_restriction_failures_page_once() -> None:
+    """A failed throttle pages as RackWardenRestrictionFailed and not also as EnforcementFailed."""
+    rules = {r["alert"]: r for r in rule_docs() if "alert" in r}
+    restriction, enforcement = rules["RackWardenRestrictionFailed"], rules["RackWardenEnforcementFailed"]
+    assert restriction["labels"]["severity"] == "page"
+    assert 'action=~"throttle|unthrottle|block|unblock"' in restriction["expr"]
+    assert enforcement["expr"].count('action!~"throttle|unthrottle|block|unblock"') == 2
+    long = rules["RackWardenServerThrottledLong"]
+    assert long["labels"]["severity"] == "ticket" and long["for"] == "24h"
+    assert metric_names(long["expr"]) == {"rackwarden_server_throttled"}
+
+
+def test_dashboard_shows_throttled_and_blocked_servers() -> None:
+    panels = {p["title"]: p for p in _panels(_dashboard())}
+    names = {n for t in panels["Throttled / blocked servers"]["targets"]
+             for n in metric_names(grafana_to_promql(t["expr"]))}
+    assert names == {"rackwarden_server_throttled", "rackwarden_server_service_blocked"}
+    mapping = panels["Enforcement state"]["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert mapping["3"]["text"] == "restricted" and mapping["2"]["text"] == "shut"

@@ -44,7 +44,7 @@ def test_provider_fault_overage_and_maintenance_are_classed_and_credited(tmp_pat
         port = free_port()
         cfg = write_lab_config(lab, snmp, tmp_path / "rw.yaml", state_dir=tmp_path / "state",
                                interval_s=1, window_s=3, metrics_port=port, mode="enforce", cli=sw_cli,
-                               rules="    overage: {grace_s: 1, term_s: 3600}\n")
+                               rules="    overage: {grace_s: 1, term_s: 3600, restrict: {overage: shut}}\n")
         agent = rig.add(start_agent(cfg, port, tmp_path / "agent.log"))
         time.sleep(3)  # baselines: every port seen up
 

@@ -25,9 +25,17 @@ from .sshd import SshdHandle, start_sshd
 EMULATOR = Path(__file__).resolve().parent / "cli_emulator.py"
 
 
-def cli_name(i: int) -> str:
-    """The lab switch's CLI name for port p{i}: IOS spelling, as netmiko expects."""
-    return f"GigabitEthernet0/{i}"
+# Per emulator flavour: the vendor module the agent drives, the CLI name of port p{i}, the uplink's.
+FLAVOURS: dict[str, tuple[str, str, str]] = {
+    "ios": ("cisco_ios", "GigabitEthernet0/{i}", "TenGigabitEthernet0/1"),
+    "vrp": ("huawei", "GigabitEthernet0/0/{i}", "XGigabitEthernet0/0/1"),
+    "comware": ("hp_comware", "GigabitEthernet1/0/{i}", "Ten-GigabitEthernet1/0/25"),
+}
+
+
+def cli_name(i: int, flavour: str = "ios") -> str:
+    """The lab switch's CLI name for port p{i} in the flavour's spelling, as netmiko expects."""
+    return FLAVOURS[flavour][1].format(i=i)
 
 
 @dataclass
@@ -38,6 +46,7 @@ class SwitchCli:
     map_path: Path
     base_map: dict[str, object]
     known_hosts: Path
+    flavour: str = "ios"
 
     def set_faults(self, **faults: float) -> None:
         """Test-only faults the emulator reads at each login (reject_shutdown, drop_after_shutdown)."""
@@ -55,8 +64,8 @@ def start_switch_cli(lab: Lab, workdir: Path, flavour: str = "ios", port: int = 
     workdir.mkdir(parents=True, exist_ok=True)
     base_map: dict[str, object] = {
         "hostname": "sw1",
-        "interfaces": {cli_name(i): lab.port_name(i) for i in range(1, lab.n_servers + 1)}
-        | {"TenGigabitEthernet0/1": lab.uplink_port},
+        "interfaces": {cli_name(i, flavour): lab.port_name(i) for i in range(1, lab.n_servers + 1)}
+        | {FLAVOURS[flavour][2]: lab.uplink_port},
         "login_privileged": True,
         "startup_file": str(workdir / "startup.json"),
         "log_file": str(workdir / "cli.log"),
@@ -67,7 +76,7 @@ def start_switch_cli(lab: Lab, workdir: Path, flavour: str = "ios", port: int = 
                         [sys.executable, "-I", "-S", str(EMULATOR), "--flavour", flavour, "--map", str(map_path)])
     known_hosts = workdir / "known_hosts"
     known_hosts.write_text(handle.known_hosts_line())
-    return SwitchCli(handle, map_path, base_map, known_hosts)
+    return SwitchCli(handle, map_path, base_map, known_hosts, flavour)
 
 
 class WebhookSink:
@@ -141,10 +150,10 @@ def write_lab_config(
     )
     ssh = ""
     if cli is not None:
-        names = ", ".join(f"{lab.port_name(i)}: {cli_name(i)}" for i in range(1, lab.n_servers + 1))
+        names = ", ".join(f"{lab.port_name(i)}: {cli_name(i, cli.flavour)}" for i in range(1, lab.n_servers + 1))
         ssh = (f"    ssh: {{username: root, port: {cli.sshd.port}, key_file: {cli.sshd.client_key},"
                f" known_hosts: {cli.known_hosts}, timeout_s: 10}}\n"
-               f"    cli_names: {{{names}, {lab.uplink_port}: TenGigabitEthernet0/1}}\n")
+               f"    cli_names: {{{names}, {lab.uplink_port}: {FLAVOURS[cli.flavour][2]}}}\n")
     notify = ""
     if smtp_port is not None or webhook_url is not None:
         notify = "notify:\n  operator_contact: \"NOC +86 592 0000 0000\"\n"
@@ -173,7 +182,7 @@ templates:
 switches:
   sw1:
     address: {snmp.host}
-    vendor: cisco_ios
+    vendor: {FLAVOURS[cli.flavour][0] if cli is not None else "cisco_ios"}
     snmp: {auth}
     snmp_port: {snmp.port}
     interval_s: {interval_s}

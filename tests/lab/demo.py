@@ -174,13 +174,21 @@ def link(lab: Lab, i: int) -> str:
 
 
 def story(lab: Lab, agent: AgentProcess, cfg: Path) -> None:
-    def actions(reason: str) -> float:
-        return value(agent.scrape(), "rackwarden_enforcement_actions_total", action="shut", reason=reason,
+    def actions(reason: str, action: str = "shut") -> float:
+        return value(agent.scrape(), "rackwarden_enforcement_actions_total", action=action, reason=reason,
                      result="applied", mode="enforce") or 0.0
+
+    def upstream_mbps(i: int, seconds: float = 2.0) -> float:
+        """What the upstream host receives from server i, measured at the sink (UDP payload bytes)."""
+        def got() -> int:
+            return lab.sink_stats().get(lab.server_ip(i), {"bytes": 0})["bytes"]
+        before = got()
+        time.sleep(seconds)
+        return (got() - before) * 8 / seconds / 1e6
 
     LIVE["agent"] = agent  # while the story waits, the measured rates are shown every poll
     say("Story 1/4: srv-1 sends 15 Mbit/s on its 10 Mbit/s contract (R1/R2)")
-    lab.start_traffic(A, 15_000_000, 45)
+    lab.start_traffic(A, 15_000_000, 60)
     lab.start_traffic(C, 4_000_000, 30)  # srv-3 busy but inside its cap
     wait("srv-1 to be over its cap", lambda: value(agent.scrape(), "rackwarden_server_cap_state", server="srv-1") == 1)
     say("  srv-1 is over its cap; the window (10 s) has to pass before it counts")
@@ -188,8 +196,13 @@ def story(lab: Lab, agent: AgentProcess, cfg: Path) -> None:
     say("  sustained over the cap: RackWarden notifies the customer and starts the grace period (6 s)")
     wait("the warning e-mail", lambda: mails() >= 1, 30)
     say(f"  warning delivered to noc-1@cust-1.example ({mails()} message in the mailbox)")
-    wait("the shut of srv-1", lambda: actions("overage") >= 1)
-    say(f"  grace over, still over the cap: port p1 shut over SSH, read back by SNMP: p1 is {link(lab, A)}")
+    wait("the throttle of srv-1", lambda: actions("overage", "throttle") >= 1)
+    say(f"  grace over, still over the cap: p1 policed to its 10 Mbit/s cap over SSH (`police`), read back;"
+        f" port p1 is {link(lab, A)}, no outage, no credit")
+    time.sleep(0.6)
+    say(f"  srv-1 still sends 15 Mbit/s (its port counts the demand); the upstream receives"
+        f" {upstream_mbps(A):.1f} Mbit/s of payload. Customer told: limited to 10 Mbit/s, not suspended")
+    say("  (the shut path stays available: `enforcement.rules.overage.restrict: {overage: shut}`)")
     LIVE["agent"] = None
 
     say("Story 2/4: srv-2 floods the internet with 20k UDP packets/s (R6), seen on the SPAN port")

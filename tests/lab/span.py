@@ -51,11 +51,13 @@ class LabSpan:
                 self._ip("link", "set", f"m{d}{i}", "up")
                 self._ip("link", "set", f"c{d}{i}", "up")
             self._tc("qdisc", "add", "dev", port, "clsact")
-            # u32 `match u32 0 0` matches every frame; mirror leaves the original untouched.
+            # u32 `match u32 0 0` matches every frame; mirror leaves the original untouched,
+            # and `continue` lets a later filter (the CLI emulator's policer or ACL) act on it
+            # too: the mirror sees the port's ingress before the switch's own ACL, as SPAN does.
             for hook, d in (("ingress", "i"), ("egress", "o")):
                 self._tc("filter", "add", "dev", port, hook, "protocol", "all", "u32", "match",
                          "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev",
-                         f"m{d}{i}")
+                         f"m{d}{i}", "continue")
         return self
 
     def stop(self) -> None:

@@ -193,6 +193,63 @@ def run_sink(bind: str, port: int, stats_file: str, stop: _Stop, flush_s: float 
     sock.close()
 
 
+def tcp_probe(dst: str, port: int, count: int, timeout_s: float, payload: int = 1000) -> dict[str, int]:
+    """Open `count` TCP connections to dst:port, each sending `payload` bytes (an SMTP fan-out
+    or HTTP requests, as far as a switch ACL can tell); how many connected and were sent."""
+    done = failed = 0
+    for _ in range(count):
+        try:
+            with socket.create_connection((dst, port), timeout=timeout_s) as sock:
+                sock.sendall(b"x" * payload)
+            done += 1
+        except OSError:
+            failed += 1
+    return {"port": port, "connected": done, "failed": failed}
+
+
+def run_tcp_sink(bind: str, ports: list[int], stats_file: str, stop: _Stop) -> None:
+    """Accept TCP on `ports`; per source address and port: connections accepted and bytes
+    received, in a JSON file ({source: {port: {"connections", "bytes"}}})."""
+    listeners = {}
+    for port in ports:
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((bind, port))
+        srv.listen(64)
+        listeners[srv] = port
+    counts: dict[str, dict[int, list[int]]] = {}
+    conns: dict[socket.socket, list[int]] = {}
+
+    def flush() -> None:
+        with open(stats_file + ".tmp", "w") as fh:
+            json.dump({src: {str(p): {"connections": c[0], "bytes": c[1]} for p, c in per.items()}
+                       for src, per in counts.items()}, fh)
+        os.replace(stats_file + ".tmp", stats_file)
+
+    flush()
+    while not stop.requested:
+        ready, _, _ = select.select([*listeners, *conns], [], [], 0.05)
+        for sock in ready:
+            if sock in listeners:
+                conn, (src, _sport) = sock.accept()
+                count = counts.setdefault(src, {p: [0, 0] for p in ports})[listeners[sock]]
+                count[0] += 1
+                conns[conn] = count
+                continue
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            if data:
+                conns[sock][1] += len(data)
+            else:
+                del conns[sock]
+                sock.close()
+        if ready:
+            flush()
+    flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.lab.traffic", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -207,6 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     sink.add_argument("--bind", required=True)
     sink.add_argument("--port", type=int, default=9)
     sink.add_argument("--stats-file", required=True)
+    tcp = sub.add_parser("tcp", help="open TCP connections and send a little; prints one JSON line")
+    tcp.add_argument("--dst", required=True)
+    tcp.add_argument("--port", type=int, required=True)
+    tcp.add_argument("--count", type=int, default=3)
+    tcp.add_argument("--timeout-s", type=float, default=1.0)
+    tsink = sub.add_parser("tcp-sink", help="accept TCP on several ports; per-port counts in a JSON file")
+    tsink.add_argument("--bind", required=True)
+    tsink.add_argument("--ports", required=True, help="comma-separated")
+    tsink.add_argument("--stats-file", required=True)
     args = parser.parse_args(argv)
 
     stop = _Stop()
@@ -216,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         result = send_udp(args.dst, args.port, args.rate_bps, args.duration_s,
                           args.frame_bytes, args.burst_frames, stop)
         print(json.dumps(asdict(result)), flush=True)
+        return 0
+    if args.cmd == "tcp":
+        print(json.dumps(tcp_probe(args.dst, args.port, args.count, args.timeout_s)), flush=True)
+        return 0
+    if args.cmd == "tcp-sink":
+        run_tcp_sink(args.bind, [int(p) for p in args.ports.split(",")], args.stats_file, stop)
         return 0
     run_sink(args.bind, args.port, args.stats_file, stop)
     return 0

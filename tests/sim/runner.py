@@ -405,11 +405,13 @@ class SimAgent:
             for switch, port in self._ports_of(item):
                 out = item.get("out_mbps")
                 inn = item.get("in_mbps")
+                smtp = item.get("smtp_mbps")  # the part of out_mbps sent to TCP 25 (a block drops it)
                 if out is None and inn is None:
                     raise ScenarioError(f"traffic {item}: give out_mbps and/or in_mbps")
                 self.world.switch(switch).set_traffic(
                     port, out_bps=None if out is None else float(out) * MBIT,
-                    in_bps=None if inn is None else float(inn) * MBIT)
+                    in_bps=None if inn is None else float(inn) * MBIT,
+                    smtp_bps=None if smtp is None else float(smtp) * MBIT)
 
     def do_flows(self, spec: Any) -> None:
         for item in _as_list(spec):
@@ -646,7 +648,10 @@ class SimAgent:
                 switch, port = self.server_port(name)
             p = self.world.switch(switch).port(port)
             wants = w if isinstance(w, dict) else {"admin": w}
-            got = {"admin": p.admin, "oper": p.oper, "forwarding": p.forwarding, "link": p.link}
+            got = {"admin": p.admin, "oper": p.oper, "forwarding": p.forwarding, "link": p.link,
+                   "throttled": p.throttled, "policer_bps": p.policer_bps,
+                   "forwarded_mbps": round(p.forwarded_out_bps / MBIT, 3),
+                   "smtp_forwarded": p.forwards_tcp(25)}
             for k, v in wants.items():
                 if got[k] != v:
                     self.fail(f"port {name} ({switch} {port}) {k}: expected {v}, the switch says {got[k]}")
@@ -683,7 +688,7 @@ class SimAgent:
         month = str(want["month"])
         api = {s.server.id: {"seconds": dict(s.month.seconds_by_class), "credit_fen": s.credit_fen,
                              "extension_hours": None if s.extension_s is None else s.month.extension_hours,
-                             "why": s.month.reason}
+                             "why": s.month.reason, "restricted_s": sum(sec for _, sec in s.restricted)}
                for s in sla_report(self.rt.ledger, self.config, month, self.clock.at())}
         self._check_sla(f"sla {month}", want, api)
         self._check_sla(f"`rackwarden report sla --month {month}`", want, self._report_sla_command(month))
@@ -701,7 +706,8 @@ class SimAgent:
         for s in json.loads(out.getvalue())["servers"]:
             ext = s.get("extension_hours")
             rows[s["id"]] = {"seconds": s["seconds_by_class"], "credit_fen": s["credit_fen"],
-                             "extension_hours": None if ext is None else Fraction(ext), "why": s.get("reason", "")}
+                             "extension_hours": None if ext is None else Fraction(ext), "why": s.get("reason", ""),
+                             "restricted_s": sum(r["seconds_in_month"] for r in s.get("restricted", []))}
         return rows
 
     def _check_sla(self, what: str, want: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> None:
@@ -713,6 +719,8 @@ class SimAgent:
             want_s = {c: 0 for c in row["seconds"]} | dict(w.get("seconds", {}))
             if dict(row["seconds"]) != want_s:
                 self.fail(f"{what} {sid} seconds: expected {want_s}, got {dict(row['seconds'])}")
+            if "restricted_s" in w and row["restricted_s"] != w["restricted_s"]:
+                self.fail(f"{what} {sid} restricted_s: expected {w['restricted_s']}, got {row['restricted_s']}")
             if "credit_fen" in w and row["credit_fen"] != w["credit_fen"]:
                 self.fail(f"{what} {sid} credit_fen: expected {w['credit_fen']}, got {row['credit_fen']}"
                           f" ({row['why']})")
@@ -771,6 +779,20 @@ class SimAgent:
                            "outage is open")
             if s.id in ledger and not shut_rung:
                 out.append(f"{s.id}: an enforced outage is open but no rung holds the port shut")
+            # Restricted time: the ledger's open record, the rung and the switch agree.
+            held = {r.restriction.kind for r in rungs
+                    if r.server == s.id and r.restriction is not None and r.phase in ("restricted", "shut")}
+            for kind in ("throttle", "block"):
+                if self.rt.ledger.open_restriction(s.id, kind) is not None and kind not in held:
+                    out.append(f"{s.id}: the ledger has an open {kind} but no rung holds one")
+            port = self.world.switch(s.switch).port(s.port)
+            for r in rungs:
+                if r.server != s.id or r.phase != "restricted" or r.restriction is None:
+                    continue
+                on = port.throttled if r.restriction.kind == "throttle" else 25 in port.blocked_tcp
+                if not on:
+                    out.append(f"{s.id}: the {r.reason} rung is restricted ({r.restriction.label}) but the switch"
+                               " shows no such restriction")
         return out
 
     def _broken_promises(self) -> list[str]:
@@ -868,6 +890,16 @@ def _outages(a: SimAgent) -> list[dict[str, Any]]:
              "port": v.port} for v in a.rt.ledger.outages(now=now)]
 
 
+def _restrictions(a: SimAgent) -> list[dict[str, Any]]:
+    """The ledger's restriction records, each start with its end (None while open)."""
+    entries = a.rt.ledger.entries(kinds=("restriction_start", "restriction_end"))
+    ends = {e.ref_seq: e for e in entries if e.kind == "restriction_end"}
+    return [{"server": e.server, "restriction": e.payload.get("restriction"), "rate_bps": e.payload.get("rate_bps"),
+             "service": e.payload.get("service"), "reason": e.payload.get("reason"), "start": e.at,
+             "end": ends[e.seq].at if e.seq in ends else None, "open": e.seq not in ends}
+            for e in entries if e.kind == "restriction_start"]
+
+
 def _audit(a: SimAgent) -> list[dict[str, Any]]:
     return [{"server": r["server"], "reason": r["reason"], "decision": r["decision"], "mode": r["mode"],
              "actor": r["actor"], "rail": str(r["result"]).split(":")[0].strip(), "result": r["result"],
@@ -877,6 +909,7 @@ def _audit(a: SimAgent) -> list[dict[str, Any]]:
 
 RECORDS: Mapping[str, Callable[[SimAgent], list[dict[str, Any]]]] = {
     "notices": _notices, "actions": _actions, "pages": _pages, "outages": _outages, "audit": _audit,
+    "restrictions": _restrictions,
 }
 
 _EXCEPTIONS = _ExceptionLog()

@@ -65,7 +65,7 @@ notify:
   alertmanager_url: http://alertmanager.sim.invalid:9093
 enforcement:
   rules:
-    overage: {{grace_s: 300, term_s: 3600}}
+    overage: {{grace_s: 300, term_s: 3600, restrict: {{overage: shut}}}}
 templates:
   rental: {{cap_mbps: 10, window_s: 300, credit: rental, timezone: UTC}}
 switches:

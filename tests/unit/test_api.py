@@ -5,21 +5,15 @@ trusting only the daemon's own certificate."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import http.client
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from rackwarden.agent import api as apimod
 from rackwarden.agent import cli
 from rackwarden.agent import config as configmod
@@ -27,7 +21,8 @@ from rackwarden.agent.api import ApiServer, ApiTokenError, ensure_token
 from rackwarden.agent.web import api as webapi
 from rackwarden.agent.webauth import BindPolicyError, load_web_config
 
-TOKEN = "tok-" + "A1b2C3d4E5f6G7h8I9j0" * 2  # the form secrets.token_urlsafe() writes
+from tests.unit.web_fixtures import TOKEN, pem_pair, thread_loop, tls_web_config
+
 HASH = "$2b$04$" + "a" * 53  # a bcrypt hash's form; never checked here
 
 
@@ -45,38 +40,14 @@ class FakeEnforcer:
         return {"server": server, "last_action": {"action": "shut", "reason": reason, "state": "APPLIED"}}
 
 
-def _pem_pair(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
-            .sign(key, hashes.SHA256()))
-    crt, pem_key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return crt, pem_key
-
-
 @pytest.fixture
 def tls_web(tmp_path: Path) -> Path:
-    crt, key = _pem_pair(tmp_path, "rackwarden-api")
-    web = tmp_path / "api-web.yml"
-    web.write_text(f"tls_server_config: {{cert_file: {crt}, key_file: {key}}}\n")
-    return web
+    return tls_web_config(tmp_path)
 
 
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    t = threading.Thread(target=lp.run_forever, daemon=True)
-    t.start()
-    yield lp
-    lp.call_soon_threadsafe(lp.stop)
-    t.join(timeout=5)
-    lp.close()
+    yield from thread_loop()
 
 
 @pytest.fixture
@@ -148,8 +119,8 @@ def test_config_refuses_an_api_web_config_without_tls_or_with_basic_auth(tmp_pat
 
 
 def test_config_checks_the_api_tls_files(tmp_path: Path) -> None:
-    crt, _ = _pem_pair(tmp_path, "one")
-    _, other_key = _pem_pair(tmp_path, "two")
+    crt, _ = pem_pair(tmp_path, "one")
+    _, other_key = pem_pair(tmp_path, "two")
     web = tmp_path / "mismatch.yml"
     web.write_text(f"tls_server_config: {{cert_file: {crt}, key_file: {other_key}}}\n")
     with pytest.raises(configmod.ConfigError) as e:
@@ -227,7 +198,7 @@ def test_the_cli_refuses_another_certificate_before_sending_the_token(
     # Something else answers on the daemon's address with a certificate of its own.
     impostor_dir = tmp_path / "impostor"
     impostor_dir.mkdir()
-    crt, key = _pem_pair(impostor_dir, "impostor")
+    crt, key = pem_pair(impostor_dir, "impostor")
     impostor_web = impostor_dir / "web.yml"
     impostor_web.write_text(f"tls_server_config: {{cert_file: {crt}, key_file: {key}}}\n")
     enf = FakeEnforcer()

@@ -23,7 +23,7 @@ CONFIG = """\
 agent: {{state_dir: {state}, mode: {mode}}}
 enforcement:
   rules:
-    overage: {{grace_s: 60, term_s: 600}}
+    overage: {{grace_s: 60, term_s: 600, restrict: {{overage: shut}}}}
   safety: {{max_shuts_per_switch: {k}, max_shuts_total: 10, breaker_fraction: 0.5, breaker_min_servers: 3}}
 templates:
   rental: {{cap_mbps: 10, window_s: 300, credit: rental}}

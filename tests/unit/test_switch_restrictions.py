@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from rackwarden.drivers.switch import DRIVERS, InvalidPortName, error_match
+from rackwarden.drivers.switch import DRIVERS, CommandRejected, InvalidPortName, error_match
 from rackwarden.drivers.switch.base import unexplained_lines
 from rackwarden.drivers.switch.restrictions import (
     NAME_PREFIX,
@@ -20,6 +21,7 @@ from rackwarden.drivers.switch.restrictions import (
     restriction_cli,
     restriction_script,
 )
+from rackwarden.drivers.switch.session import NetmikoSwitch, SwitchTarget
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "switch"
 VENDORS = sorted(DRIVERS)
@@ -329,3 +331,135 @@ def test_a_clean_apply_transcript_is_fully_explained(vendor: str, file: str) -> 
         echoes += restriction_script(DRIVERS[vendor], render(vendor, what)).commands
     assert error_match(DRIVERS[vendor], text) is None
     assert unexplained_lines(DRIVERS[vendor], text, echoes) == []
+
+
+# ------------------------------------------------------------------------------ sessions
+# NetmikoSwitch drives the renderers and parsers above over one SSH session per action. The
+# real dialogue is proven against OpenSSH + the CLI emulator, with the effect measured, in
+# tests/integration/test_restrictions_lab.py; these pin down the rails for every vendor.
+
+
+class Secret:
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+
+class FakeConnection:
+    """A netmiko connection that answers config lines with a prompt (or `reply` on the line
+    starting with `fail_on`) and read-back commands from `readback`, one output per command."""
+
+    def __init__(self, vendor: str, readback: list[str], fail_on: str = "", reply: str = "") -> None:
+        self.vendor, self.readback, self.fail_on, self.reply = vendor, list(readback), fail_on, reply
+        self.config: list[str] = []
+        self.commands: list[str] = []
+        self.base_prompt, self.RETURN = "sw1", "\n"
+        self.prompt = {"huawei": "<sw1>", "hp_comware": "<sw1>", "juniper_junos": "rwarden@sw1>",
+                       "linux": "root@sw1:~#"}.get(vendor, "sw1#")
+
+    def _open(self) -> None:
+        pass
+
+    def check_enable_mode(self) -> bool:
+        return True
+
+    def find_prompt(self) -> str:
+        return self.prompt
+
+    def send_config_set(self, commands: list[str], **kwargs: Any) -> str:
+        self.config.extend(commands)
+        if self.fail_on and commands[0].startswith(self.fail_on):
+            return f"{commands[0]}\n{self.reply}\n{self.prompt}"
+        return f"{commands[0]}\n{self.prompt}"
+
+    def send_command(self, command: str, **kwargs: Any) -> str:
+        self.commands.append(command)
+        return self.readback.pop(0) if self.readback else ""
+
+    def write_channel(self, data: str) -> None:
+        pass
+
+    def paramiko_cleanup(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        pass
+
+
+def switch(vendor: str, conn: FakeConnection | None, calls: list[int] | None = None) -> NetmikoSwitch:
+    def connect(**kw: Any) -> FakeConnection:
+        if calls is not None:
+            calls.append(1)
+        assert conn is not None, "no session may be opened"
+        return conn
+
+    target = SwitchTarget(name="sw1", vendor=vendor, host="192.0.2.10", username="rackwarden",
+                          password=Secret("pw"), known_hosts=Path("/keys/known_hosts"))
+    return NetmikoSwitch(target, connect=connect)
+
+
+def readback_file(vendor: str, kind: str, state: str) -> str:
+    return next(r["file"] for r in restrictions(vendor)["readback"] if r["kind"] == kind and r["state"] == state)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_session_throttle_types_the_script_and_reads_it_back_in_the_same_session(vendor: str) -> None:
+    port, bps = manifest(vendor)["port"], restrictions(vendor)["render"]["throttle_bps"]
+    conn = FakeConnection(vendor, [fixture(vendor, readback_file(vendor, "throttle", "present"))])
+    result = asyncio.run(switch(vendor, conn).throttle(port, bps))
+    change = cli(vendor).render_throttle(port, bps)
+    assert conn.config == list(restriction_script(DRIVERS[vendor], change).commands)
+    assert conn.commands == list(cli(vendor).render_restriction_readback(port, "throttle"))
+    assert result.action == "throttle" and result.rate == change.rate
+    assert result.reading.state == "present" and result.agrees
+    assert change.rate is not None and result.reading.rate_bps == change.rate.applied_bps
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_session_unblock_whose_acl_listing_is_gone_reads_absent_not_an_error(vendor: str) -> None:
+    """After an unblock, VRP and Comware answer `display acl name` with an error: that is the
+    expected read-back, judged by the parser, not a refused command."""
+    port = manifest(vendor)["port"]
+    conn = FakeConnection(vendor, [fixture(vendor, readback_file(vendor, "block", "absent"))])
+    result = asyncio.run(switch(vendor, conn).unblock_service(port, "smtp"))
+    assert result.reading.state == "absent" and result.agrees and result.service == "smtp"
+    assert conn.commands == list(cli(vendor).render_restriction_readback(port, "block", "smtp"))
+
+
+@pytest.mark.parametrize(("vendor", "file"), rows("refusals"))
+def test_session_a_refused_effect_line_raises_and_reports_nothing_applied(vendor: str, file: str) -> None:
+    port = manifest(vendor)["port"]
+    change = cli(vendor).render_throttle(port, 10_000_000)
+    effect = change.lines[change.effect_index]
+    conn = FakeConnection(vendor, [], fail_on=effect, reply=fixture(vendor, file))
+    with pytest.raises(CommandRejected) as info:
+        asyncio.run(switch(vendor, conn).throttle(port, 10_000_000))
+    assert not info.value.outcome_unknown  # the refused line did not take: FAILED, not UNKNOWN
+    assert conn.config[-1] == effect and conn.commands == []  # stopped there, nothing read as success
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_session_refusals_come_before_any_session(vendor: str) -> None:
+    port, calls = manifest(vendor)["port"], list[int]()
+    sw = switch(vendor, None, calls)
+    below = next(r["bps"] for r in restrictions(vendor)["rates"] if r["value"] is None)
+    with pytest.raises(RestrictionRefused, match="nothing was sent"):
+        asyncio.run(sw.throttle(port, below))
+    for call in (lambda: sw.block_service(port, "ftp"), lambda: sw.unblock_service(port, "ftp"),
+                 lambda: sw.read_restriction(port, "block", "ftp")):
+        with pytest.raises(RestrictionRefused):
+            asyncio.run(call())
+    with pytest.raises(InvalidPortName):
+        asyncio.run(sw.unthrottle("p1\nreload"))
+    assert calls == []
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_session_read_restriction_reports_what_the_switch_shows(vendor: str) -> None:
+    port = manifest(vendor)["port"]
+    for state in ("present", "unknown"):
+        conn = FakeConnection(vendor, [fixture(vendor, readback_file(vendor, "block", state))])
+        got = asyncio.run(switch(vendor, conn).read_restriction(port, "block", "smtp"))
+        assert got.state == state and conn.config == []  # a read changes nothing

@@ -5,28 +5,22 @@ the CLI pinned to the daemon's certificate)."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import http.client
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from rackwarden.agent import cli
 from rackwarden.agent.enforcer import EnforcementError
 from rackwarden.agent.web import WebServer
 from rackwarden.agent.web import api as webapi
 from rackwarden.agent.webauth import BindPolicyError, load_web_config
 
-TOKEN = "tok-" + "A1b2C3d4E5f6G7h8I9j0" * 2
+from tests.unit.web_fixtures import TOKEN, thread_loop, tls_web_config
 
 
 class FakeEnforcer:
@@ -56,39 +50,14 @@ class FakeEnforcer:
         self.calls.append(("breaker_reset", switch, actor))
 
 
-def _pem_pair(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
-            .sign(key, hashes.SHA256()))
-    crt, pem_key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return crt, pem_key
-
-
 @pytest.fixture
 def tls_web(tmp_path: Path) -> Path:
-    crt, key = _pem_pair(tmp_path, "rackwarden-api")
-    web = tmp_path / "api-web.yml"
-    web.write_text(f"tls_server_config: {{cert_file: {crt}, key_file: {key}}}\n")
-    return web
+    return tls_web_config(tmp_path)
 
 
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """The daemon's loop in a thread, so blocking clients (the CLI, raw sockets) can run here."""
-    lp = asyncio.new_event_loop()
-    t = threading.Thread(target=lp.run_forever, daemon=True)
-    t.start()
-    yield lp
-    lp.call_soon_threadsafe(lp.stop)
-    t.join(timeout=5)
-    lp.close()
+    yield from thread_loop()
 
 
 @pytest.fixture

@@ -1,0 +1,249 @@
+"""The enforcer carrying out the gentler rungs (issue 12) with a fake switch and the real stores.
+
+What is asserted is what an operator and a customer would see: the switch's restriction, the
+port still up, the ledger's restriction records and no outage, the gauges, the audit trail,
+and the fall to a shut when the switch refuses the throttle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rackwarden.agent import config as configmod
+from rackwarden.agent.actions import ActionStore
+from rackwarden.agent.clock import FakeClock
+from rackwarden.agent.enforcer import Enforcer
+from rackwarden.agent.ledger import LedgerStore, OutageRecorder
+from rackwarden.agent.metering import PortReport
+from rackwarden.agent.metrics import Metrics
+from rackwarden.drivers.switch.base import CommandRejected, SessionDropped
+from rackwarden.drivers.switch.restrictions import Rate, Restriction, RestrictionKind, RestrictionResult
+from rackwarden.policies.cap import CapVerdict
+from rackwarden.policies.metering import RateSample
+
+from tests.unit.test_enforcer import CONFIG, SERVERS, FakeSwitch, Pager
+
+THROTTLE_CONFIG = CONFIG.replace("restrict: {{overage: shut}}", "restrict: {{overage: throttle}}")
+
+
+class RestrictingSwitch(FakeSwitch):
+    """FakeSwitch with a policer and service ACLs per port; faults per action."""
+
+    def __init__(self, enforced_bps: int | None = None) -> None:
+        super().__init__()
+        self.policer: dict[str, int] = {}
+        self.blocked: dict[str, set[str]] = {}
+        self.restrict_fault: dict[str, str] = {}  # action -> "reject" | "drop_after"
+        self.enforced_bps = enforced_bps  # a vendor that polices a little under what was asked
+
+    def _reading(self, port: str, kind: RestrictionKind, service: str | None = None) -> Restriction:
+        if kind == "throttle":
+            rate = self.policer.get(port)
+            return Restriction("throttle", port, "present" if rate else "absent", rate_bps=rate)
+        state = "present" if service in self.blocked.get(port, set()) else "absent"
+        return Restriction("block", port, state, service=service)  # type: ignore[arg-type]
+
+    def _do(self, action: str, port: str, effect: Any, kind: RestrictionKind, service: str | None = None,
+            rate: Rate | None = None) -> RestrictionResult:
+        self.calls.append((action, port))
+        fault = self.restrict_fault.get(action)
+        if fault == "reject":
+            raise CommandRejected("% Unrecognized command found at '^' position.", switch="sw1", port=port)
+        effect()
+        if fault == "drop_after":
+            raise SessionDropped("session closed after the change", switch="sw1", port=port, outcome_unknown=True)
+        return RestrictionResult("sw1", port, action, self._reading(port, kind, service), 0.01,  # type: ignore[arg-type]
+                                 rate=rate, service=service)
+
+    async def throttle(self, port: str, rate_bps: int) -> RestrictionResult:
+        applied = self.enforced_bps or rate_bps
+        rate = Rate(rate_bps, applied, applied // 1000, "kbps")
+        return self._do("throttle", port, lambda: self.policer.__setitem__(port, applied), "throttle", rate=rate)
+
+    async def unthrottle(self, port: str) -> RestrictionResult:
+        return self._do("unthrottle", port, lambda: self.policer.pop(port, None), "throttle")
+
+    async def block_service(self, port: str, service: str) -> RestrictionResult:
+        return self._do("block", port, lambda: self.blocked.setdefault(port, set()).add(service), "block", service)
+
+    async def unblock_service(self, port: str, service: str) -> RestrictionResult:
+        return self._do("unblock", port, lambda: self.blocked.get(port, set()).discard(service), "block", service)
+
+    async def read_restriction(self, port: str, kind: RestrictionKind, service: str | None = None) -> Restriction:
+        return self._reading(port, kind, service)
+
+
+class Agent:
+    def __init__(self, tmp: Path, sw: RestrictingSwitch | None = None, config: str = THROTTLE_CONFIG) -> None:
+        self.cfg = configmod.loads(config.format(state=tmp, mode="enforce", k=2) + SERVERS, "t.yaml")
+        self.clock = FakeClock(datetime(2026, 11, 22, 2, 0, tzinfo=UTC))
+        self.sw = sw or RestrictingSwitch()
+        self.ledger = LedgerStore(f"sqlite:///{tmp / 'ledger.sqlite'}")
+        self.ledger.start(self.clock.at())
+        self.store = ActionStore(f"sqlite:///{tmp / 'ledger.sqlite'}")
+        self.store.start(engine=self.ledger.engine)
+        self.outages = OutageRecorder(self.ledger, self.cfg)
+        self.outages.start()
+        self.pager = Pager()
+        self.metrics = Metrics()
+        self.enf = Enforcer(self.cfg, store=self.store, switches={"sw1": self.sw}, readback=self.sw.readback,
+                            clock=self.clock, metrics=self.metrics, oncall=self.pager, outages=self.outages)
+        asyncio.run(self.enf.start())
+
+    def report(self, over: bool) -> PortReport:
+        server = self.cfg.servers[0]
+        at = self.clock.at()
+        # The port's ifIn counts the demand even while policed (as real switches and the lab do).
+        sample = RateSample("sw1", server.port, at, "ok", interval_s=60, in_octets=1, out_octets=1,
+                            in_bps=15e6 if over else 2e6, out_bps=0.0, admin=self.sw.admin[server.port])
+        verdict = CapVerdict(server.id, at, "sustained" if over else "ok", True, 10_000_000, "out", True,  # type: ignore[arg-type]
+                             judged_bps=15e6 if over else 2e6, covered_s=300)
+        return PortReport(server, sample, verdict)
+
+    def poll(self, over: bool = True, advance: float = 60) -> None:
+        asyncio.run(self.enf.on_reports([self.report(over)]))
+        self.clock.advance(advance)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.ledger.entries(server="s1")]
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.metrics.registry.get_sample_value(name, labels)
+
+    def decisions(self) -> list[str]:
+        return [a["decision"] for a in self.store.audit_rows("s1")]
+
+
+def test_an_overage_is_throttled_instead_of_shut_and_released_once_under_the_cap(tmp_path: Path) -> None:
+    a = Agent(tmp_path)
+    a.poll()  # warning; 60 s grace
+    a.poll()  # grace over: throttle
+    assert a.sw.policer == {"Gi0/1": 10_000_000} and a.sw.admin["Gi0/1"] == "up"
+    assert [c[0] for c in a.sw.calls] == ["throttle"]
+    assert [(r.action, r.state) for r in a.store.actions("s1")] == [("throttle", "APPLIED")]
+    assert a.kinds() == ["restriction_start"]  # no outage: the server keeps forwarding
+    start = a.ledger.entries(server="s1")[0]
+    assert start.payload["restriction"] == "throttle" and start.payload["rate_bps"] == 10_000_000
+    assert a.metric("rackwarden_server_throttled", server="s1") == 1
+    assert a.metric("rackwarden_server_enforcement_state", server="s1") == 3
+    assert a.decisions() == ["notify_warning", "throttle", "notify_restriction"]
+    # Demand stays over the cap (ifIn counts what the policer drops): the throttle stays, past its term.
+    for _ in range(12):
+        a.poll()
+    assert a.sw.policer and [c[0] for c in a.sw.calls] == ["throttle"]
+    a.poll(over=False)  # back under the cap after the 600 s term: full rate again
+    assert a.sw.policer == {} and [c[0] for c in a.sw.calls] == ["throttle", "unthrottle"]
+    assert a.kinds() == ["restriction_start", "restriction_end"]
+    end = a.ledger.entries(server="s1")[1]
+    assert end.ref_seq == start.seq
+    assert a.ledger.outages() == []
+    assert a.metric("rackwarden_server_throttled", server="s1") == 0
+    assert a.decisions()[-2:] == ["unthrottle", "notify_lifted"]
+
+
+def test_a_throttle_the_switch_refuses_is_failed_paged_and_followed_by_a_shut(tmp_path: Path) -> None:
+    sw = RestrictingSwitch()
+    sw.restrict_fault["throttle"] = "reject"  # old Comware: no `qos lr inbound`
+    a = Agent(tmp_path, sw)
+    a.poll()
+    a.poll()
+    assert [c[0] for c in sw.calls] == ["throttle", "shut"]
+    assert sw.policer == {} and sw.admin["Gi0/1"] == "down"
+    assert [(r.action, r.state) for r in a.store.actions("s1")] == [("throttle", "FAILED"), ("shut", "APPLIED")]
+    assert "RackWardenThrottleFailed" in [p[0] for p in a.pager.alerts]
+    assert a.kinds() == ["outage_start"]  # the shut is the outage; the refused throttle is not recorded
+    assert a.metric("rackwarden_server_throttled", server="s1") == 0
+
+
+def test_a_throttle_whose_session_broke_is_settled_by_reading_the_switch_again(tmp_path: Path) -> None:
+    sw = RestrictingSwitch()
+    sw.restrict_fault["throttle"] = "drop_after"
+    a = Agent(tmp_path, sw)
+    a.poll()
+    a.poll()
+    (row,) = a.store.actions("s1")
+    assert (row.action, row.state, row.detail["reread"]) == ("throttle", "APPLIED", "present")
+    assert sw.admin["Gi0/1"] == "up" and a.kinds() == ["restriction_start"]
+
+
+def test_the_rate_the_switch_enforces_is_recorded_and_announced(tmp_path: Path) -> None:
+    a = Agent(tmp_path, RestrictingSwitch(enforced_bps=9_984_000))  # VRP: 64 kbit/s steps
+    a.poll()
+    a.poll()
+    assert a.ledger.entries(server="s1")[0].payload["rate_bps"] == 9_984_000
+    assert a.enf.rungs[("s1", "overage")].restriction.rate_bps == 9_984_000  # type: ignore[union-attr]
+
+
+def test_a_recheck_lifts_the_throttle_only_when_the_traffic_is_back_under_the_cap(tmp_path: Path) -> None:
+    a = Agent(tmp_path)
+    a.poll()
+    a.poll()
+    asyncio.run(a.enf.restore("s1", "customer:c1", "overage"))  # still over: refused
+    assert a.sw.policer and [c[0] for c in a.sw.calls] == ["throttle"]
+    assert a.enf.rungs[("s1", "overage")].phase == "restricted"
+    a.poll(over=False)  # within the term, under the cap: stays until asked or the term ends
+    assert a.sw.policer
+    asyncio.run(a.enf.restore("s1", "customer:c1", "overage"))
+    assert a.sw.policer == {} and a.enf.rungs[("s1", "overage")].phase == "restored"
+
+
+def test_the_shut_path_stays_available_by_config(tmp_path: Path) -> None:
+    a = Agent(tmp_path, config=CONFIG)  # restrict: {overage: shut}
+    a.poll()
+    a.poll()
+    assert [c[0] for c in a.sw.calls] == ["shut"] and a.sw.policer == {}
+
+
+class Crash(BaseException):
+    """The process dies between the switch's change and its read-back (kill -9, power)."""
+
+
+def test_a_throttle_interrupted_by_a_crash_is_settled_from_the_switch_at_restart(tmp_path: Path) -> None:
+    sw = RestrictingSwitch()
+    a = Agent(tmp_path, sw)
+    a.poll()
+
+    async def dies(port: str, rate_bps: int) -> RestrictionResult:
+        sw.policer[port] = rate_bps  # the switch took it...
+        raise Crash  # ...and the agent died before the read-back
+
+    sw.throttle = dies  # type: ignore[method-assign]
+    try:
+        a.poll()
+    except Crash:
+        pass
+    assert [(r.action, r.state) for r in a.store.actions("s1")] == [("throttle", "PENDING")]
+    a.ledger.close()
+    again = Agent(tmp_path, sw)  # restart: the PENDING throttle is asked of the switch, not of SNMP
+    (row,) = again.store.actions("s1")
+    assert (row.action, row.state, row.detail["cli_reading"]) == ("throttle", "APPLIED", "present")
+    assert again.kinds() == ["restriction_start"] and again.ledger.outages() == []
+    assert again.enf.rungs[("s1", "overage")].phase == "restricted"
+    assert again.metric("rackwarden_server_throttled", server="s1") == 1
+
+
+def test_a_throttle_the_switch_never_took_before_a_crash_is_failed_at_restart_and_shut(tmp_path: Path) -> None:
+    sw = RestrictingSwitch()
+    a = Agent(tmp_path, sw)
+    a.poll()
+
+    async def dies(port: str, rate_bps: int) -> RestrictionResult:
+        raise Crash  # the agent died before the switch was asked
+
+    original = sw.throttle
+    sw.throttle = dies  # type: ignore[method-assign]
+    try:
+        a.poll()
+    except Crash:
+        pass
+    sw.throttle = original  # type: ignore[method-assign]
+    a.ledger.close()
+    again = Agent(tmp_path, sw)
+    # The port reads admin up, which says nothing of a throttle: the switch's policer decides.
+    assert [(r.action, r.state) for r in again.store.actions("s1")][0] == ("throttle", "FAILED")
+    assert "restriction_start" not in again.kinds()
+    # ...and the overage, still standing, takes the shut rung the failed throttle leaves it.
+    assert sw.admin["Gi0/1"] == "down" and again.enf.rungs[("s1", "overage")].phase == "shut"
