@@ -90,6 +90,31 @@ def _month_bounds(month: str, tz: str) -> tuple[datetime, datetime]:
     return start, end
 
 
+def _throttles(cfg: Any) -> dict[str, list[tuple[datetime, datetime | None, int]]]:
+    """Each server's throttled periods from the ledger: there the 95th counts what was carried.
+    No ledger yet (a fresh install): no throttles."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .ledger import LedgerStore
+
+    url = cfg.agent.ledger_database()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return {}
+    ledger = LedgerStore(url)
+    out: dict[str, list[tuple[datetime, datetime | None, int]]] = {}
+    try:
+        ledger.start()
+        for r in ledger.restrictions():
+            if r.kind == "throttle" and r.rate_bps is not None:
+                out.setdefault(r.server, []).append((r.start, r.end, int(r.rate_bps)))
+    except SQLAlchemyError as e:
+        print(f"warning: ledger not read, throttled time counted as measured: {getattr(e, 'orig', None) or e}",
+              file=sys.stderr)
+    finally:
+        ledger.close()
+    return out
+
+
 def cmd_report_usage(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -99,12 +124,14 @@ def cmd_report_usage(args: argparse.Namespace) -> int:
     db = cfg.agent.state_dir / "usage.sqlite"
     store = UsageStore(f"sqlite:///{db}")
     rows = []
+    throttles = _throttles(cfg)
     try:
         store.start()
         for s in cfg.servers:
             t = cfg.templates[s.template]
             start, end = _month_bounds(args.month, t.timezone)
-            p95, n = store.p95_bps(s.id, start, end, t.billing_direction)  # type: ignore[arg-type]
+            p95, n = store.p95_bps(s.id, start, end, t.billing_direction,  # type: ignore[arg-type]
+                                   throttles.get(s.id, ()))
             rows.append({"server": s.id, "customer": s.customer, "month": args.month,
                          "rule": t.billing_direction, "buckets": n,
                          "p95_bps": round(p95) if p95 is not None else None,

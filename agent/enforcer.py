@@ -254,9 +254,11 @@ class Enforcer:
         by_switch: dict[str, list[PortReport]] = {}
         for rep in reports:
             by_switch.setdefault(rep.server.switch, []).append(rep)
+        throttled = {sid for (sid, reason), r in self.rungs.items()
+                     if reason == "overage" and r.phase == "restricted"}
         for sw, reps in by_switch.items():
             self.safety, why = E.breaker(self.safety, self.config.enforcement.safety, at, sw,
-                                         [r.verdict for r in reps])
+                                         [r.verdict for r in reps], throttled)
             if why:
                 self.store.open_breaker(sw, at, why)
                 self.metrics.breaker_open.labels(sw).set(1)

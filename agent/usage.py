@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rackwarden.agent.sqlstore import SqlStore
-from rackwarden.policies.billing import BillingDirection, BucketPart, bucket_rate_bps, percentile_95
+from rackwarden.policies.billing import (
+    BUCKET_S,
+    BillingDirection,
+    BucketPart,
+    bucket_rate_bps,
+    carried_out_octets,
+    percentile_95,
+)
 from rackwarden.policies.metering import Baseline, Reading
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -114,7 +121,28 @@ class UsageStore(SqlStore):
                 for b, c, o, i in conn.execute(q)
             ]
 
-    def p95_bps(self, server: str, start: datetime, end: datetime, rule: BillingDirection) -> tuple[float | None, int]:
+    def p95_bps(self, server: str, start: datetime, end: datetime, rule: BillingDirection,
+                throttles: Sequence[tuple[datetime, datetime | None, int]] = ()) -> tuple[float | None, int]:
         """The 95th percentile rate and the number of buckets it was taken over."""
-        rates = [bucket_rate_bps(o, i, c, rule) for _, c, o, i in self.buckets(server, start, end) if c > 0]
+        rates = self.billed_rates(server, start, end, rule, throttles)
         return percentile_95(rates), len(rates)
+
+    def billed_rates(self, server: str, start: datetime, end: datetime, rule: BillingDirection,
+                     throttles: Sequence[tuple[datetime, datetime | None, int]] = ()) -> list[float]:
+        """Each measured bucket's billable rate, in time order.
+
+        `throttles` are the server's throttled periods (start, end or None while in force,
+        rate): there the outbound octets count what was carried, not the demand the port's
+        counter saw (policies/billing.carried_out_octets).
+        """
+        rates: list[float] = []
+        for b, c, o, i in self.buckets(server, start, end):
+            if c <= 0:
+                continue
+            b_end = b + timedelta(seconds=BUCKET_S)
+            for t_start, t_end, rate in throttles:
+                overlap = (min(b_end, t_end or b_end) - max(b, t_start)).total_seconds()
+                if overlap > 0:
+                    o = carried_out_octets(o, c, int(overlap * 1000), rate)
+            rates.append(bucket_rate_bps(o, i, c, rule))
+        return rates

@@ -78,6 +78,22 @@ def bucket_rate_bps(out_octets: int, in_octets: int, covered_ms: int, rule: Bill
     return octets * 8 * 1000 / covered_ms
 
 
+def carried_out_octets(out_octets: int, covered_ms: int, throttled_ms: int, rate_bps: int) -> int:
+    """What a bucket's outbound carried when the port was throttled for `throttled_ms` of it.
+
+    The port's input counter counts what the server offered, including what the policer
+    dropped; the invoice is for what was carried. The throttled share of the bucket carried at
+    most `rate_bps` (integer: floor of bits to octets); the rest is taken as measured, spread
+    evenly over the bucket. Never more than measured.
+    """
+    if covered_ms <= 0 or throttled_ms <= 0:
+        return out_octets
+    throttled_ms = min(throttled_ms, covered_ms)
+    free = out_octets * (covered_ms - throttled_ms) // covered_ms
+    policed = min(out_octets - free, rate_bps * throttled_ms // 8000)
+    return free + policed
+
+
 def percentile_95(rates: Iterable[float]) -> float | None:
     """Nearest-rank 95th percentile: sort, drop the top 5 %, take the highest left."""
     ordered = sorted(rates)

@@ -17,7 +17,7 @@ Events:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
@@ -422,8 +422,13 @@ def abuse_observation(det: Detection | None, evidence_ref: str | None) -> Observ
 
 
 def breaker(state: S.SafetyState, limits: S.SafetyConfig, at: datetime, switch: str,
-            verdicts: Iterable[CapVerdict]) -> tuple[S.SafetyState, str | None]:
-    """After a poll: open the switch's breaker when too many of its servers breach at once."""
+            verdicts: Iterable[CapVerdict], throttled: Collection[str] = ()) -> tuple[S.SafetyState, str | None]:
+    """After a poll: open the switch's breaker when too many of its servers breach at once.
+
+    A server already throttled for its overage still meters over its cap (its port counts the
+    demand the policer drops): a known breach, being answered, so it does not count as one of
+    many appearing at once (a meter fault). Without this, throttling would trip the breaker.
+    """
     vs = list(verdicts)
-    breaching = sum(1 for v in vs if v.valid and v.state != "ok")
+    breaching = sum(1 for v in vs if v.valid and v.state != "ok" and v.server not in throttled)
     return S.evaluate_breaker(state, limits, at, switch=switch, breaching=breaching, servers=len(vs))

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from rackwarden.drivers.notify.notice import Reason
 from rackwarden.policies import ladder as L
-from rackwarden.policies.billing import BILLING_DIRECTIONS, bucket_rate_bps, percentile_95
+from rackwarden.policies.billing import BILLING_DIRECTIONS, percentile_95
 from rackwarden.policies.sla import (
     CAUSES,
     RECLASS_TARGETS,
@@ -464,7 +464,12 @@ class Console:
         if rule not in BILLING_DIRECTIONS:  # the config's schema allows only these
             raise ValueError(f"templates.{server.template}.billing_direction: {rule!r}")
         return self.p.usage.p95_bps(server.id, start, min(end, self.now() + timedelta(seconds=1)),
-                                    rule)
+                                    rule, self.throttles(server))
+
+    def throttles(self, server: ServerConfig) -> list[tuple[datetime, datetime | None, int]]:
+        """The server's throttled periods: there the 95th counts what was carried, not the demand."""
+        return [(r.start, r.end, int(r.rate_bps)) for r in self.p.ledger.restrictions(server.id)
+                if r.kind == "throttle" and r.rate_bps is not None]
 
     def projection(self, server: ServerConfig) -> P95Projection | None:
         if self.p.usage is None:
@@ -473,9 +478,8 @@ class Console:
         rule = self.config.templates[server.template].billing_direction
         if rule not in BILLING_DIRECTIONS:  # the config's schema allows only these
             raise ValueError(f"templates.{server.template}.billing_direction: {rule!r}")
-        rates = [bucket_rate_bps(o, i, c, rule)
-                 for _, c, o, i in self.p.usage.buckets(server.id, start, min(end, self.now() + timedelta(seconds=1)))
-                 if c > 0]
+        rates = self.p.usage.billed_rates(server.id, start, min(end, self.now() + timedelta(seconds=1)), rule,
+                                          self.throttles(server))
         return project_p95(rates, math.ceil((end - start).total_seconds() / BUCKET_S))
 
     def notice_rows(self, sid: str) -> list[Any]:

@@ -242,3 +242,19 @@ def test_a_restriction_needs_what_it_restricts() -> None:
         L.Restriction("throttle")
     with pytest.raises(ValueError):
         L.Restriction("block")
+
+
+def test_servers_already_throttled_do_not_trip_the_breaker() -> None:
+    from rackwarden.policies.cap import CapVerdict
+
+    limits = S.SafetyConfig(breaker_fraction=0.5, breaker_min_servers=3)
+    over = [CapVerdict(f"s{i}", AT, "sustained", True, CAP, "out", True, judged_bps=15e6, covered_s=300)  # type: ignore[arg-type]
+            for i in range(1, 4)]
+    ok = [CapVerdict("s4", AT, "ok", True, CAP, "out", True, judged_bps=1e6, covered_s=300)]  # type: ignore[arg-type]
+    # Three of four breaching at once looks like a meter fault: the breaker opens...
+    _, why = E.breaker(S.SafetyState(), limits, AT, "sw1", over + ok)
+    assert why is not None
+    # ...but two of them are throttled already (their ports count the demand the policer drops):
+    # one new breach is no meter fault.
+    state, why = E.breaker(S.SafetyState(), limits, AT, "sw1", over + ok, throttled={"s1", "s2"})
+    assert why is None and state.open_breakers == ()
