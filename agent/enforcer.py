@@ -599,6 +599,13 @@ class Enforcer:
             return
         store = self.outages.store
         if row.action in E.APPLY_ACTIONS:
+            earlier = store.open_restriction(server.id, restriction.kind, conn=self._ledger_conn(conn))
+            if earlier is not None:
+                # A throttle moved to a new cap (R3) replaces the record of the old rate.
+                store.append_many([NewEntry("restriction_end", at.replace(microsecond=0),
+                                            {"server": server.id, "restriction": restriction.kind, "key": row.key,
+                                             "superseded": True}, server.id, ref_seq=earlier)],
+                                  conn=self._ledger_conn(conn))
             payload: dict[str, Any] = {"server": server.id, "restriction": restriction.kind, "reason": reason,
                                        "key": row.key, "switch": server.switch, "port": server.port}
             if restriction.rate_bps is not None:

@@ -342,6 +342,13 @@ def _request(r: L.Rung, rule: L.LadderRule, req: Request, rails: Rails, at: date
     return _ladder(r, now_rule, rails, at, violating=True, evidence=ev, covered=False)
 
 
+def _notice_key_for(action_key: str, r: L.Rung) -> str:
+    """The restriction notice's key: one per episode, and one more per throttle a cap change moved."""
+    what = action_key.rsplit(":", 1)[-1]
+    suffix = what.removeprefix("throttle").removeprefix("block")
+    return f"{r.server}:{r.reason}:{r.episode}:restriction{suffix}"
+
+
 _ALERT_NAME: dict[str, str] = {"shut": "Shut", "restore": "Restore", "throttle": "Throttle",
                                "unthrottle": "Unthrottle", "block": "Block", "unblock": "Unblock"}
 
@@ -362,10 +369,11 @@ def _outcome(r: L.Rung, rule: L.LadderRule, o: ActionOutcome, rails: Rails, at: 
         elif o.action in APPLY_ACTIONS:
             if r.restriction is None:
                 return Decision(r, (), f"{o.action} applied after the rung moved on")
-            if o.restriction is not None and o.restriction != r.restriction:
-                # The rate the switch enforces (a vendor may police a little under the cap).
-                r = replace(r, restriction=o.restriction)
-            notice = L.restriction_notice(r)
+            # The notice states the rate the switch enforces (a vendor may police a little under
+            # the cap); the rung keeps the rate asked for, which a cap change is compared with.
+            notice = L.restriction_notice(r if o.restriction is None else replace(r, restriction=o.restriction))
+            if notice.key != _notice_key_for(o.key, r):
+                notice = replace(notice, key=_notice_key_for(o.key, r))
         else:
             if o.restriction is None:
                 return Decision(r, (), f"{o.action} applied")

@@ -295,6 +295,19 @@ def step(
     if r.phase == "restricted":
         if evidence is not None and violating:
             r = replace(r, evidence=evidence, attack=attack)
+        held = r.restriction
+        if (gentle is not None and held is not None and gentle.kind == held.kind == "throttle"
+                and gentle.rate_bps != held.rate_bps):
+            # The cap in force changed (R3): the throttle follows it, up or down, same term.
+            if not may_shut:
+                return Step(r, (), "the cap changed, but the new throttle is refused")
+            moved = replace(r, restriction=gentle)
+            tag = f"throttle-{gentle.rate_bps}"
+            return Step(moved, (RestrictPort(r.server, r.reason, gentle, r.evidence or Evidence("", "cap change"),
+                                             _key(r, tag), r.until),
+                                Notify(r.server, r.reason, "restriction", r.evidence or Evidence("", "cap change"),
+                                       _key(r, f"restriction-{gentle.rate_bps}"), r.until, gentle)),
+                        f"the cap in force is now {gentle.rate_bps} bit/s: the throttle follows it (R3)")
         if violating and not covered:
             # The abuse goes on where the restriction does not reach: the shut rung.
             why = "the violation continues beyond the restriction"

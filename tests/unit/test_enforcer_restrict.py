@@ -174,7 +174,10 @@ def test_the_rate_the_switch_enforces_is_recorded_and_announced(tmp_path: Path) 
     a.poll()
     a.poll()
     assert a.ledger.entries(server="s1")[0].payload["rate_bps"] == 9_984_000
-    assert a.enf.rungs[("s1", "overage")].restriction.rate_bps == 9_984_000  # type: ignore[union-attr]
+    # The rung keeps the cap it asked for: the vendor's rounding is not a cap change.
+    assert a.enf.rungs[("s1", "overage")].restriction.rate_bps == 10_000_000  # type: ignore[union-attr]
+    a.poll()
+    assert [c[0] for c in a.sw.calls] == ["throttle"]
 
 
 def test_a_recheck_lifts_the_throttle_only_when_the_traffic_is_back_under_the_cap(tmp_path: Path) -> None:

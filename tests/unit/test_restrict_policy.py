@@ -171,10 +171,33 @@ def test_a_throttle_that_does_not_hold_is_not_followed_by_a_refused_shut() -> No
 
 def test_the_switch_enforced_rate_is_what_the_notice_states() -> None:
     vrp = L.Restriction("throttle", rate_bps=9_984_000)
-    d = E.step(throttled(), OVERAGE, E.ActionOutcome("k", "throttle", "APPLIED", None, vrp), rails(), AT)
-    assert d.rung.restriction == vrp
+    d = E.step(throttled(), OVERAGE, E.ActionOutcome("s1:overage:1:throttle", "throttle", "APPLIED", None, vrp),
+               rails(), AT)
+    assert d.rung.restriction == THROTTLE  # the rung keeps what was asked: the cap
     (notice,) = [i for i in d.intents if isinstance(i, L.Notify)]
-    assert notice.restriction == vrp
+    assert notice.restriction == vrp and notice.key == "s1:overage:1:restriction"
+    # A vendor's rounding is no cap change: the next poll moves nothing.
+    nxt = E.step(d.rung, OVERAGE, E.Observation(True, EV, finding="overage"), rails(), AT + timedelta(minutes=1))
+    assert nxt.changes == ()
+
+
+@pytest.mark.parametrize("new_cap", [20_000_000, 5_000_000])
+def test_a_cap_change_moves_the_throttle_to_the_new_cap(new_cap: int) -> None:
+    r = throttled()
+    d = E.step(r, OVERAGE, E.Observation(True, EV, finding="overage"), replace(rails(), cap_bps=new_cap),
+               AT + timedelta(minutes=5))
+    (c,) = d.changes
+    assert (c.action, c.restriction) == ("throttle", L.Restriction("throttle", rate_bps=new_cap))
+    assert c.key == f"s1:overage:1:throttle-{new_cap}" and d.rung.until == r.until
+    assert d.rung.phase == "restricted" and d.rung.restriction == c.restriction
+    done = E.step(d.rung, OVERAGE, E.ActionOutcome(c.key, "throttle", "APPLIED", None, c.restriction), rails(),
+                  AT + timedelta(minutes=5))
+    (notice,) = [i for i in done.intents if isinstance(i, L.Notify)]
+    assert notice.stage == "restriction" and notice.key == f"s1:overage:1:restriction-{new_cap}"
+    # Under a hold, the cap change waits: nothing is touched.
+    held = E.step(r, OVERAGE, E.Observation(True, EV, finding="overage"),
+                  replace(rails("held"), cap_bps=new_cap), AT + timedelta(minutes=5))
+    assert held.changes == () and held.rung.restriction == THROTTLE
 
 
 ABUSE = rule("abuse", (("spam", "block_smtp"),))
