@@ -298,16 +298,7 @@ class NetmikoSwitch:
                     conn, readback_cmd, port=port, action=action, outcome_unknown=True
                 )
                 admin = self.cli.parse_admin_state(readback, port)
-                saved: bool | None = None
-                save_error = ""
-                if self.target.save_config and self.cli.SAVE is not None:
-                    try:
-                        self._save_dialogue(conn)
-                        saved = True
-                    except DriverError as exc:
-                        # The port change stands; an unsaved change is reported, not raised,
-                        # so the caller still learns what the read-back showed.
-                        saved, save_error = False, exc.reason
+                saved, save_error = self._save_if_asked(conn)
                 return ChangeResult(
                     switch=self.name,
                     port=port,
@@ -321,6 +312,20 @@ class NetmikoSwitch:
                 )
             finally:
                 self._close(conn)
+
+    def _save_if_asked(self, conn: Any) -> tuple[bool | None, str]:
+        """Save the running config after a change when the switch's settings ask for it.
+
+        The change stands either way; an unsaved change is reported, not raised, so the caller
+        still learns what the read-back showed. None: saving is off or not needed.
+        """
+        if not (self.target.save_config and self.cli.SAVE is not None):
+            return None, ""
+        try:
+            self._save_dialogue(conn)
+            return True, ""
+        except DriverError as exc:
+            return False, exc.reason
 
     def _restrictions(self) -> RestrictionCli:
         try:
@@ -375,14 +380,7 @@ class NetmikoSwitch:
                 reading = self._restrictions().parse_restriction(
                     readback, port, ACTION_KIND[action], service
                 )
-                saved: bool | None = None
-                save_error = ""
-                if self.target.save_config and self.cli.SAVE is not None:
-                    try:
-                        self._save_dialogue(conn)
-                        saved = True
-                    except DriverError as exc:
-                        saved, save_error = False, exc.reason
+                saved, save_error = self._save_if_asked(conn)
                 return RestrictionResult(
                     switch=self.name,
                     port=port,

@@ -8,23 +8,17 @@ and the fall to a shut when the switch refuses the throttle.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rackwarden.agent import config as configmod
-from rackwarden.agent.actions import ActionStore
-from rackwarden.agent.clock import FakeClock
-from rackwarden.agent.enforcer import Enforcer
-from rackwarden.agent.ledger import LedgerStore, OutageRecorder
 from rackwarden.agent.metering import PortReport
-from rackwarden.agent.metrics import Metrics
 from rackwarden.drivers.switch.base import CommandRejected, SessionDropped
 from rackwarden.drivers.switch.restrictions import Rate, Restriction, RestrictionKind, RestrictionResult
 from rackwarden.policies.cap import CapVerdict
 from rackwarden.policies.metering import RateSample
 
-from tests.unit.test_enforcer import CONFIG, SERVERS, FakeSwitch, Pager
+from tests.unit.test_enforcer import CONFIG, FakeSwitch
+from tests.unit.test_port_state import Agent as StoresAgent
 
 THROTTLE_CONFIG = CONFIG.replace("restrict: {{overage: shut}}", "restrict: {{overage: throttle}}")
 
@@ -76,22 +70,13 @@ class RestrictingSwitch(FakeSwitch):
         return self._reading(port, kind, service)
 
 
-class Agent:
+class Agent(StoresAgent):
+    """The enforcer with its stores as the agent wires them (tests/unit/test_port_state.py),
+    throttling by default."""
+
     def __init__(self, tmp: Path, sw: RestrictingSwitch | None = None, config: str = THROTTLE_CONFIG) -> None:
-        self.cfg = configmod.loads(config.format(state=tmp, mode="enforce", k=2) + SERVERS, "t.yaml")
-        self.clock = FakeClock(datetime(2026, 11, 22, 2, 0, tzinfo=UTC))
-        self.sw = sw or RestrictingSwitch()
-        self.ledger = LedgerStore(f"sqlite:///{tmp / 'ledger.sqlite'}")
-        self.ledger.start(self.clock.at())
-        self.store = ActionStore(f"sqlite:///{tmp / 'ledger.sqlite'}")
-        self.store.start(engine=self.ledger.engine)
-        self.outages = OutageRecorder(self.ledger, self.cfg)
-        self.outages.start()
-        self.pager = Pager()
-        self.metrics = Metrics()
-        self.enf = Enforcer(self.cfg, store=self.store, switches={"sw1": self.sw}, readback=self.sw.readback,
-                            clock=self.clock, metrics=self.metrics, oncall=self.pager, outages=self.outages)
-        asyncio.run(self.enf.start())
+        self.sw: RestrictingSwitch = sw or RestrictingSwitch()
+        super().__init__(tmp, self.sw, config=config)
 
     def report(self, over: bool) -> PortReport:
         server = self.cfg.servers[0]

@@ -26,8 +26,9 @@ from tests.unit.test_enforcer import CONFIG, SERVERS, FakeSwitch, Pager
 class Agent:
     """The enforcer with its stores as the agent wires them: one database for ledger and actions."""
 
-    def __init__(self, tmp: Path, sw: FakeSwitch | None = None, clock: FakeClock | None = None) -> None:
-        self.cfg = configmod.loads(CONFIG.format(state=tmp, mode="enforce", k=2) + SERVERS, "t.yaml")
+    def __init__(self, tmp: Path, sw: FakeSwitch | None = None, clock: FakeClock | None = None,
+                 config: str = CONFIG) -> None:
+        self.cfg = configmod.loads(config.format(state=tmp, mode="enforce", k=2) + SERVERS, "t.yaml")
         self.clock = clock or FakeClock(datetime(2026, 11, 22, 2, 0, tzinfo=UTC))
         self.sw = sw or FakeSwitch()
         self.db = tmp / "ledger.sqlite"
