@@ -235,3 +235,28 @@ def test_a_throttle_the_switch_never_took_before_a_crash_is_failed_at_restart_an
     assert "restriction_start" not in again.kinds()
     # ...and the overage, still standing, takes the shut rung the failed throttle leaves it.
     assert sw.admin["Gi0/1"] == "down" and again.enf.rungs[("s1", "overage")].phase == "shut"
+
+
+def test_one_read_of_the_holds_serves_every_decision_of_a_poll(tmp_path: Path) -> None:
+    a = Agent(tmp_path)
+    reads = 0
+    original = a.store.holds
+
+    def counted() -> Any:
+        nonlocal reads
+        reads += 1
+        return original()
+
+    a.store.holds = counted  # type: ignore[method-assign]
+    reports = [a.report(True)] + [StoresAgent.report(a, i) for i in (2, 3, 4)]
+    asyncio.run(a.enf.on_reports(reports))
+    assert reads == 1  # not one query per server and decision
+    assert {sid for (sid, _), r in a.enf.rungs.items() if r.phase == "noticed"} == {"s1", "s2", "s3", "s4"}
+    a.enf.hold("s1", 600, "maintenance", "noc")
+    a.clock.advance(0.5)
+    asyncio.run(a.enf.on_reports([a.report(True)]))
+    assert reads == 3  # hold()'s status answer reads it, and the next decision does again: seen at once
+    assert a.enf.rungs[("s1", "overage")].phase == "noticed"  # the hold stops the throttle...
+    a.clock.advance(120)
+    asyncio.run(a.enf.on_reports([a.report(True)]))
+    assert a.sw.calls == []  # ...on every later poll too
