@@ -1,32 +1,29 @@
-"""Serves /metrics with optional bcrypt basic auth and TLS, set up like the exporter web config."""
+"""The exporter-style web config (tls_server_config, basic_auth_users) and its rules.
+
+Parsing and checking the file, the bind policies of the metrics and the API, the TLS context,
+and the basic-auth password check. No serving: web/metrics.py serves /metrics and web/server.py
+the API and console, both with aiohttp on the daemon's event loop.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import hashlib
 import ipaddress
-import logging
 import re
-import socket
 import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import bcrypt
 import yaml
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from .textfile import TextFileError, read_text
-
-log = logging.getLogger("rackwarden.webauth")
 
 # The hash forms Go's bcrypt (exporter-toolkit) and htpasswd -B write; $2y$ is $2b$ by another name.
 _BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
@@ -38,13 +35,13 @@ _CLIENT_AUTH = {
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
-_REALM = "rackwarden"
+# The challenge of a 401 from /metrics.
+WWW_AUTHENTICATE = 'Basic realm="rackwarden", charset="UTF-8"'
 # Successful checks are remembered so a scrape every few seconds does not cost a bcrypt each.
 _AUTH_CACHE_MAX = 256
 # Failed checks always pay bcrypt; bounding them keeps a password-guessing flood from taking
 # every core, while cached (legitimate) scrapes skip the queue.
-_MAX_CONCURRENT_BCRYPT = 2
-_REQUEST_TIMEOUT_S = 10.0
+MAX_CONCURRENT_BCRYPT = 2
 
 
 class WebConfigError(Exception):
@@ -274,50 +271,41 @@ def cert_fingerprint(cert_file: Path) -> bytes:
     return hashlib.sha256(der).digest()
 
 
-class TlsHandshakeServer(ThreadingHTTPServer):
-    """A threaded HTTP server that, given `tls`, speaks HTTPS.
+class PasswordCheck:
+    """The basic-auth password rules: constant-effort bcrypt, unknown users cost the same as a
+    wrong password, and verified credentials are remembered.
 
-    The TLS handshake runs in the connection's own thread (finish_request), so a slow or silent
-    client cannot hold up accept() for everyone else.
+    remembered() is cheap (one SHA-256) and may run anywhere; verify() costs a bcrypt
+    (50-100 ms at cost 10) and belongs in a thread, as does the constructor, which hashes the
+    throwaway password. web/metrics.py bounds how many verify() run at once.
     """
-
-    daemon_threads = True
-    tls: ssl.SSLContext | None = None
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.tls is not None:
-            request.settimeout(_REQUEST_TIMEOUT_S)
-            try:
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log.debug("TLS handshake with %s failed: %s", client_address, e)
-                return
-        super().finish_request(request, client_address)
-
-
-class _AuthChecker:
-    """Constant-effort bcrypt checks: unknown users cost the same as a wrong password."""
 
     def __init__(self, users: Mapping[str, bytes]):
         self._users = dict(users)
         self._ok: set[bytes] = set()
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(_MAX_CONCURRENT_BCRYPT)
         cost = int(next(iter(self._users.values()))[4:6]) if self._users else 4
         # Comparing against a throwaway hash of the same cost hides which user names exist.
         self._dummy = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=cost))
 
-    def check(self, user: str, password: str) -> bool:
+    def _key(self, user: str, password: str) -> tuple[bytes | None, bytes]:
         hashed = self._users.get(user)
         key = hashlib.sha256(b"\0".join((user.encode(), hashed or b"", password.encode()))).digest()
+        return hashed, key
+
+    def remembered(self, user: str, password: str) -> bool:
+        """True when these credentials were verified before: no bcrypt needed."""
+        hashed, key = self._key(user, password)
         with self._lock:
-            if hashed is not None and key in self._ok:
-                return True
-        with self._slots:
-            try:
-                ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
-            except ValueError:  # bcrypt refuses passwords over 72 bytes; none can match
-                ok = False
+            return hashed is not None and key in self._ok
+
+    def verify(self, user: str, password: str) -> bool:
+        """The full bcrypt check, whatever the cache holds; remembers a success."""
+        hashed, key = self._key(user, password)
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed or self._dummy) and hashed is not None
+        except ValueError:  # bcrypt refuses passwords over 72 bytes; none can match
+            ok = False
         if ok:
             with self._lock:
                 if len(self._ok) >= _AUTH_CACHE_MAX:
@@ -326,153 +314,27 @@ class _AuthChecker:
         return ok
 
 
-class _Server(TlsHandshakeServer):
-    registry: CollectorRegistry
-    auth: _AuthChecker | None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = _REQUEST_TIMEOUT_S
-    server_version = "rackwarden"
-    sys_version = ""
-
-    def do_GET(self) -> None:
-        self._serve(body=True)
-
-    def do_HEAD(self) -> None:
-        self._serve(body=False)
-
-    def _serve(self, body: bool) -> None:
-        if not self._authorized():
-            self._reply(401, b"Unauthorized\n", "text/plain; charset=utf-8", body,
-                        [("WWW-Authenticate", f'Basic realm="{_REALM}", charset="UTF-8"')])
-            return
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            out = encoder(self.server.registry)
-            extra = []
-            if gzip_accepted(self.headers.get("Accept-Encoding", "")):
-                out = gzip.compress(out)
-                extra.append(("Content-Encoding", "gzip"))
-            self._reply(200, out, content_type, body, extra)
-        elif path == "/":
-            page = b'<html><body><a href="/metrics">RackWarden metrics</a></body></html>\n'
-            self._reply(200, page, "text/html; charset=utf-8", body)
-        else:
-            self._reply(404, b"Not found: the metrics are at /metrics\n",
-                        "text/plain; charset=utf-8", body)
-
-    def _authorized(self) -> bool:
-        auth = self.server.auth
-        if auth is None:
-            return True
-        header = self.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            decoded = base64.b64decode(token.strip(), validate=True).decode()
-            user, sep, password = decoded.partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return bool(sep) and auth.check(user, password)
-
-    def _reply(self, code: int, data: bytes, content_type: str, body: bool,
-               extra: list[tuple[str, str]] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in extra or []:
-            self.send_header(k, v)
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        # Every scrape would otherwise print a line on stderr, i.e. in the journal.
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-def address_family(host: str) -> socket.AddressFamily:
-    """The socket family to bind `host` (a bare address, without IPv6 brackets) with."""
-    if host == "":
-        return socket.AF_INET
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """(user, password) from an `Authorization: Basic` header value; None when it is anything else."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
     try:
-        v6 = ipaddress.ip_address(host.strip("[]")).version == 6
-        return socket.AF_INET6 if v6 else socket.AF_INET
-    except ValueError:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        return infos[0][0]
+        decoded = base64.b64decode(token.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
 
 
-class MetricsServer:
-    """The /metrics endpoint; the constructor only records settings, start() binds."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        listen_addr: str = "127.0.0.1",
-        port: int = 9817,
-        web_config: WebConfig | None = None,
-    ):
-        self.registry = registry
-        self.listen_addr = listen_addr
-        self.requested_port = port
-        self.web_config = web_config
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self.warnings: list[str] = []
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("metrics server not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.web_config is not None and self.web_config.tls else "http"
-        bare = self.listen_addr.strip("[]")
-        host = f"[{bare}]" if ":" in bare else bare
-        return f"{scheme}://{host}:{self.port}/metrics"
-
-    def start(self) -> int:
-        """Check the bind policy, load TLS, bind and serve in a thread; returns the bound port."""
-        if self._server is not None:
-            return self.port
-        # The policy is checked here too, so no caller can forget it.
-        self.warnings = check_bind_policy(self.listen_addr, self.web_config)
-        for w in self.warnings:
-            log.warning("%s", w)
-        wc = self.web_config
-        tls = ssl_context(wc.tls) if wc is not None and wc.tls is not None else None
-        auth = _AuthChecker(wc.basic_auth_users) if wc is not None and wc.requires_auth else None
-        host = self.listen_addr.strip("[]")
-        server_cls = type("_BoundServer", (_Server,), {"address_family": address_family(host)})
-        server: _Server = server_cls((host, self.requested_port), _Handler)
-        server.registry = self.registry
-        server.auth = auth
-        server.tls = tls
-        self._server = server
-        # A short poll keeps stop() (which waits for the loop to notice) quick at shutdown.
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="metrics-http", daemon=True)
-        self._thread.start()
-        log.info("metrics on %s%s", self.url, " (basic auth)" if auth else "")
-        return self.port
-
-    def stop(self) -> None:
-        """Stop serving and close the socket; safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+def __getattr__(name: str) -> Any:
+    # MetricsServer (the thread-served /metrics endpoint) used to live here; callers without an
+    # event loop keep its interface through web.metrics.ThreadedMetricsServer. Imported late:
+    # web/ imports this module, and check-config should not load aiohttp to read a web config.
+    if name == "MetricsServer":
+        from .web.metrics import ThreadedMetricsServer
+        return ThreadedMetricsServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def validate(listen_addr: str, web_config_path: str | Path | None) -> list[str]:

@@ -32,7 +32,8 @@ from .metrics import Metrics
 from .notices import CustomerNotices
 from .usage import UsageStore
 from .web import ConsoleParts, WebServer, load_customers_config, operator_users
-from .webauth import MetricsServer, load_web_config
+from .web.metrics import MetricsServer
+from .webauth import load_web_config
 
 log = logging.getLogger("rackwarden.wiring")
 
@@ -236,11 +237,12 @@ class Runtime:
         pc = poll.ports.get(port)
         return pc.admin if pc is not None and pc.admin in ("up", "down") else None
 
-    def start_metrics_server(self) -> int:
+    async def start_metrics_server(self) -> int:
+        """/metrics on this loop; scrapes and password checks run in threads (web/metrics.py)."""
         a = self.daemon.config.agent
         web = load_web_config(a.metrics_web_config) if a.metrics_web_config else None
         self._http = MetricsServer(self.metrics.registry, a.metrics_listen, a.metrics_port, web)
-        return self._http.start()
+        return await self._http.start()
 
     async def start_core(self) -> None:
         """Open the stores, take the leases and reconcile: everything but the network listeners.
@@ -296,7 +298,7 @@ class Runtime:
         await self.api.start()
         if self.abuse is not None:
             await self.abuse.start()
-        self.start_metrics_server()
+        await self.start_metrics_server()
         try:
             await self.daemon.run_until_stopped()
         finally:
@@ -305,4 +307,4 @@ class Runtime:
             await self.api.stop()
             await self.stop_core()
             if self._http is not None:
-                self._http.stop()
+                await self._http.stop()
