@@ -1,4 +1,6 @@
-"""Ports polled per CPU-second: RackWarden's pysnmp poller vs net-snmp's snmpbulkwalk, same run.
+"""Ports polled per CPU-second: RackWarden's poller (fast v2c path: drivers/snmp/ber.py and
+fastv2c.py), the same poller through pysnmp (what every v2c poll used before), and net-snmp's
+snmpbulkwalk, in the same run.
 
 Each simulated switch is a network namespace with 48 interfaces (bridge devices: this kernel has
 no dummy driver) and a real
@@ -95,12 +97,13 @@ def wait_ready(switches: list[Switch]) -> None:
             time.sleep(0.2)
 
 
-async def bench_poller(switches: list[Switch], seconds: float) -> dict[str, float]:
-    poller = SnmpPoller(wall=lambda: datetime.now(UTC), mono=time.monotonic)
+async def bench_poller(switches: list[Switch], seconds: float, *, fast: bool) -> dict[str, float]:
+    poller = SnmpPoller(wall=lambda: datetime.now(UTC), mono=time.monotonic, fast_v2c=fast)
     await poller.start()
     targets = [SnmpTarget(name=sw.ns, host=sw.addr, community=sw.community) for sw in switches]
     await poller.poll_many(targets)  # warm-up: engine and transports exist before timing
     ports = polls = errors = 0
+    requests0 = poller.fast_path_stats().get("requests", 0)
     cpu0, t0 = time.process_time(), time.monotonic()
     while time.monotonic() - t0 < seconds:
         for p in await poller.poll_many(targets):
@@ -109,8 +112,11 @@ async def bench_poller(switches: list[Switch], seconds: float) -> dict[str, floa
                 errors += 1
             ports += sum(1 for pc in p.ports.values() if pc.if_name.startswith("gi"))
     cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
+    fallbacks = sum(poller.fast_path_fallbacks().values())
+    requests = poller.fast_path_stats().get("requests", 0) - requests0
     await poller.close()
-    return {"ports": ports, "polls": polls, "errors": errors, "cpu_s": cpu, "wall_s": wall}
+    return {"ports": ports, "polls": polls, "errors": errors, "cpu_s": cpu, "wall_s": wall,
+            "fallbacks": fallbacks, "requests": requests}
 
 
 def bench_snmpbulkwalk(switches: list[Switch], seconds: float) -> dict[str, float]:
@@ -155,7 +161,9 @@ def main() -> int:
         for sw in switches:
             sw.start()
         wait_ready(switches)
-        ours = asyncio.run(bench_poller(switches, args.seconds))
+        # pysnmp first: the fast path's sizing then starts cold, as after a daemon start.
+        slow = asyncio.run(bench_poller(switches, args.seconds, fast=False))
+        ours = asyncio.run(bench_poller(switches, args.seconds, fast=True))
         base = bench_snmpbulkwalk(switches, args.seconds)
     except RuntimeError:
         for sw in switches:
@@ -175,17 +183,36 @@ def main() -> int:
         "poller_polls": ours["polls"],
         "poller_errors": ours["errors"],
         "poller_ms_cpu_per_switch_poll": round(1000 * ours["cpu_s"] / max(1, ours["polls"]), 2),
+        "poller_fast_path_fallbacks": ours["fallbacks"],
+        # GETBULK requests per poll: 1 when the agent fits the sized reply in one message
+        # (net-snmp caps a GETBULK reply at 100 varbinds by default: maxGetbulkResponses).
+        "poller_getbulk_per_poll": round(ours["requests"] / max(1, ours["polls"]), 2),
+        "pysnmp_poller_ports_per_cpu_s": round(per_core(slow)),
+        "pysnmp_poller_ports_per_wall_s": round(slow["ports"] / slow["wall_s"]),
+        "pysnmp_poller_polls": slow["polls"],
+        "pysnmp_poller_errors": slow["errors"],
+        "pysnmp_poller_ms_cpu_per_switch_poll": round(
+            1000 * slow["cpu_s"] / max(1, slow["polls"]), 2),
         "snmpbulkwalk_ports_per_cpu_s": round(per_core(base)),
         "snmpbulkwalk_ports_per_wall_s": round(base["ports"] / base["wall_s"]),
         "snmpbulkwalk_polls": base["polls"],
         "snmpbulkwalk_errors": base["errors"],
         "ratio_poller_vs_snmpbulkwalk_per_cpu": round(per_core(ours) / per_core(base), 2) if per_core(base) else None,
+        "ratio_pysnmp_poller_vs_snmpbulkwalk_per_cpu":
+            round(per_core(slow) / per_core(base), 2) if per_core(base) else None,
+        "ratio_poller_vs_pysnmp_poller_per_cpu": round(per_core(ours) / per_core(slow), 2) if per_core(slow) else None,
     }
     print(f"{args.switches} switches x {PORTS} ports, {args.seconds:g} s each side")
-    print(f"  rackwarden poller: {fig['poller_ports_per_cpu_s']} ports/CPU-s, "
-          f"{fig['poller_ports_per_wall_s']} ports/s wall, {fig['poller_ms_cpu_per_switch_poll']} ms CPU/poll")
+    print(f"  rackwarden poller, fast v2c path: {fig['poller_ports_per_cpu_s']} ports/CPU-s, "
+          f"{fig['poller_ports_per_wall_s']} ports/s wall, {fig['poller_ms_cpu_per_switch_poll']} ms CPU/poll, "
+          f"{fig['poller_getbulk_per_poll']} GETBULKs/poll, {fig['poller_fast_path_fallbacks']} fallbacks")
+    print(f"  rackwarden poller through pysnmp: {fig['pysnmp_poller_ports_per_cpu_s']} ports/CPU-s, "
+          f"{fig['pysnmp_poller_ports_per_wall_s']} ports/s wall, "
+          f"{fig['pysnmp_poller_ms_cpu_per_switch_poll']} ms CPU/poll "
+          f"(fast path {fig['ratio_poller_vs_pysnmp_poller_per_cpu']}x)")
     print(f"  snmpbulkwalk     : {fig['snmpbulkwalk_ports_per_cpu_s']} ports/CPU-s, "
-          f"{fig['snmpbulkwalk_ports_per_wall_s']} ports/s wall (ifTable + ifXTable walks)")
+          f"{fig['snmpbulkwalk_ports_per_wall_s']} ports/s wall (ifTable + ifXTable walks); "
+          f"fast path {fig['ratio_poller_vs_snmpbulkwalk_per_cpu']}x per CPU")
     print(json.dumps(fig))
     return 0
 

@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
+import logging
 import os
+import secrets
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -46,15 +49,18 @@ from pysnmp.hlapi.varbinds import CommandGeneratorVarBinds
 from pysnmp.proto import errind, rfc1905
 from rackwarden.policies.facts import PollErrorKind, PortPoll
 
+from .fastv2c import BulkTimeout, FastPathUnavailable, FastV2cClient
 from .ifmib import (
     FALLBACK_COLUMNS,
+    IF_HC_IN_OCTETS,
+    IF_HC_OUT_OCTETS,
+    IF_NAME,
     PRIMARY_COLUMNS,
     Absent,
     Oid,
     SnmpValue,
     VarBind,
     absorb_bulk_rows,
-    indexes_without_hc,
     parse_if_walk,
 )
 
@@ -105,6 +111,23 @@ _AUTH = (
     errind.UnknownCommunityName,
 )
 _AUTH_STATUSES = {"authorizationError", "noAccess"}
+# RFC 3416 error-status values, named as pysnmp prints them (the fast path has no pysnmp object).
+_ERROR_STATUS_NAMES = (
+    "noError", "tooBig", "noSuchName", "badValue", "readOnly", "genErr", "noAccess", "wrongType",
+    "wrongLength", "wrongEncoding", "wrongValue", "noCreation", "inconsistentValue",
+    "resourceUnavailable", "commitFailed", "undoFailed", "authorizationError", "notWritable",
+    "inconsistentName",
+)
+_TOO_BIG = 1
+# The fast path asks for the last poll's row count + 1 repetitions (one round, no overshoot
+# round), but never more than this many varbinds in one request: ~45 KB of reply, under UDP's
+# 64 KB whatever the agent's own cap.
+_MAX_SIZED_VARBINDS = 2000
+
+log = logging.getLogger(__name__)
+
+# One GETBULK: (request OIDs, non-repeaters, round number) -> the reply's varbinds, plain.
+BulkFn = Callable[[list[Oid], int, int], Awaitable[list[VarBind]]]
 
 
 @runtime_checkable
@@ -199,6 +222,14 @@ def _raise_rcvbuf(sock: socket.socket, size: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+@dataclass
+class _FastState:
+    """What the fast path remembers of one switch between polls."""
+
+    rows: int | None = None  # the longest column of the last primary walk
+    ceiling: int | None = None  # max-repetitions after the agent said tooBig
+
+
 class _PollFailure(Exception):
     def __init__(self, kind: PollErrorKind, detail: str):
         super().__init__(detail)
@@ -286,7 +317,10 @@ class SnmpPoller:
         max_concurrency: int = 32,
         rcvbuf_bytes: int = DEFAULT_RCVBUF_BYTES,
         local_address: tuple[str, int] = ("0.0.0.0", 0),
+        fast_v2c: bool = True,
     ) -> None:
+        """`fast_v2c` polls v2c switches with the project's own BER codec (drivers/snmp/ber.py)
+        instead of pysnmp's; a switch whose replies it cannot read falls back to pysnmp."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         self._wall = wall
@@ -302,6 +336,14 @@ class SnmpPoller:
         self._in_flight = 0
         self._closing = False
         self._targets: dict[tuple[str, int, float, int], UdpTransportTarget] = {}
+        self._fast_enabled = fast_v2c
+        self._fast: FastV2cClient | None = None
+        self._fast_sock: socket.socket | None = None
+        self._fast_state: dict[str, _FastState] = {}
+        # Switches polled through pysnmp because the fast path could not read them: name ->
+        # how many polls fell back (a counter for metrics; the first one is logged).
+        self._fallbacks: dict[str, int] = {}
+        self._fallback_reason: dict[str, str] = {}
 
     async def start(self) -> None:
         if self._engine is not None:
@@ -319,6 +361,20 @@ class SnmpPoller:
         except BaseException:
             sock.close()
             raise
+        if self._fast_enabled:
+            fast_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                _raise_rcvbuf(fast_sock, self._rcvbuf_request)
+                fast_sock.bind((self._local_address[0], 0))
+                fast_sock.setblocking(False)
+                fast = FastV2cClient(fast_sock, first_request_id=1 + secrets.randbelow(2**30))
+                await fast.open()
+            except BaseException:
+                fast_sock.close()
+                sock.close()
+                engine.close_dispatcher()
+                raise
+            self._fast, self._fast_sock = fast, fast_sock
         _warm_mib_view(engine)
         self._engine = engine
         self._sock = sock
@@ -336,6 +392,12 @@ class SnmpPoller:
             await self._idle.wait_for(lambda: self._in_flight == 0)
         self._engine.close_dispatcher()
         self._engine = None
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
+        if self._fast_sock is not None:
+            self._fast_sock.close()
+            self._fast_sock = None
         if self._sock is not None:
             self._sock.close()  # the transport closed it already; this is for a failed start
             self._sock = None
@@ -348,28 +410,53 @@ class SnmpPoller:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _open_sockets(self) -> list[socket.socket]:
+        return [s for s in (self._sock, self._fast_sock) if s is not None and s.fileno() >= 0]
+
     @property
     def rcvbuf_bytes(self) -> int | None:
-        """The receive buffer the kernel granted (it doubles the request, capped by rmem_max)."""
-        if self._sock is None or self._sock.fileno() < 0:
+        """The receive buffer the kernel granted (it doubles the request, capped by rmem_max);
+        the smaller of the pysnmp socket's and the fast v2c socket's."""
+        socks = self._open_sockets()
+        if not socks:
             return None
-        return self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        return min(s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for s in socks)
 
     def socket_drops(self) -> int | None:
-        """Datagrams the kernel dropped on our socket (full receive buffer), from /proc/net/udp."""
-        if self._sock is None or self._sock.fileno() < 0:
+        """Datagrams the kernel dropped on our sockets (full receive buffer), from /proc/net/udp."""
+        socks = self._open_sockets()
+        if not socks:
             return None
-        inode = os.fstat(self._sock.fileno()).st_ino
+        inodes = {str(os.fstat(s.fileno()).st_ino) for s in socks}
+        total, seen = 0, 0
         try:
             with open("/proc/net/udp", encoding="ascii") as f:
                 next(f)
                 for line in f:
                     cols = line.split()
-                    if len(cols) >= 13 and cols[9] == str(inode):
-                        return int(cols[12])
+                    if len(cols) >= 13 and cols[9] in inodes:
+                        total += int(cols[12])
+                        seen += 1
         except OSError:
             return None
-        return None
+        return total if seen else None
+
+    def fast_path_fallbacks(self) -> dict[str, int]:
+        """Per switch, the polls that went through pysnmp because the fast v2c path could not
+        read the agent's replies (a monotonic counter, for metrics)."""
+        return dict(self._fallbacks)
+
+    def fast_path_stats(self) -> dict[str, int]:
+        """The fast v2c path's counters since start(): GETBULK requests sent (each try), replies
+        dropped as not ours, ICMP errors seen; empty when the fast path is off."""
+        if self._fast is None:
+            return {}
+        return {"requests": self._fast.sent, "unmatched_replies": self._fast.unmatched,
+                "icmp_errors": self._fast.icmp_errors}
+
+    def fast_path_fallback_reasons(self) -> dict[str, str]:
+        """Per switch, why it was moved to pysnmp (the first reason seen)."""
+        return dict(self._fallback_reason)
 
     async def poll_many(self, targets: Iterable[SnmpTarget]) -> list[PortPoll]:
         """Poll targets concurrently (at most max_concurrency at once), results in input order."""
@@ -390,6 +477,11 @@ class SnmpPoller:
             async with gate, self._sem:
                 started = self._mono()
                 try:
+                    if self._uses_fast_path(target):
+                        try:
+                            return await self._poll_fast(target, started)
+                        except FastPathUnavailable as exc:
+                            self._fall_back(target, str(exc))
                     return await self._poll(target, auth, scalars, started)
                 except _PollFailure as failure:
                     return self._failed(target, started, failure.kind, failure.detail)
@@ -444,6 +536,82 @@ class SnmpPoller:
             duration_s=max(0.0, now - started),
         )
 
+    def _uses_fast_path(self, target: SnmpTarget) -> bool:
+        if self._fast is None or target.version != "2c":
+            return False
+        if target.name in self._fallbacks:
+            self._fallbacks[target.name] += 1  # one more poll through pysnmp
+            return False
+        return True
+
+    def _fall_back(self, target: SnmpTarget, reason: str) -> None:
+        # From now on this switch is polled through pysnmp (until the poller is rebuilt): an
+        # agent whose replies we cannot read once will send the same encoding again.
+        count = self._fallbacks.get(target.name, 0)
+        if count == 0:
+            self._fallback_reason[target.name] = reason
+            log.warning("SNMP %s: fast v2c path cannot read this agent (%s); polling it through"
+                        " pysnmp from now on", target.name, reason)
+        self._fallbacks[target.name] = count + 1
+
+    async def _poll_fast(self, target: SnmpTarget, started: float) -> PortPoll:
+        """One v2c poll through FastV2cClient and ber.py: the same walk, the same PortPoll."""
+        fast = self._fast
+        assert fast is not None
+        community = reveal(target.community)
+        assert community is not None  # SnmpTarget refuses v2c without one
+        try:
+            wire_community = community.encode("iso-8859-1")  # what pysnmp puts on the wire
+            ipaddress.IPv4Address(target.host)
+            addr = (target.host, target.port)
+        except UnicodeEncodeError:
+            raise FastPathUnavailable("community is not ISO 8859-1") from None
+        except ValueError:
+            addr = await self._resolve_v4(target)
+        state = self._fast_state.setdefault(target.name, _FastState())
+        stamp = _Stamp(self._wall(), started)
+
+        async def bulk(request: list[Oid], non_repeaters: int, round_no: int) -> list[VarBind]:
+            width = max(1, len(request) - non_repeaters)
+            reps = target.max_repetitions if state.rows is None else state.rows + 1
+            reps = min(reps, max(1, _MAX_SIZED_VARBINDS // width))
+            if state.ceiling is not None:
+                reps = min(reps, state.ceiling)
+            while True:
+                try:
+                    msg = await fast.get_bulk(addr, wire_community, non_repeaters, reps, request,
+                                              timeout_s=target.timeout_s, retries=target.retries)
+                except BulkTimeout:
+                    where = "" if round_no == 0 else f" (GETBULK round {round_no + 1})"
+                    raise _PollFailure("timeout", f"no response before timeout{where}") from None
+                if msg.error_status == _TOO_BIG and reps > 1:
+                    # RFC 3416 4.2.3: the reply would not fit. Ask for half, and remember it.
+                    reps = max(1, reps // 2)
+                    state.ceiling = reps
+                    continue
+                if msg.error_status:
+                    status = msg.error_status
+                    name = (_ERROR_STATUS_NAMES[status] if 0 <= status < len(_ERROR_STATUS_NAMES)
+                            else str(status))
+                    raise _failure_from_status(name, msg.error_index, request, round_no)
+                stamp.at, stamp.now = self._wall(), self._mono()
+                return msg.varbinds
+
+        poll, rows = await self._walk_all(target, bulk, [_SYS_UPTIME_OBJECT], stamp, started)
+        state.rows = rows
+        return poll
+
+    async def _resolve_v4(self, target: SnmpTarget) -> tuple[str, int]:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                target.host, target.port, family=socket.AF_INET, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            # IPv6-only names and literals are pysnmp's (its UDP transport decides what to do).
+            raise FastPathUnavailable(f"no IPv4 address for {target.host}: {exc}") from None
+        host, port = infos[0][4][:2]
+        return str(host), int(port)
+
     async def _poll(
         self,
         target: SnmpTarget,
@@ -453,10 +621,24 @@ class SnmpPoller:
     ) -> PortPoll:
         transport = await self._transport(target)
         stamp = _Stamp(self._wall(), started)
-        varbinds = await self._walk(target, auth, transport, PRIMARY_COLUMNS, scalars, stamp)
-        if indexes_without_hc(varbinds):
+
+        async def bulk(request: list[Oid], non_repeaters: int, round_no: int) -> list[VarBind]:
+            return await self._bulk_pysnmp(target, auth, transport, request, non_repeaters,
+                                           round_no, stamp)
+
+        poll, _rows = await self._walk_all(target, bulk, scalars, stamp, started)
+        return poll
+
+    async def _walk_all(
+        self, target: SnmpTarget, bulk: BulkFn, scalars: list[Oid], stamp: _Stamp, started: float
+    ) -> tuple[PortPoll, int]:
+        """The whole poll over one GETBULK function, and the primary walk's longest column."""
+        varbinds = await _walk(bulk, PRIMARY_COLUMNS, scalars)
+        per_column = Counter(oid[:-1] for oid, _ in varbinds[len(scalars) :])
+        rows = max(per_column.values(), default=0)
+        if lacks_hc(varbinds):
             # Only for agents (or ports) without Counter64: one more walk of two columns.
-            varbinds += await self._walk(target, auth, transport, FALLBACK_COLUMNS, [], stamp)
+            varbinds += await _walk(bulk, FALLBACK_COLUMNS, [])
         walk = parse_if_walk(varbinds)
         return PortPoll(
             switch=target.name,
@@ -468,7 +650,7 @@ class SnmpPoller:
             error="partial" if walk.problems else None,
             error_detail=walk.detail(),
             duration_s=max(0.0, stamp.now - started),
-        )
+        ), rows
 
     async def _transport(self, target: SnmpTarget) -> UdpTransportTarget:
         key = (target.host, target.port, target.timeout_s, target.retries)
@@ -484,70 +666,88 @@ class SnmpPoller:
             self._targets[key] = made
         return made
 
-    async def _walk(
+    async def _bulk_pysnmp(
         self,
         target: SnmpTarget,
         auth: CommunityData | UsmUserData,
         transport: UdpTransportTarget,
-        columns: Sequence[Oid],
-        scalars: Sequence[Oid],
+        request: list[Oid],
+        non_repeaters: int,
+        round_no: int,
         stamp: _Stamp,
     ) -> list[VarBind]:
-        """Walk table columns side by side with GETBULK until every column has ended.
-
-        Each request asks only for the columns still open, each from its own last OID (see
-        absorb_bulk_rows); `scalars` ride along as non-repeaters in the first request.
-        """
+        """One GETBULK through pysnmp's hlapi; the reply's varbinds as plain values."""
         assert self._engine is not None
-        last = {col: col for col in columns}
-        active = list(columns)
-        out: list[VarBind] = []
-        pending_scalars = list(scalars)
-        for round_no in range(_MAX_ROUNDS):
-            if not active and not pending_scalars:
-                return out
-            request = [*pending_scalars, *(last[c] for c in active)]
-            try:
-                answer = await asyncio.wait_for(
-                    bulk_cmd(
-                        self._engine,
-                        auth,
-                        transport,
-                        ContextData(),
-                        len(pending_scalars),
-                        target.max_repetitions,
-                        *(ObjectType(ObjectIdentity(oid)) for oid in request),
-                        lookupMib=False,
-                    ),
-                    # pysnmp times requests out itself; this only guards against a lost callback.
-                    timeout=target.timeout_s * (target.retries + 6) + 5,
-                )
-            except TimeoutError:
-                raise _PollFailure("timeout", "no callback from pysnmp before deadline") from None
-            error_indication, error_status, error_index, reply = answer
-            if error_indication:
-                raise _failure_from_indication(error_indication, round_no)
-            if error_status and int(error_status):
-                raise _failure_from_status(error_status, int(error_index), request, round_no)
-            stamp.at, stamp.now = self._wall(), self._mono()
-            for oid, value in reply[: len(pending_scalars)]:
-                out.append((tuple(oid), plain_value(value)))
-            repeaters = reply[len(pending_scalars) :]
-            pending_scalars = []
-            if not active:
-                return out
-            if not repeaters:
-                raise _PollFailure("protocol", f"GETBULK reply with no rows in round {round_no}")
-            try:
-                step = absorb_bulk_rows(
-                    active, last, [(tuple(oid), plain_value(value)) for oid, value in repeaters]
-                )
-            except ValueError as exc:
-                raise _PollFailure("protocol", str(exc)) from None
-            out += step.varbinds
-            last = step.last
-            active = [c for c in active if c not in step.ended]
-        raise _PollFailure("protocol", f"walk did not end after {_MAX_ROUNDS} GETBULK rounds")
+        try:
+            answer = await asyncio.wait_for(
+                bulk_cmd(
+                    self._engine,
+                    auth,
+                    transport,
+                    ContextData(),
+                    non_repeaters,
+                    target.max_repetitions,
+                    *(ObjectType(ObjectIdentity(oid)) for oid in request),
+                    lookupMib=False,
+                ),
+                # pysnmp times requests out itself; this only guards against a lost callback.
+                timeout=target.timeout_s * (target.retries + 6) + 5,
+            )
+        except TimeoutError:
+            raise _PollFailure("timeout", "no callback from pysnmp before deadline") from None
+        error_indication, error_status, error_index, reply = answer
+        if error_indication:
+            raise _failure_from_indication(error_indication, round_no)
+        if error_status and int(error_status):
+            raise _failure_from_status(error_status, int(error_index), request, round_no)
+        stamp.at, stamp.now = self._wall(), self._mono()
+        return [(tuple(oid), plain_value(value)) for oid, value in reply]
+
+
+def lacks_hc(varbinds: Sequence[VarBind]) -> bool:
+    """bool(indexes_without_hc(varbinds)) in one pass: parse_if_walk builds the column table
+    anyway, and building it twice per poll was ~6 % of the fast path's CPU."""
+    names: set[int] = set()
+    hc: set[int] = set()
+    for oid, _ in varbinds:
+        col = oid[:-1]
+        if col == IF_NAME:
+            names.add(oid[-1])
+        elif col == IF_HC_IN_OCTETS or col == IF_HC_OUT_OCTETS:
+            hc.add(oid[-1])
+    return not names <= hc
+
+
+async def _walk(bulk: BulkFn, columns: Sequence[Oid], scalars: Sequence[Oid]) -> list[VarBind]:
+    """Walk table columns side by side with GETBULK until every column has ended.
+
+    Each request asks only for the columns still open, each from its own last OID (see
+    absorb_bulk_rows); `scalars` ride along as non-repeaters in the first request.
+    """
+    last = {col: col for col in columns}
+    active = list(columns)
+    out: list[VarBind] = []
+    pending_scalars = list(scalars)
+    for round_no in range(_MAX_ROUNDS):
+        if not active and not pending_scalars:
+            return out
+        request = [*pending_scalars, *(last[c] for c in active)]
+        reply = await bulk(request, len(pending_scalars), round_no)
+        out += reply[: len(pending_scalars)]
+        repeaters = reply[len(pending_scalars) :]
+        pending_scalars = []
+        if not active:
+            return out
+        if not repeaters:
+            raise _PollFailure("protocol", f"GETBULK reply with no rows in round {round_no}")
+        try:
+            step = absorb_bulk_rows(active, last, repeaters)
+        except ValueError as exc:
+            raise _PollFailure("protocol", str(exc)) from None
+        out += step.varbinds
+        last = step.last
+        active = [c for c in active if c not in step.ended]
+    raise _PollFailure("protocol", f"walk did not end after {_MAX_ROUNDS} GETBULK rounds")
 
 
 def _failure_from_indication(indication: object, round_no: int) -> _PollFailure:
