@@ -77,6 +77,7 @@ bench: deps
 FUZZ_SECONDS ?= 600
 fuzz: deps
 	$(PY) fuzz/sflow_fuzz.py -max_total_time=$(FUZZ_SECONDS)
+	$(PY) fuzz/snmp_ber_fuzz.py -max_total_time=$(FUZZ_SECONDS)
 
 # Installs under /opt/rackwarden, /etc/rackwarden and the systemd unit (scripts/install.sh --help).
 install: deps

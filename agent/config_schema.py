@@ -230,7 +230,9 @@ SNMP_DEFAULTS = Section("snmp_defaults", "Polling defaults; a switch's key of th
     S("interval_s", "number", 60.0, "seconds between two polls of a switch", lo=1, hi=3600),
     S("timeout_s", "number", 2.0, "SNMP request timeout", lo=0.1, hi=60),
     S("retries", "int", 1, "SNMP retries after a timeout", lo=0, hi=10),
-    S("max_repetitions", "int", 50, "GETBULK max-repetitions", lo=1, hi=1000),
+    S("max_repetitions", "int", 50,
+      "GETBULK max-repetitions (v2c: the first poll's; later polls ask for the last row count + 1, halved on tooBig)",
+      lo=1, hi=1000),
     S("port", "int", 161, "SNMP UDP port", lo=1, hi=65535),
 ))
 

@@ -141,6 +141,8 @@ class Metrics:
         r.register(self._sources_collector)
         self._lease_collector = _LeaseCollector()
         r.register(self._lease_collector)
+        self._poller_collector = _PollerCollector()
+        r.register(self._poller_collector)
 
     def set_ssh_host_keys(self, modes: dict[str, str]) -> None:
         """Each SSH-managed switch's host-key mode (switch -> drivers.switch.HOST_KEY_MODES)."""
@@ -152,6 +154,10 @@ class Metrics:
         """The enforcement lease whose held switches are exported at scrape time."""
         self._lease_collector.lease = lease
         self._lease_collector.switches = switches
+
+    def set_poller(self, poller: Any) -> None:
+        """The SNMP poller whose fast-path fallbacks are exported at scrape time."""
+        self._poller_collector.poller = poller
 
     def set_sources(self, service: Any) -> None:
         """The abuse service whose collector and capture counters are exported at scrape time."""
@@ -247,6 +253,25 @@ class _SourcesCollector(Collector):
                                       value=c["capture_packets"])
             yield CounterMetricFamily("rackwarden_capture_drops",
                                       "Frames the kernel dropped before capture read them.", value=c["capture_drops"])
+
+
+class _PollerCollector(Collector):
+    """The SNMP poller's own counters (drivers/snmp/poller.py), read when Prometheus asks."""
+
+    def __init__(self) -> None:
+        self.poller: Any = None
+
+    def collect(self) -> Iterator[Any]:
+        fallbacks = getattr(self.poller, "fast_path_fallbacks", None)
+        if fallbacks is None:
+            return
+        fam = CounterMetricFamily(
+            "rackwarden_snmp_fast_path_fallbacks",
+            "Polls of a v2c switch that went through pysnmp because RackWarden's own BER codec could not"
+            " read the agent's replies (the switch stays on pysnmp until a restart).", labels=["switch"])
+        for switch, n in sorted(fallbacks().items()):
+            fam.add_metric([switch], n)
+        yield fam
 
 
 class _LeaseCollector(Collector):

@@ -196,6 +196,7 @@ class Runtime:
         )
         self.lease.on_acquired = self.enforcer.take_over
         self.metrics.set_lease(self.lease, sorted(config.switches))
+        self.metrics.set_poller(self.poller)
         self.metrics.set_ssh_host_keys(ssh_host_keys(config))
         for warning in config.warnings:
             log.warning("%s", warning)
