@@ -36,7 +36,7 @@ $(PY_STAMP): pyproject.toml
 LAB_LOCK := /tmp/rackwarden-lab.lock
 test: deps typecheck
 	$(VENV)/bin/ruff check agent drivers policies tests bench fuzz
-	flock $(LAB_LOCK) $(PY) -m pytest -q -p no:cacheprovider tests
+	flock $(LAB_LOCK) $(PY) -m pytest -q -p no:cacheprovider --durations=25 tests
 
 # mypy --strict on the package as it installs (rackwarden.agent, .drivers, .policies): a tree of
 # links with the installed layout, so cross-package imports are typed, not Any.
