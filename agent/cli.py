@@ -96,6 +96,7 @@ def _throttles(cfg: Any) -> dict[str, list[tuple[datetime, datetime | None, int]
     from sqlalchemy.exc import SQLAlchemyError
 
     from .ledger import LedgerStore
+    from .ledger.views import throttled_periods
 
     url = cfg.agent.ledger_database()
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
@@ -104,9 +105,10 @@ def _throttles(cfg: Any) -> dict[str, list[tuple[datetime, datetime | None, int]
     out: dict[str, list[tuple[datetime, datetime | None, int]]] = {}
     try:
         ledger.start()
-        for r in ledger.restrictions():
-            if r.kind == "throttle" and r.rate_bps is not None:
-                out.setdefault(r.server, []).append((r.start, r.end, int(r.rate_bps)))
+        by_server: dict[str, list[Any]] = {}
+        for r in ledger.restrictions():  # one read for the whole fleet
+            by_server.setdefault(r.server, []).append(r)
+        out = {sid: throttled_periods(rs) for sid, rs in by_server.items()}
     except SQLAlchemyError as e:
         print(f"warning: ledger not read, throttled time counted as measured: {getattr(e, 'orig', None) or e}",
               file=sys.stderr)

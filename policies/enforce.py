@@ -371,9 +371,8 @@ def _outcome(r: L.Rung, rule: L.LadderRule, o: ActionOutcome, rails: Rails, at: 
                 return Decision(r, (), f"{o.action} applied after the rung moved on")
             # The notice states the rate the switch enforces (a vendor may police a little under
             # the cap); the rung keeps the rate asked for, which a cap change is compared with.
-            notice = L.restriction_notice(r if o.restriction is None else replace(r, restriction=o.restriction))
-            if notice.key != _notice_key_for(o.key, r):
-                notice = replace(notice, key=_notice_key_for(o.key, r))
+            enforced = r if o.restriction is None else replace(r, restriction=o.restriction)
+            notice = replace(L.restriction_notice(enforced), key=_notice_key_for(o.key, r))
         else:
             if o.restriction is None:
                 return Decision(r, (), f"{o.action} applied")

@@ -293,27 +293,23 @@ class LedgerStore:
                 return v
         raise LedgerError(f"outage {seq} not found")  # pragma: no cover - fold keeps every start
 
-    def restrictions(self, server: str | None = None) -> list[RestrictionView]:
-        """Throttles and service blocks, each with its end (None while in force)."""
-        return fold_restrictions(self.entries(server=server, kinds=("restriction_start", "restriction_end")))
-
-    def open_restriction(self, server: str, kind: str, conn: Connection | None = None) -> int | None:
-        """The seq of the server's latest `restriction_start` of `kind` with no `restriction_end`."""
-        q = (select(ledger_entries.c.seq, ledger_entries.c.kind, ledger_entries.c.ref_seq, ledger_entries.c.payload)
-             .where(ledger_entries.c.server == server,
-                    ledger_entries.c.kind.in_(["restriction_start", "restriction_end"]))
-             .order_by(ledger_entries.c.seq))
+    def restrictions(self, server: str | None = None, conn: Connection | None = None) -> list[RestrictionView]:
+        """Throttles and service blocks, each with its end (None while in force). `conn`: read
+        inside the caller's transaction (the enforcer's, before it appends an end)."""
+        q = select(ledger_entries).where(ledger_entries.c.kind.in_(["restriction_start", "restriction_end"]))
+        if server is not None:
+            q = q.where(ledger_entries.c.server == server)
+        q = q.order_by(ledger_entries.c.seq)
         if conn is None:
             with self._read() as c:
                 rows = c.execute(q).all()
         else:
             rows = conn.execute(q).all()
-        open_: dict[int, None] = {}
-        for row in rows:
-            if row.kind == "restriction_end":
-                open_.pop(int(row.ref_seq), None)
-            elif json.loads(row.payload).get("restriction") == kind:
-                open_[int(row.seq)] = None
+        return fold_restrictions(self._row(r).entry() for r in rows)
+
+    def open_restriction(self, server: str, kind: str, conn: Connection | None = None) -> int | None:
+        """The seq of the server's latest `restriction_start` of `kind` with no `restriction_end`."""
+        open_ = [r.seq for r in self.restrictions(server, conn) if r.kind == kind and r.end is None]
         return max(open_) if open_ else None
 
     def open_outages(self) -> list[OutageView]:

@@ -307,3 +307,9 @@ def fold_restrictions(entries: Iterable[Entry]) -> list[RestrictionView]:
     return [RestrictionView(e.seq, e.server or "", str(e.payload.get("restriction", "")), e.at, ends.get(e.seq),
                             e.payload.get("rate_bps"), e.payload.get("service"), str(e.payload.get("reason", "")))
             for e in starts]
+
+
+def throttled_periods(restrictions: Iterable[RestrictionView]) -> list[tuple[datetime, datetime | None, int]]:
+    """(start, end or None while in force, rate) of each throttle: where the 95th percentile
+    counts what was carried, not the demand the port's counter saw (UsageStore.billed_rates)."""
+    return [(r.start, r.end, int(r.rate_bps)) for r in restrictions if r.kind == "throttle" and r.rate_bps is not None]

@@ -45,6 +45,7 @@ from ..enforcer import REASONS as REQUEST_REASONS
 from ..enforcer import EnforcementError, Enforcer
 from ..ledger import LedgerError, LedgerStore, ServerSla, server_sla
 from ..ledger.cli_common import verify_text
+from ..ledger.views import throttled_periods
 from ..notices import recheck_notice
 from ..usage import UsageStore
 from .auth import CustomerLogins, LoginLimiter, PasswordChecker, Session, Sessions, same_secret
@@ -468,8 +469,7 @@ class Console:
 
     def throttles(self, server: ServerConfig) -> list[tuple[datetime, datetime | None, int]]:
         """The server's throttled periods: there the 95th counts what was carried, not the demand."""
-        return [(r.start, r.end, int(r.rate_bps)) for r in self.p.ledger.restrictions(server.id)
-                if r.kind == "throttle" and r.rate_bps is not None]
+        return throttled_periods(self.p.ledger.restrictions(server.id))
 
     def projection(self, server: ServerConfig) -> P95Projection | None:
         if self.p.usage is None:

@@ -892,12 +892,9 @@ def _outages(a: SimAgent) -> list[dict[str, Any]]:
 
 def _restrictions(a: SimAgent) -> list[dict[str, Any]]:
     """The ledger's restriction records, each start with its end (None while open)."""
-    entries = a.rt.ledger.entries(kinds=("restriction_start", "restriction_end"))
-    ends = {e.ref_seq: e for e in entries if e.kind == "restriction_end"}
-    return [{"server": e.server, "restriction": e.payload.get("restriction"), "rate_bps": e.payload.get("rate_bps"),
-             "service": e.payload.get("service"), "reason": e.payload.get("reason"), "start": e.at,
-             "end": ends[e.seq].at if e.seq in ends else None, "open": e.seq not in ends}
-            for e in entries if e.kind == "restriction_start"]
+    return [{"server": r.server, "restriction": r.kind, "rate_bps": r.rate_bps, "service": r.service,
+             "reason": r.reason, "start": r.start, "end": r.end, "open": r.end is None}
+            for r in a.rt.ledger.restrictions()]
 
 
 def _audit(a: SimAgent) -> list[dict[str, Any]]:
