@@ -8,16 +8,18 @@ and the fall to a shut when the switch refuses the throttle.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rackwarden.agent.metering import PortReport
 from rackwarden.drivers.switch.base import CommandRejected, SessionDropped
 from rackwarden.drivers.switch.restrictions import Rate, Restriction, RestrictionKind, RestrictionResult
 from rackwarden.policies.cap import CapVerdict
 from rackwarden.policies.metering import RateSample
 
-from tests.unit.test_enforcer import CONFIG, FakeSwitch
+from tests.unit.test_enforcer import CONFIG, SERVERS, FakeSwitch
 from tests.unit.test_port_state import Agent as StoresAgent
 
 THROTTLE_CONFIG = CONFIG.replace("restrict: {{overage: shut}}", "restrict: {{overage: throttle}}")
@@ -260,3 +262,29 @@ def test_one_read_of_the_holds_serves_every_decision_of_a_poll(tmp_path: Path) -
     a.clock.advance(120)
     asyncio.run(a.enf.on_reports([a.report(True)]))
     assert a.sw.calls == []  # ...on every later poll too
+
+
+def test_report_usage_bills_a_throttled_month_at_the_cap_not_the_demand(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from rackwarden.agent import cli
+    from rackwarden.agent.usage import UsageStore
+    from rackwarden.policies.billing import BucketPart
+
+    a = Agent(tmp_path)
+    a.poll()
+    a.poll()  # throttled from here on (the ledger has the restriction_start)
+    assert a.kinds() == ["restriction_start"]
+    a.ledger.close()
+    cfg = tmp_path / "rw.yaml"
+    cfg.write_text(THROTTLE_CONFIG.format(state=tmp_path, mode="enforce", k=2) + SERVERS)
+    usage = UsageStore(f"sqlite:///{tmp_path / 'usage.sqlite'}")
+    usage.start()
+    t0 = datetime(2026, 11, 22, 2, 5, tzinfo=UTC)  # every bucket after the throttle began
+    usage.add("s1", [BucketPart(t0 + timedelta(seconds=300 * k), 300_000, 15_000_000 * 300 // 8, 0)
+                     for k in range(20)])
+    usage.close()
+    assert cli.main(["report", "usage", "--month", "2026-11", "-c", str(cfg), "--format", "json"]) == 0
+    rows = {r["server"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["s1"]["buckets"] == 20 and rows["s1"]["p95_bps"] == 10_000_000  # carried, not 15 Mbit/s
