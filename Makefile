@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEB_PACKAGES := python3-venv snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
+DEB_PACKAGES := python3-venv python3-dev gcc snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
 	tshark postgresql iproute2 iputils-ping procps tcpdump tcpreplay chromium chromium-driver \
 	fonts-wqy-microhei
 DEB_STAMP := $(VENV)/.deb-ok
@@ -32,11 +32,14 @@ $(PY_STAMP): pyproject.toml
 	@touch $@
 
 # The lab's namespaces and ports have fixed names: two lab runs on one machine would collide,
-# so a second `make test` waits for the first.
+# so a second `make test` waits for the first. Inside one run, each test file builds its own lab
+# (its own lab id, free loopback ports, a private PostgreSQL), so files run side by side: the
+# lab files mostly wait on real time (polls, grace periods), the unit files use the CPU.
+TEST_WORKERS ?= 2
 LAB_LOCK := /tmp/rackwarden-lab.lock
 test: deps typecheck
 	$(VENV)/bin/ruff check agent drivers policies tests bench fuzz
-	flock $(LAB_LOCK) $(PY) -m pytest -q -p no:cacheprovider --durations=25 tests
+	flock $(LAB_LOCK) $(PY) -m pytest -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadfile tests
 
 # mypy --strict on the package as it installs (rackwarden.agent, .drivers, .policies): a tree of
 # links with the installed layout, so cross-package imports are typed, not Any.

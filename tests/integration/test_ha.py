@@ -107,7 +107,7 @@ class Agent:
         self.proc.stdin.flush()
 
     def wait(self, pred: Callable[[dict[str, Any]], bool],
-             timeout_s: float = 10.0) -> dict[str, Any]:
+             timeout_s: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()

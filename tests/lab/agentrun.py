@@ -242,8 +242,12 @@ class AgentProcess:
         return int(self.proc.returncode)
 
 
-def start_agent(config: Path, metrics_port: int, log_path: Path, timeout_s: float = 20.0) -> AgentProcess:
-    """Start `rackwarden run` and return once /metrics answers."""
+def start_agent(config: Path, metrics_port: int, log_path: Path, timeout_s: float = 60.0) -> AgentProcess:
+    """Start `rackwarden run` and return once /metrics answers.
+
+    A wait, not a timing claim: with `make test` running files side by side on two cores, the
+    agent's imports alone can take tens of seconds; a healthy start returns at once.
+    """
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "rackwarden.agent.cli", "run", "-c", str(config)],

@@ -304,7 +304,9 @@ def test_validate_for_check_config(tmp_path: Path, pki: dict[str, Path]) -> None
 
 # --- parsing -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, key", [
+# Named by the expected message: the texts hold a bcrypt hash whose salt differs per process,
+# and pytest-xdist needs every worker to collect the same test ids.
+_PARSE_ERRORS = [
     ("basic_auth_users: {prometheus: hunter2}\n", "basic_auth_users.prometheus: not a bcrypt hash"),
     ("basic_auth_user: {}\n", "basic_auth_user: unknown key"),
     ("http_server_config: {http2: false}\n", "http_server_config: not supported"),
@@ -320,7 +322,10 @@ def test_validate_for_check_config(tmp_path: Path, pki: dict[str, Path]) -> None
     ("- just\n- a list\n", "expected a mapping"),
     ("basic_auth_users: [a, b]\n", "expected a mapping of user"),
     ("basic_auth_users: {'a:b': '" + HASH + "'}\n", "without ':'"),
-])
+]
+
+
+@pytest.mark.parametrize("text, key", _PARSE_ERRORS, ids=[k for _t, k in _PARSE_ERRORS])
 def test_parse_errors_name_the_key(text: str, key: str) -> None:
     with pytest.raises(WebConfigError) as e:
         parse_web_config(text, "/etc/rackwarden/web.yml")
