@@ -72,8 +72,24 @@ SOAK_DAYS ?= 30
 soak: deps
 	$(PY) -m tests.sim.soak --days $(SOAK_DAYS)
 
+# Debian packages only `make bench` needs (the peer run against FastNetMon): make test never
+# installs them. The package enables fastnetmon.service, whose packaged config reports usage
+# home: the bench runs its own copy, so the service is disabled.
+BENCH_DEB_PACKAGES := fastnetmon
+BENCH_DEB_STAMP := $(VENV)/.bench-deb-ok
+$(BENCH_DEB_STAMP): $(DEB_STAMP)
+	@missing=""; for p in $(BENCH_DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for make bench:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  systemctl disable --now fastnetmon 2>/dev/null || true; \
+	fi
+	@touch $@
+
 # Each benchmark prints its figures and ends with one JSON line.
-bench: deps
+bench: deps $(BENCH_DEB_STAMP)
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # Coverage-guided fuzzing of the sFlow decoder; prints executions, crashes and RSS.
