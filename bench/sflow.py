@@ -1,17 +1,43 @@
-"""Benchmark: sFlow v5 full decode (datagram to parsed FlowSamples) beside a bare struct walk."""
+"""Benchmark: the whole sFlow path at 10,000 servers, and decode alone, beside a bare struct walk.
+
+Whole path: bench/sflow_batch.py's fleet (48-port agents, one server per port, enough agents
+for --servers) is sent by a separate process through a real UDP socket on loopback, paced at
+--rate datagrams/s, to an SflowCollector on its receive thread; the collector decodes and hands
+on to the detector, whose evaluate() runs at 4 Hz on the event loop. With
+rackwarden.policies.detect_vec.VectorDetector importable that is the columns path
+(decode_batch_columns -> VectorDetector.ingest_columns, evidence through the raw ring);
+otherwise the object path (decode_batch -> FlowSamples -> AbuseDetector.ingest). The figure is
+flow samples taken in per CPU-second of this process (all its threads: receive, decode,
+detect, evaluate; the sender's CPU is its own), the median of --reps runs, each with a fresh
+collector and detector; datagrams lost on the way (kernel or backlog) are reported, and not
+counted as samples.
+
+Decode stages, same run, interleaved: decode_batch_columns against decode_batch on the same
+fleet datagrams in 1,024-datagram batches (samples per CPU-second), and the bare struct walk
+over them. Then, as before, decode_datagram against the struct walk on a scapy-built mix.
+Ends with one JSON line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import math
 import os
 import random
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from struct import Struct
+from typing import Any
 
 from rackwarden.drivers.packets import flow_sample_from_frame
 from rackwarden.drivers.sflow.decoder import decode_datagram
@@ -118,10 +144,241 @@ def _run(fn: Callable[[], int], seconds: float) -> tuple[float, int]:
     return done / (time.perf_counter() - start), done
 
 
+# The sender: its own process, so its CPU is not in the figure. Datagrams come from a file of
+# 4-byte-length-prefixed records; paced in groups of 32 to --rate datagrams per second.
+_SENDER = r"""
+import socket, struct, sys, time
+path, port, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+blob = open(path, "rb").read()
+dgs, off = [], 0
+while off < len(blob):
+    (n,) = struct.unpack_from("!I", blob, off)
+    dgs.append(blob[off + 4:off + 4 + n])
+    off += 4 + n
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+addr = ("127.0.0.1", port)
+sys.stdout.write("ready\n"); sys.stdout.flush(); sys.stdin.readline()
+t0 = time.perf_counter()
+for i, d in enumerate(dgs):
+    if i % 32 == 0:
+        late = t0 + i / rate - time.perf_counter()
+        if late > 0:
+            time.sleep(late)
+    s.sendto(d, addr)
+print(len(dgs), time.perf_counter() - t0)
+"""
+
+
+def _task_cpu(tid: int | None) -> float:
+    """CPU seconds of one thread of this process (Linux /proc), 0.0 where unknown."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class _WallClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def at(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def _detector_kind() -> str:
+    try:
+        from rackwarden.policies.detect_vec import VectorDetector  # noqa: F401
+    except ImportError:
+        return "AbuseDetector"
+    return "VectorDetector"
+
+
+async def _whole_once(path: str, ndatagrams: int, specs: list[Any], kind: str,
+                      rate: float) -> dict[str, float]:
+    from rackwarden.drivers.sflow.collector import SflowCollector
+    from rackwarden.drivers.sflow.rawring import RawRing
+    from rackwarden.policies.detect import AbuseDetector
+
+    clock = _WallClock()
+    det: Any
+    if kind == "VectorDetector":
+        from rackwarden.policies.detect_vec import VectorDetector
+        ring = RawRing()
+        det = VectorDetector(specs, resolve=ring.resolve)
+        col = SflowCollector(allowed_agents=["127.0.0.1"], on_samples=lambda s: None,
+                             clock=clock, bind="127.0.0.1", port=0, on_columns=det.ingest_columns,
+                             raw_ring=ring)
+    else:
+        det = AbuseDetector(specs)
+
+        def on_samples(samples: Any) -> None:  # AbuseService.on_samples
+            det.ingest([x for x in samples if type(x) is FlowSample])
+
+        col = SflowCollector(allowed_agents=["127.0.0.1"], on_samples=on_samples, clock=clock,
+                             bind="127.0.0.1", port=0)
+    await col.start()
+    assert col.bound_port is not None
+    sender = subprocess.Popen([sys.executable, "-c", _SENDER, path, str(col.bound_port),
+                               str(rate)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert sender.stdin is not None and sender.stdout is not None
+    sender.stdout.readline()  # the corpus is loaded: start the clock, then the traffic
+    evaluations = 0
+
+    async def evaluate_forever() -> None:
+        nonlocal evaluations
+        while True:
+            await asyncio.sleep(0.25)
+            det.evaluate(clock.now(), clock.at())
+            evaluations += 1
+
+    task = asyncio.create_task(evaluate_forever())
+    rx = col._thread.native_id if col._thread is not None else None
+    rx0, loop0 = _task_cpu(rx), _task_cpu(threading.get_native_id())
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    sender.stdin.write("go\n")
+    sender.stdin.flush()
+    while sender.poll() is None:
+        await asyncio.sleep(0.05)
+    # Then until everything that arrived is taken in (no progress for 0.3 s).
+    seen, still = -1, 0
+    while still < 6:
+        now_seen = col.datagrams_total + col.backlog_dropped_total
+        still = still + 1 if now_seen == seen else 0
+        seen = now_seen
+        await asyncio.sleep(0.05)
+    cpu = time.process_time() - cpu0
+    wall = time.perf_counter() - wall0
+    rx_cpu = _task_cpu(rx) - rx0
+    loop_cpu = _task_cpu(threading.get_native_id()) - loop0
+    task.cancel()
+    col.stop()
+    out = sender.stdout.read().split()
+    send_s = float(out[1]) if len(out) > 1 else wall
+    return {"samples": col.flow_samples_total, "cpu_s": cpu, "wall_s": wall,
+            "received": col.datagrams_total, "backlog_dropped": col.backlog_dropped_total,
+            "sent": ndatagrams, "offered_dps": ndatagrams / send_s, "evaluations": evaluations,
+            "receive_thread_cpu_s": rx_cpu, "loop_thread_cpu_s": loop_cpu}
+
+
+def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | None,
+               stages_seconds: float, baseline_reps: int) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from rackwarden.drivers.sflow.batch import decode_batch, decode_batch_columns
+
+    from bench.sflow_batch import PORTS, build_corpus
+
+    kind = _detector_kind()
+    agents = math.ceil(servers / PORTS)
+    datagrams, specs, nsamples = build_corpus(samples_per_port, agents=agents)
+    print(f"fleet: {len(specs)} servers on {agents} agents, {len(datagrams)} datagrams, "
+          f"{nsamples} flow samples; detector: {kind}")
+
+    # Decode stages, interleaved, on the fleet's own datagrams.
+    nows = [1000.0 + i * 15e-6 for i in range(len(datagrams))]
+    ats = [AT + timedelta(seconds=x - 1000.0) for x in nows]
+
+    def cols() -> int:
+        return sum(len(decode_batch_columns(datagrams[i:i + 1024], nows[i:i + 1024],
+                                            ats[i:i + 1024]).cols)
+                   for i in range(0, len(datagrams), 1024))
+
+    def objs() -> int:
+        return sum(len(r.samples) for i in range(0, len(datagrams), 1024)
+                   for r in decode_batch(datagrams[i:i + 1024], nows[i:i + 1024],
+                                         ats[i:i + 1024]))
+
+    def walk() -> int:
+        c: Counter[int] = Counter()
+        return sum(struct_walk(d, c) for d in datagrams)
+
+    assert cols() == objs() == walk() == nsamples
+    stage: dict[str, list[float]] = {"columns": [], "objects": [], "walk": []}
+    deadline = time.perf_counter() + stages_seconds
+    while time.perf_counter() < deadline or len(stage["walk"]) < 3:
+        for name, fn in (("columns", cols), ("objects", objs), ("walk", walk)):
+            t = time.process_time()
+            n = fn()
+            stage[name].append(n / (time.process_time() - t))
+    med = {k: statistics.median(v) for k, v in stage.items()}
+    print(f"decode_batch_columns: {med['columns']:10,.0f} samples/CPU-s")
+    print(f"decode_batch:         {med['objects']:10,.0f} samples/CPU-s "
+          f"(columns {med['columns'] / med['objects']:.1f}x)")
+    print(f"struct walk:          {med['walk']:10,.0f} samples/CPU-s "
+          f"({len(stage['walk'])} reps each)")
+
+    # The object path (FlowSamples into AbuseDetector) is the baseline, on the same traffic;
+    # it is offered less, as it takes less without a backlog.
+    plan = [(kind, reps, rate or (8_000.0 if kind == "VectorDetector" else 3_000.0))]
+    if kind == "VectorDetector" and baseline_reps > 0:
+        plan.append(("AbuseDetector", baseline_reps, 3_000.0))
+    runs: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "corpus.bin")
+        with open(path, "wb") as f:
+            for d in datagrams:
+                f.write(len(d).to_bytes(4, "big") + d)
+        for k in range(max(n for _, n, _ in plan)):  # interleaved
+            for which, n, offered in plan:
+                if k >= n:
+                    continue
+                r = asyncio.run(_whole_once(path, len(datagrams), specs, which, offered))
+                runs.setdefault(which, []).append(r)
+                lost = 1 - r["received"] / r["sent"]
+                print(f"whole path ({which}): {r['samples'] / r['cpu_s']:10,.0f} samples/CPU-s,"
+                      f" {r['cpu_s']:.2f} CPU-s over {r['wall_s']:.2f} s wall, offered "
+                      f"{r['offered_dps']:,.0f} datagrams/s, lost {lost:.2%} "
+                      f"(backlog {r['backlog_dropped']:.0f}), {r['evaluations']:.0f} evaluations; "
+                      f"receive thread {r['receive_thread_cpu_s']:.2f} CPU-s, event loop "
+                      f"{r['loop_thread_cpu_s']:.2f}")
+    whole = statistics.median(r["samples"] / r["cpu_s"] for r in runs[kind])
+    print(f"whole path median ({kind}): {whole:,.0f} samples/CPU-s = "
+          f"{whole / med['walk']:.2f} x the struct walk")
+    extra: dict[str, Any] = {}
+    if "AbuseDetector" in runs and kind != "AbuseDetector":
+        base = statistics.median(r["samples"] / r["cpu_s"] for r in runs["AbuseDetector"])
+        print(f"whole path median (AbuseDetector, object path): {base:,.0f} samples/CPU-s; "
+              f"columns path {whole / base:.1f}x")
+        extra = {"whole_path_object_samples_per_cpu_s": round(base),
+                 "ratio_whole_path_columns_vs_object": round(whole / base, 2)}
+    return {
+        **extra,
+        "whole_path_samples_per_cpu_s": round(whole),
+        "whole_path_detector": kind,
+        "whole_path_servers": len(specs),
+        "whole_path_offered_datagrams_per_s": round(statistics.median(
+            r["offered_dps"] for r in runs[kind])),
+        "whole_path_loss": round(statistics.median(
+            1 - r["received"] / r["sent"] for r in runs[kind]), 4),
+        "whole_path_reps": reps,
+        "columns_decode_samples_per_cpu_s": round(med["columns"]),
+        "batch_decode_samples_per_cpu_s": round(med["objects"]),
+        "ratio_columns_vs_batch_decode": round(med["columns"] / med["objects"], 2),
+        "fleet_struct_walk_samples_per_cpu_s": round(med["walk"]),
+        "ratio_whole_path_vs_struct_walk": round(whole / med["walk"], 3),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=6.0, help="full decode; the walk gets half")
+    ap.add_argument("--servers", type=int, default=10_000)
+    ap.add_argument("--samples-per-port", type=int, default=20,
+                    help="fleet corpus size: samples per server (7 per datagram)")
+    ap.add_argument("--reps", type=int, default=3, help="whole-path runs (median)")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="offered datagrams/s (default 8k columns path, 3k object path: "
+                    "lossless on the loaded 2-core test machine)")
+    ap.add_argument("--stage-seconds", type=float, default=6.0)
+    ap.add_argument("--baseline-reps", type=int, default=1,
+                    help="object-path (AbuseDetector) whole-path runs beside the columns path")
     args = ap.parse_args()
+
+    whole = whole_path(args.servers, args.samples_per_port, args.reps, args.rate,
+                       args.stage_seconds, args.baseline_reps)
 
     datagrams, nsamples = make_datagrams()
     avg_len = sum(len(d) for d in datagrams) / len(datagrams)
@@ -163,6 +420,7 @@ def main() -> int:
         "decode_datagrams_per_s": round(decode_rate * len(datagrams) / nsamples),
         "samples_per_datagram": round(nsamples / len(datagrams), 2),
         "python": sys.version.split()[0],
+        **whole,
     }))
     return 0
 

@@ -132,14 +132,15 @@ def _frame(g: int, j: int, flood: bool) -> tuple[bytes, int, bool]:
     return pkt, size, sent
 
 
-def build_corpus(samples_per_port: int, flooders: int = 8) -> tuple[list[bytes], list[ServerSpec], int]:
+def build_corpus(samples_per_port: int, flooders: int = 8,
+                 agents: int = AGENTS) -> tuple[list[bytes], list[ServerSpec], int]:
     """Datagrams interleaved across agents, sequence-numbered per agent and per source."""
-    flooding = {g * 1201 % (AGENTS * PORTS) for g in range(flooders)}
-    per_agent: list[list[bytes]] = [[] for _ in range(AGENTS)]
-    seqs = [[0] * (PORTS + 1) for _ in range(AGENTS)]
+    flooding = {g * 1201 % (agents * PORTS) for g in range(flooders)}
+    per_agent: list[list[bytes]] = [[] for _ in range(agents)]
+    seqs = [[0] * (PORTS + 1) for _ in range(agents)]
     nsamples = 0
     for j in range(samples_per_port):
-        for a in range(AGENTS):
+        for a in range(agents):
             for p in range(1, PORTS + 1):
                 g = a * PORTS + p - 1
                 hdr, size, sent = _frame(g, j, g in flooding)
@@ -156,7 +157,7 @@ def build_corpus(samples_per_port: int, flooders: int = 8) -> tuple[list[bytes],
                     1, rec_len, 1, size, 4, hlen) + hdr + b"\0" * pad)
                 nsamples += 1
     datagrams_by_agent: list[list[bytes]] = []
-    for a in range(AGENTS):
+    for a in range(agents):
         out = []
         enc = per_agent[a]
         for dseq, i in enumerate(range(0, len(enc), 7), start=1):
@@ -167,7 +168,7 @@ def build_corpus(samples_per_port: int, flooders: int = 8) -> tuple[list[bytes],
     datagrams = [d for row in zip(*datagrams_by_agent, strict=True) for d in row]
     specs = []
     from socket import AF_INET6, inet_ntoa, inet_ntop
-    for a in range(AGENTS):
+    for a in range(agents):
         for p in range(1, PORTS + 1):
             g = a * PORTS + p - 1
             specs.append(ServerSpec(f"s{g}", frozenset({(inet_ntoa(_agent(a)), p)}),

@@ -12,18 +12,23 @@ traffic.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import repeat
 from socket import inet_ntoa
+from types import MappingProxyType
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-from rackwarden.drivers.packets import ip4_text, mac_text, parse_tuple
+from rackwarden.drivers.packets import HeaderTuple, ip4_text, mac_text, parse_tuple
 from rackwarden.drivers.sflow.decoder import (
     _NO_SKIPS,
     ADDRESS_IPV4,
+    COUNTER_SAMPLE,
+    COUNTER_SAMPLE_EXPANDED,
     FLOW_RECORD_RAW_HEADER,
     FLOW_SAMPLE,
     RAW_HEADER_FIXED,
@@ -31,11 +36,29 @@ from rackwarden.drivers.sflow.decoder import (
     DatagramHeader,
     DecodeResult,
     Sample,
+    _counter_sample,
     decode_datagram,
 )
-from rackwarden.policies.flowfacts import HEADER_ETHERNET, new_flow_sample
+from rackwarden.policies.flowcols import NONE, V4_MAPPED, SampleColumns, ip_words
+from rackwarden.policies.flowfacts import (
+    HEADER_ETHERNET,
+    HEADER_IPV4,
+    HEADER_IPV6,
+    CounterSample,
+    FlowSample,
+    new_flow_sample,
+)
 
-__all__ = ["BULK_MIN", "decode_batch", "decode_batch_unguarded"]
+__all__ = [
+    "BULK_MIN",
+    "COLUMNS_BULK_MIN",
+    "REF_SAMPLE_BITS",
+    "ColumnBatch",
+    "decode_batch",
+    "decode_batch_columns",
+    "decode_batch_columns_unguarded",
+    "decode_batch_unguarded",
+]
 
 # Below this many datagrams the exact decoder is cheaper than the bulk read's fixed cost (about
 # a hundred numpy calls): measured break-even near 64 datagrams of ~7 samples on the 2-core
@@ -89,12 +112,34 @@ def decode_batch(
         return [decode_datagram(d, now, at) for d, now, at in zip(datagrams, nows, ats, strict=True)]
 
 
-def decode_batch_unguarded(
+@dataclass(slots=True)
+class _Walked:
+    """The bulk walk of a batch: which datagrams it took (`ok`) and where their samples are."""
+
+    n: int
+    datas: list[bytes]
+    joined: bytes
+    buf: npt.NDArray[np.uint8]
+    words: npt.NDArray[np.uint32]
+    starts: _I64
+    count: _I64
+    ok: npt.NDArray[np.bool_]
+    dg: _I64  # per sample of a taken datagram, in datagram then sample order: its datagram
+    sa: _I64  # and the absolute byte offset of its type word in `joined`
+    sk: _I64  # and its index among its datagram's samples
+    # The counter samples met (only when the walk was asked to step over them), in walk order:
+    # datagram, absolute offset of the type word, format.
+    cdg: _I64
+    csa: _I64
+    cfmt: _I64
+
+
+def _walk(
     datagrams: Sequence[bytes | bytearray | memoryview],
     nows: Sequence[float],
     ats: Sequence[datetime],
-) -> list[DecodeResult]:
-    """decode_batch without the last-resort guard, so tests see bulk-read bugs."""
+    counters: bool = False,
+) -> _Walked:
     n = len(datagrams)
     if len(nows) != n or len(ats) != n:
         raise ValueError("decode_batch: one now and one at per datagram")
@@ -126,15 +171,21 @@ def decode_batch_unguarded(
     count = _gather_u32(words, base + 24)
     ok &= (version == SFLOW_VERSION) & (atype == ADDRESS_IPV4)
     ok &= count <= (lens - _HEAD) // 8
-    for i, at in enumerate(ats):
-        if ok[i] and (at.tzinfo is None or at.utcoffset() is None):
-            ok[i] = False  # the exact decoder reports it
+    # The receive clock stamps datetime.UTC: one identity test each. Anything else is checked
+    # as the exact decoder does.
+    if not all(at.tzinfo is UTC for at in ats):
+        for i, at in enumerate(ats):
+            if ok[i] and (at.tzinfo is None or at.utcoffset() is None):
+                ok[i] = False  # the exact decoder reports it
 
     # The walk: sample k of every datagram that has one, all at once.
     off = np.full(n, _HEAD, dtype=np.int64)
     s_dgram: list[_I64] = []
     s_start: list[_I64] = []
     s_k: list[_I64] = []
+    c_dgram: list[_I64] = []
+    c_start: list[_I64] = []
+    c_fmt: list[_I64] = []
     k = 0
     cmax = int(count[ok].max()) if ok.any() else 0
     while k < cmax:
@@ -150,6 +201,11 @@ def decode_batch_unguarded(
         fmt = _gather_u32(words, a)
         length = _gather_u32(words, a + 4)
         end = o + 8 + length
+        inside = good & (length % 4 == 0) & (end <= dlen)
+        # A counter sample inside its datagram is stepped over: its records are left to the
+        # exact decoder's own counter-sample reader (decode_batch_columns).
+        ctr = inside & ((fmt == COUNTER_SAMPLE) | (fmt == COUNTER_SAMPLE_EXPANDED)) if (
+            counters) else np.zeros(idx.size, dtype=np.bool_)
         good &= (fmt == FLOW_SAMPLE) & (length % 4 == 0) & (end <= dlen)
         good &= length >= _MIN_FLOW - 8
         nrec = _gather_u32(words, a + 36)
@@ -159,13 +215,44 @@ def decode_batch_unguarded(
         good &= (nrec == 1) & (rfmt == FLOW_RECORD_RAW_HEADER) & (rlen >= RAW_HEADER_FIXED)
         good &= o + 48 + rlen <= end  # the record inside its sample
         good &= hlen <= rlen - RAW_HEADER_FIXED  # the header inside its record
-        ok[idx[~good]] = False
+        ok[idx[~(good | ctr)]] = False
         off[idx] = end
         s_dgram.append(idx[good])
         s_start.append(a[good])
         s_k.append(np.full(int(good.sum()), k, dtype=np.int64))
+        if counters:
+            c_dgram.append(idx[ctr])
+            c_start.append(a[ctr])
+            c_fmt.append(fmt[ctr])
         k += 1
     ok &= off == lens  # trailing bytes are the exact decoder's to note
+
+    # Samples of the taken datagrams, in datagram order then sample order.
+    dg = np.concatenate(s_dgram) if s_dgram else np.zeros(0, dtype=np.int64)
+    sa = np.concatenate(s_start) if s_start else np.zeros(0, dtype=np.int64)
+    sk = np.concatenate(s_k) if s_k else np.zeros(0, dtype=np.int64)
+    keep = ok[dg]
+    dg, sa, sk = dg[keep], sa[keep], sk[keep]
+    order = np.lexsort((sk, dg))
+    empty = np.zeros(0, dtype=np.int64)
+    cdg = np.concatenate(c_dgram) if c_dgram else empty
+    csa = np.concatenate(c_start) if c_start else empty
+    cfmt = np.concatenate(c_fmt) if c_fmt else empty
+    keep = ok[cdg]
+    return _Walked(n, datas, joined, buf, words, starts, count, ok, dg[order], sa[order],
+                   sk[order], cdg[keep], csa[keep], cfmt[keep])
+
+
+def decode_batch_unguarded(
+    datagrams: Sequence[bytes | bytearray | memoryview],
+    nows: Sequence[float],
+    ats: Sequence[datetime],
+) -> list[DecodeResult]:
+    """decode_batch without the last-resort guard, so tests see bulk-read bugs."""
+    w = _walk(datagrams, nows, ats)
+    n, datas, joined, buf, words = w.n, w.datas, w.joined, w.buf, w.words
+    starts, count, ok = w.starts, w.count, w.ok
+    sa = w.sa
 
     results: list[DecodeResult | None] = [None] * n
     for i in np.nonzero(~ok)[0].tolist():
@@ -181,15 +268,6 @@ def decode_batch_unguarded(
     dseq = _gather_u32(words, fb + 16).tolist()
     uptime = _gather_u32(words, fb + 20).tolist()
     agents = _texts(agent_ip, 4, inet_ntoa)
-
-    # Samples of the fast datagrams, in datagram order then sample order.
-    dg = np.concatenate(s_dgram) if s_dgram else np.zeros(0, dtype=np.int64)
-    sa = np.concatenate(s_start) if s_start else np.zeros(0, dtype=np.int64)
-    sk = np.concatenate(s_k) if s_k else np.zeros(0, dtype=np.int64)
-    keep = ok[dg]
-    dg, sa, sk = dg[keep], sa[keep], sk[keep]
-    order = np.lexsort((sk, dg))
-    dg, sa = dg[order], sa[order]
 
     seq = _gather_u32(words, sa + 8)
     sid = _gather_u32(words, sa + 12)
@@ -259,8 +337,8 @@ def decode_batch_unguarded(
     hdrs = [joined[a:a + n] for a, n in zip(hb_l, hlen_l, strict=True)]
     hproto_l = hproto.tolist()
     for j in np.nonzero(~quick)[0].tolist():
-        for field, value in zip(parsed, parse_tuple(hdrs[j], hproto_l[j]), strict=True):
-            field[j] = value
+        for column_, value in zip(parsed, parse_tuple(hdrs[j], hproto_l[j]), strict=True):
+            column_[j] = value
 
     # Per datagram values, spread to its samples (objects kept as given: now, at).
     counts = count[fast]
@@ -299,3 +377,389 @@ def decode_batch_unguarded(
                                   samples[j:j + c], None, None, _NO_SKIPS)
         j += c
     return results  # type: ignore[return-value]
+
+
+# -- columns ------------------------------------------------------------------------------------
+
+# Below this many datagrams the exact decoder plus SampleColumns.from_samples is cheaper than
+# the bulk read's fixed cost (about two hundred numpy calls). Same answers either way.
+COLUMNS_BULK_MIN = 16
+# ref = datagram number << REF_SAMPLE_BITS | index of the flow sample among its datagram's
+# FlowSamples. A 65,535-byte datagram holds at most 1,023 flow samples (64 bytes each at the
+# least), so 16 bits always suffice.
+REF_SAMPLE_BITS = 16
+_VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
+_ETH_IPV6 = 0x86DD
+# IPv6 next headers parse_tuple walks as extension headers: such rows go to parse_tuple.
+_IPV6_EXT = (0, 43, 44, 51, 60, 135, 139, 140)
+_PORT_PROTOS = (_TCP, _UDP, 132)
+_ICMP_PROTOS = (1, 58)
+_NO_FALLBACK: dict[int, DecodeResult] = {}
+
+
+@dataclass(slots=True)
+class ColumnBatch:
+    """decode_batch_columns' answer: the flow samples as columns, and per datagram what the
+    collector's bookkeeping reads (the DatagramHeader fields, errors, skips, counter samples).
+
+    `cols` holds every FlowSample decode_datagram yields for the batch, datagram by datagram,
+    in sample order. Per datagram i (arrays of the batch's length): `header_agent[i]` indexes
+    `cols.agent_names` (-1: no header decoded), with `sub_agent`, `sequence`, `uptime_ms`;
+    `flows[i]` its row count. `fallback` maps the datagrams the bulk read did not take to
+    decode_datagram's exact DecodeResult (errors are only there). `partial` maps the datagrams
+    it took that also hold counter samples to a DecodeResult of those counter samples alone
+    (read by the exact decoder's own counter-sample reader) and their skips; the flow samples
+    of those datagrams are rows like any other.
+    """
+
+    cols: SampleColumns
+    header_agent: _I64
+    sub_agent: _I64
+    sequence: _I64
+    uptime_ms: _I64
+    flows: _I64
+    fallback: dict[int, DecodeResult]
+    partial: dict[int, DecodeResult] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.header_agent.shape[0])
+
+    def results(self) -> list[tuple[int, DecodeResult]]:
+        """(datagram, result) of `fallback` and `partial` together, in datagram order."""
+        if not self.partial:
+            return list(self.fallback.items())
+        return sorted([*self.fallback.items(), *self.partial.items()], key=lambda ir: ir[0])
+
+    def counter_samples(self) -> list[CounterSample]:
+        """The counter samples decode_datagram yields for the batch, in order."""
+        return [s for _, r in self.results() if r.error is None
+                for s in r.samples if type(s) is CounterSample]
+
+
+def decode_batch_columns(
+    datagrams: Sequence[bytes | bytearray | memoryview],
+    nows: Sequence[float],
+    ats: Sequence[datetime],
+    *,
+    first_number: int | None = None,
+) -> ColumnBatch:
+    """decode_datagram over the batch, the flow samples as SampleColumns; never raises on bad
+    datagrams. `first_number` is the raw ring's number of datagrams[0] (RawRing.extend), from
+    which each row's `ref` is made; None leaves ref -1.
+    """
+    if len(datagrams) >= COLUMNS_BULK_MIN:
+        try:
+            return decode_batch_columns_unguarded(datagrams, nows, ats, first_number=first_number)
+        except Exception:  # noqa: BLE001 - a bulk-read bug must cost speed, not answers
+            pass
+    return _columns_exact(datagrams, nows, ats, first_number)
+
+
+def _columns_exact(
+    datagrams: Sequence[bytes | bytearray | memoryview],
+    nows: Sequence[float],
+    ats: Sequence[datetime],
+    first_number: int | None,
+) -> ColumnBatch:
+    n = len(datagrams)
+    if len(nows) != n or len(ats) != n:
+        raise ValueError("decode_batch_columns: one now and one at per datagram")
+    results = {i: decode_datagram(d, now, at)
+               for i, (d, now, at) in enumerate(zip(datagrams, nows, ats, strict=True))}
+    names: dict[str, int] = {}
+    hagent = np.full(n, NONE, dtype=np.int64)
+    hsub = np.zeros(n, dtype=np.int64)
+    hseq = np.zeros(n, dtype=np.int64)
+    hup = np.zeros(n, dtype=np.int64)
+    _fill_headers(results, names, hagent, hsub, hseq, hup)
+    flows = np.zeros(n, dtype=np.int64)
+    cols = _fallback_columns(results, names, flows, first_number)
+    if cols is None:
+        cols = _empty_columns()
+    cols.agent_names = list(names)
+    return ColumnBatch(cols, hagent, hsub, hseq, hup, flows, results)
+
+
+def _fill_headers(results: dict[int, DecodeResult], names: dict[str, int], hagent: _I64,
+                  hsub: _I64, hseq: _I64, hup: _I64) -> None:
+    for i, r in results.items():
+        h = r.header
+        if h is not None:
+            hagent[i] = names.setdefault(h.agent, len(names))
+            hsub[i], hseq[i], hup[i] = h.sub_agent_id, h.sequence, h.uptime_ms
+
+
+def _fallback_columns(results: dict[int, DecodeResult], names: dict[str, int], flows: _I64,
+                      first_number: int | None) -> SampleColumns | None:
+    """The FlowSamples of the exactly decoded datagrams as rows (agents in `names`)."""
+    samples: list[FlowSample] = []
+    dgs: list[int] = []
+    ks: list[int] = []
+    for i, r in results.items():
+        if r.error is not None:
+            continue
+        k = 0
+        for s in r.samples:
+            if type(s) is FlowSample:
+                samples.append(s)
+                dgs.append(i)
+                ks.append(k)
+                k += 1
+        flows[i] = k
+    if not samples:
+        return None
+    cols = SampleColumns.from_samples(samples)
+    remap = np.array([names.setdefault(a, len(names)) for a in cols.agent_names], dtype=np.int64)
+    cols.agent = remap[cols.agent]
+    cols.objects = None
+    if first_number is not None:
+        cols.ref = ((np.array(dgs, dtype=np.int64) + first_number) << REF_SAMPLE_BITS) | np.array(
+            ks, dtype=np.int64)
+    return cols
+
+
+_COLUMN_FIELDS = ("agent", "input_ifindex", "output_ifindex", "sampling_rate", "now",
+                  "frame_length", "ip_version", "src_hi", "src_lo", "has_src", "dst_hi",
+                  "dst_lo", "has_dst", "protocol", "src_port", "dst_port", "tcp_flags",
+                  "icmp_type", "sample_sequence", "source_id_type", "source_id_index",
+                  "sample_pool", "ref")
+
+
+def _empty_columns() -> SampleColumns:
+    i64 = np.zeros(0, dtype=np.int64)
+    u64 = np.zeros(0, dtype=np.uint64)
+    b = np.zeros(0, dtype=np.bool_)
+    return SampleColumns([], i64, i64, i64, i64, np.zeros(0, dtype=np.float64), i64, i64,
+                         u64, u64, b, u64, u64, b, i64, i64, i64, i64, i64, i64, i64, i64,
+                         i64, i64)
+
+
+_AGENT_TEXT: dict[int, str] = {}
+
+
+def _agent_text(address: int) -> str:
+    """An IPv4 agent's text, formatted once per agent (bounded: a sprayed header is cleared)."""
+    text = _AGENT_TEXT.get(address)
+    if text is None:
+        if len(_AGENT_TEXT) >= 65536:
+            _AGENT_TEXT.clear()
+        text = _AGENT_TEXT[address] = inet_ntoa(address.to_bytes(4, "big"))
+    return text
+
+
+def _u64(buf: npt.NDArray[np.uint8], at: _I64, width: int) -> npt.NDArray[np.uint64]:
+    out = buf[at].astype(np.uint64)
+    for i in range(1, width):
+        out = (out << np.uint64(8)) | buf[at + i]
+    return out
+
+
+def decode_batch_columns_unguarded(
+    datagrams: Sequence[bytes | bytearray | memoryview],
+    nows: Sequence[float],
+    ats: Sequence[datetime],
+    *,
+    first_number: int | None = None,
+) -> ColumnBatch:
+    """decode_batch_columns always through the bulk read, without the last-resort guard."""
+    w = _walk(datagrams, nows, ats, counters=True)
+    n, buf, words = w.n, w.buf, w.words
+    ok = w.ok
+    last = buf.shape[0] - 1
+    partial = _counter_pass(w, nows, ats) if w.cdg.size else {}
+    keep = ok[w.dg]  # a datagram whose counter sample is malformed goes whole to the fallback
+    dg, sa = w.dg[keep], w.sa[keep]
+
+    results = {i: decode_datagram(w.datas[i], nows[i], ats[i])
+               for i in np.nonzero(~ok)[0].tolist()}
+    fast = np.nonzero(ok)[0]
+
+    # Datagram headers: the taken ones read in bulk (agent text once per distinct address).
+    names: dict[str, int] = {}
+    hagent = np.full(n, NONE, dtype=np.int64)
+    hsub = np.zeros(n, dtype=np.int64)
+    hseq = np.zeros(n, dtype=np.int64)
+    hup = np.zeros(n, dtype=np.int64)
+    fb = w.starts[fast]
+    agent_ip = _gather_u32(words, fb + 8)
+    uniq, inverse = np.unique(agent_ip, return_inverse=True)
+    codes = np.array([names.setdefault(_agent_text(v), len(names)) for v in uniq.tolist()],
+                     dtype=np.int64)
+    hagent[fast] = codes[inverse] if uniq.size else hagent[fast]
+    hsub[fast] = _gather_u32(words, fb + 12)
+    hseq[fast] = _gather_u32(words, fb + 16)
+    hup[fast] = _gather_u32(words, fb + 20)
+    _fill_headers(results, names, hagent, hsub, hseq, hup)
+
+    m = int(sa.size)
+    seq = _gather_u32(words, sa + 8)
+    sid = _gather_u32(words, sa + 12)
+    rate = _gather_u32(words, sa + 16)
+    pool = _gather_u32(words, sa + 20)
+    inp = _gather_u32(words, sa + 28)
+    outp = _gather_u32(words, sa + 32)
+    hproto = _gather_u32(words, sa + 48)
+    frame = _gather_u32(words, sa + 52)
+    hl = _gather_u32(words, sa + 60)
+    hb = sa + 64  # first header byte
+    in_fmt, in_val = inp >> 30, inp & 0x3FFFFFFF
+    out_fmt, out_val = outp >> 30, outp & 0x3FFFFFFF
+
+    def u8(rel: _I64) -> _I64:
+        out: _I64 = buf[np.minimum(hb + rel, last)].astype(np.int64)
+        return out
+
+    def u16(rel: _I64) -> _I64:
+        return (u8(rel) << 8) | u8(rel + 1)
+
+    # packets.parse_tuple, in bulk, for Ethernet with at most one VLAN tag (or a bare IP
+    # header), IPv4 with any IHL, IPv6 without extension headers, then TCP/UDP/SCTP ports,
+    # TCP flags or the ICMP type, all inside the sampled bytes. Anything else (a cut header,
+    # a second tag, extension headers, a bad version) is `slow`: parse_tuple per row.
+    zero = np.zeros(m, dtype=np.int64)
+    eth = hproto == HEADER_ETHERNET
+    slow = ~(eth | (hproto == HEADER_IPV4) | (hproto == HEADER_IPV6))
+    slow |= eth & (hl < 14)
+    et = u16(zero + 12)
+    tagged = eth & np.isin(et, _VLAN_TPIDS)
+    slow |= tagged & (hl < 18)
+    et2 = u16(zero + 16)
+    slow |= tagged & np.isin(et2, _VLAN_TPIDS)
+    et = np.where(tagged, et2, et)
+    off = np.where(eth, np.where(tagged, 18, 14), 0)
+    want = np.where(eth, np.where(et == _ETH_IPV4, 4, np.where(et == _ETH_IPV6, 6, 0)),
+                    np.where(hproto == HEADER_IPV4, 4, 6))
+    v4 = want == 4
+    v6 = want == 6
+    slow |= v4 & (off + 20 > hl)
+    slow |= v6 & (off + 40 > hl)
+    verihl = u8(off)
+    slow |= (v4 & (verihl >> 4 != 4)) | (v6 & (verihl >> 4 != 6))
+    ihl = (verihl & 0x0F) * 4
+    slow |= v4 & (ihl < 20)
+    proto = np.where(v4, u8(off + 9), np.where(v6, u8(off + 6), NONE))
+    slow |= v6 & np.isin(proto, _IPV6_EXT)
+    l4 = (v4 & ((u16(off + 6) & 0x1FFF) == 0)) | v6  # a later IPv4 fragment has no L4 header
+    p = off + np.where(v4, ihl, 40)
+    ports = l4 & np.isin(proto, _PORT_PROTOS)
+    tcp = ports & (proto == _TCP)
+    icmp = l4 & np.isin(proto, _ICMP_PROTOS)
+    slow |= (ports & (p + 4 > hl)) | (tcp & (p + 14 > hl)) | (icmp & (p + 2 > hl))
+    ipv = v4 | v6
+    src_hi = np.zeros(m, dtype=np.uint64)
+    dst_hi = np.zeros(m, dtype=np.uint64)
+    mapped = np.uint64(V4_MAPPED)
+    src_lo = np.where(v4, _u64(buf, np.minimum(hb + off + 12, last - 4), 4) | mapped,
+                      np.uint64(0))
+    dst_lo = np.where(v4, _u64(buf, np.minimum(hb + off + 16, last - 4), 4) | mapped,
+                      np.uint64(0))
+    six = np.nonzero(v6 & ~slow)[0]
+    if six.size:
+        b6 = hb[six] + off[six]
+        src_hi[six] = _u64(buf, b6 + 8, 8)
+        src_lo[six] = _u64(buf, b6 + 16, 8)
+        dst_hi[six] = _u64(buf, b6 + 24, 8)
+        dst_lo[six] = _u64(buf, b6 + 32, 8)
+    cols = SampleColumns(
+        agent_names=[],
+        agent=hagent[dg],
+        input_ifindex=np.where((in_fmt == 0) & (in_val != 0), in_val, NONE),
+        output_ifindex=np.where((out_fmt == 0) & (out_val != 0), out_val, NONE),
+        sampling_rate=rate,
+        now=np.asarray(nows, dtype=np.float64)[dg] if m else np.zeros(0, dtype=np.float64),
+        frame_length=frame,
+        ip_version=np.where(ipv, want, NONE),
+        src_hi=src_hi, src_lo=src_lo, has_src=ipv.copy(),
+        dst_hi=dst_hi, dst_lo=dst_lo, has_dst=ipv.copy(),
+        protocol=proto,
+        src_port=np.where(ports, u16(p), NONE),
+        dst_port=np.where(ports, u16(p + 2), NONE),
+        tcp_flags=np.where(tcp, u8(p + 13), NONE),
+        icmp_type=np.where(icmp, u8(p), NONE),
+        sample_sequence=seq,
+        source_id_type=sid >> 24,
+        source_id_index=sid & 0x00FFFFFF,
+        sample_pool=pool,
+        # k: the row's index among its datagram's rows (dg is sorted).
+        ref=((dg + first_number) << REF_SAMPLE_BITS) | (np.arange(m) - np.searchsorted(dg, dg))
+        if first_number is not None else np.full(m, NONE, dtype=np.int64),
+    )
+    for j in np.nonzero(slow)[0].tolist():
+        a = int(hb[j])
+        _set_row(cols, j, parse_tuple(w.joined[a:a + int(hl[j])], int(hproto[j])))
+
+    flows = np.zeros(n, dtype=np.int64)
+    if m:
+        flows[fast] = np.bincount(dg, minlength=n)[fast]
+    extra = _fallback_columns(results, names, flows, first_number)
+    if extra is not None:
+        # Rows of the exactly decoded datagrams go in their datagram's place.
+        order = np.argsort(np.concatenate([dg, _row_datagrams(flows, results, extra)]),
+                           kind="stable")
+        for f in _COLUMN_FIELDS:
+            setattr(cols, f, np.concatenate([getattr(cols, f), getattr(extra, f)])[order])
+    cols.agent_names = list(names)
+    return ColumnBatch(cols, hagent, hsub, hseq, hup, flows, results, partial)
+
+
+_HEADER_WORDS = struct.Struct("!IIII").unpack_from  # sub-agent, sequence, uptime, count
+
+
+def _counter_pass(w: _Walked, nows: Sequence[float],
+                  ats: Sequence[datetime]) -> dict[int, DecodeResult]:
+    """The counter samples of the datagrams the walk took, through decoder._counter_sample
+    (the exact decoder's reader, so the same facts, skips and errors); a datagram with a
+    malformed one is taken out of `w.ok`, for decode_datagram to report."""
+    out: dict[int, DecodeResult] = {}
+    order = np.lexsort((w.csa, w.cdg))
+    current = -1
+    facts: list[Sample] = []
+    skipped: dict[str, int] = {}
+    bad = False
+
+    def close() -> None:
+        if current >= 0 and not bad:
+            data = w.datas[current]
+            agent = _agent_text(int.from_bytes(data[8:12], "big"))
+            sub, seq, up, _ = _HEADER_WORDS(data, 12)
+            out[current] = DecodeResult(DatagramHeader(agent, sub, seq, up), facts, None, None,
+                                        MappingProxyType(skipped) if skipped else _NO_SKIPS)
+
+    for i, a, f in zip(w.cdg[order].tolist(), w.csa[order].tolist(), w.cfmt[order].tolist(),
+                       strict=True):
+        if i != current:
+            close()
+            current, facts, skipped, bad = i, [], {}, False
+        if bad:
+            continue
+        data = w.datas[i]
+        o = a - int(w.starts[i])
+        length = int.from_bytes(data[o + 4:o + 8], "big")
+        if _counter_sample(data, o + 8, o + 8 + length, f == COUNTER_SAMPLE_EXPANDED,
+                           _agent_text(int.from_bytes(data[8:12], "big")), nows[i], ats[i],
+                           facts, skipped) is not None:
+            bad = True
+            w.ok[i] = False
+    close()
+    return out
+
+
+def _row_datagrams(flows: _I64, results: dict[int, DecodeResult], extra: SampleColumns) -> _I64:
+    idx = np.array(sorted(results), dtype=np.int64)
+    out: _I64 = np.repeat(idx, flows[idx]) if idx.size else np.zeros(0, dtype=np.int64)
+    assert out.shape[0] == len(extra)
+    return out
+
+
+def _set_row(cols: SampleColumns, j: int, t: HeaderTuple) -> None:
+    """Row j's header fields from packets.parse_tuple's answer."""
+    ver, src, dst, proto, sport, dport, flags, itype = t[4], t[5], t[6], t[7], t[8], t[9], \
+        t[10], t[11]
+    cols.ip_version[j] = NONE if ver is None else ver
+    cols.src_hi[j], cols.src_lo[j], cols.has_src[j] = ip_words(src)
+    cols.dst_hi[j], cols.dst_lo[j], cols.has_dst[j] = ip_words(dst)
+    cols.protocol[j] = NONE if proto is None else proto
+    cols.src_port[j] = NONE if sport is None else sport
+    cols.dst_port[j] = NONE if dport is None else dport
+    cols.tcp_flags[j] = NONE if flags is None else flags
+    cols.icmp_type[j] = NONE if itype is None else itype

@@ -4,6 +4,14 @@ A receive thread drains the socket with plain blocking recvfrom calls (a few µs
 where asyncio's datagram protocol costs 30-49 µs, measured in PERFORMANCE-NOTES.md) and hands
 batches of datagrams to the event loop, which decodes them in bulk (batch.decode_batch) and
 does all the bookkeeping; `receive="asyncio"` keeps the per-datagram protocol path.
+
+With an `on_columns` consumer the collector takes the columns path instead: the receive thread
+gathers a batch (up to batch_max datagrams, or batch_wait_s after the first, whichever comes
+first), keeps the raw datagrams in a bounded RawRing, decodes them into SampleColumns
+(batch.decode_batch_columns, no FlowSample per sample) and posts the columns to the event
+loop, which does the same bookkeeping as the object path (sequence numbers in bulk, through
+ColumnSequenceTracker) and hands the columns to the consumer. Every counter has the same value
+on both paths for the same datagrams.
 """
 
 from __future__ import annotations
@@ -14,13 +22,24 @@ import logging
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, cast
 
-from rackwarden.drivers.sflow.batch import decode_batch
-from rackwarden.drivers.sflow.decoder import DecodeResult, Sample, decode_datagram
-from rackwarden.drivers.sflow.sequence import SeqEvent, SequenceTracker
+import numpy as np
+import numpy.typing as npt
+from rackwarden.drivers.sflow.batch import ColumnBatch, decode_batch, decode_batch_columns
+from rackwarden.drivers.sflow.decoder import (
+    INTERNAL_ERROR,
+    DecodeResult,
+    Sample,
+    decode_datagram,
+)
+from rackwarden.drivers.sflow.rawring import DEFAULT_RAW_RING_BYTES, RawRing
+from rackwarden.drivers.sflow.sequence import ColumnSequenceTracker, SeqEvent, SequenceTracker
+from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import FlowSample
 
 log = logging.getLogger(__name__)
@@ -32,10 +51,22 @@ MAX_DATAGRAM = 65535
 MAX_REJECTED_SOURCES = 1024
 OTHER_SOURCES = "other"
 # The receive thread hands over at most this many datagrams at a time (what the socket holds
-# when it wakes), and holds at most MAX_PENDING_BATCHES not yet taken by the event loop: past
+# when it wakes), and holds at most MAX_PENDING_DATAGRAMS not yet taken by the event loop: past
 # that, datagrams are dropped and counted (backlog_dropped_total) instead of queued without bound.
+# The bound is in datagrams, not batches: at a low rate every datagram is a batch of its own, and
+# a bound of 64 batches dropped sFlow at 2,500 datagrams/s whenever evaluate() held the loop for
+# a few tens of milliseconds (bench/peer_fastnetmon.py). 16,384 datagrams is ~21 MB at most.
 BATCH_MAX = 1024
-MAX_PENDING_BATCHES = 64
+MAX_PENDING_DATAGRAMS = 16384
+# On the columns path a batch also closes this long after its first datagram: the bulk
+# decode's fixed cost (a few hundred numpy calls) wants batches of hundreds of datagrams, and
+# 20 ms is nothing against the detectors' 250 ms evaluation.
+BATCH_WAIT_S = 0.02
+# The columns path numbers sequence keys' agents (and the wide source ids of expanded samples)
+# for its trackers; datagrams from allowed senders may name any agent, so past this many the
+# numbering starts afresh and both trackers forget their state, as SequenceTracker's eviction
+# would long have done by then (it clears at 65,536 keys).
+MAX_KEY_CODES = 1 << 18
 # Python 3.11's socket module does not export it; the value is Linux's asm-generic/socket.h.
 _SO_RCVBUFFORCE_LINUX = 33 if sys.platform.startswith("linux") else None
 
@@ -49,8 +80,18 @@ class Clock(Protocol):
 
 
 SampleSink = Callable[[Sequence[Sample]], None]
+ColumnSink = Callable[[SampleColumns], None]
 Received = tuple[bytes, tuple[str | int, ...], float, datetime]
 """One datagram as the receive thread saw it: data, source address, receive now and at."""
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A batch as the receive thread leaves it for the event loop on the columns path."""
+
+    accepted: list[str]  # UDP source of each accepted datagram, in order
+    rejected: list[str]  # UDP source of each refused datagram, in order
+    decoded: ColumnBatch | None  # None when nothing was accepted
 
 
 class SflowCollector(asyncio.DatagramProtocol):
@@ -68,7 +109,12 @@ class SflowCollector(asyncio.DatagramProtocol):
     - sample_sequence: flow-sample sequence per (agent, source id type, index) — .lost ...
     - callback_errors_total; rcvbuf_bytes (what the kernel granted) and rcvbuf_forced
     - backlog_dropped_total: datagrams the receive thread dropped because the event loop had
-      MAX_PENDING_BATCHES batches not yet taken
+      MAX_PENDING_DATAGRAMS datagrams not yet taken
+
+    With `on_columns` (the columns path) the flow samples go to it as SampleColumns, on the
+    event loop, and `on_samples` gets only the counter samples; `raw_ring` (made with
+    `raw_ring_bytes` when not given) keeps the datagrams the rows' `ref` point into. The
+    counters are the same; `sequence` and `sample_sequence` are then ColumnSequenceTrackers.
 
     The constructor does no I/O; start() binds, stop() closes.
     """
@@ -84,6 +130,10 @@ class SflowCollector(asyncio.DatagramProtocol):
         rcvbuf_bytes: int = DEFAULT_RCVBUF_BYTES,
         receive: Literal["thread", "asyncio"] = "thread",
         batch_max: int = BATCH_MAX,
+        on_columns: ColumnSink | None = None,
+        raw_ring: RawRing | None = None,
+        raw_ring_bytes: int = DEFAULT_RAW_RING_BYTES,
+        batch_wait_s: float = BATCH_WAIT_S,
     ) -> None:
         if receive not in ("thread", "asyncio"):
             raise ValueError(f"receive must be 'thread' or 'asyncio', not {receive!r}")
@@ -121,8 +171,24 @@ class SflowCollector(asyncio.DatagramProtocol):
         self.counter_samples_total = 0
         self.callback_errors_total = 0
         self.socket_errors_total = 0
-        self.sequence = SequenceTracker()
-        self.sample_sequence = SequenceTracker()
+        self._on_columns = on_columns
+        self.batch_wait_s = batch_wait_s
+        self.raw_ring: RawRing | None = None
+        self.sequence: SequenceTracker | ColumnSequenceTracker
+        self.sample_sequence: SequenceTracker | ColumnSequenceTracker
+        if on_columns is None:
+            self.sequence = SequenceTracker()
+            self.sample_sequence = SequenceTracker()
+        else:
+            self.raw_ring = raw_ring if raw_ring is not None else RawRing(raw_ring_bytes)
+            self.sequence = ColumnSequenceTracker()
+            self.sample_sequence = ColumnSequenceTracker()
+        # Sequence keys as int codes on the columns path: agent text <-> a stable number, and
+        # the (agent, source type, index) keys that do not pack into 32 bits (expanded samples).
+        self._agent_gid: dict[str, int] = {}
+        self._agent_names: list[str] = []
+        self._wide_code: dict[tuple[str, int, int], int] = {}
+        self._wide_key: list[tuple[str, int, int]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -203,6 +269,8 @@ class SflowCollector(asyncio.DatagramProtocol):
         recvfrom = sock.recvfrom
         dontwait = socket.MSG_DONTWAIT
         stopping = self._stopping
+        columns = self._on_columns is not None
+        monotonic = time.monotonic
 
         def post(fn: Callable[..., None], *args: object) -> bool:
             try:
@@ -223,18 +291,37 @@ class SflowCollector(asyncio.DatagramProtocol):
                 return
             batch: list[Received] = [(data, addr, clock.now(), clock.at())]
             # Then whatever else the socket already holds, without blocking.
+            deadline = monotonic() + self.batch_wait_s if columns else 0.0
+            waited = False
             while len(batch) < self.batch_max:
                 try:
                     data, addr = recvfrom(MAX_DATAGRAM, dontwait)
                 except OSError:
-                    break
+                    # The socket is empty. The columns path lets datagrams gather in the socket
+                    # until the batch's deadline, then drains them: one wait per batch, not a
+                    # wake-up per datagram (20 ms at 66k datagrams/s is ~1.7 MB of a 16 MB
+                    # buffer). stop() ends the wait at once.
+                    left = deadline - monotonic()
+                    if waited or left <= 0 or stopping.wait(left):
+                        break
+                    waited = True
+                    continue
                 batch.append((data, addr, clock.now(), clock.at()))
+            n = len(batch)
             with self._pending_lock:
-                full = self._pending >= MAX_PENDING_BATCHES
+                full = self._pending + n > MAX_PENDING_DATAGRAMS
                 if not full:
-                    self._pending += 1
-            posted = post(self._count_backlog_drop, len(batch)) if full else post(
-                self._deliver, batch)
+                    self._pending += n
+            if full:
+                posted = post(self._count_backlog_drop, n)
+            elif columns:
+                try:
+                    posted = post(self._deliver_columns, self._prepare_columns(batch), n)
+                except Exception:  # noqa: BLE001 - a bug must cost this batch, not the thread
+                    log.exception("sflow: columns decode failed on %d datagrams", n)
+                    posted = post(self._count_failed_batch, n)
+            else:
+                posted = post(self._deliver, batch)
             if not posted:
                 return
 
@@ -243,8 +330,18 @@ class SflowCollector(asyncio.DatagramProtocol):
 
     def _deliver(self, batch: list[Received]) -> None:
         with self._pending_lock:
-            self._pending -= 1
+            self._pending -= len(batch)
         self.datagrams_received(batch)
+
+    def _count_failed_batch(self, n: int) -> None:
+        with self._pending_lock:
+            self._pending -= n
+        self.decode_errors[INTERNAL_ERROR] = self.decode_errors.get(INTERNAL_ERROR, 0) + n
+
+    def _deliver_columns(self, prepared: _Prepared, n: int) -> None:
+        with self._pending_lock:
+            self._pending -= n
+        self._finish_columns(prepared)
 
     # -- asyncio.DatagramProtocol ------------------------------------------------------------
 
@@ -256,6 +353,9 @@ class SflowCollector(asyncio.DatagramProtocol):
                              or len(self.rejected_by_source) < MAX_REJECTED_SOURCES) \
                 else OTHER_SOURCES
             self.rejected_by_source[key] = self.rejected_by_source.get(key, 0) + 1
+            return
+        if self._on_columns is not None:
+            self.datagrams_received([(data, addr, self._clock.now(), self._clock.at())])
             return
         self.datagrams_total += 1
         self.datagrams_by_agent[source] = self.datagrams_by_agent.get(source, 0) + 1
@@ -273,6 +373,9 @@ class SflowCollector(asyncio.DatagramProtocol):
     def datagrams_received(self, batch: Sequence[Received]) -> None:
         """A batch of datagrams, each with its receive time: the same counters as
         datagram_received for each of them, one bulk decode, one hand-over of the samples."""
+        if self._on_columns is not None:
+            self._finish_columns(self._prepare_columns(batch))
+            return
         datas: list[bytes] = []
         nows: list[float] = []
         ats: list[datetime] = []
@@ -280,11 +383,7 @@ class SflowCollector(asyncio.DatagramProtocol):
         for data, addr, now, at in batch:
             source = str(addr[0])
             if not self._allowed(source):
-                self.rejected_total += 1
-                key = source if (source in self.rejected_by_source
-                                 or len(self.rejected_by_source) < MAX_REJECTED_SOURCES) \
-                    else OTHER_SOURCES
-                self.rejected_by_source[key] = self.rejected_by_source.get(key, 0) + 1
+                self._count_rejected(source)
                 continue
             self.datagrams_total += 1
             by_agent[source] = by_agent.get(source, 0) + 1
@@ -308,11 +407,138 @@ class SflowCollector(asyncio.DatagramProtocol):
                     log.exception("sflow: sample consumer failed (%d times so far)",
                                   self.callback_errors_total)
 
+    # -- the columns path ----------------------------------------------------------------------
+
+    def _prepare_columns(self, batch: Sequence[Received]) -> _Prepared:
+        """Allow-list, raw ring and bulk decode: the part that runs on the receive thread.
+        It touches no counter (the event loop reads those): _finish_columns counts."""
+        ring = self.raw_ring
+        assert ring is not None
+        accepted: list[str] = []
+        rejected: list[str] = []
+        datas: list[bytes] = []
+        nows: list[float] = []
+        ats: list[datetime] = []
+        allowed = self._allowed
+        for data, addr, now, at in batch:
+            source = str(addr[0])
+            if not allowed(source):
+                rejected.append(source)
+                continue
+            accepted.append(source)
+            datas.append(data)
+            nows.append(now)
+            ats.append(at)
+        if not datas:
+            return _Prepared(accepted, rejected, None)
+        first = ring.extend(datas, nows, ats)
+        return _Prepared(accepted, rejected,
+                         decode_batch_columns(datas, nows, ats, first_number=first))
+
+    def _finish_columns(self, prepared: _Prepared) -> None:
+        """The counters and the hand-over, on the event loop."""
+        for source in prepared.rejected:
+            self._count_rejected(source)
+        by_agent = self.datagrams_by_agent
+        for source in prepared.accepted:
+            by_agent[source] = by_agent.get(source, 0) + 1
+        self.datagrams_total += len(prepared.accepted)
+        decoded = prepared.decoded
+        if decoded is None:
+            return
+        self._account_columns(decoded)
+        cols = decoded.cols
+        counters = decoded.counter_samples() if decoded.fallback or decoded.partial else []
+        if not len(cols) and not counters:
+            return
+        assert self._on_columns is not None
+        try:
+            if len(cols):
+                self._on_columns(cols)
+            if counters:
+                self._on_samples(counters)
+        except Exception:  # noqa: BLE001 - a consumer bug must not stop the collector
+            self.callback_errors_total += 1
+            if self.callback_errors_total & (self.callback_errors_total - 1) == 0:
+                log.exception("sflow: sample consumer failed (%d times so far)",
+                              self.callback_errors_total)
+
+    def _gid(self, agent: str) -> int:
+        gid = self._agent_gid.get(agent)
+        if gid is None:
+            gid = self._agent_gid[agent] = len(self._agent_names)
+            self._agent_names.append(agent)
+        return gid
+
+    def _datagram_key(self, code: int) -> Hashable:
+        return (self._agent_names[code >> 32], code & 0xFFFFFFFF)
+
+    def _sample_key(self, code: int) -> Hashable:
+        if code < 0:
+            return self._wide_key[-code - 1]
+        return (self._agent_names[code >> 32], (code >> 24) & 0xFF, code & 0x00FFFFFF)
+
+    def _account_columns(self, decoded: ColumnBatch) -> None:
+        """_account for a whole batch: the same counters, sequence numbers taken in bulk."""
+        for _, result in decoded.results():  # errors, skips, counter samples
+            if result.error is not None:
+                self.decode_errors[result.error] = self.decode_errors.get(result.error, 0) + 1
+            for reason, count in result.skipped.items():
+                self.skipped[reason] = self.skipped.get(reason, 0) + count
+            if result.error is None:
+                self.counter_samples_total += sum(1 for s in result.samples
+                                                  if type(s) is not FlowSample)
+        cols = decoded.cols
+        names = cols.agent_names
+        if len(self._agent_names) + len(self._wide_key) + len(names) + len(cols) > MAX_KEY_CODES:
+            self._agent_gid.clear()
+            self._agent_names.clear()
+            self._wide_code.clear()
+            self._wide_key.clear()
+            cast(ColumnSequenceTracker, self.sequence).forget()
+            cast(ColumnSequenceTracker, self.sample_sequence).forget()
+        gids: npt.NDArray[np.int64] = np.array([self._gid(a) for a in names], dtype=np.int64)
+        # Even a malformed datagram with a readable header advances its agent's sequence, so
+        # it is not also counted as lost.
+        has = decoded.header_agent >= 0
+        if has.any():
+            codes = (gids[decoded.header_agent[has]] << 32) | decoded.sub_agent[has]
+            cast(ColumnSequenceTracker, self.sequence).observe_columns(
+                codes, decoded.sequence[has], self._datagram_key, decoded.uptime_ms[has])
+        n = len(cols)
+        if n:
+            sel = cols.sample_sequence >= 0
+            stype, sindex = cols.source_id_type, cols.source_id_index
+            codes = (gids[cols.agent] << 32) | (stype << 24) | sindex
+            # Expanded samples carry 32-bit source types and indexes: those keys get a number
+            # of their own (negative, so they cannot meet a packed one).
+            for j in np.nonzero(sel & ((stype >> 8 != 0) | (sindex >> 24 != 0)))[0].tolist():
+                wide = (names[int(cols.agent[j])], int(stype[j]), int(sindex[j]))
+                code = self._wide_code.get(wide)
+                if code is None:
+                    code = self._wide_code[wide] = -1 - len(self._wide_key)
+                    self._wide_key.append(wide)
+                codes[j] = code
+            resets = cast(ColumnSequenceTracker, self.sample_sequence).observe_columns(
+                codes[sel], cols.sample_sequence[sel], self._sample_key)
+            for key in resets:
+                agent, sid_type, sid_index = cast(tuple[str, int, int], key)
+                log.info("sflow: agent %s source %s:%s sample sequence reset",
+                         agent, sid_type, sid_index)
+        self.flow_samples_total += n
+
     def error_received(self, exc: Exception) -> None:
         self.socket_errors_total += 1
         log.warning("sflow: socket error: %s", exc)
 
     # -- bookkeeping -------------------------------------------------------------------------
+
+    def _count_rejected(self, source: str) -> None:
+        self.rejected_total += 1
+        key = source if (source in self.rejected_by_source
+                         or len(self.rejected_by_source) < MAX_REJECTED_SOURCES) \
+            else OTHER_SOURCES
+        self.rejected_by_source[key] = self.rejected_by_source.get(key, 0) + 1
 
     def _allowed(self, source: str) -> bool:
         verdict = self._verdicts.get(source)
@@ -340,8 +566,8 @@ class SflowCollector(asyncio.DatagramProtocol):
             return
         # Even a malformed datagram with a readable header advances its agent's sequence, so
         # it is not also counted as lost.
-        self.sequence.observe((header.agent, header.sub_agent_id), header.sequence,
-                              header.uptime_ms)
+        cast(SequenceTracker, self.sequence).observe((header.agent, header.sub_agent_id),
+                                                     header.sequence, header.uptime_ms)
         if result.error is not None:
             return
         flows = 0
@@ -351,7 +577,8 @@ class SflowCollector(asyncio.DatagramProtocol):
             items = [((agent, s.source_id_type, s.source_id_index), s.sample_sequence)
                      for s in result.samples
                      if type(s) is FlowSample and s.sample_sequence is not None]
-            for key in self.sample_sequence.observe_all(items):  # type: ignore[arg-type]
+            sample_sequence = cast(SequenceTracker, self.sample_sequence)
+            for key in sample_sequence.observe_all(items):  # type: ignore[arg-type]
                 _, sid_type, sid_index = cast(tuple[str, int, int], key)
                 log.info("sflow: agent %s source %s:%s sample sequence reset",
                          header.agent, sid_type, sid_index)
@@ -363,7 +590,7 @@ class SflowCollector(asyncio.DatagramProtocol):
             if type(s) is FlowSample:
                 flows += 1
                 if s.sample_sequence is not None:
-                    event, _ = self.sample_sequence.observe(
+                    event, _ = cast(SequenceTracker, self.sample_sequence).observe(
                         (header.agent, s.source_id_type, s.source_id_index), s.sample_sequence)
                     if event is SeqEvent.RESET:
                         log.info("sflow: agent %s source %s:%s sample sequence reset",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import Enum
+
+import numpy as np
+import numpy.typing as npt
 
 _MOD = 1 << 32
 _HALF = 1 << 31
@@ -113,3 +116,203 @@ class SequenceTracker:
     def last(self, key: Hashable) -> int | None:
         st = self._state.get(key)
         return None if st is None else st.last
+
+
+class ColumnSequenceTracker:
+    """SequenceTracker's bookkeeping for a whole batch of numbers at once (the columns path).
+
+    Keys come as int64 codes (one per row, chosen by the caller, stable across batches), and
+    `key_of(code)` names a code's key for the counters, which are the same dicts, keyed the
+    same way, as SequenceTracker's: `lost`, `resets`, `duplicates`, `late`, `evicted_keys`,
+    `last(key)`. observe_columns gives exactly what one SequenceTracker.observe per row, in
+    row order, gives (tests/unit/test_sflow_columns.py holds it to that). The state is kept
+    in arrays, so the common case (every key's next numbers, in order or with gaps) costs a
+    few numpy calls per batch; a key whose rows hold anything else (a duplicate, a late or
+    reset number, uptime going back) is walked row by row, and a batch that would pass
+    `max_keys` is walked row by row whole, so eviction happens where observe() would do it.
+    """
+
+    def __init__(self, max_keys: int = 65536) -> None:
+        self._max_keys = max_keys
+        self._slot: dict[int, int] = {}  # code -> slot in the arrays below
+        self._key_slot: dict[Hashable, int] = {}
+        self._codes = np.zeros(64, dtype=np.int64)  # slot -> code
+        self._last = np.zeros(64, dtype=np.int64)
+        self._up = np.full(64, -1, dtype=np.int64)  # -1: uptime unknown
+        self._n = 0
+        self._sorted: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
+        self.lost: dict[Hashable, int] = {}
+        self.resets: dict[Hashable, int] = {}
+        self.duplicates: dict[Hashable, int] = {}
+        self.late: dict[Hashable, int] = {}
+        self.evicted_keys = 0
+
+    def last(self, key: Hashable) -> int | None:
+        slot = self._key_slot.get(key)
+        return None if slot is None else int(self._last[slot])
+
+    def __len__(self) -> int:
+        return self._n
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _add(self, code: int, key: Hashable, sequence: int, uptime: int) -> int:
+        n = self._n
+        if n == self._codes.shape[0]:
+            grow = max(64, n)
+            self._codes = np.concatenate([self._codes, np.zeros(grow, dtype=np.int64)])
+            self._last = np.concatenate([self._last, np.zeros(grow, dtype=np.int64)])
+            self._up = np.concatenate([self._up, np.full(grow, -1, dtype=np.int64)])
+        self._codes[n] = code
+        self._last[n] = sequence
+        self._up[n] = uptime
+        self._slot[code] = n
+        self._key_slot[key] = n
+        self._n = n + 1
+        self._sorted = None
+        return n
+
+    def _clear(self) -> None:
+        self._slot.clear()
+        self._key_slot.clear()
+        self._n = 0
+        self._sorted = None
+        self.evicted_keys += 1
+
+    def forget(self) -> None:
+        """Drop every key's state, as an eviction does (the caller renumbers its codes)."""
+        self._clear()
+
+    def _lookup(self, codes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Slot of each (sorted, distinct) code, -1 for codes not tracked."""
+        if self._sorted is None:
+            order = np.argsort(self._codes[:self._n], kind="stable")
+            self._sorted = (self._codes[:self._n][order], order.astype(np.int64))
+        sc, ss = self._sorted
+        pos = np.searchsorted(sc, codes)
+        pos_c = np.minimum(pos, max(sc.shape[0] - 1, 0))
+        found = (pos < sc.shape[0]) & (sc[pos_c] == codes) if sc.shape[0] else np.zeros(
+            codes.shape[0], dtype=np.bool_)
+        out: npt.NDArray[np.int64] = np.where(found, ss[pos_c] if sc.shape[0] else -1, -1)
+        return out
+
+    # -- one number ----------------------------------------------------------------------------
+
+    def _observe(self, code: int, key_of: Callable[[int], Hashable], sequence: int,
+                 uptime: int) -> SeqEvent:
+        """SequenceTracker.observe on the arrays, for one row (uptime -1: unknown)."""
+        slot = self._slot.get(code)
+        if slot is None:
+            if self._n >= self._max_keys:
+                self._clear()
+            self._add(code, key_of(code), sequence, uptime)
+            return SeqEvent.FIRST
+        key = key_of(code)
+        last_up = int(self._up[slot])
+        if uptime >= 0 and last_up >= 0:
+            back = (last_up - uptime) % _MOD
+            if UPTIME_SLACK_MS < back < _HALF:
+                return self._reset(slot, key, sequence, uptime)
+        delta = (sequence - int(self._last[slot])) % _MOD
+        if delta == 0:
+            self.duplicates[key] = self.duplicates.get(key, 0) + 1
+            return SeqEvent.DUPLICATE
+        if delta < _HALF:
+            self._last[slot] = sequence
+            if uptime >= 0:
+                self._up[slot] = uptime
+            if delta == 1:
+                return SeqEvent.IN_ORDER
+            self.lost[key] = self.lost.get(key, 0) + delta - 1
+            return SeqEvent.GAP
+        if _MOD - delta <= REORDER_WINDOW:
+            self.late[key] = self.late.get(key, 0) + 1
+            if self.lost.get(key, 0) > 0:
+                self.lost[key] -= 1
+            return SeqEvent.LATE
+        return self._reset(slot, key, sequence, uptime)
+
+    def _reset(self, slot: int, key: Hashable, sequence: int, uptime: int) -> SeqEvent:
+        self.resets[key] = self.resets.get(key, 0) + 1
+        self._last[slot] = sequence
+        self._up[slot] = uptime
+        return SeqEvent.RESET
+
+    # -- a batch -------------------------------------------------------------------------------
+
+    def observe_columns(
+        self,
+        codes: npt.NDArray[np.int64],
+        sequences: npt.NDArray[np.int64],
+        key_of: Callable[[int], Hashable],
+        uptimes: npt.NDArray[np.int64] | None = None,
+    ) -> list[Hashable]:
+        """observe(key_of(codes[i]), sequences[i], uptimes[i]) for every row i in order (no
+        uptime when `uptimes` is None); returns the keys that reset, in row order."""
+        n = int(codes.shape[0])
+        if n == 0:
+            return []
+        ups = uptimes if uptimes is not None else np.full(n, -1, dtype=np.int64)
+        uniq, first, inv = np.unique(codes, return_index=True, return_inverse=True)
+        slots = self._lookup(uniq)
+        new = slots < 0
+        if self._n + int(new.sum()) > self._max_keys:
+            # Eviction ties the keys together: one row at a time, as observe() would.
+            out: list[Hashable] = []
+            for code, seq, up in zip(codes.tolist(), sequences.tolist(), ups.tolist(),
+                                     strict=True):
+                if self._observe(code, key_of, seq, up) is SeqEvent.RESET:
+                    out.append(key_of(code))
+            return out
+        for g in np.nonzero(new)[0].tolist():  # FIRST: the key's state is its first row
+            r = int(first[g])
+            slots[g] = self._add(int(uniq[g]), key_of(int(uniq[g])), int(sequences[r]),
+                                 int(ups[r]))
+        order = np.argsort(inv, kind="stable")  # rows grouped by key, row order inside
+        gs = inv[order]
+        s = sequences[order]
+        u = ups[order]
+        head = np.ones(n, dtype=np.bool_)
+        head[1:] = gs[1:] != gs[:-1]
+        prev = np.empty(n, dtype=np.int64)
+        prev[1:] = s[:-1]
+        prev[head] = self._last[slots[gs[head]]]
+        prev_up = np.empty(n, dtype=np.int64)
+        prev_up[1:] = u[:-1]
+        prev_up[head] = self._up[slots[gs[head]]]
+        # A new key's first row is its FIRST, already applied: it must not count again.
+        skip = head & new[gs]
+        d = (s - prev) % _MOD
+        back = (prev_up - u) % _MOD
+        odd = ~skip & ((d == 0) | (d >= _HALF)
+                       | ((u >= 0) & (prev_up >= 0) & (back > UPTIME_SLACK_MS) & (back < _HALF)))
+        bad = np.bincount(gs[odd], minlength=uniq.shape[0]) > 0
+        ok_rows = ~bad[gs]
+        # The plain keys: every row moves forward, so the state ends at the key's last row.
+        tail = np.ones(n, dtype=np.bool_)
+        tail[:-1] = gs[:-1] != gs[1:]
+        t = tail & ok_rows
+        ts = slots[gs[t]]
+        self._last[ts] = s[t]
+        known_up = u[t] >= 0
+        # observe() keeps the last known uptime: a row without one leaves it be.
+        last_known = np.where(known_up, u[t], self._up[ts])
+        self._up[ts] = last_known
+        gap = np.where(ok_rows & ~skip & (d > 1), d - 1, 0)
+        if gap.any():
+            per = np.bincount(gs, weights=gap, minlength=uniq.shape[0])
+            lost = self.lost
+            for g in np.nonzero(per)[0].tolist():
+                key = key_of(int(uniq[g]))
+                lost[key] = lost.get(key, 0) + int(per[g])
+        if not bad.any():
+            return []
+        # The odd keys, row by row (their FIRST row already done).
+        resets: list[tuple[int, Hashable]] = []
+        rows = np.nonzero(~ok_rows & ~skip)[0]
+        for j, code, seq, up in zip(order[rows].tolist(), uniq[gs[rows]].tolist(),
+                                    s[rows].tolist(), u[rows].tolist(), strict=True):
+            if self._observe(code, key_of, seq, up) is SeqEvent.RESET:
+                resets.append((j, key_of(code)))
+        resets.sort(key=lambda jk: jk[0])
+        return [k for _, k in resets]

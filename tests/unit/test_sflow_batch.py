@@ -422,7 +422,7 @@ def test_receive_thread_drops_and_counts_when_the_loop_falls_behind(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import rackwarden.drivers.sflow.collector as collector
 
-    monkeypatch.setattr(collector, "MAX_PENDING_BATCHES", 2)
+    monkeypatch.setattr(collector, "MAX_PENDING_DATAGRAMS", 2)
     d = _valid_datagrams()[0]
 
     async def run() -> SflowCollector:
@@ -444,3 +444,27 @@ def test_receive_thread_drops_and_counts_when_the_loop_falls_behind(
     c = asyncio.run(run())
     assert c.datagrams_total + c.backlog_dropped_total == 20
     assert 2 <= c.datagrams_total < 20 and c.backlog_dropped_total > 0
+
+
+def test_a_slow_loop_loses_nothing_at_a_low_rate_when_each_datagram_is_its_own_batch() -> None:
+    """The backlog bound counts datagrams: 200 single-datagram batches waiting on a busy loop
+    are ~260 KB, not a reason to drop (a bound of 64 batches dropped 136 of them)."""
+    d = _valid_datagrams()[0]
+
+    async def run() -> SflowCollector:
+        c = SflowCollector(allowed_agents=["127.0.0.1"], on_samples=lambda s: None,
+                           clock=_Clock(), bind="127.0.0.1", port=0, rcvbuf_bytes=1 << 20)
+        await c.start()
+        assert c.bound_port is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for _ in range(200):  # one at a time, so each is a batch of its own
+                tx.sendto(d, ("127.0.0.1", c.bound_port))
+                time.sleep(0.002)  # the event loop is blocked meanwhile: nothing is taken
+        deadline = time.monotonic() + 10
+        while c.datagrams_total + c.backlog_dropped_total < 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        c.stop()
+        return c
+
+    c = asyncio.run(run())
+    assert (c.datagrams_total, c.backlog_dropped_total) == (200, 0)
