@@ -46,6 +46,7 @@ _FlowKey = tuple[int, str, str, int, int]  # protocol, src, dst, sport, dport
 
 
 RATE_CHECK_SAMPLES = 256  # samples per sampling-rate judgement (see _check_rate)
+RATE_CHECK_KEYS = 65536  # sFlow sources remembered by _check_rate; past it, it starts afresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -980,7 +981,7 @@ class AbuseDetector:
             return
         prev = self._rate_check.get(key)
         if prev is None:
-            if len(self._rate_check) >= 65536:
+            if len(self._rate_check) >= RATE_CHECK_KEYS:
                 self._rate_check.clear()
             self._rate_check[key] = (seq, pool)
             return
@@ -1013,21 +1014,28 @@ class AbuseDetector:
             st.dirty = False
             if self.screen and sid not in active_servers and not st.screen(now):
                 continue  # findings() would be empty: nothing to emit, nothing active to close
-            found = st.findings(now, self._owners)
-            seen_keys: set[tuple[str, str, str]] = set()
-            for f in found:
-                key = (sid, f.detector, f.kind)
-                if self.exempted(sid, f.detector, at):
-                    self.stats.suppressed += 1
-                    continue
-                seen_keys.add(key)
-                d = self._emit(st, f, key, now, at)
-                if d is not None:
-                    out.append(d)
-            for key in [k for k in self._active if k[0] == sid and k not in seen_keys]:
-                if now - self._active[key].last_seen >= st.t.clear_s:
-                    del self._active[key]
+            self._judge(sid, st, now, at, out)
         return out
+
+    def _judge(self, sid: str, st: _ServerState, now: float, at: datetime,
+               out: list[Detection]) -> None:
+        """One server's findings through exemptions into emitted Detections (appended to
+        `out`); its active detections whose condition is gone for clear_s end. Shared with
+        detect_vec.VectorDetector, which calls it for the servers its screen flags."""
+        found = st.findings(now, self._owners)
+        seen_keys: set[tuple[str, str, str]] = set()
+        for f in found:
+            key = (sid, f.detector, f.kind)
+            if self.exempted(sid, f.detector, at):
+                self.stats.suppressed += 1
+                continue
+            seen_keys.add(key)
+            d = self._emit(st, f, key, now, at)
+            if d is not None:
+                out.append(d)
+        for key in [k for k in self._active if k[0] == sid and k not in seen_keys]:
+            if now - self._active[key].last_seen >= st.t.clear_s:
+                del self._active[key]
 
     def process(self, samples: Iterable[FlowSample], now: float, at: datetime) -> list[Detection]:
         self.ingest(samples)

@@ -1,0 +1,1167 @@
+"""Columnar abuse detector: AbuseDetector's answers, with per-server state in arrays.
+
+VectorDetector is a drop-in for detect.AbuseDetector (same constructor, `ingest`, `evaluate`,
+`process`, `active`, `stats`) that also takes SampleColumns (`ingest_columns`), so a columnar
+decoder never builds a FlowSample per packet. It gives exactly AbuseDetector's detections,
+active list and counters (tests/unit/test_detect_vec.py compares the two on random streams);
+the two documented differences are in evidence and top flows, below.
+
+How the state is laid out, and why each part is exact:
+
+* Attribution. (agent, ifIndex) -> server through a sorted int64 key array and searchsorted;
+  the by-IP fallback (only when neither port is known, no spoof check) through a sorted array
+  of the assigned addresses, as ingest does.
+* Rate windows. `_Buckets` as arrays [server, slot, field]. A ring slot's id only ever grows
+  (a sample for an older bucket is dropped, one for a newer bucket resets the slot), so after a
+  batch a slot holds bucket M = max(its id, the batch's buckets for it) and exactly the rows of
+  bucket M (plus its old counts when M was already its id): one maximum, one reset, one
+  bincount per field. `_Buckets.done + cur` is the sum over every slot, which is what the
+  screen reads. Every count is an integer-valued float64, so sums are exact in any order.
+* Distinct windows (spam, scan, spoof, proxy) keep `detect._Distinct` itself, created per
+  server only when first used, keyed by the address as an int (not its text): the rows that
+  add to one are applied by one Python loop in row order, so eviction, saturation and order of
+  last sight are AbuseDetector's. Texts are built only for a server the screen flags.
+* Declared and allowed ports (R8): membership by a sorted (server, port) key array; only the
+  rows on an undeclared port reach the window loop (its `undeclared` window keeps
+  _ServerState's text keys).
+* Servers with a whitelist keep detect._ServerState (the object path) for all their rows: the
+  network test is per row and such servers are few. Their rows are handed over as FlowSamples
+  (the columns' `objects`, else `resolve`, else rebuilt from the columns).
+* The sampling-rate check (`_check_rate`) per (agent, source type, source index) in arrays:
+  each pass takes every source's next judging sample at once; a batch needs as many passes as
+  the most judgements one source makes in it (usually one).
+* `evaluate` screens every touched server at once (rates from the bucket arrays, addresses in
+  use) and builds a detect._ServerState only for a flagged server or one with an active
+  detection, whose findings go through AbuseDetector's own _judge/_emit. Windows are pruned at
+  the same evaluations as AbuseDetector's (a server's windows are skipped while its floor, the
+  oldest time added, is within the shortest window: nothing can expire), and only servers
+  whose windows reached a count rule since their last check ("hot") get the window rules.
+
+Evidence and top flows come from a bounded store of the last `evidence_rows` attributed rows
+(compact columns, each row's `ref`, and its FlowSample when the columns carried `objects`):
+* A Detection's `evidence` is, per evidence kind, the newest `evidence_samples` of the server's
+  rows of that kind that the store still holds, oldest first: equal to AbuseDetector's whenever
+  the store holds them all, else its newest part. A row's FlowSample is the one the columns
+  carried (`objects`), else `resolve(refs)` (the raw datagram ring), else one rebuilt from the
+  columns (header b"", `at` from the latest evaluate's (now, at) pair).
+* `top_flows` replays the server's stored rows through the flow table (cap and the prunes
+  evaluate made, in order): equal to AbuseDetector's whenever the store holds every row of the
+  server since its oldest live flow began, else the flows of the rows it holds.
+* An IPv6 packet with an IPv4-mapped address (::ffff:a.b.c.d) is keyed as the IPv4 address
+  (SampleColumns cannot tell them apart); AbuseDetector keys the two texts apart.
+* A sample_pool or sample_sequence of -1 reads as absent (SampleColumns' encoding of None).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import detect
+from .detect import (
+    _SCREEN_MARGIN,
+    AbuseDetector,
+    Detection,
+    DetectorStats,
+    DetectThresholds,
+    Exemption,
+    FlowSummary,
+    ServerSpec,
+    _Active,
+    _Buckets,
+    _Distinct,
+    _FlowKey,
+    _ServerState,
+)
+from .flowcols import NONE, SampleColumns, ip_words, words_ip
+from .flowfacts import FlowSample
+
+__all__ = ["Resolver", "VectorDetector"]
+
+Resolver = Callable[[npt.NDArray[np.int64]], list[FlowSample | None]]
+"""Turns SampleColumns `ref`s into the FlowSamples they were decoded from (None: gone)."""
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+B1 = npt.NDArray[np.bool_]
+
+_M32 = 0xFFFFFFFF
+_M64 = (1 << 64) - 1
+_TCP, _UDP, _ICMP, _ICMP6 = 6, 17, 1, 58
+_SYN, _RST, _ACK = 0x02, 0x04, 0x10
+# Odd multipliers for an address's 64-bit fingerprint (hi * m ^ lo): the first that keeps the
+# assigned addresses' fingerprints distinct is used, so a lookup is one uint64 searchsorted
+# and a check of both words (exact: a fingerprint names at most one assigned address).
+_FP_MULTS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+             0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9)
+
+# Outbound bucket fields (detect._B_PKTS .. _B_RATE, in that order) and inbound ones.
+_O_PKTS, _O_BYTES, _O_UDP, _O_ICMP, _O_SYN, _O_RESP, _O_RESP_BYTES, _O_SAMPLES, _O_RATE = range(9)
+_I_PKTS, _I_BYTES, _I_SAMPLES, _I_RATE = range(4)
+
+# Per-row actions of the window loop (bits of `code`).
+_A_SPOOF, _A_SPAM, _A_SCAN, _A_FANOUT, _A_ANSWERED, _A_CLIENT, _A_PROXY_IN = (
+    1, 2, 4, 8, 16, 32, 64)
+# Undeclared service ports (R8), in _ServerState.outbound's order within a row.
+_A_OUT_TCP, _A_IN_TCP, _A_IN_UDP, _A_OUT_UDP = (128, 256, 512, 1024)
+_A_SENDER = 1 | 2 | 4 | 8 | 128 | 256 | 512 | 1024
+_A_RECEIVER = 16 | 32 | 64
+# Evidence kinds of a stored row (bits of `ev`): the sender's deques, then the receiver's.
+_E_FLOOD, _E_SPAM, _E_SCAN, _E_SPOOF, _E_PROXY, _E_FLOW, _E_PROXY_IN = (
+    1, 2, 4, 8, 16, 32, 64)
+_E_PORTS = 128  # one row adds one undeclared port at most (in/udp needs dport >= 1024)
+_EV_KINDS = (("ev_flood", _E_FLOOD), ("ev_spam", _E_SPAM), ("ev_scan", _E_SCAN),
+             ("ev_spoof", _E_SPOOF), ("ev_proxy", _E_PROXY), ("ev_ports", _E_PORTS))
+
+_STORE_COLS = ("agent", "input_ifindex", "output_ifindex", "sampling_rate", "frame_length",
+               "ip_version", "protocol", "src_port", "dst_port", "tcp_flags", "icmp_type",
+               "sample_sequence", "source_id_type", "source_id_index", "sample_pool", "ref")
+
+
+class _Windows:
+    """A vector server's distinct windows (detect._Distinct, keyed by address ints), each
+    made on first use, and the per-row state the proxy rule reads in order."""
+
+    __slots__ = ("spam_dsts", "scan_hosts", "scan_pairs", "scan_answered", "spoof_srcs",
+                 "spoof_hits", "proxy_clients", "proxy_fanout", "last_proxy_in", "undeclared",
+                 "undeclared_hits")
+
+    def __init__(self) -> None:
+        self.spam_dsts: _Distinct | None = None
+        self.scan_hosts: _Distinct | None = None
+        self.scan_pairs: _Distinct | None = None
+        self.scan_answered: _Distinct | None = None
+        self.spoof_srcs: _Distinct | None = None
+        self.spoof_hits: deque[float] | None = None
+        self.proxy_clients: _Distinct | None = None
+        self.proxy_fanout: _Distinct | None = None
+        self.last_proxy_in = float("-inf")
+        self.undeclared: _Distinct | None = None  # keyed by text, as _ServerState's
+        self.undeclared_hits: dict[str, int] | None = None
+
+    def all(self) -> tuple[_Distinct | None, ...]:
+        return (self.spam_dsts, self.scan_hosts, self.scan_pairs, self.scan_answered,
+                self.spoof_srcs, self.proxy_clients, self.proxy_fanout, self.undeclared)
+
+    def undeclared_add(self, what: str, now: float) -> None:
+        """_ServerState._undeclared without the evidence (the row store keeps that)."""
+        d = self.undeclared
+        if d is None:
+            raise AssertionError("undeclared window used before it was made")
+        d.add(what, now)
+        hits = self.undeclared_hits
+        assert hits is not None
+        if len(hits) < 256 or what in hits:
+            hits[what] = hits.get(what, 0) + 1
+
+
+def _text(a: int) -> str:
+    return words_ip(a >> 64, a & _M64)
+
+
+def _text_port(k: tuple[int, int]) -> tuple[str, int | None]:
+    return (_text(k[0]), None if k[1] == NONE else k[1])
+
+
+def _copy_distinct(src: _Distinct | None, dst: _Distinct, conv: Callable[[Any], Any],
+                   conv_group: Callable[[Any], Any] | None = None) -> None:
+    """dst becomes src with keys as AbuseDetector's texts, order and saturation kept."""
+    if src is None:
+        return
+    dst.seen = OrderedDict((conv(k), v) for k, v in src.seen.items())
+    dst.saturated_until = src.saturated_until
+    if src.groups is not None and conv_group is not None:
+        dst.groups = {conv_group(g): c for g, c in src.groups.items()}
+
+
+class _VecState(_ServerState):
+    """A vector server as detect._ServerState, built for findings; its top flows are replayed
+    from the detector's row store when a Detection is built (now or later, from active())."""
+
+    def __init__(self, spec: ServerSpec, t: DetectThresholds, det: VectorDetector,
+                 index: int) -> None:
+        super().__init__(spec, t)
+        self._det = det
+        self._index = index
+
+    def top_flows(self, pred: Callable[[_FlowKey], bool] | None,
+                  n: int) -> tuple[FlowSummary, ...]:
+        flows = self._det._replay_flows(self._index)
+        items = [(k, v) for k, v in flows.items() if pred is None or pred(k)]
+        items.sort(key=lambda kv: (-kv[1][0], kv[0]))
+        return tuple(
+            FlowSummary(k[0], k[1], k[2], k[3], k[4], int(v[0]), int(v[1]), int(v[2]))
+            for k, v in items[:n]
+        )
+
+
+def _last_wins(idx: I64, vals: F64, arr: F64) -> None:
+    """arr[idx] = vals where later rows win (numpy leaves repeated-index stores unordered)."""
+    if idx.size == 0:
+        return
+    u, first = np.unique(idx[::-1], return_index=True)
+    arr[u] = vals[::-1][first]
+
+
+class VectorDetector(AbuseDetector):
+    """AbuseDetector's detectors over columns; see the module docstring."""
+
+    def __init__(
+        self,
+        servers: Iterable[ServerSpec],
+        templates: Mapping[str, DetectThresholds] | None = None,
+        default: DetectThresholds | None = None,
+        exemptions: Iterable[Exemption] = (),
+        *,
+        resolve: Resolver | None = None,
+        evidence_rows: int = 1 << 15,
+    ) -> None:
+        if evidence_rows < 1:
+            raise ValueError("evidence_rows must be at least 1")
+        self.default = default or DetectThresholds()
+        self.screen = True
+        self.templates = dict(templates or {})
+        self.resolve = resolve
+        specs: list[ServerSpec] = []
+        index: dict[str, int] = {}
+        owner_of_port: dict[tuple[str, int], str] = {}
+        self._owners: dict[str, str] = {}
+        by_ip: dict[str, int] = {}
+        for spec in servers:
+            if spec.id in index:
+                raise ValueError(f"server {spec.id!r} listed twice")
+            index[spec.id] = len(specs)
+            for p in spec.ports:
+                if p in owner_of_port:
+                    raise ValueError(f"port {p} given to {owner_of_port[p]} and {spec.id}")
+                owner_of_port[p] = spec.id
+            for a in spec.ips:
+                by_ip[a] = len(specs)
+                self._owners[a] = spec.id
+            specs.append(spec)
+        self._specs = specs
+        self._index = index
+        self._ids = [s.id for s in specs]
+        n = len(specs)
+        self._t = [self.templates.get(s.template, self.default) for s in specs]
+        self._states: dict[str, _ServerState] = {}  # AbuseDetector's; the object path's only
+        self._objs: dict[int, _ServerState] = {}
+        is_obj = np.zeros(n, dtype=np.bool_)
+        for i, spec in enumerate(specs):
+            if spec.whitelist:
+                self._objs[i] = self._states[spec.id] = _ServerState(spec, self._t[i])
+                is_obj[i] = True
+        self._is_obj = is_obj
+        # Templates: per-server index, and the per-template values the vector code reads.
+        tlist: list[DetectThresholds] = []
+        tix = np.zeros(n, dtype=np.int64)
+        for i, t in enumerate(self._t):
+            for j, u in enumerate(tlist):
+                if u is t:
+                    tix[i] = j
+                    break
+            else:
+                tix[i] = len(tlist)
+                tlist.append(t)
+        self._tlist = tlist
+        self._tix = tix
+
+        def per(name: str) -> F64:
+            return np.array([float(getattr(t, name)) for t in self._t], dtype=np.float64)
+
+        self._bucket_s = per("bucket_s")
+        self._nslots = np.array([max(1, round(t.rate_window_s / t.bucket_s)) for t in self._t],
+                                dtype=np.int64)
+        self._window = per("rate_window_s")
+        self._lim = np.stack([per("flood_pps"), per("flood_bps"), per("udp_pps"),
+                              per("icmp_pps"), per("syn_pps")]) if n else np.zeros((5, 0))
+        self._flow_horizon = np.array([max(t.rate_window_s, t.spoof_window_s) for t in self._t],
+                                      dtype=np.float64)
+        self._mail = np.array([s.mail_server for s in specs], dtype=np.bool_)
+        self._has_declared = np.array([s.declared_ports is not None for s in specs],
+                                      dtype=np.bool_)
+        self._has_allowed = np.array([s.allowed_out_ports is not None for s in specs],
+                                     dtype=np.bool_)
+
+        def port_keys(name: str) -> I64:
+            return np.array(sorted({i << 32 | p for i, sp in enumerate(specs)
+                                    for p in (getattr(sp, name) or ()) if 0 <= p <= _M32}),
+                            dtype=np.int64)
+
+        self._declared_keys = port_keys("declared_ports")
+        self._allowed_keys = port_keys("allowed_out_ports")
+        self._contract = np.array([s.contract_ips for s in specs], dtype=np.int64)
+        nmax = int(self._nslots.max()) if n else 1
+        self._nmax = nmax
+        self._out_ids = np.full((n * nmax,), -1, dtype=np.int64)
+        self._out_vals = np.zeros((n * nmax, 9), dtype=np.float64)
+        self._in_ids = np.full((n * nmax,), -1, dtype=np.int64)
+        self._in_vals = np.zeros((n * nmax, 4), dtype=np.float64)
+        self._dirty = np.zeros(n, dtype=np.bool_)
+        self._unscreened = np.array([not t.response_ratio >= 0 for t in self._t], dtype=np.bool_)
+        self._rate_suspect = np.full(n, -np.inf, dtype=np.float64)
+        self._reply_until = np.full(n, -np.inf, dtype=np.float64)
+        self._last_flow_prune = np.full(n, -np.inf, dtype=np.float64)
+        self._win: dict[int, _Windows] = {}
+        # Servers whose windows may satisfy a count rule (the screen re-checks them), and a
+        # lower bound of each server's window key times: while it is within the shortest
+        # window nothing can expire, so the screen skips pruning (as _ServerState.floor).
+        self._hot: set[int] = set()
+        self._wfloor = np.full(n, np.inf, dtype=np.float64)
+        self._minwin = np.array([min(t.spam_window_s, t.scan_window_s, t.spoof_window_s,
+                                     t.ports_window_s,
+                                     t.proxy_window_s) for t in self._t], dtype=np.float64)
+        # Attribution tables.
+        self._agents: dict[str, int] = {}
+        self._agent_names: list[str] = []
+        pk = []
+        for p, sid in owner_of_port.items():
+            if 0 <= p[1] <= _M32:
+                pk.append((self._agent_id(p[0]) << 32 | p[1], index[sid]))
+        pk.sort()
+        self._port_keys = np.array([k for k, _ in pk], dtype=np.int64)
+        self._port_srv = np.array([s for _, s in pk], dtype=np.int64)
+        # Assigned addresses by fingerprint; by-IP owner; (address, server) pairs.
+        words = {a: ip_words(a)[:2] for a in by_ip}
+        uniq = sorted(set(words.values()))
+        ahi = np.array([w[0] for w in uniq], dtype=np.uint64)
+        alo = np.array([w[1] for w in uniq], dtype=np.uint64)
+        for m in _FP_MULTS:
+            fp = (ahi * np.uint64(m)) ^ alo
+            if np.unique(fp).size == fp.size:
+                self._fp_mult = np.uint64(m)
+                break
+        else:  # pragma: no cover - eight 64-bit collisions in one fleet
+            raise ValueError("assigned addresses collide under every fingerprint")
+        o = np.argsort(fp, kind="stable")
+        self._fp, self._ahi, self._alo = fp[o], ahi[o], alo[o]
+        at_of = {w: int(k) for k, w in zip(np.argsort(o).tolist(), uniq, strict=True)}
+        self._ip_srv = np.full(len(uniq), -1, dtype=np.int64)
+        for a, srv in by_ip.items():
+            self._ip_srv[at_of[words[a]]] = srv
+        pairs = sorted({at_of[words[a]] * max(n, 1) + i for i, sp in enumerate(specs)
+                        for a in sp.ips})
+        self._pair_keys = np.array(pairs, dtype=np.int64)
+        self._pair_srv = self._pair_keys % max(n, 1)
+        self._pair_text = [words_ip(int(self._ahi[k // max(n, 1)]), int(self._alo[k // max(n, 1)]))
+                           for k in pairs]
+        self._used = np.zeros(len(pairs), dtype=np.bool_)
+        # The sampling-rate check: sorted packed source keys and their baselines.
+        self._rc_key = np.zeros(0, dtype=np.int64)
+        self._rc_seq = np.zeros(0, dtype=np.int64)
+        self._rc_pool = np.zeros(0, dtype=np.int64)
+        self._rc_odd: dict[tuple[int, int, int], int] = {}  # keys too wide to pack
+        # The row store (evidence, top flows) and the flow-table prunes evaluate made.
+        r = evidence_rows
+        self._cap = r
+        self._seq = 0
+        self._s_seq = np.full(r, -1, dtype=np.int64)
+        self._s_out = np.full(r, -1, dtype=np.int64)
+        self._s_in = np.full(r, -1, dtype=np.int64)
+        self._s_ev = np.zeros(r, dtype=np.uint16)
+        self._s_now = np.zeros(r, dtype=np.float64)
+        self._s_words = np.zeros((r, 4), dtype=np.uint64)
+        self._s_has = np.zeros((r, 2), dtype=np.bool_)
+        self._s_cols = {c: np.zeros(r, dtype=np.int64) for c in _STORE_COLS}
+        self._s_obj: list[FlowSample | None] = [None] * r
+        self._has_objs = False  # whether any stored row ever carried its FlowSample
+        self._pev: deque[tuple[int, I64, F64]] = deque()  # (seq, servers, horizons)
+        self._clock: tuple[float, datetime] | None = None
+        self._exemptions: tuple[Exemption, ...] = tuple(exemptions)
+        self._active: dict[tuple[str, str, str], _Active] = {}
+        self.stats = DetectorStats()
+
+    def _agent_id(self, name: str) -> int:
+        a = self._agents.get(name)
+        if a is None:
+            a = self._agents[name] = len(self._agents)
+            self._agent_names.append(name)
+        return a
+
+    def server_ids(self) -> list[str]:
+        return list(self._ids)
+
+    # ---- samples in ----------------------------------------------------------------------
+
+    def ingest(self, samples: Iterable[FlowSample]) -> None:
+        batch = list(samples)
+        if batch:
+            self.ingest_columns(SampleColumns.from_samples(batch))
+
+    def ingest_columns(self, cols: SampleColumns) -> None:
+        n = len(cols)
+        if n == 0:
+            return
+        ag = np.array([self._agent_id(a) for a in cols.agent_names], dtype=np.int64)[cols.agent]
+        sp = self._port_lookup(ag, cols.input_ifindex)
+        rp = self._port_lookup(ag, cols.output_ifindex)
+        port_hit = (sp >= 0) | (rp >= 0)
+        si = np.full(n, -1, dtype=np.int64)
+        ri = np.full(n, -1, dtype=np.int64)
+        miss = np.flatnonzero(~port_hit)  # only these fall back to the assigned IPs
+        if miss.size:
+            m = miss[cols.has_src[miss]]
+            si[m] = self._ip_lookup(cols.src_hi[m], cols.src_lo[m])
+            m = miss[cols.has_dst[miss]]
+            ri[m] = self._ip_lookup(cols.dst_hi[m], cols.dst_lo[m])
+        sender = np.where(port_hit, sp, si)
+        receiver = np.where(port_hit, rp, ri)
+        receiver = np.where(receiver == sender, -1, receiver)
+        ip_hit = ~port_hit & (sender >= 0) | ~port_hit & (receiver >= 0)
+        self.stats.samples += n
+        self.stats.by_port += int(np.count_nonzero(port_hit))
+        self.stats.by_ip += int(np.count_nonzero(ip_hit))
+        self.stats.unattributed += int(np.count_nonzero(~port_hit & ~ip_hit))
+        self._check_rates(cols, ag, np.where(sp >= 0, sp, rp))
+        if not self._ids:
+            return
+        obj_out = np.where(sender >= 0, self._is_obj[np.maximum(sender, 0)], False)
+        obj_in = np.where(receiver >= 0, self._is_obj[np.maximum(receiver, 0)], False)
+        if obj_out.any() or obj_in.any():
+            self._object_rows(cols, np.flatnonzero(obj_out | obj_in), sender, receiver,
+                              obj_out, obj_in, port_hit)
+        so = np.where(obj_out, -1, sender)
+        ro = np.where(obj_in, -1, receiver)
+        if (so >= 0).any() or (ro >= 0).any():
+            self._vector_rows(cols, ag, so, ro, port_hit)
+
+    def _port_lookup(self, ag: I64, ifindex: I64) -> I64:
+        keys = self._port_keys
+        out = np.full(ag.shape[0], -1, dtype=np.int64)
+        if keys.size == 0:
+            return out
+        ok = (ifindex >= 0) & (ifindex <= _M32)
+        q = (ag << 32) | np.where(ok, ifindex, 0)
+        i = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+        hit = ok & (keys[i] == q)
+        out[hit] = self._port_srv[i[hit]]
+        return out
+
+    def _addr(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> I64:
+        """Index of each address among the assigned ones, -1 when not assigned."""
+        fps = self._fp
+        if fps.size == 0 or hi.size == 0:
+            return np.full(hi.shape[0], -1, dtype=np.int64)
+        q = (hi * self._fp_mult) ^ lo
+        i = np.minimum(np.searchsorted(fps, q), fps.size - 1)
+        hit = (fps[i] == q) & (self._ahi[i] == hi) & (self._alo[i] == lo)
+        return np.where(hit, i, -1)
+
+    def _ip_lookup(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> I64:
+        a = self._addr(hi, lo)
+        if a.size == 0 or self._ip_srv.size == 0:
+            return a
+        return np.where(a >= 0, self._ip_srv[np.maximum(a, 0)], -1)
+
+    def _own(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], srv: I64) -> I64:
+        """Index of (address, server) among the assigned pairs, -1 when not the server's."""
+        keys = self._pair_keys
+        a = self._addr(hi, lo)
+        if keys.size == 0 or a.size == 0:
+            return np.full(hi.shape[0], -1, dtype=np.int64)
+        q = a * max(len(self._ids), 1) + srv
+        i = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+        return np.where((a >= 0) & (keys[i] == q), i, -1)
+
+    # ---- rows of object-path servers -----------------------------------------------------
+
+    def _samples(self, cols: SampleColumns, rows: I64) -> list[FlowSample]:
+        if cols.objects is not None:
+            return [cols.objects[i] for i in rows.tolist()]
+        got: list[FlowSample | None] = [None] * rows.size
+        if self.resolve is not None:
+            refs = cols.ref[rows]
+            have = np.flatnonzero(refs >= 0)
+            if have.size:
+                for j, s in zip(have.tolist(), self.resolve(refs[have]), strict=True):
+                    got[j] = s
+        return [s if s is not None else self._rebuild(cols.row(i))
+                for s, i in zip(got, rows.tolist(), strict=True)]
+
+    def _rebuild(self, kw: dict[str, Any]) -> FlowSample:
+        """A FlowSample from column values alone: no header bytes; `at` from the clock pair
+        of the latest evaluate (the columns carry no wall time)."""
+        now, at = self._clock or (0.0, datetime.fromtimestamp(0, UTC))
+        try:
+            when = at + timedelta(seconds=kw["now"] - now)
+        except (OverflowError, ValueError):
+            when = at
+        return FlowSample(source="sflow", at=when, header=b"", **kw)
+
+    def _object_rows(self, cols: SampleColumns, rows: I64, sender: I64, receiver: I64,
+                     obj_out: B1, obj_in: B1, port_hit: B1) -> None:
+        objs = self._objs
+        for s, i in zip(self._samples(cols, rows), rows.tolist(), strict=True):
+            if obj_out[i]:
+                objs[int(sender[i])].outbound(s, bool(port_hit[i]))
+            if obj_in[i]:
+                objs[int(receiver[i])].inbound(s)
+
+    # ---- rows of vector servers ----------------------------------------------------------
+
+    def _vector_rows(self, cols: SampleColumns, ag: I64, so: I64, ro: I64,
+                     port_hit: B1) -> None:
+        n = len(cols)
+        now = cols.now
+        rate = np.where(cols.sampling_rate > 0, cols.sampling_rate, 1)
+        size = cols.frame_length * rate
+        proto = cols.protocol
+        flags = cols.tcp_flags
+        sport = cols.src_port
+        dport = cols.dst_port
+        has_src, has_dst = cols.has_src, cols.has_dst
+        out_rows = so >= 0
+        in_rows = ro >= 0
+        if not np.isfinite(now[out_rows | in_rows]).all():
+            raise ValueError("cannot convert float NaN or infinity to integer: a sample's "
+                             "`now` must be finite")
+        s0 = np.maximum(so, 0)
+        r0 = np.maximum(ro, 0)
+        self._dirty[so[out_rows]] = True
+        self._dirty[ro[in_rows]] = True
+        ev = np.zeros(n, dtype=np.uint16)
+        code = np.zeros(n, dtype=np.uint16)
+        # Outbound: addresses in use, spoofed sources.
+        own = np.full(n, -1, dtype=np.int64)
+        osrc = np.flatnonzero(out_rows & has_src)
+        own[osrc] = self._own(cols.src_hi[osrc], cols.src_lo[osrc], so[osrc])
+        self._used[own[own >= 0]] = True
+        spoof = out_rows & has_src & (own < 0) & port_hit & ~_local_only(cols.src_hi,
+                                                                         cols.src_lo)
+        code[spoof] |= _A_SPOOF
+        ev[spoof] |= _E_SPOOF
+        # Outbound classification, as _ServerState.outbound.
+        tcp = proto == _TCP
+        hasf = flags >= 0
+        f = np.where(hasf, flags, 0)
+        syn_bit = (f & _SYN) != 0
+        ack = (f & _ACK) != 0
+        rst = (f & _RST) != 0
+        tcpf = tcp & hasf
+        icmp_t = cols.icmp_type
+        response = (tcpf & ((syn_bit & ack) | (~syn_bit & rst))) | (
+            (proto == _ICMP) & np.isin(icmp_t, (0, 3, 4, 11, 12))) | (
+            (proto == _ICMP6) & (icmp_t >= 0) & ((icmp_t < 128) | (icmp_t == 129)))
+        syn = tcpf & syn_bit & ~ack
+        self._unscreened[so[out_rows & (size < 0)]] = True
+        ev[out_rows] |= _E_FLOOD
+        ev[out_rows & has_dst] |= _E_FLOW
+        if out_rows.any():
+            rows = np.flatnonzero(out_rows)
+            resp = response[rows]
+            r = rate[rows].astype(np.float64)
+            z = np.zeros(rows.size, dtype=np.float64)
+            sz = size[rows].astype(np.float64)
+            init = ~resp
+            p = proto[rows]
+            fields = np.stack([
+                np.where(init, r, z), np.where(init, sz, z),
+                np.where(init & (p == _UDP), r, z),
+                np.where(init & ((p == _ICMP) | (p == _ICMP6)), r, z),
+                np.where(init & (p != _UDP) & (p != _ICMP) & (p != _ICMP6) & syn[rows], r, z),
+                np.where(resp, r, z), np.where(resp, sz, z), np.ones(rows.size), r], axis=1)
+            self._bucket_add(self._out_ids, self._out_vals, so[rows], now[rows], fields)
+        # Windows the sender adds to (only with a destination).
+        dst_out = out_rows & has_dst
+        mail = self._member(s0, dport, "mail_ports") & ~self._mail[s0]
+        pp_out = self._member(s0, dport, "proxy_ports")
+        tcp_syn = dst_out & syn
+        code[tcp_syn & mail] |= _A_SPAM
+        ev[tcp_syn & mail] |= _E_SPAM
+        code[tcp_syn] |= _A_SCAN
+        ev[tcp_syn] |= _E_SCAN
+        code[tcp_syn & ~pp_out] |= _A_FANOUT
+        # The elif chain of outbound: a SYN-ACK without a source port falls through to it.
+        mid_mail = dst_out & tcpf & ~syn & ~(syn_bit & (sport >= 0)) & mail & ~rst
+        code[mid_mail] |= _A_SPAM
+        ev[mid_mail] |= _E_SPAM
+        udp_pair = dst_out & (proto == _UDP) & (dport >= 0) & (sport >= 0)
+        code[udp_pair] |= _A_SCAN
+        # Declared ports (R8): only servers that declared any are judged.
+        has_decl = self._has_declared[s0]
+        has_allow = self._has_allowed[s0]
+        code[tcp_syn & has_allow & ~self._port_in(self._allowed_keys, s0, dport)] |= _A_OUT_TCP
+        code[dst_out & tcpf & ~syn & syn_bit & (sport >= 0) & has_decl
+             & ~self._port_in(self._declared_keys, s0, sport)] |= _A_IN_TCP
+        code[udp_pair & has_decl & (sport < 1024) & (dport >= 1024)
+             & ~self._port_in(self._declared_keys, s0, sport)] |= _A_IN_UDP
+        code[udp_pair & has_allow & (dport < 1024)
+             & ~self._port_in(self._allowed_keys, s0, dport)] |= _A_OUT_UDP
+        # Inbound.
+        if in_rows.any():
+            rows = np.flatnonzero(in_rows)
+            r = rate[rows].astype(np.float64)
+            # inbound never sets _B_RATE: that slot stays 0, as in _ServerState.inbound.
+            fields = np.stack([r, size[rows].astype(np.float64), np.ones(rows.size),
+                               np.zeros(rows.size)], axis=1)
+            self._bucket_add(self._in_ids, self._in_vals, ro[rows], now[rows], fields)
+            one = rows[rate[rows] == 1]
+            _last_wins(ro[one], now[one] + self._scan_window(ro[one]), self._reply_until)
+        to_proxy = in_rows & tcpf & self._member(r0, dport, "proxy_ports") & has_src
+        code[in_rows & tcpf & syn_bit & ack & has_src] |= _A_ANSWERED
+        client = in_rows & tcpf & syn_bit & ~ack & to_proxy
+        code[client] |= _A_CLIENT
+        ev[client] |= _E_PROXY_IN
+        code[to_proxy & ~rst] |= _A_PROXY_IN
+        self._window_rows(cols, code, ev, so, ro)
+        self._store(cols, ag, so, ro, ev)
+
+    def _port_in(self, keys: I64, srv: I64, port: I64) -> B1:
+        """(server, port) among the sorted keys (server << 32 | port), per row."""
+        if keys.size == 0:
+            return np.zeros(srv.shape[0], dtype=np.bool_)
+        ok = (port >= 0) & (port <= _M32)
+        q = (srv << 32) | np.where(ok, port, 0)
+        i = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+        return np.asarray(ok & (keys[i] == q), dtype=np.bool_)
+
+    def _scan_window(self, srv: I64) -> F64:
+        return np.array([self._t[s].scan_window_s for s in srv.tolist()], dtype=np.float64)
+
+    def _member(self, srv: I64, port: I64, name: str) -> B1:
+        """port in getattr(server's template, name), per row."""
+        out = np.zeros(srv.shape[0], dtype=np.bool_)
+        tix = self._tix[srv] if self._tix.size else np.zeros(srv.shape[0], dtype=np.int64)
+        for j, t in enumerate(self._tlist):
+            m = tix == j
+            out[m] = np.isin(port[m], np.fromiter(getattr(t, name), dtype=np.int64))
+        return out
+
+    def _bucket_add(self, ids: I64, vals: F64, srv: I64, now: F64, fields: F64) -> None:
+        """Rows into the rate rings: see the module docstring for why this is _Buckets.at."""
+        bid = np.floor_divide(now, self._bucket_s[srv]).astype(np.int64)
+        flat = srv * self._nmax + bid % self._nslots[srv]
+        newest = ids.copy()
+        np.maximum.at(newest, flat, bid)
+        reset = np.flatnonzero(newest > ids)
+        ids[reset] = newest[reset]
+        vals[reset] = 0.0
+        keep = bid == newest[flat]
+        k_flat = flat[keep]
+        k_fields = fields[keep]
+        size = ids.shape[0]
+        for j in range(fields.shape[1] - 1):
+            vals[:, j] += np.bincount(k_flat, weights=k_fields[:, j], minlength=size)
+        if fields.shape[1] and k_fields[:, -1].any():
+            np.maximum.at(vals[:, -1], k_flat, k_fields[:, -1])
+
+    def _window_rows(self, cols: SampleColumns, code: npt.NDArray[np.uint16],
+                     ev: npt.NDArray[np.uint16], so: I64, ro: I64) -> None:
+        """The rows that add to distinct windows, in row order (eviction is order-bound)."""
+        rows = np.flatnonzero(code)
+        if rows.size == 0:
+            return
+        wins = self._win
+        tl = self._t
+
+        def addr(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> list[int]:
+            h = hi[rows]
+            out: list[int] = lo[rows].tolist()
+            for j in np.flatnonzero(h).tolist():
+                out[j] |= int(h[j]) << 64
+            return out
+
+        srcs = addr(cols.src_hi, cols.src_lo)
+        dsts = addr(cols.dst_hi, cols.dst_lo)
+        hot = self._hot
+        mail = self._mail
+        # detect._Distinct.add, inlined for a key already in the window (the common case).
+        for i, c, s, r, now, a_src, a_dst, sport, dport in zip(
+                rows.tolist(), code[rows].tolist(), so[rows].tolist(), ro[rows].tolist(),
+                cols.now[rows].tolist(), srcs, dsts, cols.src_port[rows].tolist(),
+                cols.dst_port[rows].tolist(), strict=True):
+            if c & _A_SENDER:
+                w = wins.get(s)
+                if w is None:
+                    w = wins[s] = _Windows()
+                t = tl[s]
+                if c & _A_SCAN:
+                    d = w.scan_hosts
+                    if d is None:
+                        d = w.scan_hosts = _Distinct(t.scan_window_s, t.distinct_cap)
+                        w.scan_pairs = _Distinct(t.scan_window_s, t.distinct_cap, grouped=True)
+                    seen = d.seen
+                    if a_dst in seen:
+                        seen[a_dst] = now
+                        seen.move_to_end(a_dst)
+                    else:
+                        d.add(a_dst, now)
+                    n_hosts = len(seen)
+                    d = w.scan_pairs
+                    assert d is not None
+                    seen = d.seen
+                    k = (a_dst, dport)
+                    if k in seen:
+                        seen[k] = now
+                        seen.move_to_end(k)
+                    else:
+                        d.add(k, now)
+                    if n_hosts >= t.scan_distinct_hosts or len(seen) >= t.scan_distinct_ports:
+                        hot.add(s)
+                    if c & _A_FANOUT and now - w.last_proxy_in <= t.proxy_follow_s:
+                        if w.proxy_fanout is None:
+                            w.proxy_fanout = _Distinct(t.proxy_window_s, t.distinct_cap)
+                        w.proxy_fanout.add((a_dst, dport), now)
+                        ev[i] |= _E_PROXY
+                        hot.add(s)
+                if c & _A_SPAM:
+                    if w.spam_dsts is None:
+                        w.spam_dsts = _Distinct(t.spam_window_s, t.distinct_cap)
+                    w.spam_dsts.add(a_dst, now)
+                    if not mail[s] and len(w.spam_dsts.seen) >= t.spam_distinct_dsts:
+                        hot.add(s)
+                if c & _A_SPOOF:
+                    if w.spoof_srcs is None:
+                        w.spoof_srcs = _Distinct(t.spoof_window_s, t.distinct_cap)
+                        w.spoof_hits = deque(maxlen=max(t.spoof_min_samples * 4, 64))
+                    w.spoof_srcs.add(a_src, now)
+                    assert w.spoof_hits is not None
+                    w.spoof_hits.append(now)
+                    hot.add(s)
+                if c & 1920:  # any undeclared port: _ServerState.outbound's order
+                    if w.undeclared is None:
+                        w.undeclared = _Distinct(t.ports_window_s, 256)
+                        w.undeclared_hits = {}
+                    if c & _A_OUT_TCP:
+                        w.undeclared_add(f"out/tcp/{None if dport == NONE else dport}", now)
+                    if c & _A_IN_TCP:
+                        w.undeclared_add(f"in/tcp/{sport}", now)
+                    if c & _A_IN_UDP:
+                        w.undeclared_add(f"in/udp/{sport}", now)
+                    if c & _A_OUT_UDP:
+                        w.undeclared_add(f"out/udp/{dport}", now)
+                    ev[i] |= _E_PORTS
+                    hot.add(s)
+            if c & _A_RECEIVER:
+                w = wins.get(r)
+                if w is None:
+                    w = wins[r] = _Windows()
+                t = tl[r]
+                if c & _A_ANSWERED:
+                    if w.scan_answered is None:
+                        w.scan_answered = _Distinct(t.scan_window_s, t.distinct_cap)
+                    w.scan_answered.add((a_src, sport), now)
+                if c & _A_CLIENT:
+                    if w.proxy_clients is None:
+                        w.proxy_clients = _Distinct(t.proxy_window_s, t.distinct_cap)
+                    w.proxy_clients.add((a_src, sport), now)
+                    hot.add(r)
+                if c & _A_PROXY_IN:
+                    w.last_proxy_in = now
+        # No key of a window is older than its server's floor (see _screen).
+        out_rows = rows[(code[rows] & _A_SENDER) != 0]
+        np.minimum.at(self._wfloor, so[out_rows], cols.now[out_rows])
+        in_rows = rows[(code[rows] & _A_RECEIVER) != 0]
+        np.minimum.at(self._wfloor, ro[in_rows], cols.now[in_rows])
+
+    def _store(self, cols: SampleColumns, ag: I64, so: I64, ro: I64,
+               ev: npt.NDArray[np.uint16]) -> None:
+        """Keep the attributed rows in the bounded store (the newest `_cap`)."""
+        rows = np.flatnonzero((so >= 0) | (ro >= 0))
+        if rows.size > self._cap:
+            self._seq += rows.size - self._cap
+            rows = rows[-self._cap:]
+        k = rows.size
+        pos = (self._seq + np.arange(k)) % self._cap
+        self._s_seq[pos] = self._seq + np.arange(k)
+        self._seq += k
+        self._s_out[pos] = so[rows]
+        self._s_in[pos] = ro[rows]
+        self._s_ev[pos] = ev[rows]
+        self._s_now[pos] = cols.now[rows]
+        self._s_words[pos] = np.stack([cols.src_hi[rows], cols.src_lo[rows],
+                                       cols.dst_hi[rows], cols.dst_lo[rows]], axis=1)
+        self._s_has[pos] = np.stack([cols.has_src[rows], cols.has_dst[rows]], axis=1)
+        for c, a in self._s_cols.items():
+            a[pos] = ag[rows] if c == "agent" else getattr(cols, c)[rows]
+        objs = self._s_obj
+        start = int(pos[0]) if k else 0
+        first = min(k, self._cap - start)  # pos is start.. then wraps to 0..
+        if cols.objects is not None:
+            src = cols.objects
+            got = [src[i] for i in rows.tolist()]
+            objs[start:start + first] = got[:first]
+            objs[:k - first] = got[first:]
+        elif self._has_objs:
+            objs[start:start + first] = [None] * first
+            objs[:k - first] = [None] * (k - first)
+        self._has_objs = self._has_objs or cols.objects is not None
+
+    # ---- the sampling-rate check ---------------------------------------------------------
+
+    def _check_rates(self, cols: SampleColumns, ag: I64, st: I64) -> None:
+        """_check_rate over a batch: same baselines, same judgements, same last writer."""
+        rows = np.flatnonzero((cols.sample_pool != NONE) & (cols.sample_sequence != NONE))
+        if rows.size == 0:
+            return
+        typ = cols.source_id_type[rows]
+        idx = cols.source_id_index[rows]
+        a = ag[rows]
+        packable = (typ >= -1) & (typ < 255) & (idx >= -1) & (idx < (1 << 32) - 1) & (
+            a < (1 << 21))
+        key = (a << 41) | ((typ + 1) << 32) | (idx + 1)
+        for q in np.flatnonzero(~packable).tolist():
+            k3 = (int(a[q]), int(typ[q]), int(idx[q]))
+            odd = self._rc_odd.get(k3)
+            if odd is None:
+                odd = self._rc_odd[k3] = -1 - len(self._rc_odd)
+            key[q] = odd
+        seq = cols.sample_sequence[rows]
+        pool = cols.sample_pool[rows]
+        uk, first = np.unique(key, return_index=True)
+        rk = self._rc_key
+        old_i: I64 = np.asarray(np.searchsorted(rk, uk), dtype=np.int64)
+        known = (rk[np.minimum(old_i, rk.size - 1)] == uk) if rk.size else np.zeros(
+            uk.size, dtype=np.bool_)
+        new_keys = uk[~known][np.argsort(first[~known], kind="stable")]
+        if self._rc_key.size + new_keys.size > detect.RATE_CHECK_KEYS:
+            self._check_rates_rowwise(rows, key, seq, pool, cols, st)
+            return
+        # Baselines of the keys this batch sees, new keys without one (has=False).
+        has = known.copy()
+        b_seq = np.zeros(uk.size, dtype=np.int64)
+        b_pool = np.zeros(uk.size, dtype=np.int64)
+        b_seq[known] = self._rc_seq[old_i[known]]
+        b_pool[known] = self._rc_pool[old_i[known]]
+        slot = np.searchsorted(uk, key)
+        order = np.argsort(slot, kind="stable")
+        o_slot = slot[order]
+        o_seq = seq[order]
+        o_pool = pool[order]
+        pos = np.arange(order.size)
+        ptr = np.searchsorted(o_slot, np.arange(uk.size))  # next row each key may judge
+        hits: list[tuple[I64, I64, F64]] = []
+        while True:
+            dseq = (o_seq - b_seq[o_slot]) & _M32
+            trig = (~has[o_slot] | (dseq >= detect.RATE_CHECK_SAMPLES)) & (pos >= ptr[o_slot])
+            if not trig.any():
+                break
+            cand = np.flatnonzero(trig)
+            ks, firsts = np.unique(o_slot[cand], return_index=True)
+            j = cand[firsts]
+            judged = has[ks]
+            d = dseq[j]
+            eff = ((o_pool[j] - b_pool[ks]) & _M32).astype(np.float64) / np.maximum(d, 1)
+            b_seq[ks] = o_seq[j]
+            b_pool[ks] = o_pool[j]
+            has[ks] = True
+            ptr[ks] = j + 1
+            row = rows[order[j]]
+            srv = st[row]
+            m = judged & (d <= 1 << 20) & (srv >= 0)
+            if m.any():
+                row, srv, eff = row[m], srv[m], eff[m]
+                declared = np.maximum(1, cols.sampling_rate[row]).astype(np.float64)
+                drift = np.array([self._t[s].max_rate_drift for s in srv.tolist()],
+                                 dtype=np.float64)
+                bad = (eff > declared * drift) | (eff * drift < declared)
+                if bad.any():
+                    row, srv = row[bad], srv[bad]
+                    hits.append((row, srv, cols.now[row] + self._window[srv] * 5))
+        if new_keys.size:
+            allk = np.concatenate([self._rc_key, new_keys])
+            seqs = np.concatenate([self._rc_seq, np.zeros(new_keys.size, dtype=np.int64)])
+            pools = np.concatenate([self._rc_pool, np.zeros(new_keys.size, dtype=np.int64)])
+            o = np.argsort(allk, kind="stable")
+            self._rc_key, self._rc_seq, self._rc_pool = allk[o], seqs[o], pools[o]
+        at = np.searchsorted(self._rc_key, uk)
+        self._rc_seq[at] = b_seq
+        self._rc_pool[at] = b_pool
+        if hits:
+            self._suspect(np.concatenate([h[0] for h in hits]),
+                          np.concatenate([h[1] for h in hits]),
+                          np.concatenate([h[2] for h in hits]))
+
+    def _suspect(self, row: I64, srv: I64, until: F64) -> None:
+        o = np.argsort(row, kind="stable")
+        row, srv, until = row[o], srv[o], until[o]
+        for s, u in zip(srv.tolist(), until.tolist(), strict=True):
+            if s in self._objs:
+                self._objs[s].rate_suspect_until = u
+        vec = ~self._is_obj[srv]
+        _last_wins(srv[vec], until[vec], self._rate_suspect)
+
+    def _check_rates_rowwise(self, rows: I64, key: I64, seq: I64, pool: I64,
+                             cols: SampleColumns, st: I64) -> None:
+        """_check_rate one row at a time: only for a batch that may hit RATE_CHECK_KEYS."""
+        state = dict(zip(self._rc_key.tolist(),
+                         zip(self._rc_seq.tolist(), self._rc_pool.tolist(), strict=True),
+                         strict=True))
+        hit_rows: list[int] = []
+        hit_srv: list[int] = []
+        hit_until: list[float] = []
+        for j, (k, sq, pl) in enumerate(zip(key.tolist(), seq.tolist(), pool.tolist(),
+                                            strict=True)):
+            prev = state.get(k)
+            if prev is None:
+                if len(state) >= detect.RATE_CHECK_KEYS:
+                    state.clear()
+                state[k] = (sq, pl)
+                continue
+            dseq = (sq - prev[0]) & _M32
+            if dseq < detect.RATE_CHECK_SAMPLES:
+                continue
+            state[k] = (sq, pl)
+            i = int(rows[j])
+            s = int(st[i])
+            if dseq > 1 << 20 or s < 0:
+                continue
+            eff = ((pl - prev[1]) & _M32) / dseq
+            declared = max(1, int(cols.sampling_rate[i]))
+            drift = self._t[s].max_rate_drift
+            if eff > declared * drift or eff * drift < declared:
+                hit_rows.append(i)
+                hit_srv.append(s)
+                hit_until.append(float(cols.now[i]) + self._t[s].rate_window_s * 5)
+        ks = np.array(sorted(state), dtype=np.int64)
+        self._rc_key = ks
+        self._rc_seq = np.array([state[k][0] for k in ks.tolist()], dtype=np.int64)
+        self._rc_pool = np.array([state[k][1] for k in ks.tolist()], dtype=np.int64)
+        if hit_rows:
+            self._suspect(np.array(hit_rows, dtype=np.int64), np.array(hit_srv, dtype=np.int64),
+                          np.array(hit_until, dtype=np.float64))
+
+    # ---- decisions out -------------------------------------------------------------------
+
+    def evaluate(self, now: float, at: datetime) -> list[Detection]:
+        """AbuseDetector.evaluate: the same servers judged in the same order, the vector ones
+        screened in one pass."""
+        self._clock = (now, at)
+        out: list[Detection] = []
+        active_servers = {k[0] for k in self._active}
+        cand = self._dirty.copy()
+        for s, obj in self._objs.items():
+            cand[s] |= obj.dirty
+        for sid in active_servers:
+            cand[self._index[sid]] = True
+        idx = np.flatnonzero(cand)
+        self._dirty[idx] = False
+        vec = idx[~self._is_obj[idx]]
+        # Flow-table prunes (_ServerState.prune) of the vector servers, kept to replay.
+        due = vec[now - self._last_flow_prune[vec] >= self._bucket_s[vec] * 4]
+        if due.size:
+            self._last_flow_prune[due] = now
+            self._pev.append((self._seq, due, now - self._flow_horizon[due]))
+            oldest = self._seq - self._cap
+            while self._pev and self._pev[0][0] < oldest:
+                self._pev.popleft()
+        flagged = self._screen(vec, now)
+        for s in idx.tolist():
+            sid = self._ids[s]
+            if s in self._objs:
+                st = self._objs[s]
+                st.dirty = False
+                if sid not in active_servers and not st.screen(now):
+                    continue
+                self._judge(sid, st, now, at, out)
+            elif sid in active_servers or s in flagged:
+                self._judge(sid, self._view(s, now), now, at, out)
+        return out
+
+    def _screen(self, vec: I64, now: float) -> set[int]:
+        """_ServerState.screen for many servers: prunes their windows; the flagged ones."""
+        if vec.size == 0:
+            return set()
+        rows = (vec[:, None] * self._nmax + np.arange(self._nmax)[None, :])
+        o = self._out_vals[rows].sum(axis=1)  # [k, field]: done + cur of every slot
+        w = self._window[vec] / _SCREEN_MARGIN
+        lim = self._lim[:, vec]
+        hit = ((o[:, _O_PKTS] + o[:, _O_RESP]) / w >= lim[0]) | (
+            (o[:, _O_BYTES] + o[:, _O_RESP_BYTES]) * 8 / w >= lim[1]) | (
+            o[:, _O_UDP] / w >= lim[2]) | (o[:, _O_ICMP] / w >= lim[3]) | (
+            o[:, _O_SYN] / w >= lim[4]) | self._unscreened[vec]
+        used = np.bincount(self._pair_srv[self._used], minlength=len(self._ids))
+        hit |= used[vec] > self._contract[vec]
+        flagged = set(vec[hit].tolist())
+        wins = self._win
+        tl = self._t
+        floor = self._wfloor
+        for s in vec[floor[vec] < now - self._minwin[vec]].tolist():
+            w_ = wins.get(s)
+            low = float("inf")
+            if w_ is not None:
+                for d in w_.all():
+                    if d is not None and d.seen:
+                        d.prune(now)
+                        if d.seen:
+                            low = min(low, min(d.seen.values()))
+            floor[s] = low
+        # Pruning only shrinks windows: a server not hot since its last check stays below
+        # every count rule.
+        cand = np.zeros(len(self._ids), dtype=np.bool_)
+        cand[vec] = True
+        for s in [s for s in self._hot if cand[s]]:
+            w_ = wins[s]
+            t = tl[s]
+            hits = w_.undeclared_hits
+            if hits:  # _ServerState.prune: hits of ports no longer in the window go
+                und = w_.undeclared
+                assert und is not None
+                for what in [k for k in hits if k not in und]:
+                    del hits[what]
+            if hits or (w_.spoof_srcs is not None and w_.spoof_srcs.seen) or (
+                    w_.spam_dsts is not None and not self._mail[s]
+                    and len(w_.spam_dsts.seen) >= t.spam_distinct_dsts) or (
+                    w_.scan_hosts is not None
+                    and len(w_.scan_hosts.seen) >= t.scan_distinct_hosts) or (
+                    w_.scan_pairs is not None
+                    and len(w_.scan_pairs.seen) >= t.scan_distinct_ports
+                    and w_.scan_pairs.max_group()[1] >= t.scan_distinct_ports) or (
+                    w_.proxy_clients is not None and w_.proxy_fanout is not None
+                    and len(w_.proxy_clients.seen) >= t.proxy_min_clients
+                    and len(w_.proxy_fanout.seen) >= t.proxy_min_fanout):
+                flagged.add(s)
+            else:
+                self._hot.discard(s)
+        return flagged
+
+    def _view(self, s: int, now: float) -> _VecState:
+        """Server s as a detect._ServerState, for findings, _emit and _build."""
+        spec = self._specs[s]
+        t = self._t[s]
+        st = _VecState(spec, t, self, s)
+        st.out = self._buckets(self._out_ids, self._out_vals, s, t, (1, 2, 3, 4, 5, 6, 7, 8, 9))
+        st.inb = self._buckets(self._in_ids, self._in_vals, s, t, (1, 2, 8, 9))
+        w = self._win.get(s)
+        if w is not None:
+            _copy_distinct(w.spam_dsts, st.spam_dsts, _text)
+            _copy_distinct(w.scan_hosts, st.scan_hosts, _text)
+            _copy_distinct(w.scan_pairs, st.scan_pairs, _text_port, _text)
+            _copy_distinct(w.scan_answered, st.scan_answered, _text_port)
+            _copy_distinct(w.spoof_srcs, st.spoof_srcs, _text)
+            _copy_distinct(w.proxy_clients, st.proxy_clients, _text_port)
+            _copy_distinct(w.proxy_fanout, st.proxy_fanout, _text_port)
+            _copy_distinct(w.undeclared, st.undeclared, str)
+            if w.undeclared_hits is not None:
+                st.undeclared_hits = dict(w.undeclared_hits)
+            if w.spoof_hits is not None:
+                st.spoof_hits.extend(w.spoof_hits)
+            st.last_proxy_in = w.last_proxy_in
+        st.used_ips = {self._pair_text[i] for i in np.flatnonzero(
+            self._used & (self._pair_srv == s)).tolist()}
+        st.seen_reply_window_until = float(self._reply_until[s])
+        st.rate_suspect_until = float(self._rate_suspect[s])
+        st.unscreened = bool(self._unscreened[s])
+        st.last_flow_prune = now  # the store's replay already holds this call's prune
+        for name, rows in self._evidence(s, t.evidence_samples).items():
+            getattr(st, name).extend(rows)
+        if self._seq > self._cap:
+            # The store has dropped rows, maybe this server's: a short ev_flood no longer
+            # proves it holds every flood sample, so onset must not take its first as exact.
+            st.ev_flood = deque(st.ev_flood, maxlen=len(st.ev_flood))
+        return st
+
+    def _buckets(self, ids: I64, vals: F64, s: int, t: DetectThresholds,
+                 slots: Sequence[int]) -> _Buckets:
+        b = _Buckets(t.rate_window_s, t.bucket_s)
+        base = s * self._nmax
+        for j in range(b.n):
+            ring = b.ring[j]
+            ring[0] = float(ids[base + j])
+            for f, v in zip(slots, vals[base + j].tolist(), strict=True):
+                ring[f] = v
+        return b
+
+    # ---- the row store: evidence and top flows -------------------------------------------
+
+    def _server_rows(self, s: int) -> I64:
+        """Store positions of server s's rows, oldest first."""
+        pos = np.flatnonzero(((self._s_out == s) | (self._s_in == s)) & (self._s_seq >= 0))
+        return pos[np.argsort(self._s_seq[pos], kind="stable")]
+
+    def _evidence(self, s: int, keep: int) -> dict[str, list[FlowSample]]:
+        pos = self._server_rows(s)
+        out_role = self._s_out[pos] == s
+        ev = self._s_ev[pos]
+        picked: dict[str, I64] = {}
+        for name, bit in _EV_KINDS:
+            m = out_role & ((ev & bit) != 0)
+            if bit == _E_PROXY:
+                m |= ~out_role & ((ev & _E_PROXY_IN) != 0)
+            picked[name] = pos[m][-keep:]
+        need = np.unique(np.concatenate(list(picked.values()))) if picked else pos[:0]
+        made = dict(zip(need.tolist(), self._stored_samples(need), strict=True))
+        return {name: [made[p] for p in rows.tolist()] for name, rows in picked.items()}
+
+    def _stored_samples(self, pos: I64) -> list[FlowSample]:
+        got: list[FlowSample | None] = [self._s_obj[p] for p in pos.tolist()]
+        refs = self._s_cols["ref"][pos]
+        ask = np.flatnonzero(np.array([g is None for g in got], dtype=np.bool_) & (refs >= 0))
+        if self.resolve is not None and ask.size:
+            for j, s in zip(ask.tolist(), self.resolve(refs[ask]), strict=True):
+                got[j] = s
+        return [g if g is not None else self._rebuild(self._stored_row(p))
+                for g, p in zip(got, pos.tolist(), strict=True)]
+
+    def _stored_row(self, p: int) -> dict[str, Any]:
+        c = {k: int(a[p]) for k, a in self._s_cols.items()}
+
+        def opt(k: str) -> int | None:
+            return None if c[k] == NONE else c[k]
+
+        w = self._s_words[p].tolist()
+        has = self._s_has[p].tolist()
+        return {
+            "agent": self._agent_names[c["agent"]],
+            "input_ifindex": opt("input_ifindex"), "output_ifindex": opt("output_ifindex"),
+            "sampling_rate": c["sampling_rate"], "now": float(self._s_now[p]),
+            "frame_length": c["frame_length"], "ip_version": opt("ip_version"),
+            "src_ip": words_ip(w[0], w[1]) if has[0] else None,
+            "dst_ip": words_ip(w[2], w[3]) if has[1] else None,
+            "protocol": opt("protocol"), "src_port": opt("src_port"),
+            "dst_port": opt("dst_port"), "tcp_flags": opt("tcp_flags"),
+            "icmp_type": opt("icmp_type"), "sample_sequence": opt("sample_sequence"),
+            "source_id_type": opt("source_id_type"),
+            "source_id_index": opt("source_id_index"), "sample_pool": opt("sample_pool"),
+        }
+
+    def _replay_flows(self, s: int) -> dict[_FlowKey, list[float]]:
+        """Server s's flow table (_ServerState.outbound's), replayed from the store with the
+        prunes evaluate made between the rows."""
+        pos = self._server_rows(s)
+        pos = pos[(self._s_out[pos] == s) & ((self._s_ev[pos] & _E_FLOW) != 0)]
+        events = [(q, float(h[srv == s][0])) for q, srv, h in self._pev if (srv == s).any()]
+        cap = self._t[s].flow_table_cap
+        flows: dict[_FlowKey, list[float]] = {}
+        seqs = self._s_seq[pos].tolist()
+        e = 0
+        for p, q in zip(pos.tolist(), seqs, strict=True):
+            while e < len(events) and events[e][0] <= q:
+                horizon = events[e][1]
+                for k in [k for k, v in flows.items() if v[3] < horizon]:
+                    del flows[k]
+                e += 1
+            row = self._stored_row(p)
+            r = row["sampling_rate"] if row["sampling_rate"] > 0 else 1
+            size = row["frame_length"] * r
+            key = (row["protocol"] or 0, row["src_ip"] or "", row["dst_ip"], row["src_port"] or 0,
+                   row["dst_port"] or 0)
+            f = flows.get(key)
+            if f is not None:
+                f[0] += r
+                f[1] += size
+                f[2] += 1
+                f[3] = row["now"]
+            elif len(flows) < cap:
+                flows[key] = [r, size, 1, row["now"]]
+        for _q, horizon in events[e:]:
+            for k in [k for k, v in flows.items() if v[3] < horizon]:
+                del flows[k]
+        return flows
+
+
+def _local_only(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> B1:
+    """detect._is_local_only on the addresses' texts, from their words (see words_ip)."""
+    mapped = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    v4 = mapped & ((lo == np.uint64(0xFFFF_0000_0000))
+                   | (((lo >> np.uint64(16)) & np.uint64(0xFFFF)) == np.uint64(0xA9FE)))
+    h1 = hi >> np.uint64(48)
+    v6 = ~mapped & (((hi == 0) & (lo == 0))
+                    | ((h1 >= np.uint64(0xFE80)) & (h1 <= np.uint64(0xFEBF)))
+                    | ((h1 >= np.uint64(0xFE8)) & (h1 <= np.uint64(0xFEB))))
+    return np.asarray(v4 | v6, dtype=np.bool_)

@@ -1,0 +1,325 @@
+"""VectorDetector gives exactly AbuseDetector's answers.
+
+The same random streams (every detector's traffic, late samples, tiny windows and caps, odd
+thresholds, two agents, IPv4 and IPv6, unattributed rows, servers attributed by IP only,
+whitelists and declared ports on the object path) go to AbuseDetector.ingest, to
+VectorDetector.ingest, and to VectorDetector.ingest_columns in random batch splits; every
+evaluation's detections (every field, evidence and top flows included: the row store holds
+the whole stream), the active list and the counters must be equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rackwarden.policies import detect
+from rackwarden.policies.detect import AbuseDetector, Detection, DetectThresholds, ServerSpec
+from rackwarden.policies.detect_vec import VectorDetector
+from rackwarden.policies.flowcols import SampleColumns
+from rackwarden.policies.flowfacts import FLOW_SAMPLE_FIELDS, FlowSample, new_flow_sample
+
+from .test_detect_columnar import _DEFAULTS, AGENT, AT0, T0, specs, streams, thresholds
+
+AGENT2 = "2001:db8:a::2"
+
+
+def fleet(whitelist: bool) -> list[ServerSpec]:
+    """test_detect_columnar's servers, plus one on a second (IPv6) agent and an IPv6-only one,
+    with only allowed_out_ports and only declared_ports."""
+    return [*specs(whitelist),
+            ServerSpec("s6", frozenset({(AGENT2, 1)}), frozenset({"2001:db8::66", "10.9.9.9"}),
+                       contract_ips=1, allowed_out_ports=frozenset({443, 25})),
+            ServerSpec("s7", frozenset({(AGENT2, 2), (AGENT, 9)}), frozenset({"2001:db8:f::9"}),
+                       template="tight", declared_ports=frozenset({22, 53}))]
+
+
+def on_agent2(s: FlowSample) -> FlowSample:
+    return dataclasses.replace(s, agent=AGENT2)
+
+
+def _detectors(t: DetectThresholds, tight: DetectThresholds, whitelist: bool,
+               **kw: Any) -> tuple[AbuseDetector, VectorDetector, VectorDetector]:
+    servers = fleet(whitelist)
+    return (AbuseDetector(servers, templates={"tight": tight}, default=t),
+            VectorDetector(servers, templates={"tight": tight}, default=t, **kw),
+            VectorDetector(servers, templates={"tight": tight}, default=t, **kw))
+
+
+def _splits(draw: Callable[..., Any], n: int) -> list[int]:
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
+    return [0, *cuts, n]
+
+
+def _run(ref: AbuseDetector, a: VectorDetector, b: VectorDetector,
+         steps: list[tuple[str, Any]], draw: Callable[..., Any],
+         columns: Any = SampleColumns.from_samples) -> int:
+    emitted = 0
+    for what, arg in steps:
+        if what == "samples":
+            ref.ingest(arg)
+            a.ingest(arg)
+            cuts = _splits(draw, len(arg))
+            for lo, hi in zip(cuts, cuts[1:], strict=False):
+                if hi > lo:
+                    b.ingest_columns(columns(arg[lo:hi]))
+        else:
+            at = AT0 + timedelta(seconds=arg - T0)
+            want = ref.evaluate(arg, at)
+            assert a.evaluate(arg, at) == want
+            assert b.evaluate(arg, at) == want
+            emitted += len(want)
+        assert a.stats == ref.stats
+        assert b.stats == ref.stats
+    want_active = ref.active()
+    assert a.active() == want_active
+    assert b.active() == want_active
+    return emitted
+
+
+@st.composite
+def mixed_streams(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    """test_detect_columnar's streams, with some samples moved to the second agent."""
+    steps = draw(streams())
+    out: list[tuple[str, Any]] = []
+    for what, arg in steps:
+        if what == "samples":
+            moved = draw(st.lists(st.booleans(), min_size=len(arg), max_size=len(arg)))
+            arg = [on_agent2(s) if m else s for s, m in zip(arg, moved, strict=True)]
+        out.append((what, arg))
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(t=thresholds, tight=thresholds, whitelist=st.booleans(), steps=mixed_streams(),
+       data=st.data())
+def test_vector_detector_equals_abuse_detector(
+    t: DetectThresholds, tight: DetectThresholds, whitelist: bool,
+    steps: list[tuple[str, Any]], data: st.DataObject
+) -> None:
+    ref, a, b = _detectors(t, tight, whitelist)
+    _run(ref, a, b, steps, data.draw)
+
+
+def _no_objects(samples: list[FlowSample]) -> SampleColumns:
+    cols = SampleColumns.from_samples(samples)
+    cols.objects = None
+    return cols
+
+
+def _shape(d: Detection) -> tuple[Any, ...]:
+    """A Detection without the parts columns cannot carry (header bytes, wall time)."""
+    ev = tuple((s.agent, s.now, s.src_ip, s.dst_ip, s.protocol, s.src_port, s.dst_port,
+                s.tcp_flags, s.sampling_rate, s.frame_length) for s in d.evidence)
+    return (dataclasses.replace(d, evidence=()), ev)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(t=thresholds, tight=thresholds, steps=mixed_streams(), data=st.data())
+def test_columns_without_objects_rebuild_the_same_evidence(
+    t: DetectThresholds, tight: DetectThresholds, steps: list[tuple[str, Any]],
+    data: st.DataObject
+) -> None:
+    ref = AbuseDetector(fleet(False), templates={"tight": tight}, default=t)
+    vec = VectorDetector(fleet(False), templates={"tight": tight}, default=t)
+    for what, arg in steps:
+        if what == "samples":
+            ref.ingest(arg)
+            cuts = _splits(data.draw, len(arg))
+            for lo, hi in zip(cuts, cuts[1:], strict=False):
+                if hi > lo:
+                    vec.ingest_columns(_no_objects(arg[lo:hi]))
+        else:
+            at = AT0 + timedelta(seconds=arg - T0)
+            assert [_shape(d) for d in vec.evaluate(arg, at)] == [
+                _shape(d) for d in ref.evaluate(arg, at)]
+    assert [_shape(d) for d in vec.active()] == [_shape(d) for d in ref.active()]
+    assert vec.stats == ref.stats
+
+
+def _sample(**kw: Any) -> FlowSample:
+    base: dict[str, Any] = dict(
+        source="sflow", agent=AGENT, input_ifindex=1, output_ifindex=None, sampling_rate=1,
+        now=T0, at=AT0, frame_length=64, header=b"x", src_ip="198.51.100.11",
+        dst_ip="203.0.113.50", protocol=17, src_port=5000, dst_port=53)
+    base.update(kw)
+    return new_flow_sample(*(base.get(n, _DEFAULTS[n]) for n in FLOW_SAMPLE_FIELDS))
+
+
+def test_resolver_supplies_evidence_by_ref() -> None:
+    """Columns with `ref`s and no objects: evidence comes from resolve(refs), exactly."""
+    t = DetectThresholds(udp_pps=5.0, min_samples=1, rate_window_s=1.0)
+    samples = [_sample(now=T0 + i * 0.01, dst_port=53 + i % 3, header=bytes([i]))
+               for i in range(40)]
+    asked: list[list[int]] = []
+
+    def resolve(refs: np.ndarray) -> list[FlowSample | None]:
+        asked.append(refs.tolist())
+        return [samples[r] for r in refs.tolist()]
+
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t, resolve=resolve)
+    cols = SampleColumns.from_samples(samples)
+    cols.objects = None
+    cols.ref = np.arange(len(samples), dtype=np.int64)
+    ref.ingest(samples)
+    vec.ingest_columns(cols)
+    want = ref.evaluate(T0 + 0.5, AT0)
+    assert [d.key for d in want] == [("s1", "flood", "udp")]
+    assert vec.evaluate(T0 + 0.5, AT0) == want
+    assert asked and all(r >= 0 for refs in asked for r in refs)
+
+
+def test_small_store_keeps_the_newest_evidence() -> None:
+    """A store smaller than the stream: the newest rows of the server, oldest first."""
+    t = DetectThresholds(udp_pps=5.0, min_samples=1, rate_window_s=1.0, evidence_samples=64)
+    samples = [_sample(now=T0 + i * 0.01, dst_port=1000 + i) for i in range(50)]
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t, evidence_rows=8)
+    ref.ingest(samples)
+    vec.ingest(samples)
+    (want,) = ref.evaluate(T0 + 0.6, AT0)
+    (got,) = vec.evaluate(T0 + 0.6, AT0)
+    assert got.evidence == want.evidence[-8:]
+    assert dataclasses.replace(got, evidence=(), top_flows=(), onset=0.0) == dataclasses.replace(
+        want, evidence=(), top_flows=(), onset=0.0)
+    # Not knowing the first flood sample any more, onset is its bucket's start: at most
+    # bucket_s early, never late.
+    assert got.onset is not None and want.onset is not None
+    assert want.onset - t.bucket_s <= got.onset <= want.onset
+
+
+@pytest.mark.parametrize("keys", [3, 65536])
+def test_rate_check_forgets_sources_as_abuse_detector_does(
+        keys: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past RATE_CHECK_KEYS sources both start afresh at the same sample: the same suspects."""
+    monkeypatch.setattr(detect, "RATE_CHECK_KEYS", keys)
+    t = DetectThresholds(udp_pps=5.0, min_samples=1)
+    samples = []
+    for i in range(2000):
+        src = i % 5
+        samples.append(_sample(now=T0 + i * 0.001, input_ifindex=1 + src % 3,
+                               sampling_rate=16, sample_sequence=i // 5,
+                               sample_pool=(i // 5) * (16 if src else 64),
+                               source_id_type=0, source_id_index=src))
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t)
+    ref.ingest(samples)
+    for lo in range(0, 2000, 333):
+        vec.ingest_columns(SampleColumns.from_samples(samples[lo:lo + 333]))
+    want = ref.evaluate(T0 + 2.1, AT0)
+    assert vec.evaluate(T0 + 2.1, AT0) == want
+    assert any(d.confidence < 1.0 or not d.actionable for d in want) or keys == 3
+    assert vec.active() == ref.active()
+
+
+def _syn(now: float, dst: str, dport: int, **kw: Any) -> FlowSample:
+    return _sample(now=now, protocol=6, tcp_flags=0x02, dst_ip=dst, dst_port=dport,
+                   src_port=40000, **kw)
+
+
+WINDOW_CASES: dict[str, tuple[tuple[str, str], list[FlowSample]]] = {
+    # Each at exactly its count rule, at rates far below every rate rule, so only the
+    # windows can make the screen look at the server.
+    "scan_hosts": (("scan", "hosts"), [_syn(T0 + i * 0.01, f"203.0.113.{i + 1}", 80)
+                                       for i in range(5)]),
+    "scan_ports": (("scan", "ports"), [_syn(T0 + i * 0.01, "203.0.113.7", 1000 + i)
+                                       for i in range(4)]),
+    "spam": (("spam", "smtp_fanout"), [_syn(T0 + i * 0.01, f"2001:db8:77::{i + 1}", 25)
+                                       for i in range(3)]),
+    "spoof": (("spoof", "spoofed"), [_sample(src_ip="192.0.2.200")]),
+    "proxy": (("proxy", "relay"), [
+        _sample(now=T0, input_ifindex=None, output_ifindex=1, protocol=6, tcp_flags=0x02,
+                src_ip="203.0.113.60", dst_ip="198.51.100.11", src_port=5555, dst_port=3128),
+        _sample(now=T0 + 0.5, input_ifindex=None, output_ifindex=1, protocol=6,
+                tcp_flags=0x10, src_ip="203.0.113.61", dst_ip="198.51.100.11", src_port=5556,
+                dst_port=3128),
+        _syn(T0 + 1.0, "203.0.113.70", 443), _syn(T0 + 1.1, "203.0.113.71", 443)]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WINDOW_CASES))
+def test_a_window_at_its_limit_alone_is_found(case: str) -> None:
+    """The screen's window rules at equality: nothing but the window flags the server."""
+    t = DetectThresholds(scan_distinct_hosts=5, scan_distinct_ports=4, spam_distinct_dsts=3,
+                         proxy_min_clients=1, proxy_min_fanout=2, spoof_min_samples=1)
+    key, samples = WINDOW_CASES[case]
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t)
+    ref.ingest(samples)
+    vec.ingest_columns(SampleColumns.from_samples(samples))
+    want = ref.evaluate(T0 + 1.5, AT0)
+    assert ("s1", *key) in [d.key for d in want]
+    assert vec.evaluate(T0 + 1.5, AT0) == want
+    assert vec.active() == ref.active()
+
+
+def test_no_servers_still_counts_and_checks_rates() -> None:
+    ref = AbuseDetector([])
+    vec = VectorDetector([])
+    samples = [_sample(sample_sequence=i, sample_pool=i * 16, source_id_type=0,
+                       source_id_index=1) for i in range(3)]
+    ref.ingest(samples)
+    vec.ingest(samples)
+    assert vec.evaluate(T0 + 1, AT0) == ref.evaluate(T0 + 1, AT0) == []
+    assert vec.stats == ref.stats
+    assert vec.server_ids() == []
+
+
+@st.composite
+def relay_streams(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    """Proxy and spam traffic the general streams rarely make: clients connecting to proxy
+    ports of s1/s6 (in by port), the server's SYNs out soon after, to mail and web ports."""
+    steps: list[tuple[str, Any]] = []
+    now = T0
+    for _ in range(draw(st.integers(1, 12))):
+        if draw(st.integers(0, 3)) == 0:
+            steps.append(("evaluate", now + draw(st.sampled_from([0.0, 0.2]))))
+            continue
+        batch = []
+        for _ in range(draw(st.integers(1, 25))):
+            now += draw(st.sampled_from([0.0, 0.05, 0.05, 0.2, 2.5, -0.3]))
+            agent, port = draw(st.sampled_from([(AGENT, 1), (AGENT2, 1)]))
+            peer = f"203.0.113.{draw(st.integers(60, 75))}"
+            if draw(st.booleans()):  # a client in, to a proxy port or not
+                batch.append(_sample(
+                    now=now, agent=agent, input_ifindex=None, output_ifindex=port, protocol=6,
+                    tcp_flags=draw(st.sampled_from([0x02, 0x10, 0x04, 0x12])), src_ip=peer,
+                    dst_ip="198.51.100.11", src_port=draw(st.integers(5000, 5003)),
+                    dst_port=draw(st.sampled_from([3128, 8080, 80]))))
+            else:  # the server out
+                batch.append(_sample(
+                    now=now, agent=agent, input_ifindex=port, protocol=6,
+                    tcp_flags=draw(st.sampled_from([0x02, 0x18, 0x02])), dst_ip=peer,
+                    src_port=40000, dst_port=draw(st.sampled_from([25, 587, 443, 3128]))))
+        steps.append(("samples", batch))
+        if draw(st.integers(0, 2)):  # judged while the relay is still in its windows
+            steps.append(("evaluate", now + draw(st.sampled_from([0.0, 0.2]))))
+    steps.append(("evaluate", now + 0.5))
+    steps.append(("evaluate", now + 30.0))
+    return steps
+
+
+relay_thresholds = st.builds(
+    DetectThresholds, proxy_min_clients=st.sampled_from([1, 2]),
+    proxy_min_fanout=st.sampled_from([1, 2]), proxy_follow_s=st.sampled_from([0.1, 2.0]),
+    proxy_window_s=st.sampled_from([3.0, 10.0]), spam_distinct_dsts=st.sampled_from([2, 4]),
+    spam_window_s=st.sampled_from([1.0, 3.0]), distinct_cap=st.sampled_from([2, 4096, 4096]),
+    min_samples=st.sampled_from([1, 5]), repeat_s=st.sampled_from([0.0, 10.0]),
+    clear_s=st.sampled_from([0.5, 10.0]), evidence_samples=st.sampled_from([1, 3]),
+    proxy_actionable=st.booleans())
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(t=relay_thresholds, steps=relay_streams(), data=st.data())
+def test_relays_and_mail_fanout_equal_abuse_detector(
+    t: DetectThresholds, steps: list[tuple[str, Any]], data: st.DataObject
+) -> None:
+    ref, a, b = _detectors(t, t, False)
+    _run(ref, a, b, steps, data.draw)
