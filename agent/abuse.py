@@ -11,7 +11,10 @@ from typing import Any
 from rackwarden.drivers.capture.evidence import EvidenceRing, write_evidence
 from rackwarden.drivers.capture.span import MirrorSource, SpanCapture
 from rackwarden.drivers.sflow.collector import SflowCollector
+from rackwarden.drivers.sflow.rawring import RawRing
 from rackwarden.policies.detect import AbuseDetector, Detection, DetectThresholds, Exemption, ServerSpec
+from rackwarden.policies.detect_vec import VectorDetector
+from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import FlowSample
 
 from .clock import Clock
@@ -67,6 +70,11 @@ class AbuseService:
         self.enforcer = enforcer
         self._if_index = if_index
         self._specs: list[ServerSpec] = []
+        # `vector`: sFlow is decoded in batches into columns on the collector's receive thread
+        # and fed to VectorDetector; its evidence is re-decoded from the last datagrams as the
+        # switch sent them (sflow_ring). Fixed at start, like the sources themselves.
+        self.engine = config.detection.detector_engine
+        self.sflow_ring = RawRing()
         self.detector = self._build_detector()
         self.collector: SflowCollector | None = None
         self.captures: list[SpanCapture] = []
@@ -79,6 +87,9 @@ class AbuseService:
     def _build_detector(self) -> AbuseDetector:
         self._specs = server_specs(self.config, self._if_index)
         templates = {name: DetectThresholds(**values) for name, values in self.config.detection.thresholds.items()}
+        if self.engine == "vector":
+            return VectorDetector(self._specs, templates=templates, exemptions=exemptions(self.config),
+                                  resolve=self.sflow_ring.resolve)
         return AbuseDetector(self._specs, templates=templates, exemptions=exemptions(self.config))
 
     def reconfigure(self, config: Config) -> None:
@@ -87,6 +98,9 @@ class AbuseService:
         if (old.detection.sflow_listen, old.detection.sflow_port, old.detection.span_mirrors) != (
                 config.detection.sflow_listen, config.detection.sflow_port, config.detection.span_mirrors):
             log.warning("detection sources changed: they take effect at the next restart")
+        if old.detection.detector_engine != config.detection.detector_engine:
+            log.warning("detection.engine changed to %s: it takes effect at the next restart",
+                        config.detection.detector_engine)
         if (server_specs(config, self._if_index) != self._specs
                 or old.detection.thresholds != config.detection.thresholds):
             log.warning("servers or thresholds changed: detectors rebuilt, their windows start afresh")
@@ -105,8 +119,11 @@ class AbuseService:
         d = self.config.detection
         if d.sflow_listen is not None:
             agents = [sw.sflow_agent for sw in self.config.switches.values() if sw.sflow_agent]
+            vector = self.engine == "vector"
             self.collector = SflowCollector(allowed_agents=agents, on_samples=self.on_samples, clock=self.clock,
-                                            bind=d.sflow_listen, port=d.sflow_port)
+                                            bind=d.sflow_listen, port=d.sflow_port,
+                                            on_columns=self.on_columns if vector else None,
+                                            raw_ring=self.sflow_ring if vector else None)
             await self.collector.start()
         by_switch: dict[str, list[MirrorSource]] = {}
         for m in d.span_mirrors:
@@ -136,6 +153,13 @@ class AbuseService:
     def on_samples(self, samples: Sequence[Any]) -> None:
         # The sFlow collector hands counter samples in the same list; detectors read flows.
         self.detector.ingest([s for s in samples if type(s) is FlowSample])
+
+    def on_columns(self, cols: SampleColumns) -> None:
+        # On the event loop: the collector posts each decoded batch. self.detector is looked up
+        # per call, because reconfigure and refresh_ports replace it.
+        det = self.detector
+        if isinstance(det, VectorDetector):
+            det.ingest_columns(cols)
 
     def _on_batch_thread(self, samples: Sequence[FlowSample]) -> None:
         # Called on the capture thread: the detector lives on the event loop.

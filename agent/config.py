@@ -265,6 +265,7 @@ class DetectionConfig:
     span_netns: str | None = None  # capture inside this network namespace (the lab's switch)
     span_mode: str = SPAN.default("mode")
     evaluate_interval_s: float = DETECTION.default("evaluate_interval_s")
+    detector_engine: str = DETECTION.default("engine")
     thresholds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # template -> fields
 
     @property

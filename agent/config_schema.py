@@ -386,6 +386,9 @@ DETECTION = Section("detection", "Abuse detection (R4-R8): an sFlow collector an
     S("sflow", "mapping", None, "sFlow collector (see `detection.sflow`)"),
     S("span", "mapping", None, "SPAN mirror capture (see `detection.span`)"),
     S("evaluate_interval_s", "number", 0.25, "how often the detectors are evaluated", lo=0.01, hi=60),
+    S("engine", "choice", "vector", "detector state in arrays fed by columnar sFlow decoding (`vector`), "
+      "or one object per server fed one sample at a time (`object`): the same detections",
+      choices=("vector", "object"), attr="detector_engine"),
     S("thresholds", "mapping", None, "per template name (see `detection.thresholds.<template>`)"),
 ))
 

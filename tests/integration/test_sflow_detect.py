@@ -22,6 +22,7 @@ import pytest
 from rackwarden.agent.clock import SystemClock
 from rackwarden.drivers.sflow.collector import SflowCollector
 from rackwarden.drivers.sflow.decoder import Sample, decode_datagram
+from rackwarden.drivers.sflow.rawring import RawRing
 from rackwarden.policies.detect import (
     FLOOD,
     PROXY,
@@ -33,6 +34,8 @@ from rackwarden.policies.detect import (
     Detection,
     ServerSpec,
 )
+from rackwarden.policies.detect_vec import VectorDetector
+from rackwarden.policies.flowcols import NONE, SampleColumns
 from rackwarden.policies.flowfacts import CounterSample, FlowSample
 
 from tests.lab.netlab import Lab, cleanup_stale
@@ -82,11 +85,17 @@ class SflowPipeline:
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     collector: SflowCollector | None = None
     thread: threading.Thread | None = None
+    # With a ring, the daemon's default path: batches decoded into columns on the receive
+    # thread, fed to a VectorDetector whose evidence the ring re-decodes.
+    ring: RawRing | None = None
 
     def start(self) -> None:
+        columns = self.ring is not None
         self.collector = SflowCollector(allowed_agents=[self.allowed_agent],
                                         on_samples=self.on_samples, clock=self.clock,
-                                        bind=self.bind, port=SFLOW_PORT)
+                                        bind=self.bind, port=SFLOW_PORT,
+                                        on_columns=self.on_columns if columns else None,
+                                        raw_ring=self.ring)
         self.thread = threading.Thread(target=self.loop.run_forever, name="sflow-loop",
                                        daemon=True)
         self.thread.start()
@@ -112,6 +121,20 @@ class SflowPipeline:
             for f in flows:
                 self.flow_samples[(f.agent, f.input_ifindex, f.output_ifindex)] += 1
         self.detector.ingest(flows)
+        self._after_ingest()
+
+    def on_columns(self, cols: SampleColumns) -> None:
+        names = cols.agent_names
+        with self.lock:
+            for a, i, o in zip(cols.agent.tolist(), cols.input_ifindex.tolist(),
+                               cols.output_ifindex.tolist(), strict=True):
+                self.flow_samples[(names[a], None if i == NONE else i,
+                                   None if o == NONE else o)] += 1
+        assert isinstance(self.detector, VectorDetector)
+        self.detector.ingest_columns(cols)
+        self._after_ingest()
+
+    def _after_ingest(self) -> None:
         # Evaluation runs at most every 50 ms (a datagram carries ~7 samples and comes every
         # few ms under a flood); the tick below covers quiet periods.
         if self.clock.now() - self.last_eval >= 0.05:
@@ -262,8 +285,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                        declared_ports=frozenset({22}) if i == PROXY_SERVER else None)
             for i in range(1, N_SERVERS + 1)
         ]
-        pipe = SflowPipeline(AbuseDetector(specs), allowed_agent=lab.mgmt_addr,
-                             bind=lab.noc_addr)
+        ring = RawRing()
+        pipe = SflowPipeline(VectorDetector(specs, resolve=ring.resolve),
+                             allowed_agent=lab.mgmt_addr, bind=lab.noc_addr, ring=ring)
         pipe.start()
         pcap = tmp_path_factory.mktemp("sflow") / "mgmt.pcap"
         tshark = _start_tshark(lab, pcap)
