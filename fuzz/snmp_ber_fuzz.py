@@ -3,7 +3,9 @@
     python fuzz/snmp_ber_fuzz.py -max_total_time=600 [libFuzzer flags] [corpus dirs]
 
 Every input goes through `ber.decode_message`; the only allowed outcomes are a Message or a
-`BerError` whose offset lies inside the input. A decoded message must also survive a round
+`BerError` whose offset lies inside the input. It also goes through the SNMPv3 reader
+(`usm.decode_envelope`, the digest check, decryption and `usm.decode_scoped_pdu`, with one
+authPriv SHA/AES user's keys), where a `UsmError` is allowed too. A decoded message must also survive a round
 trip: encoded again with `ber.encode_message` and decoded, it is the same message. Seeds are
 responses over the recorded walks in tests/fixtures/snmprec, in minimal and net-snmp-style
 (0x82) lengths, plus pyasn1's own encodings (definite and indefinite lengths). As with
@@ -31,8 +33,12 @@ FIXTURES = ROOT / "tests" / "fixtures" / "snmprec"
 
 # Only the codec is instrumented: coverage of pysnmp and the rest of the package (imported by
 # the package's __init__) would only slow the run and steer inputs toward nothing of ours.
-with atheris.instrument_imports(include=["rackwarden.drivers.snmp.ber"]):
-    from rackwarden.drivers.snmp import ber
+with atheris.instrument_imports(include=["rackwarden.drivers.snmp.ber",
+                                          "rackwarden.drivers.snmp.usm"]):
+    from rackwarden.drivers.snmp import ber, usm
+
+V3_USER = usm.Credentials(b"fuzz", auth_protocol="sha", auth_password=b"fuzz-auth-key",
+                          priv_protocol="aes", priv_password=b"fuzz-priv-key")
 
 RSS_CHECK_EVERY = 20_000
 MAX_RSS_GROWTH_MB = 64.0
@@ -58,7 +64,25 @@ def rss_kb() -> int:
         return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
 
+def check_v3(data: bytes) -> None:
+    try:
+        env = usm.decode_envelope(data)
+        keys = V3_USER.localized(env.engine_id)  # bounded caches, whatever the engine IDs
+        usm.authentic(data, env, keys)
+        if env.encrypted:
+            plain = usm.decrypt(keys, env.boots, env.time, env.priv_params, env.scoped)
+            usm.decode_scoped_pdu(plain, padded=True)
+        else:
+            usm.decode_scoped_pdu(env.scoped)
+    except ber.BerError as exc:
+        if not 0 <= exc.offset <= len(data):
+            raise AssertionError(f"BerError offset {exc.offset} outside {len(data)} bytes") from exc
+    except usm.UsmError:
+        pass
+
+
 def check(data: bytes) -> None:
+    check_v3(data)
     try:
         msg = ber.decode_message(data)
     except ber.BerError as exc:
@@ -176,6 +200,18 @@ def seed_corpus(into: Path) -> int:
         seeds.append(encoder.encode(out))
         seeds.append(encoder.encode(out, defMode=False))
     seeds.append(ber.encode_getbulk(b"public", 1, 1, 51, [(1, 3, 6, 1, 2, 1, 1, 3)]))
+    # SNMPv3 messages around a few of the same PDUs: authPriv under the fuzz user's keys (so
+    # the digest and decryption paths are reached), and plaintext.
+    for n, data in enumerate(seeds[:4]):
+        msg = ber.decode_message(data)
+        pdu = ber.encode_pdu(pdu_type=msg.pdu_type, request_id=msg.request_id, error_status=0,
+                             error_index=0, varbinds=[(o, t, v) for (o, v), t in
+                                                      zip(msg.varbinds, msg.tags, strict=True)])
+        for flags in (V3_USER.flags, usm.FLAG_REPORTABLE):
+            seeds.append(usm.encode_request(
+                msg_id=n + 1, flags=flags, engine_id=b"\x80\x00\x1f\x88\x04fuzz", boots=3,
+                time=1000 + n, user=b"fuzz", keys=V3_USER.localized(b"\x80\x00\x1f\x88\x04fuzz"),
+                pdu=pdu, salt_counter=n))
     into.mkdir(parents=True, exist_ok=True)
     for s in seeds:
         (into / hashlib.sha1(s).hexdigest()).write_bytes(s)

@@ -225,7 +225,21 @@ def decode_message(data: bytes) -> Message:
     version = _int(data, s, e, INTEGER)
     s, e = _expect(data, e, stop, OCTET_STRING, "community")
     community = data[s:e]
-    pdu_at = e
+    pdu = _decode_pdu(data, e, stop)
+    return Message(version, bytes(community), *pdu)
+
+
+def decode_pdu(data: bytes, start: int, end: int) -> tuple[int, int, int, int, list[VarBind],
+                                                           list[int]]:
+    """One PDU that fills data[start:end] exactly (an SNMPv3 scopedPDU's last element):
+    (pdu_type, request_id, error_status, error_index, varbinds, tags); BerError otherwise."""
+    if not 0 <= start <= end <= len(data):
+        raise BerError(start, f"PDU bounds {start}..{end} outside the {len(data)} bytes")
+    return _decode_pdu(data, start, end)
+
+
+def _decode_pdu(data: bytes, pdu_at: int, stop: int) -> tuple[int, int, int, int, list[VarBind],
+                                                              list[int]]:
     pdu_type, pos, pdu_end = _tlv(data, pdu_at, stop)
     if pdu_type not in PDU_TAGS:
         raise BerError(pdu_at, f"PDU tag 0x{pdu_type:02x} is not an SNMPv2 PDU")
@@ -311,8 +325,7 @@ def decode_message(data: bytes) -> Message:
         append_vb((oid, value))
         append_tag(tag)
         pos = e
-    return Message(version, bytes(community), pdu_type, request_id, error_status, error_index,
-                   varbinds, tags)
+    return pdu_type, request_id, error_status, error_index, varbinds, tags
 
 
 # --- encoding --------------------------------------------------------------------------------
@@ -334,8 +347,23 @@ def _tlv_bytes(tag: int, content: bytes, long_form: bool = False) -> bytes:
     return bytes((tag,)) + _len_octets(len(content), long_form) + content
 
 
+# OID tuple -> content bytes: every request of a poll names the same column OIDs again.
+_OID_BYTES_CACHE: dict[tuple[int, ...], bytes] = {}
+
+
 def encode_oid_content(oid: Sequence[int]) -> bytes:
     """The content octets of an OID; ValueError if it is not a valid SNMP OID."""
+    key = tuple(oid)
+    cached = _OID_BYTES_CACHE.get(key)
+    if cached is None:
+        cached = _encode_oid_content(key)
+        if len(_OID_BYTES_CACHE) >= _OID_CACHE_MAX:
+            _OID_BYTES_CACHE.clear()
+        _OID_BYTES_CACHE[key] = cached
+    return cached
+
+
+def _encode_oid_content(oid: tuple[int, ...]) -> bytes:
     if len(oid) < 2 or len(oid) > MAX_OID_ARCS:
         raise ValueError(f"OID needs 2..{MAX_OID_ARCS} arcs: {oid!r}")
     x, y = oid[0], oid[1]
@@ -408,6 +436,28 @@ def encode_message(
 ) -> bytes:
     """A whole message from (oid, tag, value) varbinds. `long_form` writes every SEQUENCE and
     PDU length as 0x82 hi lo (net-snmp's style) to exercise decoders on non-minimal lengths."""
+    msg = (
+        encode_value(INTEGER, version)
+        + encode_value(OCTET_STRING, community)
+        + encode_pdu(pdu_type=pdu_type, request_id=request_id, error_status=error_status,
+                     error_index=error_index, varbinds=varbinds, long_form=long_form)
+    )
+    out = _tlv_bytes(SEQUENCE, msg, long_form)
+    if len(out) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"message of {len(out)} bytes is beyond {MAX_MESSAGE_BYTES}")
+    return out
+
+
+def encode_pdu(
+    *,
+    pdu_type: int,
+    request_id: int,
+    error_status: int,
+    error_index: int,
+    varbinds: Sequence[tuple[Oid, int, SnmpValue | None]],
+    long_form: bool = False,
+) -> bytes:
+    """One PDU's TLV (what a v2c message or an SNMPv3 scopedPDU carries last)."""
     if pdu_type not in PDU_TAGS:
         raise ValueError(f"PDU tag 0x{pdu_type:02x} is not an SNMPv2 PDU")
     body = bytearray()
@@ -420,15 +470,27 @@ def encode_message(
         + encode_value(INTEGER, error_index)
         + _tlv_bytes(SEQUENCE, bytes(body), long_form)
     )
-    msg = (
-        encode_value(INTEGER, version)
-        + encode_value(OCTET_STRING, community)
-        + _tlv_bytes(pdu_type, pdu, long_form)
-    )
-    out = _tlv_bytes(SEQUENCE, msg, long_form)
-    if len(out) > MAX_MESSAGE_BYTES:
-        raise ValueError(f"message of {len(out)} bytes is beyond {MAX_MESSAGE_BYTES}")
-    return out
+    return _tlv_bytes(pdu_type, pdu, long_form)
+
+
+def tlv_bytes(tag: int, content: bytes) -> bytes:
+    """tag, minimal definite length, content."""
+    return _tlv_bytes(tag, content)
+
+
+def read_tlv(data: bytes, pos: int, end: int, tag: int, what: str) -> tuple[int, int]:
+    """(content start, content end) of the element at data[pos] inside data[:end], which must
+    carry `tag`; BerError naming `what` otherwise."""
+    return _expect(data, pos, end, tag, what)
+
+
+def read_int(data: bytes, start: int, stop: int, low: int, high: int, what: str) -> int:
+    """The INTEGER content data[start:stop], which must lie in low..high."""
+    value = _int(data, start, stop, INTEGER) if stop - start <= 5 else None
+    if value is None or not low <= value <= high:
+        shown = "too wide" if value is None else str(value)
+        raise BerError(start, f"{what} {shown} is outside {low}..{high}")
+    return value
 
 
 def encode_getbulk(

@@ -49,7 +49,9 @@ from pysnmp.hlapi.varbinds import CommandGeneratorVarBinds
 from pysnmp.proto import errind, rfc1905
 from rackwarden.policies.facts import PollErrorKind, PortPoll
 
+from . import ber, usm
 from .fastv2c import BulkTimeout, FastPathUnavailable, FastV2cClient
+from .fastv3 import FastV3Client
 from .ifmib import (
     FALLBACK_COLUMNS,
     IF_HC_IN_OCTETS,
@@ -318,9 +320,12 @@ class SnmpPoller:
         rcvbuf_bytes: int = DEFAULT_RCVBUF_BYTES,
         local_address: tuple[str, int] = ("0.0.0.0", 0),
         fast_v2c: bool = True,
+        fast_v3: bool | None = None,
     ) -> None:
         """`fast_v2c` polls v2c switches with the project's own BER codec (drivers/snmp/ber.py)
-        instead of pysnmp's; a switch whose replies it cannot read falls back to pysnmp."""
+        instead of pysnmp's; `fast_v3` (by default as `fast_v2c`) does the same for SNMPv3
+        switches, with the USM of drivers/snmp/usm.py. A switch whose replies the fast path
+        cannot read falls back to pysnmp, and so does one whose privacy protocol it lacks."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         self._wall = wall
@@ -340,6 +345,9 @@ class SnmpPoller:
         self._fast: FastV2cClient | None = None
         self._fast_sock: socket.socket | None = None
         self._fast_state: dict[str, _FastState] = {}
+        self._fast3_enabled = fast_v2c if fast_v3 is None else fast_v3
+        self._fast3: FastV3Client | None = None
+        self._fast3_sock: socket.socket | None = None
         # Switches polled through pysnmp because the fast path could not read them: name ->
         # how many polls fell back (a counter for metrics; the first one is logged).
         self._fallbacks: dict[str, int] = {}
@@ -375,6 +383,24 @@ class SnmpPoller:
                 engine.close_dispatcher()
                 raise
             self._fast, self._fast_sock = fast, fast_sock
+        if self._fast3_enabled:
+            fast3_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                _raise_rcvbuf(fast3_sock, self._rcvbuf_request)
+                fast3_sock.bind((self._local_address[0], 0))
+                fast3_sock.setblocking(False)
+                fast3 = FastV3Client(fast3_sock, first_request_id=1 + secrets.randbelow(2**30),
+                                     mono=self._mono)
+                await fast3.open()
+            except BaseException:
+                fast3_sock.close()
+                for other in (self._fast, self._fast_sock, sock):
+                    if other is not None:
+                        other.close()
+                self._fast = self._fast_sock = None
+                engine.close_dispatcher()
+                raise
+            self._fast3, self._fast3_sock = fast3, fast3_sock
         _warm_mib_view(engine)
         self._engine = engine
         self._sock = sock
@@ -398,6 +424,12 @@ class SnmpPoller:
         if self._fast_sock is not None:
             self._fast_sock.close()
             self._fast_sock = None
+        if self._fast3 is not None:
+            self._fast3.close()
+            self._fast3 = None
+        if self._fast3_sock is not None:
+            self._fast3_sock.close()
+            self._fast3_sock = None
         if self._sock is not None:
             self._sock.close()  # the transport closed it already; this is for a failed start
             self._sock = None
@@ -411,7 +443,8 @@ class SnmpPoller:
         await self.close()
 
     def _open_sockets(self) -> list[socket.socket]:
-        return [s for s in (self._sock, self._fast_sock) if s is not None and s.fileno() >= 0]
+        return [s for s in (self._sock, self._fast_sock, self._fast3_sock)
+                if s is not None and s.fileno() >= 0]
 
     @property
     def rcvbuf_bytes(self) -> int | None:
@@ -454,6 +487,17 @@ class SnmpPoller:
         return {"requests": self._fast.sent, "unmatched_replies": self._fast.unmatched,
                 "icmp_errors": self._fast.icmp_errors}
 
+    def fast_v3_path_stats(self) -> dict[str, int]:
+        """The fast v3 path's counters since start(): requests sent (each try, discovery
+        included), replies dropped as not ours or not authentic, engine discoveries, and
+        resynchronisations after a notInTimeWindow or unknownEngineID Report; empty when off."""
+        f = self._fast3
+        if f is None:
+            return {}
+        return {"requests": f.sent, "unmatched_replies": f.unmatched + f.dropped,
+                "icmp_errors": f.icmp_errors, "discoveries": f.discoveries,
+                "resyncs": f.resyncs}
+
     def fast_path_fallback_reasons(self) -> dict[str, str]:
         """Per switch, why it was moved to pysnmp (the first reason seen)."""
         return dict(self._fallback_reason)
@@ -479,7 +523,7 @@ class SnmpPoller:
                 try:
                     if self._uses_fast_path(target):
                         try:
-                            return await self._poll_fast(target, started)
+                            return await self._poll_fast(target, started, scalars)
                         except FastPathUnavailable as exc:
                             self._fall_back(target, str(exc))
                     return await self._poll(target, auth, scalars, started)
@@ -537,7 +581,9 @@ class SnmpPoller:
         )
 
     def _uses_fast_path(self, target: SnmpTarget) -> bool:
-        if self._fast is None or target.version != "2c":
+        if target.version == "2c" and self._fast is None:
+            return False
+        if target.version == "3" and (self._fast3 is None or _usm_credentials(target) is None):
             return False
         if target.name in self._fallbacks:
             self._fallbacks[target.name] += 1  # one more poll through pysnmp
@@ -550,22 +596,37 @@ class SnmpPoller:
         count = self._fallbacks.get(target.name, 0)
         if count == 0:
             self._fallback_reason[target.name] = reason
-            log.warning("SNMP %s: fast v2c path cannot read this agent (%s); polling it through"
-                        " pysnmp from now on", target.name, reason)
+            log.warning("SNMP %s: fast v%s path cannot read this agent (%s); polling it through"
+                        " pysnmp from now on", target.name, target.version, reason)
         self._fallbacks[target.name] = count + 1
 
-    async def _poll_fast(self, target: SnmpTarget, started: float) -> PortPoll:
-        """One v2c poll through FastV2cClient and ber.py: the same walk, the same PortPoll."""
-        fast = self._fast
-        assert fast is not None
-        community = reveal(target.community)
-        assert community is not None  # SnmpTarget refuses v2c without one
+    async def _poll_fast(self, target: SnmpTarget, started: float, scalars: list[Oid]) -> PortPoll:
+        """One poll through FastV2cClient or FastV3Client and ber.py: the same walk, the same
+        PortPoll."""
+        send: Callable[[list[Oid], int, int], Awaitable[ber.Message]]
+        if target.version == "2c":
+            fast = self._fast
+            assert fast is not None
+            community = reveal(target.community)
+            assert community is not None  # SnmpTarget refuses v2c without one
+            try:
+                wire_community = community.encode("iso-8859-1")  # what pysnmp puts on the wire
+            except UnicodeEncodeError:
+                raise FastPathUnavailable("community is not ISO 8859-1") from None
+
+            def send(request: list[Oid], non_repeaters: int, reps: int) -> Awaitable[ber.Message]:
+                return fast.get_bulk(addr, wire_community, non_repeaters, reps, request,
+                                     timeout_s=target.timeout_s, retries=target.retries)
+        else:
+            fast3, creds = self._fast3, _usm_credentials(target)
+            assert fast3 is not None and creds is not None  # _uses_fast_path checked
+
+            def send(request: list[Oid], non_repeaters: int, reps: int) -> Awaitable[ber.Message]:
+                return fast3.get_bulk(addr, creds, non_repeaters, reps, request,
+                                      timeout_s=target.timeout_s, retries=target.retries)
         try:
-            wire_community = community.encode("iso-8859-1")  # what pysnmp puts on the wire
             ipaddress.IPv4Address(target.host)
             addr = (target.host, target.port)
-        except UnicodeEncodeError:
-            raise FastPathUnavailable("community is not ISO 8859-1") from None
         except ValueError:
             addr = await self._resolve_v4(target)
         state = self._fast_state.setdefault(target.name, _FastState())
@@ -578,12 +639,15 @@ class SnmpPoller:
             if state.ceiling is not None:
                 reps = min(reps, state.ceiling)
             while True:
+                where = "" if round_no == 0 else f" (GETBULK round {round_no + 1})"
                 try:
-                    msg = await fast.get_bulk(addr, wire_community, non_repeaters, reps, request,
-                                              timeout_s=target.timeout_s, retries=target.retries)
+                    msg = await send(request, non_repeaters, reps)
                 except BulkTimeout:
-                    where = "" if round_no == 0 else f" (GETBULK round {round_no + 1})"
                     raise _PollFailure("timeout", f"no response before timeout{where}") from None
+                except usm.UsmError as exc:
+                    # A Report: the same kind and words as pysnmp's error indication.
+                    kind: PollErrorKind = "auth" if exc.kind == "auth" else "protocol"
+                    raise _PollFailure(kind, f"{exc.detail}{where}") from None
                 if msg.error_status == _TOO_BIG and reps > 1:
                     # RFC 3416 4.2.3: the reply would not fit. Ask for half, and remember it.
                     reps = max(1, reps // 2)
@@ -597,7 +661,7 @@ class SnmpPoller:
                 stamp.at, stamp.now = self._wall(), self._mono()
                 return msg.varbinds
 
-        poll, rows = await self._walk_all(target, bulk, [_SYS_UPTIME_OBJECT], stamp, started)
+        poll, rows = await self._walk_all(target, bulk, scalars, stamp, started)
         state.rows = rows
         return poll
 
@@ -702,6 +766,32 @@ class SnmpPoller:
             raise _failure_from_status(error_status, int(error_index), request, round_no)
         stamp.at, stamp.now = self._wall(), self._mono()
         return [(tuple(oid), plain_value(value)) for oid, value in reply]
+
+
+def _usm_credentials(target: SnmpTarget) -> usm.Credentials | None:
+    """The target's USM user for the fast v3 path, at the security level pysnmp would use
+    (auth with an auth key, privacy with a privacy key too); None when only pysnmp can poll it:
+    a privacy protocol usm.py lacks, or names and keys beyond ASCII, whose encoding on the wire
+    is pysnmp's to decide."""
+    auth_key, priv_key = reveal(target.auth_key), reveal(target.priv_key)
+    try:
+        user = (target.user or "").encode("ascii")
+        auth = auth_key.encode("ascii") if auth_key else b""
+        priv = priv_key.encode("ascii") if priv_key else b""
+    except UnicodeEncodeError:
+        return None
+    if priv and target.priv_protocol not in usm.PRIV_PROTOCOLS:
+        return None
+    try:
+        return usm.Credentials(
+            user,
+            auth_protocol=target.auth_protocol if auth else None,
+            auth_password=auth,
+            priv_protocol=target.priv_protocol if priv else None,
+            priv_password=priv,
+        )
+    except ValueError:
+        return None
 
 
 def lacks_hc(varbinds: Sequence[VarBind]) -> bool:

@@ -319,7 +319,7 @@ def test_replies_with_another_request_id_or_community_are_not_taken() -> None:
     assert fallbacks == {}
 
 
-def test_v3_targets_never_take_the_fast_path() -> None:
+def test_a_v3_poll_of_a_v2c_only_agent_times_out_without_counting_a_fallback() -> None:
     agent = Agent({})
 
     async def body(port: int) -> tuple[PortPoll, dict[str, int]]:
@@ -329,8 +329,8 @@ def test_v3_targets_never_take_the_fast_path() -> None:
             return await poller.poll(t), poller.fast_path_fallbacks()
 
     poll, fallbacks = asyncio.run(with_agent(agent, body))
-    # The pysnmp engine sends a v3 discovery message, which this v2c agent cannot decode:
-    # nothing of it arrives as a v2c request and the fast path is not involved.
+    # The v3 path's engine discovery is a v3 message this v2c agent cannot decode: nothing
+    # arrives as a v2c request, the poll times out, and a timeout is not a fast-path fallback.
     assert poll.error == "timeout" and fallbacks == {} and agent.requests == []
 
 
