@@ -20,7 +20,8 @@ time.process_time, peak from tracemalloc only where named):
 - RSS after a SIGHUP-like reload (Daemon.reload: the file loaded again and every part
   reconfigured), against the RSS before it;
 - RSS under sFlow load: the sFlow batch path (SflowCollector.datagrams_received, as
-  bench/sflow_batch.py drives it) feeding the runtime's AbuseService for every server, with
+  bench/sflow_batch.py drives it; on the default vector engine, columns into VectorDetector and
+  the raw datagram ring) feeding the runtime's AbuseService for every server, with
   evaluate() at 4 Hz of receive time.
 
 Figures are printed with the baseline (the interpreter, the imports, the old composer) from the
@@ -302,7 +303,12 @@ def sflow_load(rt: Any, samples_per_port: int, rounds: int) -> tuple[int, float,
     del _specs
     corpus_mb = rss_mb() - before
     clock = sb._Clock()
-    col = SflowCollector(allowed_agents=["10.200.0.0/16"], on_samples=rt.abuse.on_samples, clock=clock)
+    # As AbuseService.start builds it: on the vector engine (the default) batches are decoded
+    # into columns, kept in the raw datagram ring and fed to VectorDetector.
+    vector = rt.abuse.engine == "vector"
+    col = SflowCollector(allowed_agents=["10.200.0.0/16"], on_samples=rt.abuse.on_samples, clock=clock,
+                         on_columns=rt.abuse.on_columns if vector else None,
+                         raw_ring=rt.abuse.sflow_ring if vector else None)
     det = rt.abuse.detector
     span = len(datagrams) * sb.DATAGRAM_SPACING_S
     for r in range(rounds):
