@@ -1,11 +1,23 @@
-"""Benchmark: SPAN capture frames/s per core, full decode+detect path beside a bare struct walk.
+"""Benchmark: SPAN capture frames/s per core, the batch path beside the per-frame path and a bare walk.
 
 Builds a private namespace with a veth pair, replays a mixed frame set into one end
-(tcpreplay --topspeed when installed, else Python AF_PACKET senders) and captures on the other
-with each of: ring + struct walk, recv_into + struct walk, ring + SpanCapture decode + detect,
-recv + SpanCapture decode + detect. Per-core figures are frames handled per CPU-second of the
-capture thread alone, so the sender sharing the machine does not skew them; kernel drops are
-reported beside them. Needs root. Ends with one JSON line of figures.
+(tcpreplay at --pps, 300k by default, when installed, else Python AF_PACKET senders) and
+captures on the other with each of:
+- bare_ring / bare_recv: ring or recv_into + a struct walk, no FlowSample (the floor);
+- full_ring: the batch path, SpanCapture(on_columns=...): blocks held to ~4k frames, one ring
+  walk (the compiled walker when built), columns, raw frame ring, then
+  VectorDetector.ingest_columns + evaluate when rackwarden.policies.detect_vec exists
+  (printed either way);
+- full_ring_nodetect: the same without the detector (the capture's own cost);
+- full_ring_pywalk: the batch path with the pure-Python walker;
+- perframe_ring / perframe_recv: today's per-frame SpanCapture (FlowSample per frame) feeding
+  AbuseDetector.ingest + evaluate.
+Per-core figures are frames handled per CPU-second of the capture thread alone, between its
+first and last batch, so the sender sharing the machine does not skew them; kernel drops and
+the rate actually offered (frames seen + dropped per second) are reported beside them. The
+`*_saturated` figures run the same capture loops over a synthetic, full TPACKET_V3 ring (no
+sender): the thread's capacity when a flood keeps the ring full, whatever the sender manages.
+Needs root. Ends with one JSON line of figures.
 """
 
 from __future__ import annotations
@@ -28,9 +40,11 @@ from struct import Struct
 from typing import Any
 
 from rackwarden.agent.clock import SystemClock
-from rackwarden.drivers.capture import MirrorSource, SpanCapture
+from rackwarden.drivers.capture import MirrorSource, SpanCapture, ringwalk
 from rackwarden.drivers.capture.afpacket import PKT_HDR, RawSocket, enter_netns
+from rackwarden.drivers.capture.rawring import RawFrameRing
 from rackwarden.policies.detect import AbuseDetector, ServerSpec
+from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import FlowSample
 
 N_SERVERS = 40
@@ -155,33 +169,35 @@ class BareCapture:
         raw.close()
 
 
-class FullPath:
-    """SpanCapture (struct decode into FlowSamples) feeding the abuse detectors."""
+def _specs() -> list[ServerSpec]:
+    return [ServerSpec(f"s{i}", frozenset({("span", 100 + i)}),
+                       frozenset({f"198.51.100.{i + 1}"})) for i in range(N_SERVERS)]
 
-    def __init__(self, ifname: str, netns: str, mode: str) -> None:
-        specs = [ServerSpec(f"s{i}", frozenset({("span", 100 + i)}),
-                            frozenset({f"198.51.100.{i + 1}"})) for i in range(N_SERVERS)]
-        self.detector = AbuseDetector(specs)
+
+class _Timed:
+    """CPU of the capture thread and frames read, from its first batch to its last: what
+    the thread spent on the frames in between, idle polls cost nothing."""
+
+    cap: SpanCapture
+
+    def __init__(self) -> None:
         self.clock = SystemClock()
         self.detections = 0
         self._last_eval = 0.0
-        self.cap = SpanCapture(
-            [MirrorSource(ifname)], self._on_batch, self.clock, netns=netns, mode=mode,  # type: ignore[arg-type]
-            mac_ports={_mac(i): 100 + i for i in range(N_SERVERS)}, snaplen=SNAPLEN)
-        self.cpu_s = 0.0
-        self._cpu0 = 0.0
         self._clockid: int | None = None
+        self._cpu0 = 0.0
+        self._pk0 = 0
+        self.cpu_s = 0.0
+        self.frames = 0
 
-    def _on_batch(self, batch: Sequence[FlowSample]) -> None:
+    def _tick(self) -> None:
         if self._clockid is None:
             self._clockid = time.pthread_getcpuclockid(threading.get_ident())
             self._cpu0 = time.clock_gettime(self._clockid)
-        self.detector.ingest(batch)
-        now = self.clock.now()
-        if now - self._last_eval >= 0.05:
-            self._last_eval = now
-            self.detections += len(self.detector.evaluate(now, self.clock.at()))
+            self._pk0 = self.cap.counters.packets
+            return
         self.cpu_s = time.clock_gettime(self._clockid) - self._cpu0
+        self.frames = self.cap.counters.packets - self._pk0
 
     def start(self) -> None:
         self.cap.start()
@@ -198,14 +214,75 @@ class FullPath:
         return self.cap.counters.drops
 
 
+class FullPath(_Timed):
+    """Today's per-frame SpanCapture (struct decode into FlowSamples) feeding AbuseDetector."""
+
+    def __init__(self, ifname: str, netns: str, mode: str) -> None:
+        super().__init__()
+        self.detector = AbuseDetector(_specs())
+        self.cap = SpanCapture(
+            [MirrorSource(ifname)], self._on_batch, self.clock, netns=netns, mode=mode,  # type: ignore[arg-type]
+            mac_ports={_mac(i): 100 + i for i in range(N_SERVERS)}, snaplen=SNAPLEN)
+
+    def _on_batch(self, batch: Sequence[FlowSample]) -> None:
+        if self._clockid is None:
+            self._tick()
+        self.detector.ingest(batch)
+        now = self.clock.now()
+        if now - self._last_eval >= 0.05:
+            self._last_eval = now
+            self.detections += len(self.detector.evaluate(now, self.clock.at()))
+        self._tick()
+
+
+def vector_detector(raw_ring: RawFrameRing) -> Any | None:
+    """VectorDetector over the bench's servers, when policies.detect_vec exists."""
+    try:
+        from rackwarden.policies.detect_vec import VectorDetector
+    except ImportError:
+        return None
+    return VectorDetector(_specs(), resolve=raw_ring.resolve)
+
+
+class BatchPath(_Timed):
+    """The batch path: SpanCapture(on_columns) -> columns + raw ring -> ingest_columns."""
+
+    def __init__(self, ifname: str, netns: str, walker: str, detect: bool = True) -> None:
+        super().__init__()
+        self.raw_ring = RawFrameRing(slot=SNAPLEN)
+        self.detector = vector_detector(self.raw_ring) if detect else None
+        self.rows = 0
+        self.cap = SpanCapture(
+            [MirrorSource(ifname)], None, self.clock, netns=netns, mode="ring",  # type: ignore[arg-type]
+            mac_ports={_mac(i): 100 + i for i in range(N_SERVERS)}, snaplen=SNAPLEN,
+            on_columns=self._on_columns, raw_ring=self.raw_ring,
+            walker=walker)  # type: ignore[arg-type]
+
+    def _on_columns(self, cols: SampleColumns) -> None:
+        if self._clockid is None:
+            self._tick()
+        self.rows += len(cols)
+        if self.detector is not None:
+            self.detector.ingest_columns(cols)
+            now = self.clock.now()
+            if now - self._last_eval >= 0.05:
+                self._last_eval = now
+                self.detections += len(self.detector.evaluate(now, self.clock.at()))
+        self._tick()
+
+
 def _sh(*argv: str) -> None:
     subprocess.run(list(argv), check=True, capture_output=True, text=True)
 
 
-def _sender(ns: str, pcap: Path, frames_file: Path, seconds: float) -> list[subprocess.Popen[str]]:
+def _sender(ns: str, pcap: Path, frames_file: Path, seconds: float,
+            pps: int) -> list[subprocess.Popen[str]]:
     if shutil.which("tcpreplay"):
+        # --pps-multi: bursts of 50 per timer tick; one frame per tick tops out far below
+        # 300k/s on this 2-core machine.
+        rate = ["-t"] if pps <= 0 else [f"--pps={pps}", "--pps-multi=50"]
         return [subprocess.Popen(
-            ["ip", "netns", "exec", ns, "tcpreplay", "-q", "-i", "b0", "-t", "-K",
+            ["ip", "netns", "exec", ns, "tcpreplay", "-q", "-i", "b0", *rate, "-K",
              "--loop=0", f"--duration={int(seconds)}", str(pcap)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
     code = (
@@ -222,29 +299,102 @@ def _sender(ns: str, pcap: Path, frames_file: Path, seconds: float) -> list[subp
                               str(frames_file), str(seconds)]) for _ in range(2)]
 
 
-def run_phase(ns: str, pcap: Path, frames_file: Path, seconds: float,
+def run_phase(ns: str, pcap: Path, frames_file: Path, seconds: float, pps: int,
               make: Callable[[], Any]) -> dict[str, Any]:
     cap = make()
     cap.start()
-    senders = _sender(ns, pcap, frames_file, seconds)
+    senders = _sender(ns, pcap, frames_file, seconds, pps)
     for p in senders:
         p.wait(timeout=seconds + 30)
     time.sleep(0.3)
     cap.stop()
     cpu = cap.cpu_s
+    frames = getattr(cap, "frames", cap.packets)  # _Timed: frames between first/last batch
+    spans = getattr(cap, "cap", None)
+    batches = spans.counters.batches if spans is not None else 0
     return {
+        "mean_batch": round(spans.counters.samples / batches) if batches else None,
         "packets": cap.packets,
         "kernel_drops": cap.drops,
         "cpu_s": round(cpu, 3),
-        "pkts_per_cpu_s": round(cap.packets / cpu) if cpu > 0 else None,
+        "pkts_per_cpu_s": round(frames / cpu) if cpu > 0 else None,
         "offered_pps": round((cap.packets + cap.drops) / seconds),
     }
+
+
+# ---- saturated: the same code on a full ring, no sender -------------------------------------
+
+class _FullRing(RawSocket):
+    """A TPACKET_V3 ring laid out as the kernel lays it out (PERFORMANCE-NOTES section 2),
+    every block ready: what the capture thread sees when it runs behind a flood."""
+
+    def __init__(self, frames: list[bytes], block_size: int, stop: threading.Event) -> None:
+        super().__init__("synthetic")
+        blocks: list[bytearray] = []
+        cur = bytearray()
+        pos = count = last = 0
+        for i, f in enumerate(frames):
+            size = (82 + len(f) + 15) & ~15
+            if not blocks or pos + size > block_size:
+                cur = bytearray(block_size)
+                blocks.append(cur)
+                pos, count = 48, 0
+                Struct("=III").pack_into(cur, 8, 1, 0, 48)
+            elif count:
+                Struct("=I").pack_into(cur, last, pos - last)
+            Struct("=IIIIIIH").pack_into(cur, pos, 0, i, 0, len(f), len(f), 1, 82)
+            cur[pos + 82:pos + 82 + len(f)] = f
+            last, pos, count = pos, pos + size, count + 1
+            Struct("=I").pack_into(cur, 12, count)
+        blocks.append(bytearray(block_size))  # free: the walk stops there
+        import mmap
+
+        self.ring = mmap.mmap(-1, block_size * len(blocks))
+        self.ring[:] = b"".join(blocks)
+        self.block_size = block_size
+        self.block_nr = len(blocks)
+        self._stop_event = stop
+        self._r, self._w = os.pipe()
+
+    def fileno(self) -> int:
+        return self._r
+
+    def ready_blocks(self) -> Any:
+        yield from super().ready_blocks()
+        self._stop_event.set()  # one pass over the full ring, then the loop ends
+
+    def close(self) -> None:
+        super().close()
+        os.close(self._r)
+        os.close(self._w)
+
+
+def saturated(frames: list[bytes], kind: str, walker: str) -> int:
+    """Frames per CPU-second of one pass of the capture loop over a full ring (4k batches)."""
+    path: Any = FullPath("x", "unused", "ring") if kind == "perframe" else BatchPath(
+        "x", "unused", walker, detect=kind == "batch")
+    cap: SpanCapture = path.cap
+    cap.batch_frames = 4096
+    raw = _FullRing(frames, 1 << 18, cap._stop)
+    cap.sources[0].raw = raw
+    t0 = time.thread_time()
+    if kind == "perframe":
+        cap._loop_ring()
+    else:
+        cap._loop_ring_columns()
+    cpu = time.thread_time() - t0
+    raw.close()
+    return round(len(frames) / cpu)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--pps", type=int, default=300_000,
+                    help="tcpreplay rate; 0 = --topspeed (the Python sender ignores it)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
+    ap.add_argument("--only", default="", help="comma-separated phase names to run")
     a = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/capture.py needs root (network namespace, AF_PACKET)", file=sys.stderr)
@@ -268,25 +418,79 @@ def main(argv: Sequence[str] | None = None) -> int:
                            for f in frames])
         frames_file = tmp / "frames.pkl"
         frames_file.write_bytes(pickle.dumps(frames))
-        results: dict[str, Any] = {}
-        for name, make in (
+        walker = ringwalk.choose()
+        has_vec = vector_detector(RawFrameRing(byte_budget=1 << 12)) is not None
+        print(f"batch path: ring walker {walker!r}"
+              + ("" if walker == "c" else f" ({ringwalk.unavailable_reason()})")
+              + ", detector "
+              + ("VectorDetector.ingest_columns + evaluate" if has_vec else
+                 "none (rackwarden.policies.detect_vec not importable): walk + columns + "
+                 "raw ring only"), flush=True)
+        phases: list[tuple[str, Callable[[], Any]]] = [
             ("bare_ring", lambda: BareCapture("b1", ns, "ring")),
+            ("full_ring", lambda: BatchPath("b1", ns, walker)),
+            ("full_ring_nodetect", lambda: BatchPath("b1", ns, walker, detect=False)),
+            ("full_ring_pywalk", lambda: BatchPath("b1", ns, "python")),
+            ("perframe_ring", lambda: FullPath("b1", ns, "ring")),
             ("bare_recv", lambda: BareCapture("b1", ns, "recv")),
-            ("full_ring", lambda: FullPath("b1", ns, "ring")),
-            ("full_recv", lambda: FullPath("b1", ns, "recv")),
-        ):
-            r = run_phase(ns, pcap, frames_file, a.seconds, make)
-            results[name] = r
-            print(f"{name:10s} {r['pkts_per_cpu_s'] or 0:>10,} frames/CPU-s  "
-                  f"{r['packets']:>10,} frames  {r['kernel_drops']:>9,} kernel drops  "
-                  f"offered ~{r['offered_pps']:,}/s", flush=True)
+            ("perframe_recv", lambda: FullPath("b1", ns, "recv")),
+        ]
+        if a.only:
+            keep = set(a.only.split(","))
+            phases = [p for p in phases if p[0] in keep]
+        # Capacity when the ring is full (what 300k frames/s would give the thread when the
+        # sender cannot offer that much here): the same loops over a synthetic full ring.
+        sat_frames = (frames * (28_000 // len(frames) + 1))[:28_000]
+        sat: dict[str, list[int]] = {"full_ring_saturated": [],
+                                     "full_ring_nodetect_saturated": [],
+                                     "perframe_ring_saturated": []}
+        for rnd in range(a.repeat):
+            sat["full_ring_saturated"].append(saturated(sat_frames, "batch", walker))
+            sat["full_ring_nodetect_saturated"].append(
+                saturated(sat_frames, "batch_nodetect", walker))
+            sat["perframe_ring_saturated"].append(saturated(sat_frames, "perframe", walker))
+            print(f"[{rnd + 1}] saturated ring, 28k frames, frames/CPU-s: batch "
+                  f"{sat['full_ring_saturated'][-1]:,}, batch without detector "
+                  f"{sat['full_ring_nodetect_saturated'][-1]:,}, per-frame "
+                  f"{sat['perframe_ring_saturated'][-1]:,}", flush=True)
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in phases}
+        for rnd in range(a.repeat):
+            for name, make in phases:  # interleaved: each round runs every phase once
+                r = run_phase(ns, pcap, frames_file, a.seconds, a.pps, make)
+                rounds[name].append(r)
+                print(f"[{rnd + 1}] {name:16s} {r['pkts_per_cpu_s'] or 0:>10,} frames/CPU-s  "
+                      f"{r['packets']:>10,} frames  {r['kernel_drops']:>9,} kernel drops  "
+                      f"offered ~{r['offered_pps']:,}/s  mean batch {r['mean_batch']}",
+                      flush=True)
+
+        def med(name: str, key: str) -> Any:
+            vals = sorted(r[key] for r in rounds[name] if r[key] is not None)
+            return vals[len(vals) // 2] if vals else None
+
+        results = {name: {k: med(name, k) for k in ("pkts_per_cpu_s", "kernel_drops",
+                                                     "offered_pps")} for name in rounds}
+        print("medians:")
+        for name, r in results.items():
+            print(f"  {name:16s} {r['pkts_per_cpu_s'] or 0:>10,} frames/CPU-s  "
+                  f"{r['kernel_drops'] or 0:>9,} kernel drops  offered ~{r['offered_pps']:,}/s")
+        base = results.get("perframe_ring", {}).get("pkts_per_cpu_s")
+        new = results.get("full_ring", {}).get("pkts_per_cpu_s")
         figures = {
             "bench": "capture",
             "sender": "tcpreplay" if shutil.which("tcpreplay") else "python-afpacket",
             "seconds": a.seconds,
+            "requested_pps": a.pps,
+            "rounds": a.repeat,
+            "ring_walker": walker,
+            "detector": "VectorDetector" if has_vec else "none",
             **{f"{k}_pkts_per_core": v["pkts_per_cpu_s"] for k, v in results.items()},
+            **{f"{k}_pkts_per_core": sorted(v)[len(v) // 2] for k, v in sat.items()},
             **{f"{k}_drops": v["kernel_drops"] for k, v in results.items()},
             **{f"{k}_offered_pps": v["offered_pps"] for k, v in results.items()},
+            "ratio_full_ring_vs_perframe_ring": round(new / base, 2) if new and base else None,
+            "ratio_saturated_batch_vs_perframe": round(
+                sorted(sat["full_ring_saturated"])[a.repeat // 2]
+                / sorted(sat["perframe_ring_saturated"])[a.repeat // 2], 2),
         }
         print(json.dumps(figures))
     finally:

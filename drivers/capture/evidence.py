@@ -44,6 +44,14 @@ class DetectionLike(Protocol):
     def last_at(self) -> datetime: ...
 
 
+class EvidenceSource(Protocol):
+    """What write_evidence reads: EvidenceRing (per-frame capture) or rawring.RawFrameRing
+    (the batch capture, which keeps raw frames and rebuilds their FlowSamples on demand)."""
+
+    def snapshot(self, ports: Iterable[PortKey], since: float | None = None,
+                 until: float | None = None) -> list[FlowSample]: ...
+
+
 class EvidenceRing:
     """The last `per_port` samples seen on each switch port, both directions.
 
@@ -127,7 +135,7 @@ def evidence_path(state_dir: Path, d: DetectionLike) -> Path:
     return state_dir / "evidence" / _SAFE.sub("_", d.server) / name
 
 
-def write_evidence(state_dir: Path, d: DetectionLike, ring: EvidenceRing | None = None,
+def write_evidence(state_dir: Path, d: DetectionLike, ring: EvidenceSource | None = None,
                    before_s: float = 5.0, max_records: int = 4096) -> tuple[Path, int]:
     """The detection's pcap under `state_dir/evidence/<server>/`: the recent frames of its
     ports from the ring (from `before_s` before it was first seen) plus the sampled packets

@@ -1,4 +1,4 @@
-"""SPAN/mirror capture: AF_PACKET frames on a thread, struct-decoded into FlowSample batches."""
+"""SPAN/mirror capture: AF_PACKET frames on a thread, into FlowSample batches or SampleColumns."""
 
 from __future__ import annotations
 
@@ -6,19 +6,25 @@ import errno
 import logging
 import select
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+import numpy as np
+from rackwarden.drivers.capture import ringwalk
 from rackwarden.drivers.capture.afpacket import (
     PKT_HDR,
     CaptureError,
     RawSocket,
     enter_netns,
 )
+from rackwarden.drivers.capture.columns import MacTable, frames_to_columns
 from rackwarden.drivers.capture.evidence import EvidenceRing
+from rackwarden.drivers.capture.rawring import RawFrameRing, at_micros
 from rackwarden.drivers.packets import parse_tuple
+from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import (
     HEADER_ETHERNET,
     OUTPUT_IFINDEX,
@@ -30,9 +36,16 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["ring", "recv"]
 BatchSink = Callable[[Sequence[FlowSample]], None]
+ColumnSink = Callable[[SampleColumns], None]
 DEFAULT_SNAPLEN = 256  # headers plus some payload for evidence; sFlow keeps 128
 DEFAULT_RCVBUF_BYTES = 32 * 1024 * 1024
 STATS_EVERY_S = 0.5
+# Batch mode: walk the held blocks once this many frames are held, or once the oldest has
+# waited this long. Past a few thousand frames numpy's per-call cost is amortised
+# (PERFORMANCE-NOTES section 2: 4k-frame batches ~6x one-block batches in Python).
+DEFAULT_BATCH_FRAMES = 4096
+DEFAULT_BATCH_WAIT_S = 0.01
+HELD_SLEEP_S = 0.002
 
 
 class Clock(Protocol):
@@ -100,6 +113,14 @@ class SpanCapture:
     frames are counted and dropped; the thread never dies of a frame. The constructor does
     no I/O; start() opens, stop() closes.
 
+    Batch mode (`on_columns` given, ring mode only): blocks are held until `batch_frames`
+    frames or `batch_wait_s` have gathered, walked in one call (ringwalk: C when built,
+    else Python; `walker` forces one), their frames copied once into `raw_ring` and the
+    blocks released; `on_columns` then gets one SampleColumns per batch on the capture
+    thread, its `ref` column numbering the frames in `raw_ring` (raw_ring.resolve(refs)
+    gives the FlowSamples the per-frame mode would have). The raw ring is the evidence in
+    this mode (write_evidence reads it); `on_batch` and `evidence` must not be given.
+
     Ring sizing: the kernel retires a block when full or after `ring_timeout_ms`, so at low
     rates each block holds only that long; the ring then buffers ring_blocks x timeout of
     traffic (2.5 s by default) while the thread is held up, and block_size x blocks when busy.
@@ -110,7 +131,7 @@ class SpanCapture:
     def __init__(
         self,
         sources: Sequence[MirrorSource],
-        on_batch: BatchSink,
+        on_batch: BatchSink | None,
         clock: Clock,
         *,
         agent: str = "span",
@@ -125,11 +146,31 @@ class SpanCapture:
         ring_timeout_ms: int = 20,
         batch_max: int = 2048,
         evidence: EvidenceRing | None = None,
+        on_columns: ColumnSink | None = None,
+        raw_ring: RawFrameRing | None = None,
+        batch_frames: int = DEFAULT_BATCH_FRAMES,
+        batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
+        walker: ringwalk.Impl | None = None,
     ) -> None:
         if not sources:
             raise ValueError("SpanCapture needs at least one mirror source")
         if sample_every < 1 or snaplen < 64:
             raise ValueError("sample_every must be >= 1 and snaplen >= 64")
+        if (on_batch is None) == (on_columns is None):
+            raise ValueError("SpanCapture needs exactly one of on_batch and on_columns")
+        if on_columns is not None:
+            if mode != "ring":
+                raise ValueError("batch mode (on_columns) reads the ring: mode must be 'ring'")
+            if raw_ring is None:
+                raw_ring = RawFrameRing(slot=max(256, snaplen))
+            if raw_ring.slot < snaplen:
+                raise ValueError(f"raw_ring slots ({raw_ring.slot} bytes) must hold the "
+                                 f"snaplen ({snaplen})")
+            if batch_frames < 1 or batch_wait_s < 0:
+                raise ValueError("batch_frames must be >= 1 and batch_wait_s >= 0")
+            if evidence is not None:
+                raise ValueError("batch mode keeps its evidence in raw_ring, not an EvidenceRing")
+            walker = ringwalk.choose(walker)  # now: a bad RACKWARDEN_RINGWALK fails here
         self.sources = [_Source(s) for s in sources]
         self.on_batch = on_batch
         self.clock = clock
@@ -145,6 +186,12 @@ class SpanCapture:
         self.ring_timeout_ms = ring_timeout_ms
         self.batch_max = batch_max
         self.evidence = evidence
+        self.on_columns = on_columns
+        self.raw_ring = raw_ring
+        self.batch_frames = batch_frames
+        self.batch_wait_s = batch_wait_s
+        self.walker: ringwalk.Impl | None = walker
+        self._macs = MacTable(self.mac_ports)
         self.counters = CaptureCounters()
         self._skip = 0
         self._stop = threading.Event()
@@ -204,7 +251,9 @@ class SpanCapture:
             return
         self._ready.set()
         try:
-            if self.mode == "ring":
+            if self.mode == "ring" and self.on_columns is not None:
+                self._loop_ring_columns()
+            elif self.mode == "ring":
                 self._loop_ring()
             else:
                 self._loop_recv()
@@ -258,6 +307,7 @@ class SpanCapture:
         c.samples += len(batch)
         if self.evidence is not None:
             self.evidence.add(batch)
+        assert self.on_batch is not None
         try:
             self.on_batch(batch)
         except Exception:  # noqa: BLE001 - the consumer's bug must not stop the capture
@@ -318,6 +368,126 @@ class SpanCapture:
                 self._read_stats()
             if not got:
                 poller.poll(100)
+
+    def _loop_ring_columns(self) -> None:
+        """Batch mode: hold ready blocks per source, then _take_blocks them together."""
+        poller = select.poll()
+        for src in self.sources:
+            poller.register(src.raw.fileno(), select.POLLIN | select.POLLERR)
+        clock = self.clock
+        held: list[list[tuple[int, float, int, int]]] = [[] for _ in self.sources]
+        held_frames = [0] * len(self.sources)
+        since = [0.0] * len(self.sources)
+        wait = self.batch_wait_s
+        want = self.batch_frames
+        # Never hold half the ring: the kernel needs free blocks to write into, and a ring
+        # of held blocks would wrap ready_blocks() onto blocks already held.
+        max_held = [max(1, src.raw.block_nr // 2) for src in self.sources]
+        last_stats = clock.now()
+        try:
+            while not self._stop.is_set():
+                got = 0
+                for k, src in enumerate(self.sources):
+                    mine = held[k]
+                    for base, num, _first in src.raw.ready_blocks():
+                        now = clock.now()
+                        if not mine:
+                            since[k] = now
+                        mine.append((base, now, at_micros(clock.at()), num))
+                        held_frames[k] += num
+                        got += num
+                        if held_frames[k] >= want or len(mine) >= max_held[k]:
+                            self._take_blocks(src, mine)
+                            mine.clear()
+                            held_frames[k] = 0
+                    if mine and clock.now() - since[k] >= wait:
+                        self._take_blocks(src, mine)
+                        mine.clear()
+                        held_frames[k] = 0
+                now = clock.now()
+                if now - last_stats >= STATS_EVERY_S:
+                    last_stats = now
+                    self._read_stats()
+                if not got:
+                    pending = [since[k] for k in range(len(held)) if held[k]]
+                    if pending:
+                        # While a block is held the socket polls readable at once (the
+                        # kernel looks at the block before the one it fills: ours), so a
+                        # poll() here would spin until the batch is due; sleep in short
+                        # steps instead, to see new blocks before the batch fills up.
+                        left = min(pending) + wait - now
+                        time.sleep(min(max(left, 0.0), HELD_SLEEP_S))
+                    else:
+                        poller.poll(100)
+        finally:
+            for k, src in enumerate(self.sources):
+                if held[k] and src.raw.ring is not None:
+                    self._take_blocks(src, held[k])
+                    held[k].clear()
+
+    def _take_blocks(self, src: _Source, blocks: Sequence[tuple[int, float, int, int]]) -> None:
+        """Walk, copy out and release the held blocks [(base, now, at µs, num_pkts)], then
+        deliver their frames as one SampleColumns. A broken block chain is counted in
+        `exceptions` (its frames before the break are kept); nothing here raises."""
+        c = self.counters
+        raw = src.raw
+        ring = raw.ring
+        assert ring is not None
+        raw_ring = self.raw_ring
+        assert raw_ring is not None
+        bases = [b[0] for b in blocks]
+        try:
+            try:
+                w = ringwalk.walk(ring, bases, raw.block_size, impl=self.walker,
+                                  expect=sum(b[3] for b in blocks))
+                c.exceptions += len(w.bad_blocks)
+                n = len(w)
+                c.packets += n
+                c.bytes += int(w.wire_len.sum())
+                every = self.sample_every
+                if every > 1:
+                    # Frame i is kept where the running 1-in-N counter reaches N, exactly
+                    # as the per-frame loops count.
+                    keep = np.flatnonzero((self._skip + 1 + np.arange(n)) % every == 0)
+                    self._skip = (self._skip + n) % every
+                    offs, snap = w.data_off[keep], w.snaplen[keep]
+                    wire, blk = w.wire_len[keep], w.block[keep]
+                else:
+                    offs, snap, wire, blk = w.data_off, w.snaplen, w.wire_len, w.block
+                caplen = np.minimum(snap, self.snaplen)
+                frames = ringwalk.copy_frames(ring, offs, caplen, raw_ring.slot,
+                                              impl=self.walker)
+            finally:
+                for b in bases:
+                    raw.release(b)
+            nows = np.array([b[1] for b in blocks], dtype=np.float64)[blk]
+            at_us = np.array([b[2] for b in blocks], dtype=np.int64)[blk]
+            cols, stats = frames_to_columns(
+                frames, caplen, wire, nows, agent=self.agent, sampling_rate=self.sample_every,
+                input_ifindex=src.in_if, output_ifindex=src.out_if,
+                macs=self._macs if src.by_mac else None)
+            cols.ref = raw_ring.add(frames, caplen, wire, nows, at_us, cols.input_ifindex,
+                                    cols.output_ifindex, self.agent, self.sample_every)
+        except Exception:  # noqa: BLE001 - a batch must never take the capture down
+            c.exceptions += 1
+            log.exception("span capture: batch decode failed")
+            return
+        if stats.decode_errors:
+            errs = c.decode_errors
+            assert errs is not None
+            for reason, k in stats.decode_errors.items():
+                errs[reason] = errs.get(reason, 0) + k
+        c.unattributed += stats.unattributed
+        if not len(cols):
+            return
+        c.batches += 1
+        c.samples += len(cols)
+        assert self.on_columns is not None
+        try:
+            self.on_columns(cols)
+        except Exception:  # noqa: BLE001 - the consumer's bug must not stop the capture
+            c.callback_errors += 1
+            log.exception("span capture: columns callback failed")
 
     def _loop_recv(self) -> None:
         import socket as _socket

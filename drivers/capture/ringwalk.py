@@ -1,0 +1,269 @@
+"""Walk a run of TPACKET_V3 ring blocks in one call: every frame's place and header as arrays.
+
+The SPAN batch path (span.SpanCapture with `on_columns`) holds a few ring blocks, walks them
+here, copies the frames out (copy_frames) and releases the blocks. Following tp_next_offset
+is inherently one frame after another, so it is the one step done in C
+(_ringwalk.c, built by `pip install -e .` as an optional extension and loaded with
+ctypes); the pure-Python walker below gives identical results and is used when the compiled
+one is not built, or when RACKWARDEN_RINGWALK=python (or impl="python") asks for it.
+
+Both are bounds-checked the same way: a block whose header, chain or frame data points
+outside the block stops at that frame (frames before it are kept) and is reported in
+`bad_blocks`; nothing outside the ring is read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import logging
+import mmap
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+Impl = Literal["c", "python"]
+I64 = npt.NDArray[np.int64]
+Buffer = mmap.mmap | bytearray | bytes | memoryview
+
+ENV_VAR = "RACKWARDEN_RINGWALK"  # "python" forces the fallback; "c" requires the compiled one
+BLOCK_STATUS_OFF = 8
+PKT_HDR_LEN = 48  # sizeof(struct tpacket3_hdr)
+TP_STATUS_VLAN_VALID = 0x10
+TP_STATUS_VLAN_TPID_VALID = 0x40
+
+_BLOCK_NUM_FIRST = struct.Struct("=II")  # num_pkts, offset_to_first_pkt (after block_status)
+# tpacket3_hdr: tp_next_offset, (sec, nsec), tp_snaplen, (len, status), tp_mac.
+_CHAIN = struct.Struct("=I8xI8xH")
+_BIG_ENDIAN = sys.byteorder == "big"
+_FIELDS = ("data_off", "snaplen", "wire_len", "sec", "nsec", "status", "vlan_tci",
+           "vlan_tpid", "block")
+
+
+@dataclass(slots=True)
+class Walk:
+    """The frames of a run of blocks, in ring order; row i of every array is frame i."""
+
+    data_off: I64  # offset of the frame's first byte in the ring (block base + tp_mac)
+    snaplen: I64  # tp_snaplen: bytes captured in the ring
+    wire_len: I64  # tp_len: the frame's length on the wire
+    sec: I64
+    nsec: I64
+    status: I64  # tp_status (TP_STATUS_VLAN_VALID: the kernel took a VLAN tag off)
+    vlan_tci: I64
+    vlan_tpid: I64
+    block: I64  # index into the `bases` given
+    bad_blocks: list[int]  # indexes of blocks whose chain broke (their frames before it kept)
+
+    def __len__(self) -> int:
+        return int(self.data_off.shape[0])
+
+    @property
+    def vlan_valid(self) -> npt.NDArray[np.bool_]:
+        out: npt.NDArray[np.bool_] = (self.status & TP_STATUS_VLAN_VALID) != 0
+        return out
+
+
+def _make(cols: list[I64], bad: list[int]) -> Walk:
+    return Walk(cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8],
+                bad_blocks=bad)
+
+
+def _so_path() -> Path | None:
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        p = here / f"_ringwalk_c{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+_P = ctypes.c_void_p
+_lib: ctypes.CDLL | None = None
+_lib_error: str | None = None
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _lib_error
+    if _lib is not None or _lib_error is not None:
+        return _lib
+    path = _so_path()
+    if path is None:
+        _lib_error = ("compiled ring walker not built (no C compiler at `pip install -e .`?); "
+                      "SPAN batches use the Python walker")
+        log.warning("%s", _lib_error)
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        lib.rw_walk.restype = ctypes.c_int64
+        walk_args: list[Any] = [_P, ctypes.c_uint64, ctypes.c_uint64, _P, ctypes.c_int64,
+                                ctypes.c_int64]
+        lib.rw_walk.argtypes = walk_args + [_P] * 11
+        lib.rw_copy.restype = ctypes.c_int64
+        lib.rw_copy.argtypes = [_P, ctypes.c_uint64, _P, _P, ctypes.c_int64, _P, ctypes.c_int64]
+    except (OSError, AttributeError) as e:
+        _lib_error = f"compiled ring walker {path} does not load ({e}); using the Python walker"
+        log.warning("%s", _lib_error)
+        return None
+    _lib = lib
+    return lib
+
+
+def compiled_available() -> bool:
+    return _load() is not None
+
+
+def unavailable_reason() -> str | None:
+    _load()
+    return _lib_error
+
+
+def choose(impl: Impl | None = None) -> Impl:
+    """The walker to use: `impl`, else $RACKWARDEN_RINGWALK, else C when built."""
+    want = impl or os.environ.get(ENV_VAR) or None
+    if want == "python":
+        return "python"
+    if want == "c":
+        if _load() is None:
+            raise RuntimeError(f"{ENV_VAR}=c but {_lib_error}")
+        return "c"
+    if want is not None:
+        raise ValueError(f"{ENV_VAR} must be 'c' or 'python', not {want!r}")
+    return "c" if _load() is not None else "python"
+
+
+def _u8(ring: Buffer) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(ring, dtype=np.uint8)
+
+
+def max_frames(block_size: int, nblocks: int) -> int:
+    """An upper bound of the frames nblocks blocks can hold (each frame has a 48-byte header)."""
+    return nblocks * (block_size // PKT_HDR_LEN)
+
+
+def walk(ring: Buffer, bases: list[int], block_size: int, *, impl: Impl | None = None,
+         expect: int | None = None) -> Walk:
+    """Every frame of the blocks at `bases` (each block_size bytes), in order.
+
+    `expect`: the frames the block headers announce (the caller read num_pkts already); it
+    only sizes the output arrays, which grow to the blocks' capacity when it is short."""
+    which = choose(impl)
+    if which == "c":
+        bound = max_frames(block_size, len(bases))
+        if expect is not None and 0 <= expect < bound:
+            w = _walk_c(ring, bases, block_size, expect)
+            if w is not None:
+                return w
+        w = _walk_c(ring, bases, block_size, bound)
+        if w is None:  # cannot happen: no block holds more than its capacity
+            raise RuntimeError("ring walk: output arrays too small")
+        return w
+    return _walk_py(ring, bases, block_size)
+
+
+def _walk_c(ring: Buffer, bases: list[int], block_size: int, cap: int) -> Walk | None:
+    lib = _load()
+    assert lib is not None
+    buf = _u8(ring)
+    out = np.empty((9, cap), dtype=np.int64)
+    bases_a = np.asarray(bases, dtype=np.int64)
+    bad = np.empty(max(1, len(bases)), dtype=np.int64)
+    n_bad = np.zeros(1, dtype=np.int64)
+    row = out.ctypes.data
+    step = out.strides[0]
+    n = lib.rw_walk(buf.ctypes.data, buf.shape[0], block_size, bases_a.ctypes.data, len(bases),
+                    cap, *[row + k * step for k in range(9)], bad.ctypes.data, n_bad.ctypes.data)
+    if n < 0:  # more frames than `cap`
+        return None
+    cols = [out[k, :n] for k in range(9)]
+    return _make(cols, [int(b) for b in bad[: int(n_bad[0])]])
+
+
+def _walk_py(ring: Buffer, bases: list[int], block_size: int) -> Walk:
+    # Python's only per-frame work is following the chain (one unpack, a few list stores);
+    # the other header fields are then read for all frames at once with numpy.
+    ring_len = len(ring)
+    num_first = _BLOCK_NUM_FIRST.unpack_from
+    chain = _CHAIN.unpack_from
+    offs: list[int] = []
+    blks: list[int] = []
+    bad: list[int] = []
+    for b, base in enumerate(bases):
+        if base < 0 or block_size < BLOCK_STATUS_OFF + 12 or base > ring_len \
+                or block_size > ring_len - base:
+            bad.append(b)
+            continue
+        end = base + block_size
+        num, first = num_first(ring, base + BLOCK_STATUS_OFF + 4)
+        off = base + first
+        low = base + BLOCK_STATUS_OFF + 12
+        last = num - 1
+        for i in range(num):
+            if off < low or off > end or end - off < PKT_HDR_LEN:
+                bad.append(b)
+                break
+            nxt, snap, mac = chain(ring, off)
+            if mac + snap > end - off:
+                bad.append(b)
+                break
+            offs.append(off)
+            blks.append(b)
+            if i < last:
+                if nxt < PKT_HDR_LEN:
+                    bad.append(b)
+                    break
+                off += nxt
+    h = np.array(offs, dtype=np.int64)
+    buf = _u8(ring)
+
+    def u32(at: int) -> I64:
+        p = h + at
+        v = buf[p].astype(np.int64) | (buf[p + 1].astype(np.int64) << 8) \
+            | (buf[p + 2].astype(np.int64) << 16) | (buf[p + 3].astype(np.int64) << 24)
+        if _BIG_ENDIAN:  # the kernel writes native order
+            v = buf[p + 3].astype(np.int64) | (buf[p + 2].astype(np.int64) << 8) \
+                | (buf[p + 1].astype(np.int64) << 16) | (buf[p].astype(np.int64) << 24)
+        return v
+
+    mac_ = u32(24) & 0xFFFF if not _BIG_ENDIAN else u32(24) >> 16
+    return _make([h + mac_, u32(12), u32(16), u32(4), u32(8), u32(20), u32(32), u32(36),
+                  np.array(blks, dtype=np.int64)], bad)
+
+
+def copy_frames(ring: Buffer, offs: I64, lens: I64, slot: int, *,
+                impl: Impl | None = None) -> npt.NDArray[np.uint8]:
+    """Frame i's first lens[i] bytes from the ring as row i of an (n, slot) array, zero-padded.
+
+    lens[i] must be <= slot; a range outside the ring leaves its row zero (the walker never
+    returns one)."""
+    n = int(offs.shape[0])
+    dst = np.empty((n, slot), dtype=np.uint8)
+    if n == 0:
+        return dst
+    which = choose(impl)
+    offs = np.ascontiguousarray(offs, dtype=np.int64)
+    lens = np.ascontiguousarray(lens, dtype=np.int64)
+    if which == "c":
+        lib = _load()
+        assert lib is not None
+        buf = _u8(ring)
+        lib.rw_copy(buf.ctypes.data, buf.shape[0], offs.ctypes.data, lens.ctypes.data, n,
+                    dst.ctypes.data, slot)
+        return dst
+    dst[:] = 0
+    ring_len = len(ring)
+    flat = memoryview(dst.reshape(-1))  # type: ignore[arg-type]
+    for i, (o, ln) in enumerate(zip(offs.tolist(), lens.tolist(), strict=True)):
+        if o < 0 or ln < 0 or ln > slot or o > ring_len or ln > ring_len - o:
+            continue
+        at = i * slot
+        flat[at:at + ln] = ring[o:o + ln]
+    return dst
