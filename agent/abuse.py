@@ -8,7 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rackwarden.drivers.capture.evidence import EvidenceRing, write_evidence
+import numpy as np
+import numpy.typing as npt
+from rackwarden.drivers.capture.evidence import EvidenceRing, EvidenceSource, write_evidence
+from rackwarden.drivers.capture.rawring import RawFrameRing
 from rackwarden.drivers.capture.span import MirrorSource, SpanCapture
 from rackwarden.drivers.sflow.collector import SflowCollector
 from rackwarden.drivers.sflow.rawring import RawRing
@@ -24,6 +27,9 @@ from .metrics import Metrics
 
 log = logging.getLogger("rackwarden.abuse")
 IfIndexOf = Callable[[str, str], int | None]  # (switch, port) -> ifIndex from the latest poll
+# SPAN rows' refs carry this bit, so one resolver serves both raw rings (sFlow datagram numbers
+# stay far below it).
+SPAN_REF = 1 << 62
 
 
 def span_agent(switch: str) -> str:
@@ -75,6 +81,12 @@ class AbuseService:
         # switch sent them (sflow_ring). Fixed at start, like the sources themselves.
         self.engine = config.detection.detector_engine
         self.sflow_ring = RawRing()
+        # SPAN on the vector engine reads the packet ring in batches into columns (the capture
+        # thread) and keeps the raw frames for evidence; the recv mode stays per frame.
+        d = config.detection
+        self.span_ring: RawFrameRing | None = (
+            RawFrameRing() if self.engine == "vector" and d.span_mirrors and d.span_mode == "ring"
+            else None)
         self.detector = self._build_detector()
         self.collector: SflowCollector | None = None
         self.captures: list[SpanCapture] = []
@@ -89,8 +101,20 @@ class AbuseService:
         templates = {name: DetectThresholds(**values) for name, values in self.config.detection.thresholds.items()}
         if self.engine == "vector":
             return VectorDetector(self._specs, templates=templates, exemptions=exemptions(self.config),
-                                  resolve=self.sflow_ring.resolve)
+                                  resolve=self._resolve)
         return AbuseDetector(self._specs, templates=templates, exemptions=exemptions(self.config))
+
+    def _resolve(self, refs: npt.NDArray[np.int64]) -> list[FlowSample | None]:
+        """Evidence rows back to FlowSamples, each from the raw ring its ref names."""
+        span = (refs & SPAN_REF) != 0
+        if self.span_ring is None or not span.any():
+            return self.sflow_ring.resolve(refs)
+        out: list[FlowSample | None] = [None] * len(refs)
+        for mask, ring, part in ((~span, self.sflow_ring, refs[~span]),
+                                 (span, self.span_ring, refs[span] & ~SPAN_REF)):
+            for i, got in zip(np.flatnonzero(mask).tolist(), ring.resolve(part), strict=True):
+                out[i] = got
+        return out
 
     def reconfigure(self, config: Config) -> None:
         """After a reload: new servers, thresholds or exemptions. Sources need a restart."""
@@ -134,8 +158,13 @@ class AbuseService:
             if m.egress:
                 src.append(MirrorSource(m.egress, output_ifindex=idx))
         for switch, sources in by_switch.items():
-            cap = SpanCapture(sources, self._on_batch_thread, self.clock, agent=span_agent(switch),
-                              mode=d.span_mode, netns=d.span_netns, evidence=self.ring)  # type: ignore[arg-type]
+            if self.span_ring is not None:
+                cap = SpanCapture(sources, None, self.clock, agent=span_agent(switch), mode="ring",
+                                  netns=d.span_netns, on_columns=self._on_span_columns_thread,
+                                  raw_ring=self.span_ring)
+            else:
+                cap = SpanCapture(sources, self._on_batch_thread, self.clock, agent=span_agent(switch),
+                                  mode=d.span_mode, netns=d.span_netns, evidence=self.ring)  # type: ignore[arg-type]
             await asyncio.to_thread(cap.start)
             self.captures.append(cap)
         self._task = asyncio.create_task(self._evaluate_forever())
@@ -160,6 +189,12 @@ class AbuseService:
         det = self.detector
         if isinstance(det, VectorDetector):
             det.ingest_columns(cols)
+
+    def _on_span_columns_thread(self, cols: SampleColumns) -> None:
+        # Called on the capture thread: the detector lives on the event loop.
+        assert self._loop is not None
+        cols.ref = np.where(cols.ref >= 0, cols.ref | SPAN_REF, cols.ref)
+        self._loop.call_soon_threadsafe(self.on_columns, cols)
 
     def _on_batch_thread(self, samples: Sequence[FlowSample]) -> None:
         # Called on the capture thread: the detector lives on the event loop.
@@ -189,7 +224,8 @@ class AbuseService:
                     self.metrics.detection_latency.observe(max(0.0, det.first_seen - det.onset))
                 log.warning("detection %s/%s on %s: %s", det.detector, det.kind, det.server, det.reason)
             if det.key not in self._evidence:
-                path, n = await asyncio.to_thread(write_evidence, self.config.agent.state_dir, det, self.ring)
+                source: EvidenceSource = self.span_ring if self.span_ring is not None else self.ring
+                path, n = await asyncio.to_thread(write_evidence, self.config.agent.state_dir, det, source)
                 self._evidence[det.key] = path
                 log.info("evidence for %s: %s (%d packets)", det.key, path, n)
         # The ladder sees every server each cycle: an actionable detection is a standing

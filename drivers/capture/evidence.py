@@ -6,7 +6,7 @@ import os
 import re
 import struct
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -135,20 +135,29 @@ def evidence_path(state_dir: Path, d: DetectionLike) -> Path:
     return state_dir / "evidence" / _SAFE.sub("_", d.server) / name
 
 
+def _frame_key(s: FlowSample) -> tuple[object, ...]:
+    return (s.agent, s.input_ifindex, s.output_ifindex, s.now, s.frame_length, s.header)
+
+
 def write_evidence(state_dir: Path, d: DetectionLike, ring: EvidenceSource | None = None,
                    before_s: float = 5.0, max_records: int = 4096) -> tuple[Path, int]:
     """The detection's pcap under `state_dir/evidence/<server>/`: the recent frames of its
     ports from the ring (from `before_s` before it was first seen) plus the sampled packets
     the detection itself carries (all there is on the sFlow path). Returns (path, records)."""
-    samples: list[FlowSample] = list(d.evidence)
+    uniq: list[FlowSample] = list(d.evidence)
     if ring is not None:
-        samples += ring.snapshot(d.ports, since=d.first_seen - before_s)
-    seen: set[int] = set()
-    uniq = []
-    for s in sorted(samples, key=lambda x: x.now):
-        if id(s) not in seen:
-            seen.add(id(s))
-            uniq.append(s)
+        # A frame both in the detection's evidence and in the ring is written once. Compared by
+        # value, not identity: a raw ring rebuilds its FlowSamples on every read, so the two
+        # copies are different objects. As a multiset, so a flood of identical frames keeps
+        # every copy the ring holds.
+        held = Counter(_frame_key(s) for s in uniq)
+        for s in ring.snapshot(d.ports, since=d.first_seen - before_s):
+            k = _frame_key(s)
+            if held[k] > 0:
+                held[k] -= 1
+            else:
+                uniq.append(s)
+    uniq.sort(key=lambda x: x.now)
     if len(uniq) > max_records:
         uniq = uniq[-max_records:]
     path = evidence_path(state_dir, d)

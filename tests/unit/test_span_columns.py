@@ -506,6 +506,26 @@ def test_write_evidence_reads_the_raw_ring(tmp_path: Path) -> None:
     assert [bytes(p) for p in rdpcap(str(path))] == [s.header for s in want]
 
 
+def test_write_evidence_writes_a_frame_in_both_the_detection_and_the_raw_ring_once(
+        tmp_path: Path) -> None:
+    # The vector detector's evidence is rebuilt from the raw ring (new objects each read), so
+    # the detection's samples and the ring's snapshot are equal values, never the same object.
+    from rackwarden.drivers.capture.evidence import write_evidence
+    from scapy.utils import rdpcap
+
+    fr = _mix(40)
+    ring = build_ring(fr, [0] * 40)
+    cols, cap = batched(ring, "ingress", "python")
+    assert cap.raw_ring is not None
+    refs = np.concatenate([c.ref for c in cols])
+    rebuilt = [s for s in cap.raw_ring.resolve(refs[-8:]) if s is not None]
+    assert len(rebuilt) == 8
+    path, n = write_evidence(tmp_path, _Det(evidence=tuple(rebuilt)), cap.raw_ring)  # type: ignore[arg-type]
+    want = [s.header for s in cap.raw_ring.snapshot([("span:sw1", 7)], since=95.0)]
+    assert n == len(want) == 40
+    assert sorted(bytes(p) for p in rdpcap(str(path))) == sorted(want)
+
+
 class _MonoClock:
     def now(self) -> float:
         return time.monotonic()
