@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -14,28 +14,100 @@ from rackwarden.policies.metering import RateSample
 NAN = float("nan")
 
 
+class _SeriesGauge(Collector):
+    """A labelled gauge kept as one value per label tuple, exported at scrape time.
+
+    prometheus_client's Gauge holds a child object (with its own lock, value and copies of the
+    metric's settings) per label set: ~1 KB each, ~40 MB for the per-server series of 10,000
+    servers. This keeps a dict of floats and yields the same family, name, help, type, labels,
+    values and series order (first set first) as that Gauge would. `labels(...).set(v)` (and
+    inc/dec), `remove` and `clear` work as on a Gauge, so callers need not know.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._values: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> _SeriesChild:
+        if labelvalues and labelkwargs:
+            raise ValueError("Can't pass both *args and **kwargs")
+        if labelkwargs:
+            if sorted(labelkwargs) != sorted(self._labelnames):
+                raise ValueError("Incorrect label names")
+            key = tuple(str(labelkwargs[n]) for n in self._labelnames)
+        else:
+            if len(labelvalues) != len(self._labelnames):
+                raise ValueError("Incorrect label count")
+            key = tuple(str(v) for v in labelvalues)
+        # As Gauge.labels: the series exists (at 0) from here, in this place in the order.
+        self._values.setdefault(key, 0.0)
+        return _SeriesChild(self._values, key)
+
+    def remove(self, *labelvalues: object) -> None:
+        if len(labelvalues) != len(self._labelnames):
+            raise ValueError(f"Incorrect label count (expected {len(self._labelnames)}, got {labelvalues})")
+        self._values.pop(tuple(str(v) for v in labelvalues), None)
+
+    def clear(self) -> None:
+        self._values.clear()
+
+    def describe(self) -> Iterator[Any]:
+        yield GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[Any]:
+        fam = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        # A copy: a scrape runs in a thread of its own while polls add series (dict.copy is
+        # one step under the GIL, iterating the live dict is not).
+        for key, value in self._values.copy().items():
+            fam.add_metric(key, value)
+        yield fam
+
+
+class _SeriesChild:
+    """What `_SeriesGauge.labels()` returns: writes one series' value (made per call, not kept)."""
+
+    __slots__ = ("_key", "_values")
+
+    def __init__(self, values: dict[tuple[str, ...], float], key: tuple[str, ...]) -> None:
+        self._values = values
+        self._key = key
+
+    def set(self, value: float) -> None:
+        self._values[self._key] = float(value)
+
+    def inc(self, amount: float = 1) -> None:
+        self._values[self._key] = self._values.get(self._key, 0.0) + float(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        self.inc(-amount)
+
+
 class Metrics:
     """rackwarden_<subsystem>_<name>_<unit>; tests read them with registry.get_sample_value."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.port_rate_bps = Gauge(
+        self.port_rate_bps = _SeriesGauge(
             "rackwarden_port_rate_bps",
             "Measured rate of a server's port in bits/s, from the server's point of view"
             " (direction=outbound is what the server sends, the switch port's ifIn). NaN when"
             " the last poll gave no valid rate.",
             ["server", "switch", "port", "direction"], registry=r,
         )
-        self.server_cap_bps = Gauge(
+        self.server_cap_bps = _SeriesGauge(
             "rackwarden_server_cap_bps", "The server's contract cap in force, bits/s.",
             ["server"], registry=r,
         )
-        self.server_cap_state = Gauge(
+        self.server_cap_state = _SeriesGauge(
             "rackwarden_server_cap_state", "Cap state: 0 ok, 1 over, 2 sustained over.",
             ["server"], registry=r,
         )
-        self.server_cap_actionable = Gauge(
+        self.server_cap_actionable = _SeriesGauge(
             "rackwarden_server_cap_actionable",
             "1 when a sustained overage is the server's own (not a victim's inbound flood).",
             ["server"], registry=r,
@@ -60,7 +132,7 @@ class Metrics:
             "Port samples by status: ok, first, reset, gap, glitch, missing, suspect, repeat.",
             ["switch", "status"], registry=r,
         )
-        self.port_speed_mismatch = Gauge(
+        self.port_speed_mismatch = _SeriesGauge(
             "rackwarden_port_speed_mismatch",
             "1 when the switch's ifHighSpeed for a server's port disagrees with the configured"
             " port speed (the contract's speed stays the rate ceiling; samples are kept).",
@@ -78,19 +150,19 @@ class Metrics:
             " (enforce, notify).",
             ["action", "reason", "result", "mode"], registry=r,
         )
-        self.enforcement_state = Gauge(
+        self.enforcement_state = _SeriesGauge(
             "rackwarden_server_enforcement_state",
             "Where the server stands on the ladder: 0 observing, 1 notified (grace), 2 suspended,"
             " 3 restricted (throttled or a service blocked; the port still forwards).",
             ["server"], registry=r,
         )
-        self.server_throttled = Gauge(
+        self.server_throttled = _SeriesGauge(
             "rackwarden_server_throttled",
             "1 while RackWarden holds the server's port policed to a rate (its contract cap) and"
             " the switch's read-back shows the policer in force; 0 otherwise. Not an outage.",
             ["server"], registry=r,
         )
-        self.server_service_blocked = Gauge(
+        self.server_service_blocked = _SeriesGauge(
             "rackwarden_server_service_blocked",
             "1 while RackWarden blocks a service's outbound traffic from the server (smtp: TCP"
             " 25/465/587) and the switch's read-back shows the filter in force; other traffic"

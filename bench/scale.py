@@ -24,6 +24,11 @@ time.process_time, peak from tracemalloc only where named):
   the raw datagram ring) feeding the runtime's AbuseService for every server, with
   evaluate() at 4 Hz of receive time.
 
+With `--trace`, tracemalloc runs from the runtime's construction on, and each stage (runtime
+built, at rest, reload, sFlow load) prints its top allocation sites by file:line (retained
+bytes above the previous stage). tracemalloc slows the polls several times and its own
+bookkeeping inflates RSS: read the RSS figures from a run without it.
+
 Figures are printed with the baseline (the interpreter, the imports, the old composer) from the
 same run; the run ends with one JSON line (`servers`, `rss_mb`, `config_load_s`, ...).
 """
@@ -321,6 +326,32 @@ def sflow_load(rt: Any, samples_per_port: int, rounds: int) -> tuple[int, float,
     return n * rounds, held, corpus_mb
 
 
+class Tracer:
+    """`--trace`: retained bytes by allocation site (file:line) grown since the last stage."""
+
+    def __init__(self, top: int) -> None:
+        import tracemalloc
+
+        self.top = top
+        gc.collect()
+        tracemalloc.start()
+        self.last = tracemalloc.take_snapshot()
+
+    def stage(self, name: str) -> None:
+        import tracemalloc
+
+        gc.collect()
+        snap = tracemalloc.take_snapshot()
+        stats = snap.compare_to(self.last, "lineno")
+        files = snap.compare_to(self.last, "filename")
+        self.last = snap
+        print(f"[trace] {name}: {sum(st.size_diff for st in stats) / 1e6:+.1f} MB retained;"
+              f" by file: " + ", ".join(f"{Path(str(st.traceback[0].filename)).name} {st.size_diff / 1e6:+.1f}"
+                                       for st in files[:6]))
+        for st in stats[:self.top]:
+            print(f"[trace]   {st.size_diff / 1e6:+8.2f} MB {st.count_diff:+9d} blocks  {st.traceback[0]}")
+
+
 def malloc_trim() -> None:
     """Hand freed heap pages back to the kernel (glibc): what RSS then shows is what is held."""
     import ctypes
@@ -337,6 +368,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="config loads of each kind (median)")
     ap.add_argument("--samples-per-port", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=8, help="passes of the sFlow corpus")
+    ap.add_argument("--trace", type=int, nargs="?", const=15, default=0, metavar="TOP",
+                    help="print the top TOP allocation sites of each stage (tracemalloc; slow)")
     ap.add_argument("--child-load", choices=("fast", "old"))
     ap.add_argument("--config", type=Path)
     ap.add_argument("--credentials", type=Path)
@@ -383,18 +416,27 @@ def main() -> int:
     gc.collect()
     malloc_trim()
     rss_loaded = rss_mb()
+    tracer = Tracer(args.trace) if args.trace else None
     cfg = loader("fast")(path, creds)
+    if tracer:
+        tracer.stage("config loaded")
     clock = FakeClock(datetime(2026, 12, 1, tzinfo=UTC))
     rt = wiring.Runtime(cfg, path, clock, poller=_NoPoller())  # type: ignore[arg-type]
     rss_built = rss_mb()
+    if tracer:
+        tracer.stage("runtime built")
     (work / "state").mkdir(parents=True, exist_ok=True)
     rt.daemon.usage.start()  # metering commits billed polls to it (a local sqlite file)
     poll_everything(rt, clock.at(), clock.now())
     gc.collect()
     rss_rest = rss_mb()
+    if tracer:
+        tracer.stage("at rest, after two polls")
     rt.daemon.reload()
     gc.collect()
     rss_reload = rss_mb()
+    if tracer:
+        tracer.stage("after a reload")
     malloc_trim()
     rss_reload_trim = rss_mb()
     print("RSS (MB):")
@@ -409,6 +451,8 @@ def main() -> int:
     gc.collect()
     malloc_trim()
     rss_load = rss_mb()
+    if tracer:
+        tracer.stage("under sFlow load, corpus freed")
     print(f"  under sFlow load: {samples:,} samples through the batch path into the detector")
     print(f"    with the {corpus_mb:.0f} MB corpus held                 {held:7.1f}")
     print(f"    corpus freed (detector state kept)         {rss_load:7.1f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -13,16 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-
-import paramiko
-from netmiko import ConnectHandler
-from netmiko.exceptions import (
-    NetmikoAuthenticationException,
-    NetmikoTimeoutException,
-    ReadException,
-    ReadTimeout,
-    WriteException,
-)
 
 from . import DRIVERS, vendor_cli
 from .base import (
@@ -71,15 +62,37 @@ log = logging.getLogger("rackwarden.switch")
 
 _R = TypeVar("_R")
 
-# Failures of the transport or of the dialogue (as opposed to the device saying "no").
-_TRANSIENT = (
-    NetmikoTimeoutException,  # also paramiko SSHException during connect, re-wrapped by netmiko
-    ReadException,  # ReadTimeout: the prompt never came back
-    WriteException,
-    paramiko.SSHException,
-    socket.error,  # OSError: reset, refused, unreachable, "Socket is closed"
-    EOFError,
-)
+# netmiko and paramiko (with cryptography's SSH parts) cost ~12 MB of RSS at import and are
+# needed only when a session opens: they are imported then (`_transient`, `_connect_handler`,
+# and inside the methods that name their classes), not when the daemon starts.
+
+
+@functools.cache
+def _transient() -> tuple[type[BaseException], ...]:
+    """Failures of the transport or of the dialogue (as opposed to the device saying "no").
+
+    A function, not a module constant, so that netmiko and paramiko load with the first
+    session instead of with the daemon; `except _transient()` is evaluated only when an
+    exception is already being handled.
+    """
+    import paramiko
+    from netmiko.exceptions import NetmikoTimeoutException, ReadException, WriteException
+
+    return (
+        NetmikoTimeoutException,  # also paramiko SSHException during connect, re-wrapped by netmiko
+        ReadException,  # ReadTimeout: the prompt never came back
+        WriteException,
+        paramiko.SSHException,
+        socket.error,  # OSError: reset, refused, unreachable, "Socket is closed"
+        EOFError,
+    )
+
+
+def _connect_handler(*args: Any, **kwargs: Any) -> Any:
+    """netmiko.ConnectHandler, imported at the first connection."""
+    from netmiko import ConnectHandler
+
+    return ConnectHandler(*args, **kwargs)
 
 
 class SecretLike(Protocol):
@@ -180,7 +193,7 @@ class NetmikoSwitch:
         self.target = target
         self.name = target.name
         self.cli = vendor_cli(target.vendor)
-        self._connect: Connector = connect if connect is not None else ConnectHandler
+        self._connect: Connector = connect if connect is not None else _connect_handler
         self._monotonic = monotonic
         self._lock = asyncio.Lock()
         self._thread_lock = threading.Lock()
@@ -422,7 +435,7 @@ class NetmikoSwitch:
         for command in commands:
             try:
                 out = conn.send_command(command, read_timeout=self.target.read_timeout_s)
-            except _TRANSIENT as exc:
+            except _transient() as exc:
                 raise self._dialogue_failure(
                     conn, exc, command, port=port, action=action, outcome_unknown=outcome_unknown
                 ) from None
@@ -526,6 +539,8 @@ class NetmikoSwitch:
                 action=action,
             )
         pinned_before = self._prepare_pin_file(port=port, action=action)
+        from netmiko.exceptions import NetmikoAuthenticationException, ReadTimeout
+
         try:
             conn = self._login()
         except NetmikoAuthenticationException as exc:
@@ -536,7 +551,7 @@ class NetmikoSwitch:
                 port=port,
                 action=action,
             ) from None
-        except _TRANSIENT as exc:
+        except _transient() as exc:
             refused = self._host_key_refusal(exc, port=port, action=action)
             if refused is not None:
                 raise refused from None
@@ -592,7 +607,7 @@ class NetmikoSwitch:
         except DriverError:
             self._close(conn)
             raise
-        except (*_TRANSIENT, ValueError) as exc:
+        except _transient() + (ValueError,) as exc:
             self._close(conn)
             raise SessionDropped(
                 "session failed while preparing the CLI (prompt, enable); nothing was sent, retry later",
@@ -625,6 +640,8 @@ class NetmikoSwitch:
         t = self.target
         if t.host_key != "pin" or t.pin_file is None:
             return None
+        import paramiko
+
         try:
             t.pin_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not t.pin_file.exists():
@@ -647,6 +664,8 @@ class NetmikoSwitch:
         """A HostKeyRejected when `exc` (netmiko re-wraps paramiko's) is a host-key refusal."""
         t = self.target
         where = t.pin_file if t.host_key == "pin" else t.known_hosts
+        import paramiko
+
         chain: BaseException | None = exc
         while chain is not None:
             if isinstance(chain, paramiko.BadHostKeyException):
@@ -745,7 +764,7 @@ class NetmikoSwitch:
                         self.target.commit_timeout_s if after_effect else self.target.read_timeout_s
                     ),
                 )
-            except _TRANSIENT as exc:
+            except _transient() as exc:
                 raise self._dialogue_failure(
                     conn,
                     exc,
@@ -792,7 +811,7 @@ class NetmikoSwitch:
     ) -> str:
         try:
             out = conn.send_command(command, read_timeout=self.target.read_timeout_s)
-        except _TRANSIENT as exc:
+        except _transient() as exc:
             raise self._dialogue_failure(
                 conn, exc, command, port=port, action=action, outcome_unknown=outcome_unknown
             ) from None
@@ -842,7 +861,7 @@ class NetmikoSwitch:
                     strip_prompt=False,
                     strip_command=False,
                 )
-            except _TRANSIENT as exc:
+            except _transient() as exc:
                 raise self._dialogue_failure(
                     conn, exc, typed or "<Enter>", port="", action="save", outcome_unknown=True
                 ) from None
