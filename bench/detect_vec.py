@@ -9,7 +9,10 @@ it. The samples are synthesised as SampleColumns (what the columnar decoder hand
 for the baseline, as the same FlowSamples. Both detectors must give the same detections.
 
 Figures: samples per CPU-second of ingest + evaluate (medians of --reps, interleaved in the
-same run), and the detector's memory (tracemalloc, retained bytes) empty and loaded (after
+same run) of VectorDetector, of VectorDetector with every distinct window fed by its general
+policies/detect_vec.py as it was at git revision --baseline (`baseline`, default the first
+version, 49067ca, whose windows were all fed by one row loop; skipped without git) and of
+AbuseDetector, and the detector's memory (tracemalloc, retained bytes) empty and loaded (after
 the corpus), scaled to 10,000 servers. The last line is JSON.
 """
 
@@ -17,13 +20,17 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +43,26 @@ AT0 = datetime(2025, 1, 1, tzinfo=UTC)
 AGENTS = 200
 PORTS = 48
 RATE = 16
+
+
+def load_baseline(rev: str) -> type[VectorDetector] | None:
+    """VectorDetector as policies/detect_vec.py was at git revision rev, or None (no git)."""
+    root = Path(__file__).resolve().parent.parent
+    got = subprocess.run(["git", "-C", str(root), "show", f"{rev}:policies/detect_vec.py"],
+                         capture_output=True, text=True, check=False)
+    if got.returncode != 0:
+        print(f"no baseline: git show {rev}: {got.stderr.strip()}", file=sys.stderr)
+        return None
+    path = Path(tempfile.mkdtemp()) / "detect_vec_baseline.py"
+    path.write_text(got.stdout)
+    name = "rackwarden.policies._detect_vec_baseline"  # in the package: its imports are relative
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    cls: type[VectorDetector] = mod.VectorDetector
+    return cls
 
 
 def fleet() -> list[ServerSpec]:
@@ -188,6 +215,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=7_700, help="samples per columnar batch "
                     "(~1,024 datagrams of 7.5 samples)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--baseline", default="49067ca", help="git revision of "
+                    "policies/detect_vec.py to compare with in the same run ('' for none)")
     args = ap.parse_args()
     servers = fleet()
     scale = 10_000 / len(servers)
@@ -200,21 +229,27 @@ def main() -> int:
     print(f"fleet: {len(servers)} servers; corpus: {n} samples "
           f"({n / len(servers):.0f} per server, {n * 2e-6:.2f} s simulated), "
           f"batches of {args.batch}, evaluate every 0.25 s")
+    base_cls = load_baseline(args.baseline) if args.baseline else None
     vec_rates: list[float] = []
+    row_rates: list[float] = []
     obj_rates: list[float] = []
     for rep in range(args.reps):
         v_cpu, v_found = run_vector(VectorDetector(servers), batches, 0.25)
+        r_cpu, r_found = run_vector((base_cls or VectorDetector)(servers), batches, 0.25)
         o_cpu, o_found = run_object(AbuseDetector(servers), obj_batches, 0.25)
-        if v_found != o_found:
+        if v_found != o_found or r_found != o_found:
             print("MISMATCH: the detectors disagree", file=sys.stderr)
             return 1
         vec_rates.append(n / v_cpu)
+        row_rates.append(n / r_cpu)
         obj_rates.append(n / o_cpu)
-        print(f"rep {rep}: vector {n / v_cpu:,.0f} samples/CPU-s, object {n / o_cpu:,.0f} "
-              f"({len(o_found)} detections on both)")
+        print(f"rep {rep}: vector {n / v_cpu:,.0f} samples/CPU-s, baseline {n / r_cpu:,.0f}, "
+              f"object {n / o_cpu:,.0f} ({len(o_found)} detections on all)")
     vec = statistics.median(vec_rates)
+    row = statistics.median(row_rates)
     obj = statistics.median(obj_rates)
-    print(f"median: vector {vec:,.0f}, object {obj:,.0f} samples/CPU-s: {vec / obj:.1f}x")
+    print(f"median: vector {vec:,.0f}, baseline {row:,.0f}, object {obj:,.0f} samples/CPU-s: "
+          f"{vec / row:.2f}x baseline, {vec / obj:.1f}x object")
 
     def load_vec(d: VectorDetector) -> None:
         for b in batches:
@@ -227,16 +262,22 @@ def main() -> int:
         d.evaluate(n * 2e-6, at_of(n * 2e-6))
 
     v_empty, v_loaded = retained(lambda: VectorDetector(servers), load_vec)
+    r_empty, r_loaded = retained(lambda: (base_cls or VectorDetector)(servers), load_vec)
     o_empty, o_loaded = retained(lambda: AbuseDetector(servers), load_obj)
     print(f"state at 10,000 servers (tracemalloc, scaled from {len(servers)}): "
           f"vector {v_empty * scale:.1f} MB empty, {v_loaded * scale:.1f} MB loaded; "
+          f"baseline {r_empty * scale:.1f} MB empty, {r_loaded * scale:.1f} MB loaded; "
           f"object {o_empty * scale:.1f} MB empty, {o_loaded * scale:.1f} MB loaded")
     print(json.dumps({
         "servers": len(servers), "samples": n,
-        "vector_samples_per_cpu_s": round(vec), "object_samples_per_cpu_s": round(obj),
+        "baseline": args.baseline if base_cls is not None else None,
+        "vector_samples_per_cpu_s": round(vec), "baseline_samples_per_cpu_s": round(row),
+        "object_samples_per_cpu_s": round(obj),
+        "ratio_vector_vs_baseline": round(vec / row, 2),
         "ratio_vector_vs_object": round(vec / obj, 2),
         "vector_state_mb_empty": round(v_empty * scale, 1),
         "vector_state_mb_loaded": round(v_loaded * scale, 1),
+        "baseline_state_mb_loaded": round(r_loaded * scale, 1),
         "object_state_mb_empty": round(o_empty * scale, 1),
         "object_state_mb_loaded": round(o_loaded * scale, 1),
     }))

@@ -17,10 +17,15 @@ How the state is laid out, and why each part is exact:
   bucket M (plus its old counts when M was already its id): one maximum, one reset, one
   bincount per field. `_Buckets.done + cur` is the sum over every slot, which is what the
   screen reads. Every count is an integer-valued float64, so sums are exact in any order.
-* Distinct windows (spam, scan, spoof, proxy) keep `detect._Distinct` itself, created per
-  server only when first used, keyed by the address as an int (not its text): the rows that
-  add to one are applied by one Python loop in row order, so eviction, saturation and order of
-  last sight are AbuseDetector's. Texts are built only for a server the screen flags.
+* Distinct windows (spam, scan, spoof, proxy) are created per server only when first used,
+  keyed by the address as an int (not its text), and fed in row order, so eviction,
+  saturation and order of last sight are AbuseDetector's. Each window takes one kind of row
+  only, so the windows are independent: the scan windows (hosts; (host, port) pairs), which
+  take most rows of a healthy fleet, are `_Win` (detect._Distinct's rules over a plain dict
+  with int keys, no tuple per pair; bench/detect_vec.py measures it) fed by their own loop
+  over the rows sorted by server (stably: each server's rows stay in row order); the others
+  keep `detect._Distinct`, fed by the general loop. Texts are built only for a server the
+  screen flags.
 * Declared and allowed ports (R8): membership by a sorted (server, port) key array; only the
   rows on an undeclared port reach the window loop (its `undeclared` window keeps
   _ServerState's text keys).
@@ -123,9 +128,72 @@ _STORE_COLS = ("agent", "input_ifindex", "output_ifindex", "sampling_rate", "fra
                "sample_sequence", "source_id_type", "source_id_index", "sample_pool", "ref")
 
 
+class _Win:
+    """detect._Distinct over a plain dict with int keys: the same keys in the same order of
+    last sight, the same evictions and saturation, with no linked-list node per key (as an
+    OrderedDict has) and no tuple per (host, port) pair.
+
+    A re-sighted key is popped and stored again, which moves it to the end as
+    OrderedDict.move_to_end does; the oldest key is the dict's first. A grouped window's keys
+    are (host << 64 | port as 64 bits) and its group is the host.
+    """
+
+    __slots__ = ("window_s", "cap", "seen", "saturated_until", "groups")
+
+    def __init__(self, window_s: float, cap: int, grouped: bool = False) -> None:
+        self.window_s = window_s
+        self.cap = cap
+        self.seen: dict[int, float] = {}
+        self.saturated_until = float("-inf")
+        self.groups: dict[int, int] | None = {} if grouped else None
+
+    def add(self, key: int, now: float) -> None:
+        seen = self.seen
+        if seen.pop(key, None) is None:
+            if len(seen) >= self.cap:
+                old = next(iter(seen))
+                del seen[old]
+                self._ungroup(old)
+                self.saturated_until = now + self.window_s
+            groups = self.groups
+            if groups is not None:
+                g = key >> 64
+                groups[g] = groups.get(g, 0) + 1
+        seen[key] = now
+
+    def _ungroup(self, key: int) -> None:
+        groups = self.groups
+        if groups is not None:
+            g = key >> 64
+            left = groups.get(g, 0) - 1
+            if left > 0:
+                groups[g] = left
+            else:
+                groups.pop(g, None)
+
+    def prune(self, now: float) -> None:
+        """_Distinct.prune: drop the keys before the first one still in the window."""
+        cutoff = now - self.window_s
+        gone: list[int] = []
+        for key, t in self.seen.items():
+            if t >= cutoff:
+                break
+            gone.append(key)
+        for key in gone:
+            del self.seen[key]
+            self._ungroup(key)
+
+    def max_group(self) -> tuple[object, int]:
+        if not self.groups:
+            return (None, 0)
+        g = max(self.groups, key=self.groups.__getitem__)
+        return (g, self.groups[g])
+
+
 class _Windows:
-    """A vector server's distinct windows (detect._Distinct, keyed by address ints), each
-    made on first use, and the per-row state the proxy rule reads in order."""
+    """A vector server's distinct windows (detect._Distinct, keyed by address ints; the scan
+    windows _Win), each made on first use, and the per-row state the proxy rule reads in
+    order."""
 
     __slots__ = ("spam_dsts", "scan_hosts", "scan_pairs", "scan_answered", "spoof_srcs",
                  "spoof_hits", "proxy_clients", "proxy_fanout", "last_proxy_in", "undeclared",
@@ -133,8 +201,8 @@ class _Windows:
 
     def __init__(self) -> None:
         self.spam_dsts: _Distinct | None = None
-        self.scan_hosts: _Distinct | None = None
-        self.scan_pairs: _Distinct | None = None
+        self.scan_hosts: _Win | None = None
+        self.scan_pairs: _Win | None = None
         self.scan_answered: _Distinct | None = None
         self.spoof_srcs: _Distinct | None = None
         self.spoof_hits: deque[float] | None = None
@@ -144,7 +212,7 @@ class _Windows:
         self.undeclared: _Distinct | None = None  # keyed by text, as _ServerState's
         self.undeclared_hits: dict[str, int] | None = None
 
-    def all(self) -> tuple[_Distinct | None, ...]:
+    def all(self) -> tuple[_Distinct | _Win | None, ...]:
         return (self.spam_dsts, self.scan_hosts, self.scan_pairs, self.scan_answered,
                 self.spoof_srcs, self.proxy_clients, self.proxy_fanout, self.undeclared)
 
@@ -168,7 +236,12 @@ def _text_port(k: tuple[int, int]) -> tuple[str, int | None]:
     return (_text(k[0]), None if k[1] == NONE else k[1])
 
 
-def _copy_distinct(src: _Distinct | None, dst: _Distinct, conv: Callable[[Any], Any],
+def _text_pair(k: int) -> tuple[str, int | None]:
+    p = k & _M64
+    return _text_port((k >> 64, p - (1 << 64) if p >> 63 else p))
+
+
+def _copy_distinct(src: _Distinct | _Win | None, dst: _Distinct, conv: Callable[[Any], Any],
                    conv_group: Callable[[Any], Any] | None = None) -> None:
     """dst becomes src with keys as AbuseDetector's texts, order and saturation kept."""
     if src is None:
@@ -198,6 +271,15 @@ class _VecState(_ServerState):
             FlowSummary(k[0], k[1], k[2], k[3], k[4], int(v[0]), int(v[1]), int(v[2]))
             for k, v in items[:n]
         )
+
+
+def _addrs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], rows: I64) -> list[int]:
+    """The rows' addresses as ints (hi << 64 | lo)."""
+    h = hi[rows]
+    out: list[int] = lo[rows].tolist()
+    for j in np.flatnonzero(h).tolist():
+        out[j] |= int(h[j]) << 64
+    return out
 
 
 def _last_wins(idx: I64, vals: F64, arr: F64) -> None:
@@ -313,6 +395,14 @@ class VectorDetector(AbuseDetector):
         # window nothing can expire, so the screen skips pruning (as _ServerState.floor).
         self._hot: set[int] = set()
         self._wfloor = np.full(n, np.inf, dtype=np.float64)
+        # The scan windows by server (the same objects as _Windows'), for _scan_rows' loop;
+        # servers that ever received a proxy-bound packet (only theirs can fan out).
+        self._scan_h: list[_Win | None] = [None] * n
+        self._scan_p: list[_Win | None] = [None] * n
+        self._proxied = np.zeros(n, dtype=np.bool_)
+        self._follow = np.array([t.proxy_follow_s for t in self._t], dtype=np.float64)
+        self._th_hosts = [t.scan_distinct_hosts for t in self._t]
+        self._th_ports = [t.scan_distinct_ports for t in self._t]
         self._minwin = np.array([min(t.spam_window_s, t.scan_window_s, t.spoof_window_s,
                                      t.ports_window_s,
                                      t.proxy_window_s) for t in self._t], dtype=np.float64)
@@ -652,27 +742,36 @@ class VectorDetector(AbuseDetector):
 
     def _window_rows(self, cols: SampleColumns, code: npt.NDArray[np.uint16],
                      ev: npt.NDArray[np.uint16], so: I64, ro: I64) -> None:
-        """The rows that add to distinct windows, in row order (eviction is order-bound)."""
-        rows = np.flatnonzero(code)
-        if rows.size == 0:
+        """The rows that add to distinct windows, in row order (eviction is order-bound).
+
+        Each window is fed by one kind of row only, so the windows are independent: the scan
+        windows (most rows of a healthy fleet) go through _scan_rows' own loop, in row order,
+        and the general loop below takes the other kinds, also in row order. A fan-out row
+        whose server never received a proxy-bound packet adds nothing (its last_proxy_in is
+        -inf), so it skips the general loop."""
+        all_rows = np.flatnonzero(code)
+        if all_rows.size == 0:
             return
+        c_all = code[all_rows]
+        self._scan_rows(cols, all_rows[(c_all & _A_SCAN) != 0], so)
+        loop_code = code & np.uint16(~_A_SCAN & 0xFFFF)
+        self._proxied[ro[all_rows[(c_all & _A_PROXY_IN) != 0]]] = True
+        fan = all_rows[(c_all & _A_FANOUT) != 0]
+        if fan.size:
+            sf = so[fan]
+            idle = ~self._proxied[sf] & np.isfinite(self._follow[sf])
+            loop_code[fan[idle]] &= np.uint16(~_A_FANOUT & 0xFFFF)
+        rows = all_rows[loop_code[all_rows] != 0]
         wins = self._win
         tl = self._t
 
-        def addr(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> list[int]:
-            h = hi[rows]
-            out: list[int] = lo[rows].tolist()
-            for j in np.flatnonzero(h).tolist():
-                out[j] |= int(h[j]) << 64
-            return out
-
-        srcs = addr(cols.src_hi, cols.src_lo)
-        dsts = addr(cols.dst_hi, cols.dst_lo)
+        srcs = _addrs(cols.src_hi, cols.src_lo, rows)
+        dsts = _addrs(cols.dst_hi, cols.dst_lo, rows)
         hot = self._hot
         mail = self._mail
-        # detect._Distinct.add, inlined for a key already in the window (the common case).
+        # The other windows, each in row order.
         for i, c, s, r, now, a_src, a_dst, sport, dport in zip(
-                rows.tolist(), code[rows].tolist(), so[rows].tolist(), ro[rows].tolist(),
+                rows.tolist(), loop_code[rows].tolist(), so[rows].tolist(), ro[rows].tolist(),
                 cols.now[rows].tolist(), srcs, dsts, cols.src_port[rows].tolist(),
                 cols.dst_port[rows].tolist(), strict=True):
             if c & _A_SENDER:
@@ -680,35 +779,13 @@ class VectorDetector(AbuseDetector):
                 if w is None:
                     w = wins[s] = _Windows()
                 t = tl[s]
-                if c & _A_SCAN:
-                    d = w.scan_hosts
-                    if d is None:
-                        d = w.scan_hosts = _Distinct(t.scan_window_s, t.distinct_cap)
-                        w.scan_pairs = _Distinct(t.scan_window_s, t.distinct_cap, grouped=True)
-                    seen = d.seen
-                    if a_dst in seen:
-                        seen[a_dst] = now
-                        seen.move_to_end(a_dst)
-                    else:
-                        d.add(a_dst, now)
-                    n_hosts = len(seen)
-                    d = w.scan_pairs
-                    assert d is not None
-                    seen = d.seen
-                    k = (a_dst, dport)
-                    if k in seen:
-                        seen[k] = now
-                        seen.move_to_end(k)
-                    else:
-                        d.add(k, now)
-                    if n_hosts >= t.scan_distinct_hosts or len(seen) >= t.scan_distinct_ports:
-                        hot.add(s)
-                    if c & _A_FANOUT and now - w.last_proxy_in <= t.proxy_follow_s:
-                        if w.proxy_fanout is None:
-                            w.proxy_fanout = _Distinct(t.proxy_window_s, t.distinct_cap)
-                        w.proxy_fanout.add((a_dst, dport), now)
-                        ev[i] |= _E_PROXY
-                        hot.add(s)
+                # Fan-out reads last_proxy_in, which the proxy-bound rows set in row order.
+                if c & _A_FANOUT and now - w.last_proxy_in <= t.proxy_follow_s:
+                    if w.proxy_fanout is None:
+                        w.proxy_fanout = _Distinct(t.proxy_window_s, t.distinct_cap)
+                    w.proxy_fanout.add((a_dst, dport), now)
+                    ev[i] |= _E_PROXY
+                    hot.add(s)
                 if c & _A_SPAM:
                     if w.spam_dsts is None:
                         w.spam_dsts = _Distinct(t.spam_window_s, t.distinct_cap)
@@ -754,10 +831,73 @@ class VectorDetector(AbuseDetector):
                 if c & _A_PROXY_IN:
                     w.last_proxy_in = now
         # No key of a window is older than its server's floor (see _screen).
-        out_rows = rows[(code[rows] & _A_SENDER) != 0]
+        out_rows = all_rows[(c_all & _A_SENDER) != 0]
         np.minimum.at(self._wfloor, so[out_rows], cols.now[out_rows])
-        in_rows = rows[(code[rows] & _A_RECEIVER) != 0]
+        in_rows = all_rows[(c_all & _A_RECEIVER) != 0]
         np.minimum.at(self._wfloor, ro[in_rows], cols.now[in_rows])
+
+    def _new_scan(self, s: int, w: _Windows) -> _Win:
+        """Server s's scan windows (hosts, then (host, port) pairs grouped by host)."""
+        t = self._t[s]
+        d = w.scan_hosts = self._scan_h[s] = _Win(t.scan_window_s, t.distinct_cap)
+        w.scan_pairs = self._scan_p[s] = _Win(t.scan_window_s, t.distinct_cap, grouped=True)
+        return d
+
+    def _scan_rows(self, cols: SampleColumns, rows: I64, so: I64) -> None:
+        """The scan rows (outbound SYNs, UDP with both ports) into their senders' scan
+        windows, in row order, with nothing else done per row."""
+        if rows.size == 0:
+            return
+        # Each server's rows in row order, the servers one after another: the windows of two
+        # servers are independent, and their objects are then visited in memory order.
+        rows = rows[np.argsort(so[rows], kind="stable")]
+        srv = so[rows]
+        hosts_l = self._scan_h
+        pairs_l = self._scan_p
+        th_h = self._th_hosts
+        th_p = self._th_ports
+        hot = self._hot
+        wins = self._win
+        # A server goes hot when a scan window reaches its count rule, checked only when the
+        # window grows: a window that reached its rule without a flag
+        # at the last screen and merely re-sights keys since cannot be flagged by it, and
+        # every other rule's rows make their server hot themselves.
+        for s, a, port, now in zip(srv.tolist(), _addrs(cols.dst_hi, cols.dst_lo, rows),
+                                   cols.dst_port[rows].tolist(), cols.now[rows].tolist(),
+                                   strict=True):
+            d = hosts_l[s]
+            if d is None:
+                w = wins.get(s)
+                if w is None:
+                    w = wins[s] = _Windows()
+                d = self._new_scan(s, w)
+            # _Win.add, inlined but for an eviction.
+            seen = d.seen
+            if seen.pop(a, None) is not None:
+                seen[a] = now
+            else:
+                if len(seen) < d.cap:
+                    seen[a] = now
+                else:
+                    d.add(a, now)
+                if len(seen) >= th_h[s]:
+                    hot.add(s)
+            d = pairs_l[s]
+            assert d is not None
+            seen = d.seen
+            k = a << 64 | (port & _M64)  # host, then the port (-1: none) as 64 bits
+            if seen.pop(k, None) is not None:
+                seen[k] = now
+            else:
+                if len(seen) < d.cap:
+                    seen[k] = now
+                    groups = d.groups
+                    assert groups is not None
+                    groups[a] = groups.get(a, 0) + 1
+                else:
+                    d.add(k, now)
+                if len(seen) >= th_p[s]:
+                    hot.add(s)
 
     def _store(self, cols: SampleColumns, ag: I64, so: I64, ro: I64,
                ev: npt.NDArray[np.uint16]) -> None:
@@ -1031,7 +1171,7 @@ class VectorDetector(AbuseDetector):
         if w is not None:
             _copy_distinct(w.spam_dsts, st.spam_dsts, _text)
             _copy_distinct(w.scan_hosts, st.scan_hosts, _text)
-            _copy_distinct(w.scan_pairs, st.scan_pairs, _text_port, _text)
+            _copy_distinct(w.scan_pairs, st.scan_pairs, _text_pair, _text)
             _copy_distinct(w.scan_answered, st.scan_answered, _text_port)
             _copy_distinct(w.spoof_srcs, st.spoof_srcs, _text)
             _copy_distinct(w.proxy_clients, st.proxy_clients, _text_port)

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rackwarden.policies import detect
 from rackwarden.policies.detect import AbuseDetector, Detection, DetectThresholds, ServerSpec
-from rackwarden.policies.detect_vec import VectorDetector
+from rackwarden.policies.detect_vec import VectorDetector, _Win
 from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import FLOW_SAMPLE_FIELDS, FlowSample, new_flow_sample
 
@@ -323,3 +323,82 @@ def test_relays_and_mail_fanout_equal_abuse_detector(
 ) -> None:
     ref, a, b = _detectors(t, t, False)
     _run(ref, a, b, steps, data.draw)
+
+
+# The scan windows' container (detect_vec._Win: a plain dict keyed by ints) against
+# detect._Distinct, operation by operation: keys, order of last sight, evictions, saturation,
+# groups. Times go backwards too (late samples), so prune's "expired prefix" is exercised.
+_WIN_HOSTS = [(0xFFFF << 32) | (0xC6336400 + i) for i in range(4)] + [
+    (0x20010DB8 << 96) | 7, 1]  # IPv6 and ::1 (an address below 2**32)
+_M64 = (1 << 64) - 1
+
+
+def _pair_of(k: int) -> tuple[int, int]:
+    p = k & _M64
+    return (k >> 64, p - (1 << 64) if p >> 63 else p)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cap=st.integers(1, 5), grouped=st.booleans(), ops=st.lists(st.tuples(
+    st.sampled_from(["add", "add", "add", "prune"]), st.integers(0, len(_WIN_HOSTS) - 1),
+    st.sampled_from([-1, 22, 443, 65535]), st.sampled_from([0.0, 0.5, 1.0, 2.5, 4.0, 9.0])),
+    max_size=40))
+def test_int_keyed_window_is_distinct(cap: int, grouped: bool,
+                                      ops: list[tuple[str, int, int, float]]) -> None:
+    ref = detect._Distinct(2.0, cap, grouped=grouped)
+    win = _Win(2.0, cap, grouped=grouped)
+    for op, h, port, now in ops:
+        a = _WIN_HOSTS[h]
+        if op == "prune":
+            ref.prune(now)
+            win.prune(now)
+        elif grouped:
+            ref.add((a, port), now)
+            win.add(a << 64 | (port & _M64), now)
+        else:
+            ref.add(a, now)
+            win.add(a, now)
+        conv = _pair_of if grouped else (lambda k: k)
+        assert [(conv(k), t) for k, t in win.seen.items()] == list(ref.seen.items())
+        assert win.saturated_until == ref.saturated_until
+        assert win.groups == ref.groups
+        assert win.max_group()[1] == ref.max_group()[1]
+
+
+def test_scan_past_the_cap_in_one_batch_equals_abuse_detector() -> None:
+    """The scan rows' own loop at its cap inside one batch (evictions, saturation, the hot
+    check on growth only), a second server's rows interleaved, re-sights after the cap."""
+    t = DetectThresholds(distinct_cap=4, scan_distinct_hosts=4, scan_distinct_ports=3,
+                         scan_window_s=2.0)
+    samples = []
+    for i in range(30):
+        samples.append(_syn(T0 + i * 0.01, f"203.0.113.{i % 9 + 1}", (80, 443, 22)[i % 3]))
+        samples.append(_syn(T0 + i * 0.01, "203.0.113.60", 80 + i % 2,
+                            src_ip="198.51.100.12", input_ifindex=2))
+    samples += [_syn(T0 + 0.5, "203.0.113.1", 80), _syn(T0 + 0.4, "203.0.113.2", 80)]
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t)
+    ref.ingest(samples)
+    vec.ingest_columns(SampleColumns.from_samples(samples))
+    for now in (T0 + 0.6, T0 + 1.9, T0 + 2.45, T0 + 5.0):
+        want = ref.evaluate(now, AT0 + timedelta(seconds=now - T0))
+        assert vec.evaluate(now, AT0 + timedelta(seconds=now - T0)) == want
+        if now == T0 + 0.6:
+            assert ("s1", "scan", "hosts") in [d.key for d in want]
+    assert vec.active() == ref.active()
+    assert vec.stats == ref.stats
+
+
+@pytest.mark.parametrize("hosts", [4, 5])
+def test_scan_hosts_alone_at_their_rule_make_the_server_hot(hosts: int) -> None:
+    """Hosts at their rule while the pairs are far below theirs (a higher port rule): only
+    the hosts' own check can make the screen judge the server (5 is the rule, 4 is not)."""
+    t = DetectThresholds(scan_distinct_hosts=5, scan_distinct_ports=50)
+    samples = [_syn(T0 + i * 0.01, f"203.0.113.{i + 1}", 80) for i in range(hosts)]
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t)
+    ref.ingest(samples)
+    vec.ingest_columns(SampleColumns.from_samples(samples))
+    want = ref.evaluate(T0 + 1.5, AT0)
+    assert (("s1", "scan", "hosts") in [d.key for d in want]) == (hosts == 5)
+    assert vec.evaluate(T0 + 1.5, AT0) == want
