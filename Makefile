@@ -25,9 +25,11 @@ $(DEB_STAMP):
 	fi
 	@touch $@
 
+# setuptools 74.1 is the first to read pyproject's ext-modules (the SPAN ring walker): the venv
+# has it too, because scripts/install.sh may build the wheel without build isolation.
 $(PY_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --upgrade pip 'setuptools>=74.1'
 	$(PIP) install -q -e '.[test]'
 	@touch $@
 
