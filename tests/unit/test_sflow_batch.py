@@ -418,11 +418,9 @@ def test_flow_samples_are_flow_samples() -> None:  # the filter AbuseService app
 
 
 
-def test_receive_thread_drops_and_counts_when_the_loop_falls_behind(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import rackwarden.drivers.sflow.collector as collector
-
-    monkeypatch.setattr(collector, "MAX_PENDING_DATAGRAMS", 2)
+def _one_at_a_time_to_a_blocked_loop(n: int, gap_s: float) -> SflowCollector:
+    """n datagrams sent one at a time (each a batch of its own) while the event loop is
+    blocked, then the loop takes whatever the receive thread kept."""
     d = _valid_datagrams()[0]
 
     async def run() -> SflowCollector:
@@ -431,17 +429,24 @@ def test_receive_thread_drops_and_counts_when_the_loop_falls_behind(
         await c.start()
         assert c.bound_port is not None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            for _ in range(20):  # one at a time, so each is a batch of its own
+            for _ in range(n):
                 tx.sendto(d, ("127.0.0.1", c.bound_port))
-                time.sleep(0.01)  # the event loop is blocked meanwhile: nothing is taken
+                time.sleep(gap_s)  # the event loop is blocked meanwhile: nothing is taken
         deadline = time.monotonic() + 10
-        while (c.datagrams_total + c.backlog_dropped_total < 20
-               and time.monotonic() < deadline):
+        while c.datagrams_total + c.backlog_dropped_total < n and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         c.stop()
         return c
 
-    c = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_receive_thread_drops_and_counts_when_the_loop_falls_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import rackwarden.drivers.sflow.collector as collector
+
+    monkeypatch.setattr(collector, "MAX_PENDING_DATAGRAMS", 2)
+    c = _one_at_a_time_to_a_blocked_loop(20, 0.01)
     assert c.datagrams_total + c.backlog_dropped_total == 20
     assert 2 <= c.datagrams_total < 20 and c.backlog_dropped_total > 0
 
@@ -449,22 +454,5 @@ def test_receive_thread_drops_and_counts_when_the_loop_falls_behind(
 def test_a_slow_loop_loses_nothing_at_a_low_rate_when_each_datagram_is_its_own_batch() -> None:
     """The backlog bound counts datagrams: 200 single-datagram batches waiting on a busy loop
     are ~260 KB, not a reason to drop (a bound of 64 batches dropped 136 of them)."""
-    d = _valid_datagrams()[0]
-
-    async def run() -> SflowCollector:
-        c = SflowCollector(allowed_agents=["127.0.0.1"], on_samples=lambda s: None,
-                           clock=_Clock(), bind="127.0.0.1", port=0, rcvbuf_bytes=1 << 20)
-        await c.start()
-        assert c.bound_port is not None
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            for _ in range(200):  # one at a time, so each is a batch of its own
-                tx.sendto(d, ("127.0.0.1", c.bound_port))
-                time.sleep(0.002)  # the event loop is blocked meanwhile: nothing is taken
-        deadline = time.monotonic() + 10
-        while c.datagrams_total + c.backlog_dropped_total < 200 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        c.stop()
-        return c
-
-    c = asyncio.run(run())
+    c = _one_at_a_time_to_a_blocked_loop(200, 0.002)
     assert (c.datagrams_total, c.backlog_dropped_total) == (200, 0)
