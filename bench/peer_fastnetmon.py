@@ -80,7 +80,7 @@ THRESHOLD_PPS = 10_000
 MAX_LOSS = 0.01
 BENCH = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-FULL: dict[str, Any] = {"rates": "2500,5000,7500,10000,20000", "step_s": 10.0, "rounds": 5,
+FULL: dict[str, Any] = {"rates": "2500,5000,7500,10000,20000,30000,40000", "step_s": 10.0, "rounds": 5,
                         "round_s": 10.0, "idle_s": 4.0}
 QUICK: dict[str, Any] = {"rates": "2500,10000,20000", "step_s": 4.0, "rounds": 3, "round_s": 8.0,
                          "idle_s": 2.0}
