@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from . import ber
 from .ifmib import Oid
@@ -40,26 +40,30 @@ class _Pending:
     garbled: str | None = None
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, client: FastV2cClient) -> None:
-        self._client = client
+class _Waiting(Protocol):
+    """What the shared client reads of a request waiting for its reply."""
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
-        self._client._received(data, (str(addr[0]), int(addr[1])))
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable) carry no request-id; the request times out, as with
-        # pysnmp, so that a dead agent costs exactly the configured timeout and retries.
-        self._client.icmp_errors += 1
+    @property
+    def addr(self) -> tuple[str, int]: ...
+
+    garbled: str | None
 
 
-class FastV2cClient:
-    """Sends GetBulkRequests and hands back the matching Response messages, decoded."""
+W = TypeVar("W", bound=_Waiting)
+
+
+class DatagramClient(Generic[W]):
+    """What the v2c and v3 clients share: one socket on an asyncio datagram endpoint, requests
+    waiting by id, ids that wrap within Integer32, and the handling of an undecodable reply.
+    A subclass matches readable replies in `_received`."""
 
     def __init__(self, sock: socket.socket, *, first_request_id: int = 1) -> None:
         self._sock = sock
         self._transport: asyncio.DatagramTransport | None = None
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, W] = {}
         self._next_id = max(1, min(first_request_id, _REQUEST_ID_MAX))
         # Counters (monotonic, for metrics): requests sent (each try counts), replies dropped
         # (unknown request-id, wrong address or community), ICMP errors on the socket.
@@ -89,22 +93,43 @@ class FastV2cClient:
                 return rid
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
+        raise NotImplementedError
+
+    def _undecodable(self, addr: tuple[str, int], exc: Exception) -> None:
+        """A reply with no id to match on. One request waiting on that address: it is the one.
+        Several (one agent, several communities or users): each is marked, and one that then
+        gets no reply it can read falls back instead of timing out."""
+        waiting = [p for p in {id(p): p for p in self._pending.values()}.values()
+                   if p.addr == addr and not p.future.done()]
+        if len(waiting) == 1:
+            waiting[0].future.set_exception(FastPathUnavailable(f"undecodable reply: {exc}"))
+        for pending in waiting:
+            pending.garbled = f"undecodable reply: {exc}"
+        if not waiting:
+            self.unmatched += 1
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, client: DatagramClient[Any]) -> None:
+        self._client = client
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
+        self._client._received(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable) carry no request-id; the request times out, as with
+        # pysnmp, so that a dead agent costs exactly the configured timeout and retries.
+        self._client.icmp_errors += 1
+
+
+class FastV2cClient(DatagramClient[_Pending]):
+    """Sends GetBulkRequests and hands back the matching Response messages, decoded."""
+
+    def _received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             msg = ber.decode_message(data)
         except ber.BerError as exc:
-            # No request-id to match on. One request waiting on that address: it is the one.
-            # Several (one agent, several communities): each is marked, and one that then gets
-            # no reply it can read falls back instead of timing out.
-            waiting = [
-                p for p in {id(p): p for p in self._pending.values()}.values()
-                if p.addr == addr and not p.future.done()
-            ]
-            if len(waiting) == 1:
-                waiting[0].future.set_exception(FastPathUnavailable(f"undecodable reply: {exc}"))
-            for pending in waiting:
-                pending.garbled = f"undecodable reply: {exc}"
-            if not waiting:
-                self.unmatched += 1
+            self._undecodable(addr, exc)
             return
         found = self._pending.get(msg.request_id)
         if found is None or found.future.done() or msg.community != found.community:

@@ -25,10 +25,9 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import ber, usm
-from .fastv2c import BulkTimeout, FastPathUnavailable
+from .fastv2c import BulkTimeout, DatagramClient, FastPathUnavailable
 from .ifmib import Oid
 
 _ID_MAX = 2**31 - 1
@@ -66,61 +65,22 @@ class _Pending:
     garbled: str | None = None
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, client: FastV3Client) -> None:
-        self._client = client
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, ...]) -> None:
-        self._client._received(data, (str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        self._client.icmp_errors += 1
-
-
-class FastV3Client:
+class FastV3Client(DatagramClient[_Pending]):
     """Sends SNMPv3 GetBulkRequests and hands back the matching Responses, authenticated,
     decrypted and decoded (as ber.Message, version 3, the contextName as `community`)."""
 
     def __init__(self, sock: socket.socket, *, first_request_id: int = 1,
                  mono: Callable[[], float] = time.monotonic) -> None:
-        self._sock = sock
+        super().__init__(sock, first_request_id=first_request_id)
         self._mono = mono
-        self._transport: asyncio.DatagramTransport | None = None
-        self._pending: dict[int, _Pending] = {}
-        self._next_id = max(1, min(first_request_id, _ID_MAX))
         # A fresh IV for every encryption under one key (RFC 3826 3.1.2.1): a 64-bit counter
         # from a random start.
         self._salt = secrets.randbits(64)
         self.engines: dict[tuple[str, int], EngineState] = {}
-        # Counters (monotonic, for metrics and tests).
-        self.sent = 0
-        self.unmatched = 0
-        self.icmp_errors = 0
         self.dropped = 0  # ours by msgID but not authentic, out of the time window, or the
         # wrong security level
         self.discoveries = 0
         self.resyncs = 0
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=self._sock)
-        self._transport = transport
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-        for pending in list(self._pending.values()):
-            if not pending.future.done():
-                pending.future.cancel()
-        self._pending.clear()
-
-    def _new_id(self) -> int:
-        while True:
-            rid = self._next_id
-            self._next_id = 1 if rid >= _ID_MAX else rid + 1
-            if rid not in self._pending:
-                return rid
 
     # --- receiving ---------------------------------------------------------------------------
 
@@ -128,14 +88,7 @@ class FastV3Client:
         try:
             env = usm.decode_envelope(data)
         except ber.BerError as exc:
-            waiting = [p for p in {id(p): p for p in self._pending.values()}.values()
-                       if p.addr == addr and not p.future.done()]
-            if len(waiting) == 1:
-                waiting[0].future.set_exception(FastPathUnavailable(f"undecodable reply: {exc}"))
-            for pending in waiting:
-                pending.garbled = f"undecodable reply: {exc}"
-            if not waiting:
-                self.unmatched += 1
+            self._undecodable(addr, exc)
             return
         found = self._pending.get(env.msg_id)
         if found is None or found.future.done():
