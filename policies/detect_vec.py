@@ -38,9 +38,10 @@ How the state is laid out, and why each part is exact:
 * `evaluate` screens every touched server at once (rates from the bucket arrays, addresses in
   use) and builds a detect._ServerState only for a flagged server or one with an active
   detection, whose findings go through AbuseDetector's own _judge/_emit. Windows are pruned at
-  the same evaluations as AbuseDetector's (a server's windows are skipped while its floor, the
-  oldest time added, is within the shortest window: nothing can expire), and only servers
-  whose windows reached a count rule since their last check ("hot") get the window rules.
+  the same evaluations as AbuseDetector's (a server's windows are skipped while nothing in
+  them can expire: its due time is a lower bound of key time plus window length), and only
+  servers whose windows reached a count rule since their last check ("hot") get the window
+  rules.
 
 Evidence and top flows come from a bounded store of the last `evidence_rows` attributed rows
 (compact columns, each row's `ref`, and its FlowSample when the columns carried `objects`):
@@ -282,6 +283,19 @@ def _addrs(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], rows: I64) ->
     return out
 
 
+def _floor_div(a: F64, b: F64) -> I64:
+    """a // b as Python's float floor division gives it (as _Buckets computes bucket ids),
+    without numpy's floor_divide (an fmod per element, ~10x the cost): floor(a / b) is exact
+    unless a / b lies within rounding of an integer, and only those rows are recomputed."""
+    q = a / b
+    f = np.floor(q)
+    tol = np.abs(q) * 2.0 ** -46 + 2.0 ** -40  # many ulps of q: rounding cannot cross it
+    near = (q - f <= tol) | (q - f >= 1 - tol)
+    if near.any():
+        f[near] = np.floor_divide(a[near], b[near])
+    return f.astype(np.int64)
+
+
 def _last_wins(idx: I64, vals: F64, arr: F64) -> None:
     """arr[idx] = vals where later rows win (numpy leaves repeated-index stores unordered)."""
     if idx.size == 0:
@@ -352,6 +366,7 @@ class VectorDetector(AbuseDetector):
                 tlist.append(t)
         self._tlist = tlist
         self._tix = tix
+        self._luts: dict[str, npt.NDArray[np.bool_]] = {}  # _member's port tables
 
         def per(name: str) -> F64:
             return np.array([float(getattr(t, name)) for t in self._t], dtype=np.float64)
@@ -381,20 +396,22 @@ class VectorDetector(AbuseDetector):
         nmax = int(self._nslots.max()) if n else 1
         self._nmax = nmax
         self._out_ids = np.full((n * nmax,), -1, dtype=np.int64)
-        self._out_vals = np.zeros((n * nmax, 9), dtype=np.float64)
+        self._out_vals = np.zeros((9, n * nmax), dtype=np.float64)  # [field, slot]
         self._in_ids = np.full((n * nmax,), -1, dtype=np.int64)
-        self._in_vals = np.zeros((n * nmax, 4), dtype=np.float64)
+        self._in_vals = np.zeros((4, n * nmax), dtype=np.float64)
         self._dirty = np.zeros(n, dtype=np.bool_)
         self._unscreened = np.array([not t.response_ratio >= 0 for t in self._t], dtype=np.bool_)
         self._rate_suspect = np.full(n, -np.inf, dtype=np.float64)
         self._reply_until = np.full(n, -np.inf, dtype=np.float64)
         self._last_flow_prune = np.full(n, -np.inf, dtype=np.float64)
         self._win: dict[int, _Windows] = {}
-        # Servers whose windows may satisfy a count rule (the screen re-checks them), and a
-        # lower bound of each server's window key times: while it is within the shortest
-        # window nothing can expire, so the screen skips pruning (as _ServerState.floor).
+        # Servers whose windows may satisfy a count rule (the screen re-checks them), and for
+        # each server a time before which none of its window keys can expire (min over its
+        # keys of time + that window's length, or a lower bound of it): until then a prune
+        # would remove nothing, so the screen skips it (as _ServerState.floor does).
         self._hot: set[int] = set()
-        self._wfloor = np.full(n, np.inf, dtype=np.float64)
+        self._wdue = np.full(n, np.inf, dtype=np.float64)
+        self._scanwin = np.array([t.scan_window_s for t in self._t], dtype=np.float64)
         # The scan windows by server (the same objects as _Windows'), for _scan_rows' loop;
         # servers that ever received a proxy-bound packet (only theirs can fan out).
         self._scan_h: list[_Win | None] = [None] * n
@@ -623,8 +640,8 @@ class VectorDetector(AbuseDetector):
         self._used[own[own >= 0]] = True
         spoof = out_rows & has_src & (own < 0) & port_hit & ~_local_only(cols.src_hi,
                                                                          cols.src_lo)
-        code[spoof] |= _A_SPOOF
-        ev[spoof] |= _E_SPOOF
+        code |= np.uint16(_A_SPOOF) * spoof
+        ev |= np.uint16(_E_SPOOF) * spoof
         # Outbound classification, as _ServerState.outbound.
         tcp = proto == _TCP
         hasf = flags >= 0
@@ -635,12 +652,13 @@ class VectorDetector(AbuseDetector):
         tcpf = tcp & hasf
         icmp_t = cols.icmp_type
         response = (tcpf & ((syn_bit & ack) | (~syn_bit & rst))) | (
-            (proto == _ICMP) & np.isin(icmp_t, (0, 3, 4, 11, 12))) | (
+            (proto == _ICMP) & ((icmp_t == 0) | (icmp_t == 3) | (icmp_t == 4) | (icmp_t == 11)
+                                | (icmp_t == 12))) | (
             (proto == _ICMP6) & (icmp_t >= 0) & ((icmp_t < 128) | (icmp_t == 129)))
         syn = tcpf & syn_bit & ~ack
         self._unscreened[so[out_rows & (size < 0)]] = True
-        ev[out_rows] |= _E_FLOOD
-        ev[out_rows & has_dst] |= _E_FLOW
+        ev |= np.uint16(_E_FLOOD) * out_rows
+        ev |= np.uint16(_E_FLOW) * (out_rows & has_dst)
         if out_rows.any():
             rows = np.flatnonzero(out_rows)
             resp = response[rows]
@@ -649,55 +667,57 @@ class VectorDetector(AbuseDetector):
             sz = size[rows].astype(np.float64)
             init = ~resp
             p = proto[rows]
-            fields = np.stack([
+            fields = [
                 np.where(init, r, z), np.where(init, sz, z),
                 np.where(init & (p == _UDP), r, z),
                 np.where(init & ((p == _ICMP) | (p == _ICMP6)), r, z),
                 np.where(init & (p != _UDP) & (p != _ICMP) & (p != _ICMP6) & syn[rows], r, z),
-                np.where(resp, r, z), np.where(resp, sz, z), np.ones(rows.size), r], axis=1)
+                np.where(resp, r, z), np.where(resp, sz, z), np.ones(rows.size), r]
             self._bucket_add(self._out_ids, self._out_vals, so[rows], now[rows], fields)
         # Windows the sender adds to (only with a destination).
         dst_out = out_rows & has_dst
         mail = self._member(s0, dport, "mail_ports") & ~self._mail[s0]
         pp_out = self._member(s0, dport, "proxy_ports")
         tcp_syn = dst_out & syn
-        code[tcp_syn & mail] |= _A_SPAM
-        ev[tcp_syn & mail] |= _E_SPAM
-        code[tcp_syn] |= _A_SCAN
-        ev[tcp_syn] |= _E_SCAN
-        code[tcp_syn & ~pp_out] |= _A_FANOUT
+        code |= np.uint16(_A_SPAM) * (tcp_syn & mail)
+        ev |= np.uint16(_E_SPAM) * (tcp_syn & mail)
+        code |= np.uint16(_A_SCAN) * tcp_syn
+        ev |= np.uint16(_E_SCAN) * tcp_syn
+        code |= np.uint16(_A_FANOUT) * (tcp_syn & ~pp_out)
         # The elif chain of outbound: a SYN-ACK without a source port falls through to it.
         mid_mail = dst_out & tcpf & ~syn & ~(syn_bit & (sport >= 0)) & mail & ~rst
-        code[mid_mail] |= _A_SPAM
-        ev[mid_mail] |= _E_SPAM
+        code |= np.uint16(_A_SPAM) * mid_mail
+        ev |= np.uint16(_E_SPAM) * mid_mail
         udp_pair = dst_out & (proto == _UDP) & (dport >= 0) & (sport >= 0)
-        code[udp_pair] |= _A_SCAN
+        code |= np.uint16(_A_SCAN) * udp_pair
         # Declared ports (R8): only servers that declared any are judged.
         has_decl = self._has_declared[s0]
         has_allow = self._has_allowed[s0]
-        code[tcp_syn & has_allow & ~self._port_in(self._allowed_keys, s0, dport)] |= _A_OUT_TCP
-        code[dst_out & tcpf & ~syn & syn_bit & (sport >= 0) & has_decl
-             & ~self._port_in(self._declared_keys, s0, sport)] |= _A_IN_TCP
-        code[udp_pair & has_decl & (sport < 1024) & (dport >= 1024)
-             & ~self._port_in(self._declared_keys, s0, sport)] |= _A_IN_UDP
-        code[udp_pair & has_allow & (dport < 1024)
-             & ~self._port_in(self._allowed_keys, s0, dport)] |= _A_OUT_UDP
+        code |= np.uint16(_A_OUT_TCP) * (
+            tcp_syn & has_allow & ~self._port_in(self._allowed_keys, s0, dport))
+        code |= np.uint16(_A_IN_TCP) * (
+            dst_out & tcpf & ~syn & syn_bit & (sport >= 0) & has_decl
+            & ~self._port_in(self._declared_keys, s0, sport))
+        code |= np.uint16(_A_IN_UDP) * (
+            udp_pair & has_decl & (sport < 1024) & (dport >= 1024)
+            & ~self._port_in(self._declared_keys, s0, sport))
+        code |= np.uint16(_A_OUT_UDP) * (
+            udp_pair & has_allow & (dport < 1024) & ~self._port_in(self._allowed_keys, s0, dport))
         # Inbound.
         if in_rows.any():
             rows = np.flatnonzero(in_rows)
             r = rate[rows].astype(np.float64)
             # inbound never sets _B_RATE: that slot stays 0, as in _ServerState.inbound.
-            fields = np.stack([r, size[rows].astype(np.float64), np.ones(rows.size),
-                               np.zeros(rows.size)], axis=1)
+            fields = [r, size[rows].astype(np.float64), np.ones(rows.size), np.zeros(rows.size)]
             self._bucket_add(self._in_ids, self._in_vals, ro[rows], now[rows], fields)
             one = rows[rate[rows] == 1]
             _last_wins(ro[one], now[one] + self._scan_window(ro[one]), self._reply_until)
         to_proxy = in_rows & tcpf & self._member(r0, dport, "proxy_ports") & has_src
-        code[in_rows & tcpf & syn_bit & ack & has_src] |= _A_ANSWERED
+        code |= np.uint16(_A_ANSWERED) * (in_rows & tcpf & syn_bit & ack & has_src)
         client = in_rows & tcpf & syn_bit & ~ack & to_proxy
-        code[client] |= _A_CLIENT
-        ev[client] |= _E_PROXY_IN
-        code[to_proxy & ~rst] |= _A_PROXY_IN
+        code |= np.uint16(_A_CLIENT) * client
+        ev |= np.uint16(_E_PROXY_IN) * client
+        code |= np.uint16(_A_PROXY_IN) * (to_proxy & ~rst)
         self._window_rows(cols, code, ev, so, ro)
         self._store(cols, ag, so, ro, ev)
 
@@ -715,30 +735,42 @@ class VectorDetector(AbuseDetector):
 
     def _member(self, srv: I64, port: I64, name: str) -> B1:
         """port in getattr(server's template, name), per row."""
-        out = np.zeros(srv.shape[0], dtype=np.bool_)
-        tix = self._tix[srv] if self._tix.size else np.zeros(srv.shape[0], dtype=np.int64)
-        for j, t in enumerate(self._tlist):
-            m = tix == j
-            out[m] = np.isin(port[m], np.fromiter(getattr(t, name), dtype=np.int64))
-        return out
+        lut = self._luts.get(name)
+        if lut is None:  # [template, port]; column 65536 stands for any port out of range
+            lut = np.zeros((max(len(self._tlist), 1), 65537), dtype=np.bool_)
+            for j, t in enumerate(self._tlist):
+                ports = [p for p in getattr(t, name) if 0 <= p <= 65535]
+                lut[j, ports] = True
+            self._luts[name] = lut
+        pc = np.where((port >= 0) & (port <= 65535), port, 65536)
+        if lut.shape[0] == 1:
+            return np.asarray(lut[0, pc], dtype=np.bool_)
+        return np.asarray(lut[self._tix[srv], pc], dtype=np.bool_)
 
-    def _bucket_add(self, ids: I64, vals: F64, srv: I64, now: F64, fields: F64) -> None:
-        """Rows into the rate rings: see the module docstring for why this is _Buckets.at."""
-        bid = np.floor_divide(now, self._bucket_s[srv]).astype(np.int64)
+    def _bucket_add(self, ids: I64, vals: F64, srv: I64, now: F64, fields: list[F64]) -> None:
+        """Rows into the rate rings: see the module docstring for why this is _Buckets.at.
+
+        Only the slots the rows touch are read or written (a ring holds servers x slots), with
+        no sort: a row for a newer bucket than its slot's moves the slot to the newest such
+        bucket and clears it, then the rows of each slot's bucket add in (the last field, the
+        sampling rate, is a maximum)."""
+        bid = _floor_div(now, self._bucket_s[srv])
         flat = srv * self._nmax + bid % self._nslots[srv]
-        newest = ids.copy()
-        np.maximum.at(newest, flat, bid)
-        reset = np.flatnonzero(newest > ids)
-        ids[reset] = newest[reset]
-        vals[reset] = 0.0
-        keep = bid == newest[flat]
-        k_flat = flat[keep]
-        k_fields = fields[keep]
-        size = ids.shape[0]
-        for j in range(fields.shape[1] - 1):
-            vals[:, j] += np.bincount(k_flat, weights=k_fields[:, j], minlength=size)
-        if fields.shape[1] and k_fields[:, -1].any():
-            np.maximum.at(vals[:, -1], k_flat, k_fields[:, -1])
+        adv = bid > ids[flat]
+        if adv.any():
+            fa = flat[adv]
+            np.maximum.at(ids, fa, bid[adv])
+            for row in vals:
+                row[fa] = 0.0
+        keep = bid == ids[flat]
+        last = len(fields) - 1
+        if keep.all():
+            for j, f in enumerate(fields):
+                (np.maximum if j == last else np.add).at(vals[j], flat, f)
+        else:
+            fk = flat[keep]
+            for j, f in enumerate(fields):
+                (np.maximum if j == last else np.add).at(vals[j], fk, f[keep])
 
     def _window_rows(self, cols: SampleColumns, code: npt.NDArray[np.uint16],
                      ev: npt.NDArray[np.uint16], so: I64, ro: I64) -> None:
@@ -830,11 +862,19 @@ class VectorDetector(AbuseDetector):
                     hot.add(r)
                 if c & _A_PROXY_IN:
                     w.last_proxy_in = now
-        # No key of a window is older than its server's floor (see _screen).
+        # No key can expire before its server's due time (see _screen): a row that adds only
+        # to the scan windows (an idle fan-out adds nothing) brings it to now + scan_window_s
+        # at the earliest, any other row to now + the server's shortest window.
         out_rows = all_rows[(c_all & _A_SENDER) != 0]
-        np.minimum.at(self._wfloor, so[out_rows], cols.now[out_rows])
+        if out_rows.size:
+            srv = so[out_rows]
+            only_scan = (loop_code[out_rows] & np.uint16(_A_SENDER & 0xFFFF)) == 0
+            np.minimum.at(self._wdue, srv, cols.now[out_rows] + np.where(
+                only_scan, self._scanwin[srv], self._minwin[srv]))
         in_rows = all_rows[(c_all & _A_RECEIVER) != 0]
-        np.minimum.at(self._wfloor, ro[in_rows], cols.now[in_rows])
+        if in_rows.size:
+            srv = ro[in_rows]
+            np.minimum.at(self._wdue, srv, cols.now[in_rows] + self._minwin[srv])
 
     def _new_scan(self, s: int, w: _Windows) -> _Win:
         """Server s's scan windows (hosts, then (host, port) pairs grouped by host)."""
@@ -901,27 +941,44 @@ class VectorDetector(AbuseDetector):
 
     def _store(self, cols: SampleColumns, ag: I64, so: I64, ro: I64,
                ev: npt.NDArray[np.uint16]) -> None:
-        """Keep the attributed rows in the bounded store (the newest `_cap`)."""
+        """Keep the attributed rows in the bounded store (the newest `_cap`).
+
+        The rows go to consecutive positions from seq % cap, wrapping once at most: two slice
+        copies per column (a fancy-indexed store costs ~10x a slice's)."""
         rows = np.flatnonzero((so >= 0) | (ro >= 0))
         if rows.size > self._cap:
             self._seq += rows.size - self._cap
             rows = rows[-self._cap:]
         k = rows.size
-        pos = (self._seq + np.arange(k)) % self._cap
-        self._s_seq[pos] = self._seq + np.arange(k)
+        if k == 0:
+            return
+        whole = k == len(cols)
+        cap = self._cap
+        at0 = self._seq % cap
+        first = min(k, cap - at0)
+
+        def put(dst: npt.NDArray[Any], v: npt.NDArray[Any]) -> None:
+            dst[at0:at0 + first] = v[:first]
+            if k > first:
+                dst[:k - first] = v[first:]
+
+        def col(v: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            return v if whole else v[rows]
+
+        put(self._s_seq, self._seq + np.arange(k))
         self._seq += k
-        self._s_out[pos] = so[rows]
-        self._s_in[pos] = ro[rows]
-        self._s_ev[pos] = ev[rows]
-        self._s_now[pos] = cols.now[rows]
-        self._s_words[pos] = np.stack([cols.src_hi[rows], cols.src_lo[rows],
-                                       cols.dst_hi[rows], cols.dst_lo[rows]], axis=1)
-        self._s_has[pos] = np.stack([cols.has_src[rows], cols.has_dst[rows]], axis=1)
+        put(self._s_out, col(so))
+        put(self._s_in, col(ro))
+        put(self._s_ev, col(ev))
+        put(self._s_now, col(cols.now))
+        for j, w in enumerate((cols.src_hi, cols.src_lo, cols.dst_hi, cols.dst_lo)):
+            put(self._s_words[:, j], col(w))
+        put(self._s_has[:, 0], col(cols.has_src))
+        put(self._s_has[:, 1], col(cols.has_dst))
         for c, a in self._s_cols.items():
-            a[pos] = ag[rows] if c == "agent" else getattr(cols, c)[rows]
+            put(a, col(ag if c == "agent" else getattr(cols, c)))
         objs = self._s_obj
-        start = int(pos[0]) if k else 0
-        first = min(k, self._cap - start)  # pos is start.. then wraps to 0..
+        start = at0
         if cols.objects is not None:
             src = cols.objects
             got = [src[i] for i in rows.tolist()]
@@ -953,6 +1010,23 @@ class VectorDetector(AbuseDetector):
             key[q] = odd
         seq = cols.sample_sequence[rows]
         pool = cols.sample_pool[rows]
+        # Most rows judge nothing: a known source short of RATE_CHECK_SAMPLES since its
+        # baseline. Only the rows of sources with a row that may judge (new, or far enough
+        # against the baseline before the batch) go on: a baseline moved within the batch can
+        # make any later row of its source judge (sequence numbers may run backwards). Not
+        # when new sources may overflow RATE_CHECK_KEYS: that starts afresh mid-batch.
+        rk = self._rc_key
+        if rk.size:
+            at_ = np.minimum(np.searchsorted(rk, key), rk.size - 1)
+            new = rk[at_] != key
+            may = new | (((seq - self._rc_seq[at_]) & _M32) >= detect.RATE_CHECK_SAMPLES)
+            if rk.size + np.count_nonzero(new) > detect.RATE_CHECK_KEYS:
+                pass
+            elif not may.any():
+                return
+            elif np.count_nonzero(may) * 4 < may.size:
+                sel = np.isin(key, key[may])
+                rows, key, seq, pool = rows[sel], key[sel], seq[sel], pool[sel]
         uk, first = np.unique(key, return_index=True)
         rk = self._rc_key
         old_i: I64 = np.asarray(np.searchsorted(rk, uk), dtype=np.int64)
@@ -1091,7 +1165,10 @@ class VectorDetector(AbuseDetector):
             while self._pev and self._pev[0][0] < oldest:
                 self._pev.popleft()
         flagged = self._screen(vec, now)
-        for s in idx.tolist():
+        # Only these can give or end a detection; in idx's (ascending) order.
+        judge = flagged.union([s for s in self._objs if cand[s]],
+                              [self._index[sid] for sid in active_servers])
+        for s in sorted(judge):
             sid = self._ids[s]
             if s in self._objs:
                 st = self._objs[s]
@@ -1108,7 +1185,7 @@ class VectorDetector(AbuseDetector):
         if vec.size == 0:
             return set()
         rows = (vec[:, None] * self._nmax + np.arange(self._nmax)[None, :])
-        o = self._out_vals[rows].sum(axis=1)  # [k, field]: done + cur of every slot
+        o = self._out_vals[:, rows].sum(axis=2).T  # [k, field]: done + cur of every slot
         w = self._window[vec] / _SCREEN_MARGIN
         lim = self._lim[:, vec]
         hit = ((o[:, _O_PKTS] + o[:, _O_RESP]) / w >= lim[0]) | (
@@ -1120,8 +1197,10 @@ class VectorDetector(AbuseDetector):
         flagged = set(vec[hit].tolist())
         wins = self._win
         tl = self._t
-        floor = self._wfloor
-        for s in vec[floor[vec] < now - self._minwin[vec]].tolist():
+        due = self._wdue
+        # A key expires when t < now - window_s; due holds t + window_s, rounded: the margin
+        # keeps a rounding from ever skipping a prune that would remove a key.
+        for s in vec[due[vec] < now + (abs(now) * 1e-12 + 1e-9)].tolist():
             w_ = wins.get(s)
             low = float("inf")
             if w_ is not None:
@@ -1129,8 +1208,8 @@ class VectorDetector(AbuseDetector):
                     if d is not None and d.seen:
                         d.prune(now)
                         if d.seen:
-                            low = min(low, min(d.seen.values()))
-            floor[s] = low
+                            low = min(low, min(d.seen.values()) + d.window_s)
+            due[s] = low
         # Pruning only shrinks windows: a server not hot since its last check stays below
         # every count rule.
         cand = np.zeros(len(self._ids), dtype=np.bool_)
@@ -1203,7 +1282,7 @@ class VectorDetector(AbuseDetector):
         for j in range(b.n):
             ring = b.ring[j]
             ring[0] = float(ids[base + j])
-            for f, v in zip(slots, vals[base + j].tolist(), strict=True):
+            for f, v in zip(slots, vals[:, base + j].tolist(), strict=True):
                 ring[f] = v
         return b
 

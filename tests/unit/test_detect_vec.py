@@ -402,3 +402,37 @@ def test_scan_hosts_alone_at_their_rule_make_the_server_hot(hosts: int) -> None:
     want = ref.evaluate(T0 + 1.5, AT0)
     assert (("s1", "scan", "hosts") in [d.key for d in want]) == (hosts == 5)
     assert vec.evaluate(T0 + 1.5, AT0) == want
+
+
+@settings(max_examples=500, deadline=None)
+@given(a=st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False),
+       b=st.sampled_from([0.25, 0.1, 1 / 3, 1.0, 0.3, 7.0, 1e-3, 2.5]),
+       nudge=st.sampled_from([0, 1, -1]))
+def test_bucket_ids_are_python_floor_division(a: float, b: float, nudge: int) -> None:
+    """_floor_div (floor(a / b), recomputed near integers) gives _Buckets' `now // bucket_s`,
+    on exact multiples of b and their float neighbours too."""
+    from math import inf, nextafter
+
+    from rackwarden.policies.detect_vec import _floor_div
+    x = (a // b) * b
+    x = nextafter(x, inf) if nudge > 0 else nextafter(x, -inf) if nudge < 0 else x
+    for v in (a, x):
+        assert _floor_div(np.array([v]), np.array([b])).tolist() == [int(v // b)]
+
+
+def test_a_key_due_to_expire_within_rounding_is_pruned() -> None:
+    """The screen skips a server's windows until their due time (key time + window length);
+    where that sum rounds up to `now` while the key is already out of the window (t < now -
+    window), the window is pruned all the same, as AbuseDetector prunes it."""
+    t0, window, now = 215.98918183189485, 470.6396974961537, 686.6288793280486
+    assert t0 < now - window and t0 + window >= now  # the rounding case itself
+    t = DetectThresholds(scan_window_s=window, scan_distinct_hosts=5)
+    samples = [_syn(t0, f"203.0.113.{i + 1}", 80) for i in range(5)]
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t)
+    ref.ingest(samples)
+    vec.ingest_columns(SampleColumns.from_samples(samples))
+    assert vec.evaluate(now, AT0) == ref.evaluate(now, AT0)
+    assert not ref._states["s1"].scan_hosts.seen
+    w = vec._win[vec._index["s1"]]
+    assert w.scan_hosts is not None and not w.scan_hosts.seen
