@@ -8,7 +8,8 @@ the two documented differences are in evidence and top flows, below.
 
 How the state is laid out, and why each part is exact:
 
-* Attribution. (agent, ifIndex) -> server through a sorted int64 key array and searchsorted;
+* Attribution. (agent, ifIndex) -> server through a dense [agent, ifIndex] table when the
+  configured ifIndexes are small, else a sorted int64 key array and searchsorted;
   the by-IP fallback (only when neither port is known, no spoof check) through a sorted array
   of the assigned addresses, as ingest does.
 * Rate windows. `_Buckets` as arrays [server, slot, field]. A ring slot's id only ever grows
@@ -124,6 +125,8 @@ _E_PORTS = 128  # one row adds one undeclared port at most (in/udp needs dport >
 _EV_KINDS = (("ev_flood", _E_FLOOD), ("ev_spam", _E_SPAM), ("ev_scan", _E_SCAN),
              ("ev_spoof", _E_SPOOF), ("ev_proxy", _E_PROXY), ("ev_ports", _E_PORTS))
 
+_DENSE_PORTS = 1 << 18  # entries of the dense port table at most (2 MB)
+_EV_CACHE = 4096  # evidence FlowSamples kept by stored row (see _stored_samples)
 _STORE_COLS = ("agent", "input_ifindex", "output_ifindex", "sampling_rate", "frame_length",
                "ip_version", "protocol", "src_port", "dst_port", "tcp_flags", "icmp_type",
                "sample_sequence", "source_id_type", "source_id_index", "sample_pool", "ref")
@@ -433,6 +436,15 @@ class VectorDetector(AbuseDetector):
         pk.sort()
         self._port_keys = np.array([k for k, _ in pk], dtype=np.int64)
         self._port_srv = np.array([s for _, s in pk], dtype=np.int64)
+        # The same as a dense [agent, ifIndex] table when that is small (switches number
+        # their ports from 1 on; some vendors from 10,000 or more: those keep searchsorted).
+        width = int((self._port_keys & _M32).max()) + 1 if pk else 0
+        self._port_width = width
+        self._port_dense: I64 | None = None
+        if pk and len(self._agent_names) * width <= _DENSE_PORTS:
+            dense = np.full(len(self._agent_names) * width, -1, dtype=np.int64)
+            dense[(self._port_keys >> 32) * width + (self._port_keys & _M32)] = self._port_srv
+            self._port_dense = dense
         # Assigned addresses by fingerprint; by-IP owner; (address, server) pairs.
         words = {a: ip_words(a)[:2] for a in by_ip}
         uniq = sorted(set(words.values()))
@@ -477,6 +489,7 @@ class VectorDetector(AbuseDetector):
         self._s_cols = {c: np.zeros(r, dtype=np.int64) for c in _STORE_COLS}
         self._s_obj: list[FlowSample | None] = [None] * r
         self._has_objs = False  # whether any stored row ever carried its FlowSample
+        self._ev_cache: dict[int, FlowSample] = {}  # see _stored_samples
         self._pev: deque[tuple[int, I64, F64]] = deque()  # (seq, servers, horizons)
         self._clock: tuple[float, datetime] | None = None
         self._exemptions: tuple[Exemption, ...] = tuple(exemptions)
@@ -538,6 +551,11 @@ class VectorDetector(AbuseDetector):
             self._vector_rows(cols, ag, so, ro, port_hit)
 
     def _port_lookup(self, ag: I64, ifindex: I64) -> I64:
+        dense = self._port_dense
+        if dense is not None:
+            w = self._port_width
+            ok = (ifindex >= 0) & (ifindex < w) & (ag < dense.size // w)
+            return np.where(ok, dense[np.where(ok, ag * w + ifindex, 0)], -1)
         keys = self._port_keys
         out = np.full(ag.shape[0], -1, dtype=np.int64)
         if keys.size == 0:
@@ -1184,8 +1202,10 @@ class VectorDetector(AbuseDetector):
         """_ServerState.screen for many servers: prunes their windows; the flagged ones."""
         if vec.size == 0:
             return set()
-        rows = (vec[:, None] * self._nmax + np.arange(self._nmax)[None, :])
-        o = self._out_vals[:, rows].sum(axis=2).T  # [k, field]: done + cur of every slot
+        # done + cur of every slot, [k, field]: the additive fields (all but the rate) summed
+        # over each server's slots in place (contiguous), then the screened servers taken.
+        n = len(self._ids)
+        o = self._out_vals[:_O_RATE].reshape(_O_RATE, n, self._nmax).sum(axis=2)[:, vec].T
         w = self._window[vec] / _SCREEN_MARGIN
         lim = self._lim[:, vec]
         hit = ((o[:, _O_PKTS] + o[:, _O_RESP]) / w >= lim[0]) | (
@@ -1308,14 +1328,28 @@ class VectorDetector(AbuseDetector):
         return {name: [made[p] for p in rows.tolist()] for name, rows in picked.items()}
 
     def _stored_samples(self, pos: I64) -> list[FlowSample]:
-        got: list[FlowSample | None] = [self._s_obj[p] for p in pos.tolist()]
+        """The FlowSamples of stored rows: carried, else resolved from the ref, else rebuilt.
+
+        Resolved ones are kept by the row's sequence number (the newest _EV_CACHE): an
+        ongoing detection is judged at every evaluation with mostly the same evidence rows,
+        and resolving one costs a datagram decode. A kept sample outlives its datagram in
+        the raw ring, so such a row's evidence keeps its header bytes."""
+        plist = pos.tolist()
+        seqs = self._s_seq[pos].tolist()
+        cache = self._ev_cache
+        got: list[FlowSample | None] = [self._s_obj[p] or cache.get(q)
+                                        for p, q in zip(plist, seqs, strict=True)]
         refs = self._s_cols["ref"][pos]
         ask = np.flatnonzero(np.array([g is None for g in got], dtype=np.bool_) & (refs >= 0))
         if self.resolve is not None and ask.size:
-            for j, s in zip(ask.tolist(), self.resolve(refs[ask]), strict=True):
-                got[j] = s
+            for j, smp in zip(ask.tolist(), self.resolve(refs[ask]), strict=True):
+                got[j] = smp
+                if smp is not None:
+                    if len(cache) >= _EV_CACHE:
+                        del cache[next(iter(cache))]
+                    cache[seqs[j]] = smp
         return [g if g is not None else self._rebuild(self._stored_row(p))
-                for g, p in zip(got, pos.tolist(), strict=True)]
+                for g, p in zip(got, plist, strict=True)]
 
     def _stored_row(self, p: int) -> dict[str, Any]:
         c = {k: int(a[p]) for k, a in self._s_cols.items()}

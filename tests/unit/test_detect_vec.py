@@ -47,9 +47,11 @@ def on_agent2(s: FlowSample) -> FlowSample:
 def _detectors(t: DetectThresholds, tight: DetectThresholds, whitelist: bool,
                **kw: Any) -> tuple[AbuseDetector, VectorDetector, VectorDetector]:
     servers = fleet(whitelist)
+    sparse = VectorDetector(servers, templates={"tight": tight}, default=t, **kw)
+    assert sparse._port_dense is not None
+    sparse._port_dense = None  # the sorted-key port lookup, as for wide ifIndex numbers
     return (AbuseDetector(servers, templates={"tight": tight}, default=t),
-            VectorDetector(servers, templates={"tight": tight}, default=t, **kw),
-            VectorDetector(servers, templates={"tight": tight}, default=t, **kw))
+            VectorDetector(servers, templates={"tight": tight}, default=t, **kw), sparse)
 
 
 def _splits(draw: Callable[..., Any], n: int) -> list[int]:
@@ -174,6 +176,34 @@ def test_resolver_supplies_evidence_by_ref() -> None:
     assert [d.key for d in want] == [("s1", "flood", "udp")]
     assert vec.evaluate(T0 + 0.5, AT0) == want
     assert asked and all(r >= 0 for refs in asked for r in refs)
+
+
+def test_resolved_evidence_is_kept_while_its_detection_is_judged() -> None:
+    """An ongoing detection is judged at every evaluation: its evidence rows are resolved
+    once, not decoded again each time, and they keep their header bytes after the raw ring
+    has let their datagrams go."""
+    t = DetectThresholds(udp_pps=5.0, min_samples=1, rate_window_s=1.0, repeat_s=0.0)
+    samples = [_sample(now=T0 + i * 0.01, dst_port=53 + i % 3, header=bytes([i + 1]))
+               for i in range(40)]
+    ring: dict[int, FlowSample] = dict(enumerate(samples))
+    asked: list[int] = []
+
+    def resolve(refs: np.ndarray) -> list[FlowSample | None]:
+        asked.extend(refs.tolist())
+        return [ring.get(r) for r in refs.tolist()]
+
+    vec = VectorDetector(fleet(False), default=t, resolve=resolve)
+    cols = SampleColumns.from_samples(samples)
+    cols.objects = None
+    cols.ref = np.arange(len(samples), dtype=np.int64)
+    vec.ingest_columns(cols)
+    (first,) = vec.evaluate(T0 + 0.5, AT0)
+    assert first.evidence and all(s.header for s in first.evidence)
+    n_asked = len(asked)
+    ring.clear()  # the raw ring moved on
+    (again,) = vec.evaluate(T0 + 0.55, AT0)
+    assert again.update and again.evidence == first.evidence
+    assert len(asked) == n_asked  # nothing resolved twice
 
 
 def test_small_store_keeps_the_newest_evidence() -> None:
