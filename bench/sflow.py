@@ -3,7 +3,10 @@
 Whole path: bench/sflow_batch.py's fleet (48-port agents, one server per port, enough agents
 for --servers) is sent by a separate process through a real UDP socket on loopback, paced at
 --rate datagrams/s, to an SflowCollector on its receive thread; the collector decodes and hands
-on to the detector, whose evaluate() runs at 4 Hz on the event loop. With
+on to the detector, whose evaluate() runs at 4 Hz on the event loop. The stream is sent in two
+halves, each agent's sequence numbers running on: the first warms the path up (every server's
+first sight makes its windows), the second is measured (the daemon's steady state); the first
+half's figure is printed too. With
 rackwarden.policies.detect_vec.VectorDetector importable that is the columns path
 (decode_batch_columns -> VectorDetector.ingest_columns, evidence through the raw ring);
 otherwise the object path (decode_batch -> FlowSamples -> AbuseDetector.ingest). The figure is
@@ -148,25 +151,31 @@ def _run(fn: Callable[[], int], seconds: float) -> tuple[float, int]:
 # 4-byte-length-prefixed records; paced in groups of 32 to --rate datagrams per second.
 _SENDER = r"""
 import socket, struct, sys, time
-path, port, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-blob = open(path, "rb").read()
-dgs, off = [], 0
-while off < len(blob):
-    (n,) = struct.unpack_from("!I", blob, off)
-    dgs.append(blob[off + 4:off + 4 + n])
-    off += 4 + n
+port, rate, paths = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+passes = []
+for path in paths:
+    blob = open(path, "rb").read()
+    dgs, off = [], 0
+    while off < len(blob):
+        (n,) = struct.unpack_from("!I", blob, off)
+        dgs.append(blob[off + 4:off + 4 + n])
+        off += 4 + n
+    passes.append(dgs)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
 addr = ("127.0.0.1", port)
-sys.stdout.write("ready\n"); sys.stdout.flush(); sys.stdin.readline()
-t0 = time.perf_counter()
-for i, d in enumerate(dgs):
-    if i % 32 == 0:
-        late = t0 + i / rate - time.perf_counter()
-        if late > 0:
-            time.sleep(late)
-    s.sendto(d, addr)
-print(len(dgs), time.perf_counter() - t0)
+sys.stdout.write("ready\n"); sys.stdout.flush()
+for dgs in passes:  # one part of the stream per "go"
+    if sys.stdin.readline().strip() != "go":
+        break
+    t0 = time.perf_counter()
+    for i, d in enumerate(dgs):
+        if i % 32 == 0:
+            late = t0 + i / rate - time.perf_counter()
+            if late > 0:
+                time.sleep(late)
+        s.sendto(d, addr)
+    print(len(dgs), time.perf_counter() - t0, flush=True)
 """
 
 
@@ -196,7 +205,7 @@ def _detector_kind() -> str:
     return "VectorDetector"
 
 
-async def _whole_once(path: str, ndatagrams: int, specs: list[Any], kind: str,
+async def _whole_once(paths: list[str], ndatagrams: int, specs: list[Any], kind: str,
                       rate: float) -> dict[str, float]:
     from rackwarden.drivers.sflow.collector import SflowCollector
     from rackwarden.drivers.sflow.rawring import RawRing
@@ -221,8 +230,8 @@ async def _whole_once(path: str, ndatagrams: int, specs: list[Any], kind: str,
                              bind="127.0.0.1", port=0)
     await col.start()
     assert col.bound_port is not None
-    sender = subprocess.Popen([sys.executable, "-c", _SENDER, path, str(col.bound_port),
-                               str(rate)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    sender = subprocess.Popen([sys.executable, "-c", _SENDER, str(col.bound_port), str(rate),
+                               *paths], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
     assert sender.stdin is not None and sender.stdout is not None
     sender.stdout.readline()  # the corpus is loaded: start the clock, then the traffic
@@ -237,31 +246,44 @@ async def _whole_once(path: str, ndatagrams: int, specs: list[Any], kind: str,
 
     task = asyncio.create_task(evaluate_forever())
     rx = col._thread.native_id if col._thread is not None else None
-    rx0, loop0 = _task_cpu(rx), _task_cpu(threading.get_native_id())
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    sender.stdin.write("go\n")
-    sender.stdin.flush()
-    while sender.poll() is None:
-        await asyncio.sleep(0.05)
-    # Then until everything that arrived is taken in (no progress for 0.3 s).
-    seen, still = -1, 0
-    while still < 6:
-        now_seen = col.datagrams_total + col.backlog_dropped_total
-        still = still + 1 if now_seen == seen else 0
-        seen = now_seen
-        await asyncio.sleep(0.05)
-    cpu = time.process_time() - cpu0
-    wall = time.perf_counter() - wall0
-    rx_cpu = _task_cpu(rx) - rx0
-    loop_cpu = _task_cpu(threading.get_native_id()) - loop0
+
+    async def one_pass() -> dict[str, float]:
+        """The corpus once through the collector: CPU, wall and counters of this pass."""
+        assert sender.stdin is not None and sender.stdout is not None
+        rx0, loop0 = _task_cpu(rx), _task_cpu(threading.get_native_id())
+        samples0, received0 = col.flow_samples_total, col.datagrams_total
+        dropped0, evals0 = col.backlog_dropped_total, evaluations
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        sender.stdin.write("go\n")
+        sender.stdin.flush()
+        line = await asyncio.to_thread(sender.stdout.readline)
+        # Then until everything that arrived is taken in (no progress for 0.3 s).
+        seen, still = -1, 0
+        while still < 6:
+            now_seen = col.datagrams_total + col.backlog_dropped_total
+            still = still + 1 if now_seen == seen else 0
+            seen = now_seen
+            await asyncio.sleep(0.05)
+        out = line.split()
+        wall = time.perf_counter() - wall0
+        send_s = float(out[1]) if len(out) > 1 else wall
+        return {"samples": col.flow_samples_total - samples0,
+                "cpu_s": time.process_time() - cpu0, "wall_s": wall,
+                "received": col.datagrams_total - received0,
+                "backlog_dropped": col.backlog_dropped_total - dropped0,
+                "sent": ndatagrams, "offered_dps": ndatagrams / send_s,
+                "evaluations": evaluations - evals0,
+                "receive_thread_cpu_s": _task_cpu(rx) - rx0,
+                "loop_thread_cpu_s": _task_cpu(threading.get_native_id()) - loop0}
+
+    cold = await one_pass()  # first sight of every server: windows made, tables grown
+    warm = await one_pass()
     task.cancel()
     col.stop()
-    out = sender.stdout.read().split()
-    send_s = float(out[1]) if len(out) > 1 else wall
-    return {"samples": col.flow_samples_total, "cpu_s": cpu, "wall_s": wall,
-            "received": col.datagrams_total, "backlog_dropped": col.backlog_dropped_total,
-            "sent": ndatagrams, "offered_dps": ndatagrams / send_s, "evaluations": evaluations,
-            "receive_thread_cpu_s": rx_cpu, "loop_thread_cpu_s": loop_cpu}
+    sender.stdin.close()
+    sender.wait()
+    warm["cold_samples_per_cpu_s"] = cold["samples"] / cold["cpu_s"] if cold["cpu_s"] else 0.0
+    return warm
 
 
 def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | None,
@@ -273,9 +295,15 @@ def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | Non
 
     kind = _detector_kind()
     agents = math.ceil(servers / PORTS)
-    datagrams, specs, nsamples = build_corpus(samples_per_port, agents=agents)
+    # Twice the stream: the first half warms the path up (every server's first sight), the
+    # second is measured. Each agent's sequence numbers run on from one half to the other.
+    stream, specs, _ = build_corpus(2 * samples_per_port, agents=agents)
+    half = len(stream) // 2
+    warmup, datagrams = stream[:half], stream[half:]
+    nsamples = sum(struct_walk(d, Counter()) for d in datagrams)
     print(f"fleet: {len(specs)} servers on {agents} agents, {len(datagrams)} datagrams, "
-          f"{nsamples} flow samples; detector: {kind}")
+          f"{nsamples} flow samples (after {len(warmup)} datagrams to warm up); "
+          f"detector: {kind}")
 
     # Decode stages, interleaved, on the fleet's own datagrams.
     nows = [1000.0 + i * 15e-6 for i in range(len(datagrams))]
@@ -317,18 +345,20 @@ def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | Non
         plan.append(("AbuseDetector", baseline_reps, 3_000.0))
     runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "corpus.bin")
-        with open(path, "wb") as f:
-            for d in datagrams:
-                f.write(len(d).to_bytes(4, "big") + d)
+        paths = [os.path.join(tmp, "warmup.bin"), os.path.join(tmp, "measured.bin")]
+        for path, part in zip(paths, (warmup, datagrams), strict=True):
+            with open(path, "wb") as f:
+                for d in part:
+                    f.write(len(d).to_bytes(4, "big") + d)
         for k in range(max(n for _, n, _ in plan)):  # interleaved
             for which, n, offered in plan:
                 if k >= n:
                     continue
-                r = asyncio.run(_whole_once(path, len(datagrams), specs, which, offered))
+                r = asyncio.run(_whole_once(paths, len(datagrams), specs, which, offered))
                 runs.setdefault(which, []).append(r)
                 lost = 1 - r["received"] / r["sent"]
-                print(f"whole path ({which}): {r['samples'] / r['cpu_s']:10,.0f} samples/CPU-s,"
+                print(f"whole path ({which}): {r['samples'] / r['cpu_s']:10,.0f} samples/CPU-s"
+                      f" (first pass {r['cold_samples_per_cpu_s']:,.0f}),"
                       f" {r['cpu_s']:.2f} CPU-s over {r['wall_s']:.2f} s wall, offered "
                       f"{r['offered_dps']:,.0f} datagrams/s, lost {lost:.2%} "
                       f"(backlog {r['backlog_dropped']:.0f}), {r['evaluations']:.0f} evaluations; "

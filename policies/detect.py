@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -377,7 +377,7 @@ class _Finding:
     subjects: tuple[str, ...] = ()
     saturated: bool = False
     flow_filter: Callable[[_FlowKey], bool] | None = None
-    evidence: tuple[FlowSample, ...] = ()
+    evidence: Sequence[FlowSample] = ()  # a tuple, or made on first read (VectorDetector)
     actionable_allowed: bool = True
     base_severity: Severity = "warning"
 
@@ -710,6 +710,11 @@ class _ServerState:
             firsts += [x for x in self.spoof_hits if x >= now - t.spoof_window_s][:1]
         return min([now, *(x for x in firsts if x == x)])
 
+    def evidence(self, name: str,
+                 keep: Callable[[FlowSample], bool] | None = None) -> Sequence[FlowSample]:
+        """A finding's evidence: the samples of deque `name` (ev_flood ..) that `keep` takes."""
+        return tuple(x for x in getattr(self, name) if keep is None or keep(x))
+
     def findings(self, now: float, owners: Mapping[str, str]) -> list[_Finding]:
         t = self.t
         self.prune(now)
@@ -742,8 +747,9 @@ class _ServerState:
                     pred = _is_icmp
                 else:
                     pred = (lambda p: lambda k: k[0] == p)(proto)
-                ev = tuple(x for x in self.ev_flood if proto is None or x.protocol == proto
-                           or (proto == _ICMP and x.protocol == _ICMP6))
+                ev = self.evidence("ev_flood", None if proto is None else (
+                    lambda p: lambda x: x.protocol == p or (p == _ICMP and x.protocol == _ICMP6)
+                )(proto))
                 out.append(_Finding(
                     FLOOD, kind,
                     f"outbound {kind} {value:,.0f}/s over {limit:,.0f}/s "
@@ -764,7 +770,7 @@ class _ServerState:
                 spam_n, rates, {"distinct_destinations": spam_n},
                 {"spam_distinct_dsts": t.spam_distinct_dsts},
                 tuple(sorted(str(k) for k in list(self.spam_dsts.seen)[-20:])), sat,
-                lambda k: k[0] == _TCP and k[4] in mail, tuple(self.ev_spam),
+                lambda k: k[0] == _TCP and k[4] in mail, self.evidence("ev_spam"),
                 base_severity="warning"))
         hosts = len(self.scan_hosts)
         top_host, ports = self.scan_pairs.max_group()
@@ -797,7 +803,7 @@ class _ServerState:
                 {"scan_distinct_hosts": t.scan_distinct_hosts,
                  "scan_distinct_ports": t.scan_distinct_ports},
                 subj, self.scan_pairs.saturated(now) or self.scan_hosts.saturated(now),
-                pred, tuple(self.ev_scan), base_severity="warning"))
+                pred, self.evidence("ev_scan"), base_severity="warning"))
         cutoff = now - t.spoof_window_s
         hits = sum(1 for x in self.spoof_hits if x >= cutoff)
         if len(self.spoof_srcs) and hits:
@@ -815,7 +821,7 @@ class _ServerState:
                 rates, {"distinct_sources": len(srcs), "samples": hits},
                 {"spoof_min_samples": t.spoof_min_samples}, spoof_subj,
                 self.spoof_srcs.saturated(now),
-                lambda k: k[1] not in mine, tuple(self.ev_spoof), base_severity="warning"))
+                lambda k: k[1] not in mine, self.evidence("ev_spoof"), base_severity="warning"))
         if len(self.used_ips) > self.spec.contract_ips:
             extra = len(self.used_ips) - self.spec.contract_ips
             out.append(_Finding(
@@ -835,7 +841,7 @@ class _ServerState:
                     "traffic on undeclared service ports: " + ", ".join(sorted(seen)),
                     True, 1.0, sum(seen.values()), {}, {k: v for k, v in sorted(seen.items())},
                     {"ports_min_samples": t.ports_min_samples}, tuple(sorted(seen)), False,
-                    lambda k: k[3] in ports_in or k[4] in ports_out, tuple(self.ev_ports),
+                    lambda k: k[3] in ports_in or k[4] in ports_out, self.evidence("ev_ports"),
                     actionable_allowed=False, base_severity="info"))
         clients = len(self.proxy_clients)
         fanout = len(self.proxy_fanout)
@@ -855,7 +861,7 @@ class _ServerState:
                 {"proxy_min_clients": t.proxy_min_clients,
                  "proxy_min_fanout": t.proxy_min_fanout}, (),
                 self.proxy_clients.saturated(now) or self.proxy_fanout.saturated(now),
-                lambda k: k[0] == _TCP and k[3] not in proxy_ports, tuple(self.ev_proxy),
+                lambda k: k[0] == _TCP and k[3] not in proxy_ports, self.evidence("ev_proxy"),
                 actionable_allowed=t.proxy_actionable, base_severity="warning"))
         return out
 
@@ -1042,12 +1048,18 @@ class AbuseDetector:
         return self.evaluate(now, at)
 
     def active(self) -> list[Detection]:
-        """The latest report of every detection still active."""
+        """The latest report of every detection still active.
+
+        A report held back by repeat_s is built here with that evaluation's verdict, rates
+        and counts, and the evidence and top flows of the last report emitted (at most
+        repeat_s old): those are the costly part, the enforcement ladder that calls this at
+        every evaluation reads only the verdict, and each emitted report has its own."""
         out = []
         for a in self._active.values():
             if a.pending is not None:
                 st, f, actionable, confidence, severity, rate = a.pending
-                a.last = self._build(st, f, a, actionable, confidence, severity, rate, True)
+                a.last = self._build(st, f, a, actionable, confidence, severity, rate, True,
+                                     a.last)
                 a.pending = None
             if a.last is not None:
                 out.append(a.last)
@@ -1088,7 +1100,12 @@ class AbuseDetector:
         return d
 
     def _build(self, st: _ServerState, f: _Finding, a: _Active, actionable: bool,
-               confidence: float, severity: Severity, rate: int, update: bool) -> Detection:
+               confidence: float, severity: Severity, rate: int, update: bool,
+               emitted: Detection | None = None) -> Detection:
+        if emitted is not None:
+            top_flows, evidence = emitted.top_flows, emitted.evidence
+        else:
+            top_flows, evidence = st.top_flows(f.flow_filter, st.t.top_flows), tuple(f.evidence)
         return Detection(
             detector=f.detector, kind=f.kind, server=st.spec.id, rule=RULE_OF[f.detector],
             severity=severity, actionable=actionable, confidence=confidence, reason=f.reason,
@@ -1096,6 +1113,6 @@ class AbuseDetector:
             last_at=a.last_at, samples=f.samples, sampling_rate=rate,
             rates={k: round(v, 1) for k, v in f.rates.items()}, counts=dict(f.counts),
             thresholds=dict(f.thresholds), subjects=f.subjects, saturated=f.saturated,
-            top_flows=st.top_flows(f.flow_filter, st.t.top_flows), evidence=f.evidence,
+            top_flows=top_flows, evidence=evidence,
             ports=tuple(sorted(st.spec.ports)), update=update, onset=a.onset,
         )

@@ -62,8 +62,9 @@ Evidence and top flows come from a bounded store of the last `evidence_rows` att
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -232,7 +233,10 @@ class _Windows:
             hits[what] = hits.get(what, 0) + 1
 
 
+@lru_cache(maxsize=1 << 16)
 def _text(a: int) -> str:
+    """An address int as AbuseDetector's text (cached: a flagged server's windows are
+    copied at every evaluation while it is judged)."""
     return words_ip(a >> 64, a & _M64)
 
 
@@ -256,6 +260,60 @@ def _copy_distinct(src: _Distinct | _Win | None, dst: _Distinct, conv: Callable[
         dst.groups = {conv_group(g): c for g, c in src.groups.items()}
 
 
+class _Lazy(Sequence[FlowSample]):
+    """A finding's evidence, made on first read (see _VecState._fill)."""
+
+    __slots__ = ("_make", "_made")
+
+    def __init__(self, make: Callable[[], tuple[FlowSample, ...]]) -> None:
+        self._make: Callable[[], tuple[FlowSample, ...]] | None = make
+        self._made: tuple[FlowSample, ...] = ()
+
+    def _get(self) -> tuple[FlowSample, ...]:
+        if self._make is not None:
+            self._made, self._make = self._make(), None
+        return self._made
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._get()[i]
+
+    def __iter__(self) -> Iterator[FlowSample]:
+        return iter(self._get())
+
+
+class _IntPairs(_Distinct):
+    """A copy of a scan-pairs _Win as findings reads it: keys stay ints (findings only counts
+    them, tests membership and reads times), the top host comes out as text."""
+
+    __slots__ = ()
+
+    def max_group(self) -> tuple[object, int]:
+        g, n = super().max_group()
+        return (None if g is None else _text(g), n)
+
+
+def _copy_ints(src: _Distinct | _Win | None, dst: _Distinct,
+               conv: Callable[[Any], Any] | None = None) -> None:
+    """dst becomes src keyed by ints (conv maps a key to its pair int), order, groups and
+    saturation kept: for the windows findings never lists."""
+    if src is None:
+        return
+    seen: Mapping[Any, float] = src.seen
+    dst.seen = OrderedDict(seen if conv is None else ((conv(k), v) for k, v in seen.items()))
+    dst.saturated_until = src.saturated_until
+    groups: Mapping[Any, int] | None = src.groups
+    if groups is not None:
+        dst.groups = dict(groups)
+
+
+def _pair_int(k: tuple[int, int]) -> int:
+    """A scan_answered key (address, port) as a scan-pairs key."""
+    return k[0] << 64 | (k[1] & _M64)
+
+
 class _VecState(_ServerState):
     """A vector server as detect._ServerState, built for findings; its top flows are replayed
     from the detector's row store when a Detection is built (now or later, from active())."""
@@ -265,6 +323,33 @@ class _VecState(_ServerState):
         super().__init__(spec, t)
         self._det = det
         self._index = index
+        self._filled = False
+
+    def _fill(self) -> None:
+        """The evidence deques from the row store, on first need: a finding that is held back
+        (repeat_s) is never built, and resolving evidence costs a decode per row. Read within
+        the evaluation that made this view, so the store is the one it screened."""
+        if self._filled:
+            return
+        self._filled = True
+        det = self._det
+        for name, rows in det._evidence(self._index, self.t.evidence_samples).items():
+            getattr(self, name).extend(rows)
+        if det._seq > det._cap:
+            # The store has dropped rows, maybe this server's: a short ev_flood no longer
+            # proves it holds every flood sample, so onset must not take its first as exact.
+            self.ev_flood = deque(self.ev_flood, maxlen=len(self.ev_flood))
+
+    def evidence(self, name: str,
+                 keep: Callable[[FlowSample], bool] | None = None) -> Sequence[FlowSample]:
+        def made() -> tuple[FlowSample, ...]:
+            self._fill()
+            return tuple(_ServerState.evidence(self, name, keep))
+        return _Lazy(made)
+
+    def onset(self, f: Any, now: float) -> float | None:
+        self._fill()
+        return super().onset(f, now)
 
     def top_flows(self, pred: Callable[[_FlowKey], bool] | None,
                   n: int) -> tuple[FlowSummary, ...]:
@@ -1269,9 +1354,12 @@ class VectorDetector(AbuseDetector):
         w = self._win.get(s)
         if w is not None:
             _copy_distinct(w.spam_dsts, st.spam_dsts, _text)
-            _copy_distinct(w.scan_hosts, st.scan_hosts, _text)
-            _copy_distinct(w.scan_pairs, st.scan_pairs, _text_pair, _text)
-            _copy_distinct(w.scan_answered, st.scan_answered, _text_port)
+            # The scan windows (the largest) stay int-keyed: findings counts them, tests
+            # answered keys against the pairs and names only the top host.
+            st.scan_pairs.__class__ = _IntPairs
+            _copy_ints(w.scan_hosts, st.scan_hosts)
+            _copy_ints(w.scan_pairs, st.scan_pairs)
+            _copy_ints(w.scan_answered, st.scan_answered, _pair_int)
             _copy_distinct(w.spoof_srcs, st.spoof_srcs, _text)
             _copy_distinct(w.proxy_clients, st.proxy_clients, _text_port)
             _copy_distinct(w.proxy_fanout, st.proxy_fanout, _text_port)
@@ -1287,12 +1375,6 @@ class VectorDetector(AbuseDetector):
         st.rate_suspect_until = float(self._rate_suspect[s])
         st.unscreened = bool(self._unscreened[s])
         st.last_flow_prune = now  # the store's replay already holds this call's prune
-        for name, rows in self._evidence(s, t.evidence_samples).items():
-            getattr(st, name).extend(rows)
-        if self._seq > self._cap:
-            # The store has dropped rows, maybe this server's: a short ev_flood no longer
-            # proves it holds every flood sample, so onset must not take its first as exact.
-            st.ev_flood = deque(st.ev_flood, maxlen=len(st.ev_flood))
         return st
 
     def _buckets(self, ids: I64, vals: F64, s: int, t: DetectThresholds,

@@ -253,7 +253,16 @@ class ColumnSequenceTracker:
         if n == 0:
             return []
         ups = uptimes if uptimes is not None else np.full(n, -1, dtype=np.int64)
-        uniq, first, inv = np.unique(codes, return_index=True, return_inverse=True)
+        # Rows grouped by key, row order inside (one stable sort; np.unique would sort again
+        # for its inverse): `gs` is each grouped row's key number, `uniq` the keys, `first`
+        # each key's first row.
+        order = np.argsort(codes, kind="stable")
+        sc = codes[order]
+        head = np.ones(n, dtype=np.bool_)
+        head[1:] = sc[1:] != sc[:-1]
+        gs = np.cumsum(head) - 1
+        uniq = sc[head]
+        first = order[head]
         slots = self._lookup(uniq)
         new = slots < 0
         if self._n + int(new.sum()) > self._max_keys:
@@ -268,12 +277,8 @@ class ColumnSequenceTracker:
             r = int(first[g])
             slots[g] = self._add(int(uniq[g]), key_of(int(uniq[g])), int(sequences[r]),
                                  int(ups[r]))
-        order = np.argsort(inv, kind="stable")  # rows grouped by key, row order inside
-        gs = inv[order]
         s = sequences[order]
         u = ups[order]
-        head = np.ones(n, dtype=np.bool_)
-        head[1:] = gs[1:] != gs[:-1]
         prev = np.empty(n, dtype=np.int64)
         prev[1:] = s[:-1]
         prev[head] = self._last[slots[gs[head]]]

@@ -206,6 +206,41 @@ def test_resolved_evidence_is_kept_while_its_detection_is_judged() -> None:
     assert len(asked) == n_asked  # nothing resolved twice
 
 
+def test_a_held_back_report_resolves_no_evidence() -> None:
+    """An ongoing detection judged again within repeat_s is held back: nothing is resolved
+    for it, and active() reports that evaluation's counts with the evidence and top flows of
+    the last emitted report (the ladder reads it at every evaluation)."""
+    t = DetectThresholds(udp_pps=5.0, min_samples=1, rate_window_s=1.0, repeat_s=10.0)
+    samples = [_sample(now=T0 + i * 0.01, dst_port=53 + i % 3, header=bytes([i + 1]))
+               for i in range(80)]
+    asked: list[int] = []
+
+    def resolve(refs: np.ndarray) -> list[FlowSample | None]:
+        asked.extend(refs.tolist())
+        return [samples[r] for r in refs.tolist()]
+
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t, resolve=resolve)
+    for lo, hi, now in ((0, 40, T0 + 0.45), (40, 80, T0 + 0.85)):
+        cols = SampleColumns.from_samples(samples[lo:hi])
+        cols.objects = None
+        cols.ref = np.arange(lo, hi, dtype=np.int64)
+        vec.ingest_columns(cols)
+        ref.ingest(samples[lo:hi])
+        n_asked = len(asked)
+        got = vec.evaluate(now, AT0)
+        assert got == ref.evaluate(now, AT0)
+        if lo:
+            assert got == [] and len(asked) == n_asked  # held back: nothing resolved
+        else:
+            (first,) = got
+    (standing,) = vec.active()
+    assert standing == ref.active()[0]
+    assert standing.samples > first.samples  # this evaluation's counts
+    assert standing.evidence == first.evidence and standing.top_flows == first.top_flows
+    assert len(asked) == n_asked
+
+
 def test_small_store_keeps_the_newest_evidence() -> None:
     """A store smaller than the stream: the newest rows of the server, oldest first."""
     t = DetectThresholds(udp_pps=5.0, min_samples=1, rate_window_s=1.0, evidence_samples=64)
