@@ -12,6 +12,16 @@ first), keeps the raw datagrams in a bounded RawRing, decodes them into SampleCo
 loop, which does the same bookkeeping as the object path (sequence numbers in bulk, through
 ColumnSequenceTracker) and hands the columns to the consumer. Every counter has the same value
 on both paths for the same datagrams.
+
+On Linux the columns path's receive thread reads with recvmmsg(2) (mmsg.MmsgReceiver): a batch
+is one or two system calls into one preallocated buffer, its senders checked against the
+allow-list once per distinct address, the accepted datagrams copied once into one bytes object
+that is both decoded (batch.decode_batch_columns_in) and kept by the RawRing (add_blob). The counters, columns
+and ring contents are those of the recvfrom loop for the same datagrams, with one difference:
+the receive time (`now`, `at`) is taken once per recvmmsg call, not once per datagram, so the
+datagrams of one call share one stamp (they were all waiting in the socket when it returned;
+a batch is at most two calls, batch_wait_s apart). `receive="recvfrom"` keeps the recvfrom
+loop, which is also what runs where recvmmsg is missing and on the object path.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +41,13 @@ from typing import Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from rackwarden.drivers.sflow.batch import ColumnBatch, decode_batch, decode_batch_columns
+from rackwarden.drivers.sflow import mmsg
+from rackwarden.drivers.sflow.batch import (
+    ColumnBatch,
+    decode_batch,
+    decode_batch_columns,
+    decode_batch_columns_in,
+)
 from rackwarden.drivers.sflow.decoder import (
     INTERNAL_ERROR,
     DecodeResult,
@@ -62,11 +79,15 @@ MAX_PENDING_DATAGRAMS = 16384
 # decode's fixed cost (a few hundred numpy calls) wants batches of hundreds of datagrams, and
 # 20 ms is nothing against the detectors' 250 ms evaluation.
 BATCH_WAIT_S = 0.02
+# recvmmsg's buffer has one 64 KiB slot per datagram of a batch (address space, not RSS: see
+# mmsg.py); past this many a batch closes early, whatever batch_max says.
+MMSG_SLOTS_MAX = 4096
 # The columns path numbers sequence keys' agents (and the wide source ids of expanded samples)
 # for its trackers; datagrams from allowed senders may name any agent, so past this many the
 # numbering starts afresh and both trackers forget their state, as SequenceTracker's eviction
 # would long have done by then (it clears at 65,536 keys).
 MAX_KEY_CODES = 1 << 18
+_ZERO_PAD = bytes(64)  # after a batch's datagrams: batch.decode_batch_columns_in wants 64 bytes
 # Python 3.11's socket module does not export it; the value is Linux's asm-generic/socket.h.
 _SO_RCVBUFFORCE_LINUX = 33 if sys.platform.startswith("linux") else None
 
@@ -89,8 +110,10 @@ Received = tuple[bytes, tuple[str | int, ...], float, datetime]
 class _Prepared:
     """A batch as the receive thread leaves it for the event loop on the columns path."""
 
-    accepted: list[str]  # UDP source of each accepted datagram, in order
-    rejected: list[str]  # UDP source of each refused datagram, in order
+    # (UDP source, datagrams) of the accepted and of the refused datagrams, each source once,
+    # in order of its first datagram (the order the per-source tallies must see them in)
+    accepted: list[tuple[str, int]]
+    rejected: list[tuple[str, int]]
     decoded: ColumnBatch | None  # None when nothing was accepted
 
 
@@ -116,6 +139,11 @@ class SflowCollector(asyncio.DatagramProtocol):
     `raw_ring_bytes` when not given) keeps the datagrams the rows' `ref` point into. The
     counters are the same; `sequence` and `sample_sequence` are then ColumnSequenceTrackers.
 
+    `receive`: "thread" (the default) reads on a receive thread, with recvmmsg on the columns
+    path where Linux has it (mmsg.available()) and recvfrom otherwise; "recvfrom" and "mmsg"
+    choose the thread's loop ("mmsg" needs the columns path and recvmmsg); "asyncio" is the
+    per-datagram protocol path. `receive_loop` says which one start() took.
+
     The constructor does no I/O; start() binds, stop() closes.
     """
 
@@ -128,15 +156,18 @@ class SflowCollector(asyncio.DatagramProtocol):
         bind: str = "0.0.0.0",
         port: int = DEFAULT_PORT,
         rcvbuf_bytes: int = DEFAULT_RCVBUF_BYTES,
-        receive: Literal["thread", "asyncio"] = "thread",
+        receive: Literal["thread", "recvfrom", "mmsg", "asyncio"] = "thread",
         batch_max: int = BATCH_MAX,
         on_columns: ColumnSink | None = None,
         raw_ring: RawRing | None = None,
         raw_ring_bytes: int = DEFAULT_RAW_RING_BYTES,
         batch_wait_s: float = BATCH_WAIT_S,
     ) -> None:
-        if receive not in ("thread", "asyncio"):
-            raise ValueError(f"receive must be 'thread' or 'asyncio', not {receive!r}")
+        if receive not in ("thread", "recvfrom", "mmsg", "asyncio"):
+            raise ValueError("receive must be 'thread', 'recvfrom', 'mmsg' or 'asyncio', not "
+                             f"{receive!r}")
+        if receive == "mmsg" and (on_columns is None or not mmsg.available()):
+            raise ValueError("receive='mmsg' needs on_columns and Linux recvmmsg")
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
         nets = [ipaddress.ip_network(a, strict=False) for a in allowed_agents]
@@ -154,6 +185,8 @@ class SflowCollector(asyncio.DatagramProtocol):
         self.receive = receive
         self.batch_max = batch_max
         self._sock: socket.socket | None = None
+        self._mmsg: mmsg.MmsgReceiver | None = None
+        self.receive_loop: str | None = None  # "recvmmsg", "recvfrom" or "asyncio" once started
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
@@ -207,21 +240,29 @@ class SflowCollector(asyncio.DatagramProtocol):
                 sock.setblocking(False)
                 transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
                 self._transport = transport
+                self.receive_loop = "asyncio"
             else:
                 sock.setblocking(True)  # no timeout: CPython would poll() before every recvfrom
+                target = self._receive_forever
+                if self.receive == "mmsg" or (self.receive == "thread" and self._on_columns
+                                              is not None and mmsg.available()):
+                    self._mmsg = mmsg.MmsgReceiver(sock.fileno(), family,
+                                                   min(self.batch_max, MMSG_SLOTS_MAX),
+                                                   MAX_DATAGRAM)
+                    target = self._receive_mmsg
+                self.receive_loop = "recvmmsg" if self._mmsg is not None else "recvfrom"
                 self._loop = loop
                 self._sock = sock
                 self._stopping.clear()
-                self._thread = threading.Thread(target=self._receive_forever, name="sflow-receive",
-                                                daemon=True)
+                self._thread = threading.Thread(target=target, name="sflow-receive", daemon=True)
                 self._thread.start()
         except BaseException:
-            self._sock = None
+            self._sock = self._mmsg = None
             sock.close()
             raise
         self.bound_port = sock.getsockname()[1]
-        log.info("sflow collector on %s:%s, rcvbuf %s bytes%s", self.bind, self.bound_port,
-                 self.rcvbuf_bytes, " (forced)" if self.rcvbuf_forced else "")
+        log.info("sflow collector on %s:%s, rcvbuf %s bytes%s, %s", self.bind, self.bound_port,
+                 self.rcvbuf_bytes, " (forced)" if self.rcvbuf_forced else "", self.receive_loop)
 
     def _raise_rcvbuf(self, sock: socket.socket) -> None:
         # SO_RCVBUF is capped by net.core.rmem_max (212992 by default); as root,
@@ -260,6 +301,7 @@ class SflowCollector(asyncio.DatagramProtocol):
                 log.warning("sflow: receive thread did not stop within 2 s")
             sock.close()
             self._thread = self._sock = None
+            self._mmsg = None
 
     # -- receive thread ------------------------------------------------------------------------
 
@@ -322,6 +364,62 @@ class SflowCollector(asyncio.DatagramProtocol):
                     posted = post(self._count_failed_batch, n)
             else:
                 posted = post(self._deliver, batch)
+            if not posted:
+                return
+
+    def _receive_mmsg(self) -> None:
+        """_receive_forever's columns path through recvmmsg: the same batches, the same
+        hand-over, one or two system calls a batch."""
+        rx, sock, loop, clock = self._mmsg, self._sock, self._loop, self._clock
+        assert rx is not None and sock is not None and loop is not None
+        stopping = self._stopping
+        monotonic = time.monotonic
+        cap = rx.slots
+
+        def post(fn: Callable[..., None], *args: object) -> bool:
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop is closed: nobody will take anything any more
+                return False
+            return True
+
+        while not stopping.is_set():
+            try:
+                n = rx.receive(0, True)  # blocks for one, then takes what the socket holds
+            except OSError as exc:
+                if stopping.is_set() or sock.fileno() < 0 or not post(self.error_received, exc):
+                    return
+                stopping.wait(0.01)  # a socket that keeps failing must not spin a core
+                continue
+            if stopping.is_set():  # stop()'s shutdown woke the call (one empty "datagram")
+                return
+            stamps = [(n, clock.now(), clock.at())]
+            deadline = monotonic() + self.batch_wait_s
+            if n < cap:
+                # As the recvfrom loop: let datagrams gather until the batch's deadline, then
+                # take them; stop() ends the wait at once.
+                left = deadline - monotonic()
+                if left > 0 and not stopping.wait(left):
+                    try:
+                        more = rx.receive(n, False)
+                    except OSError:
+                        more = 0
+                    if more:
+                        stamps.append((more, clock.now(), clock.at()))
+                        n += more
+            with self._pending_lock:
+                full = self._pending + n > MAX_PENDING_DATAGRAMS
+                if not full:
+                    self._pending += n
+            if full:
+                posted = post(self._count_backlog_drop, n)
+            else:
+                try:
+                    posted = post(self._deliver_columns, self._prepare_mmsg(rx, n, stamps), n)
+                except Exception:  # noqa: BLE001 - a bug must cost this batch, not the thread
+                    log.exception("sflow: columns decode failed on %d datagrams", n)
+                    posted = post(self._count_failed_batch, n)
+            rx.release(n)
             if not posted:
                 return
 
@@ -429,20 +527,65 @@ class SflowCollector(asyncio.DatagramProtocol):
             datas.append(data)
             nows.append(now)
             ats.append(at)
+        tally_ok, tally_no = list(Counter(accepted).items()), list(Counter(rejected).items())
         if not datas:
-            return _Prepared(accepted, rejected, None)
+            return _Prepared(tally_ok, tally_no, None)
         first = ring.extend(datas, nows, ats)
-        return _Prepared(accepted, rejected,
+        return _Prepared(tally_ok, tally_no,
                          decode_batch_columns(datas, nows, ats, first_number=first))
+
+    def _prepare_mmsg(self, rx: mmsg.MmsgReceiver, n: int,
+                      stamps: list[tuple[int, float, datetime]]) -> _Prepared:
+        """_prepare_columns for the n datagrams in rx's slots: the allow-list once per
+        distinct sender, one copy of the accepted ones both decoded and kept by the ring.
+        `stamps` are (datagrams, now, at) per recvmmsg call, in order."""
+        ring = self.raw_ring
+        assert ring is not None
+        sources, who = rx.senders(n)
+        verdicts = [self._allowed(source) for source in sources]
+        counts = np.bincount(who, minlength=len(sources)).tolist()
+        accepted = [(src, k) for src, ok, k in zip(sources, verdicts, counts, strict=True) if ok]
+        rejected = [(src, k) for src, ok, k in zip(sources, verdicts, counts, strict=True)
+                    if not ok]
+        if not accepted:
+            return _Prepared(accepted, rejected, None)
+        starts, lengths = rx.starts[:n], rx.lengths(n)
+        if len(stamps) == 1:
+            nows = [stamps[0][1]] * n
+            ats = [stamps[0][2]] * n
+        else:
+            nows = [now for k, now, _ in stamps for _ in range(k)]
+            ats = [at for k, _, at in stamps for _ in range(k)]
+        if rejected:
+            keep = np.nonzero(np.array(verdicts, dtype=np.bool_)[who])[0]
+            starts, lengths = starts[keep], lengths[keep]
+            kept = keep.tolist()
+            nows = [nows[i] for i in kept]
+            ats = [ats[i] for i in kept]
+        # One copy of the accepted datagrams, back to back, each padded to a 4-byte boundary
+        # (the slot's next bytes: the decoder never reads a pad), for both the decode and the
+        # ring, which keeps it. Reading the slots in place costs more: 64 KiB apart, every
+        # datagram is on a page of its own and the bulk read's gathers ran ~2x slower
+        # (bench/sflow_receive.py).
+        padded = (lengths + 3) & ~3
+        view = rx.memory
+        parts: list[bytes | memoryview] = [
+            view[a:a + p] for a, p in zip(starts.tolist(), padded.tolist(), strict=True)]
+        parts.append(_ZERO_PAD)
+        blob = b"".join(parts)
+        offsets = np.cumsum(padded) - padded
+        first = ring.add_blob(blob, offsets, lengths, nows, ats)
+        return _Prepared(accepted, rejected, decode_batch_columns_in(
+            blob, offsets, lengths, nows, ats, first_number=first))
 
     def _finish_columns(self, prepared: _Prepared) -> None:
         """The counters and the hand-over, on the event loop."""
-        for source in prepared.rejected:
-            self._count_rejected(source)
+        for source, k in prepared.rejected:
+            self._count_rejected(source, k)
         by_agent = self.datagrams_by_agent
-        for source in prepared.accepted:
-            by_agent[source] = by_agent.get(source, 0) + 1
-        self.datagrams_total += len(prepared.accepted)
+        for source, k in prepared.accepted:
+            by_agent[source] = by_agent.get(source, 0) + k
+            self.datagrams_total += k
         decoded = prepared.decoded
         if decoded is None:
             return
@@ -533,12 +676,14 @@ class SflowCollector(asyncio.DatagramProtocol):
 
     # -- bookkeeping -------------------------------------------------------------------------
 
-    def _count_rejected(self, source: str) -> None:
-        self.rejected_total += 1
+    def _count_rejected(self, source: str, n: int = 1) -> None:
+        # n datagrams of one source at once: the same tallies as n calls, as a source's key
+        # (itself or OTHER_SOURCES) cannot change between them.
+        self.rejected_total += n
         key = source if (source in self.rejected_by_source
                          or len(self.rejected_by_source) < MAX_REJECTED_SOURCES) \
             else OTHER_SOURCES
-        self.rejected_by_source[key] = self.rejected_by_source.get(key, 0) + 1
+        self.rejected_by_source[key] = self.rejected_by_source.get(key, 0) + n
 
     def _allowed(self, source: str) -> bool:
         verdict = self._verdicts.get(source)

@@ -9,17 +9,27 @@ among its datagram's FlowSamples (batch.decode_batch_columns), so resolve() give
 exactly the FlowSample object decode_datagram made for that row, or None once the datagram
 has been evicted.
 
-The ring is bounded by bytes (the datagrams' lengths; Python's object overhead comes on top,
-about 80 bytes a datagram). One thread appends (the receive thread) while others resolve (the
-event loop): a lock guards the index, decoding happens outside it.
+The ring is bounded by bytes (the datagrams' lengths). It keeps each batch as one chunk: one
+bytes object holding the batch's datagrams back to back, with numpy arrays of their offsets and
+lengths, so a batch costs a handful of objects, not two per datagram, and the recvmmsg path
+hands over the very buffer it decoded (add_blob, no copy). Eviction is still per datagram,
+oldest first, exactly as before; a chunk's bytes are freed when its last datagram goes, so
+memory can exceed the budget by at most one chunk's evicted part. One thread appends (the
+receive thread) while others resolve (the event loop): a lock guards the index, decoding
+happens outside it.
 """
 
 from __future__ import annotations
 
+import bisect
+import mmap
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
+import numpy.typing as npt
 from rackwarden.drivers.sflow.batch import REF_SAMPLE_BITS
 from rackwarden.drivers.sflow.decoder import decode_datagram
 from rackwarden.policies.flowfacts import FlowSample
@@ -30,6 +40,21 @@ DEFAULT_RAW_RING_BYTES = 8 * 1024 * 1024  # ~6,000 datagrams of ~1.3 KB: a secon
 _SAMPLE_MASK = (1 << REF_SAMPLE_BITS) - 1
 
 _Entry = tuple[bytes, float, datetime]
+_I64 = npt.NDArray[np.int64]
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """One extend's datagrams: datagram i is blob[offs[i]:offs[i] + lens[i]]."""
+
+    number: int  # number of datagram 0
+    blob: bytes
+    offs: _I64
+    lens: _I64
+    cum: _I64  # cum[i] = sum(lens[:i]), one more entry than datagrams
+    nows: Sequence[float]
+    ats: Sequence[datetime]
+    head: int = 0  # datagrams before this one are evicted
 
 
 class RawRing:
@@ -40,9 +65,11 @@ class RawRing:
             raise ValueError("raw ring budget must be at least 1 byte")
         self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
-        self._items: list[_Entry] = []
-        self._head = 0  # index in _items of the oldest datagram kept
-        self._first = 0  # number of _items[_head]
+        self._chunks: list[_Chunk] = []
+        self._numbers: list[int] = []  # number of each chunk's datagram 0, for bisect
+        self._c0 = 0  # index in _chunks of the oldest chunk still holding a datagram
+        self._first = 0  # number of the oldest datagram kept
+        self._next = 0
         self._bytes = 0
         self.evicted_total = 0
 
@@ -60,11 +87,11 @@ class RawRing:
     def next(self) -> int:
         """Number the next datagram appended will get."""
         with self._lock:
-            return self._first + len(self._items) - self._head
+            return self._next
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._items) - self._head
+            return self._next - self._first
 
     def extend(self, datagrams: Sequence[bytes], nows: Sequence[float],
                ats: Sequence[datetime]) -> int:
@@ -72,31 +99,80 @@ class RawRing:
 
         A datagram larger than the whole budget is numbered, then evicted at once.
         """
-        size = sum(map(len, datagrams))
+        lens = np.fromiter(map(len, datagrams), dtype=np.int64, count=len(datagrams))
+        return self.add_blob(b"".join(datagrams), np.cumsum(lens) - lens, lens, nows, ats)
+
+    def extend_from(self, buffer: bytes | bytearray | mmap.mmap, starts: Sequence[int],
+                    lengths: Sequence[int], nows: Sequence[float],
+                    ats: Sequence[datetime]) -> int:
+        """extend() with datagram i being `buffer[starts[i]:starts[i] + lengths[i]]`, copied
+        (once, into one bytes object)."""
+        view = memoryview(buffer)
+        lens = np.array(lengths, dtype=np.int64).reshape(-1)
+        blob = b"".join([view[a:a + n] for a, n in zip(starts, lens.tolist(), strict=True)])
+        return self.add_blob(blob, np.cumsum(lens) - lens, lens, nows, ats)
+
+    def add_blob(self, blob: bytes, offsets: _I64, lengths: _I64, nows: Sequence[float],
+                 ats: Sequence[datetime]) -> int:
+        """extend() with datagram i being `blob[offsets[i]:offsets[i] + lengths[i]]`; keeps
+        `blob` itself (bytes are immutable: nothing is copied)."""
+        n = int(lengths.shape[0])
+        if offsets.shape != lengths.shape or len(nows) != n or len(ats) != n:
+            raise ValueError("raw ring: one offset, one length, one now and one at a datagram")
+        cum = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=cum[1:])
         with self._lock:
-            items = self._items
-            number = self._first + len(items) - self._head
-            items.extend(zip(datagrams, nows, ats, strict=True))
-            self._bytes += size
-            head = self._head
-            while self._bytes > self.budget_bytes and head < len(items):
-                self._bytes -= len(items[head][0])
-                head += 1
-            self.evicted_total += head - self._head
-            self._first += head - self._head
-            if head > 4096 and head * 2 > len(items):
-                del items[:head]  # amortised: each entry is moved at most once per halving
-                head = 0
-            self._head = head
+            number = self._next
+            if n:
+                # Copies of the stamp lists: the caller's may change after this returns.
+                self._chunks.append(_Chunk(number, blob, offsets, lengths, cum, list(nows),
+                                           list(ats)))
+                self._numbers.append(number)
+            self._next += n
+            self._bytes += int(cum[-1])
+            self._evict()
         return number
+
+    def _evict(self) -> None:
+        """Drop the oldest datagrams until the bytes held are within budget: the fewest that
+        do it, as a datagram-by-datagram loop would, found by bisection per chunk."""
+        excess = self._bytes - self.budget_bytes
+        chunks = self._chunks
+        while excess > 0:
+            c = chunks[self._c0]
+            count = int(c.lens.shape[0])
+            base = int(c.cum[c.head])
+            k = int(np.searchsorted(c.cum, base + excess, side="left"))
+            if k > count:
+                k = count
+            gone = int(c.cum[k]) - base
+            self.evicted_total += k - c.head
+            self._first += k - c.head
+            self._bytes -= gone
+            excess -= gone
+            c.head = k
+            if k == count:
+                self._c0 += 1
+        c0 = self._c0
+        if c0 > 64 and c0 * 2 > len(chunks):
+            del chunks[:c0]  # amortised: each chunk is moved at most once per halving
+            del self._numbers[:c0]
+            self._c0 = 0
+
+    def _entry(self, number: int) -> _Entry | None:
+        """Datagram `number` (under the lock)."""
+        if not self._first <= number < self._next:
+            return None
+        j = bisect.bisect_right(self._numbers, number, lo=self._c0) - 1
+        c = self._chunks[j]
+        i = number - c.number
+        off = int(c.offs[i])
+        return c.blob[off:off + int(c.lens[i])], c.nows[i], c.ats[i]
 
     def get(self, number: int) -> _Entry | None:
         """Datagram `number` with its receive now and at, or None if not (or no longer) held."""
         with self._lock:
-            i = number - self._first
-            if i < 0 or i >= len(self._items) - self._head:
-                return None
-            return self._items[self._head + i]
+            return self._entry(number)
 
     def resolve(self, refs: Iterable[int]) -> list[FlowSample | None]:
         """The FlowSample decode_datagram gives for each ref; None for -1, for a datagram no
@@ -106,9 +182,9 @@ class RawRing:
         with self._lock:
             entries = {}
             for number in wanted:
-                i = number - self._first
-                if 0 <= i < len(self._items) - self._head:
-                    entries[number] = self._items[self._head + i]
+                entry = self._entry(number)
+                if entry is not None:
+                    entries[number] = entry
         flows: dict[int, list[FlowSample]] = {}
         for number, (data, now, at) in entries.items():
             flows[number] = [s for s in decode_datagram(data, now, at).samples

@@ -598,26 +598,31 @@ def test_receive_thread_decodes_columns_in_batches() -> None:
     assert rows == _rows([dataclasses.replace(s, now=NOW) for s in want]) * 100
 
 
+@pytest.mark.parametrize("receive", ["recvfrom", "mmsg"])
 def test_a_columns_decode_bug_costs_the_batch_not_the_receive_thread(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, receive: Any) -> None:
     import rackwarden.drivers.sflow.collector as collector
 
     d = _regular()[0]
     calls = 0
 
-    def flaky(*args: Any, **kw: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("bug")
-        return decode_batch_columns(*args, **kw)
+    def flaky(real: Any) -> Any:
+        def call(*args: Any, **kw: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("bug")
+            return real(*args, **kw)
+        return call
 
-    monkeypatch.setattr(collector, "decode_batch_columns", flaky)
+    monkeypatch.setattr(collector, "decode_batch_columns", flaky(decode_batch_columns))
+    monkeypatch.setattr(collector, "decode_batch_columns_in",
+                        flaky(batch_mod.decode_batch_columns_in))
 
     async def run() -> SflowCollector:
         c = SflowCollector(allowed_agents=["127.0.0.1"], on_samples=lambda s: None,
                            clock=_Clock(), bind="127.0.0.1", port=0, on_columns=lambda c: None,
-                           batch_wait_s=0.0)
+                           batch_wait_s=0.0, receive=receive)
         await c.start()
         assert c.bound_port is not None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
