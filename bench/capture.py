@@ -6,8 +6,8 @@ captures on the other with each of:
 - bare_ring / bare_recv: ring or recv_into + a struct walk, no FlowSample (the floor);
 - full_ring: the batch path, SpanCapture(on_columns=...): blocks held to ~4k frames, one ring
   walk (the compiled walker when built), columns, raw frame ring, then
-  VectorDetector.ingest_columns + evaluate when rackwarden.policies.detect_vec exists
-  (printed either way);
+  VectorDetector.ingest_columns + evaluate (every EVALUATE_S, the daemon's default interval)
+  when rackwarden.policies.detect_vec exists (printed either way);
 - full_ring_nodetect: the same without the detector (the capture's own cost);
 - full_ring_pywalk: the batch path with the pure-Python walker;
 - perframe_ring / perframe_recv: today's per-frame SpanCapture (FlowSample per frame) feeding
@@ -50,6 +50,9 @@ from rackwarden.policies.flowfacts import FlowSample
 N_SERVERS = 40
 SNAPLEN = 256
 
+
+# evaluate() as often as the daemon runs it (detection.evaluate_interval_s, default 0.25 s).
+EVALUATE_S = 0.25
 
 def _mac(i: int) -> str:
     return f"02:00:00:00:{i:02x}:01"
@@ -229,7 +232,7 @@ class FullPath(_Timed):
             self._tick()
         self.detector.ingest(batch)
         now = self.clock.now()
-        if now - self._last_eval >= 0.05:
+        if now - self._last_eval >= EVALUATE_S:
             self._last_eval = now
             self.detections += len(self.detector.evaluate(now, self.clock.at()))
         self._tick()
@@ -265,7 +268,7 @@ class BatchPath(_Timed):
         if self.detector is not None:
             self.detector.ingest_columns(cols)
             now = self.clock.now()
-            if now - self._last_eval >= 0.05:
+            if now - self._last_eval >= EVALUATE_S:
                 self._last_eval = now
                 self.detections += len(self.detector.evaluate(now, self.clock.at()))
         self._tick()
