@@ -504,6 +504,12 @@ class VectorDetector(AbuseDetector):
         # servers that ever received a proxy-bound packet (only theirs can fan out).
         self._scan_h: list[_Win | None] = [None] * n
         self._scan_p: list[_Win | None] = [None] * n
+        # Their dicts (seen of hosts, seen and groups of pairs: the same objects, never
+        # replaced) and caps, for the loop without attribute lookups.
+        self._scan_hs: list[dict[int, float] | None] = [None] * n
+        self._scan_ps: list[dict[int, float]] = [{}] * n
+        self._scan_pg: list[dict[int, int]] = [{}] * n
+        self._caps = [t.distinct_cap for t in self._t]
         self._proxied = np.zeros(n, dtype=np.bool_)
         self._follow = np.array([t.proxy_follow_s for t in self._t], dtype=np.float64)
         self._th_hosts = [t.scan_distinct_hosts for t in self._t]
@@ -983,7 +989,9 @@ class VectorDetector(AbuseDetector):
         """Server s's scan windows (hosts, then (host, port) pairs grouped by host)."""
         t = self._t[s]
         d = w.scan_hosts = self._scan_h[s] = _Win(t.scan_window_s, t.distinct_cap)
-        w.scan_pairs = self._scan_p[s] = _Win(t.scan_window_s, t.distinct_cap, grouped=True)
+        p = w.scan_pairs = self._scan_p[s] = _Win(t.scan_window_s, t.distinct_cap, grouped=True)
+        assert p.groups is not None
+        self._scan_hs[s], self._scan_ps[s], self._scan_pg[s] = d.seen, p.seen, p.groups
         return d
 
     def _scan_rows(self, cols: SampleColumns, rows: I64, so: I64) -> None:
@@ -997,50 +1005,52 @@ class VectorDetector(AbuseDetector):
         srv = so[rows]
         hosts_l = self._scan_h
         pairs_l = self._scan_p
+        hs_l = self._scan_hs
+        ps_l = self._scan_ps
+        pg_l = self._scan_pg
+        caps = self._caps
         th_h = self._th_hosts
         th_p = self._th_ports
         hot = self._hot
         wins = self._win
-        # A server goes hot when a scan window reaches its count rule, checked only when the
-        # window grows: a window that reached its rule without a flag
-        # at the last screen and merely re-sights keys since cannot be flagged by it, and
-        # every other rule's rows make their server hot themselves.
+        # _Win.add inlined (but for an eviction) on the windows' own dicts. A server goes hot
+        # when a scan window reaches its count rule, checked only when the window grows: a
+        # window that reached its rule without a flag at the last screen and merely re-sights
+        # keys since cannot be flagged by it, and every other rule's rows make their server
+        # hot themselves.
         for s, a, port, now in zip(srv.tolist(), _addrs(cols.dst_hi, cols.dst_lo, rows),
                                    cols.dst_port[rows].tolist(), cols.now[rows].tolist(),
                                    strict=True):
-            d = hosts_l[s]
-            if d is None:
+            seen = hs_l[s]
+            if seen is None:
                 w = wins.get(s)
                 if w is None:
                     w = wins[s] = _Windows()
-                d = self._new_scan(s, w)
-            # _Win.add, inlined but for an eviction.
-            seen = d.seen
-            if seen.pop(a, None) is not None:
-                seen[a] = now
-            else:
-                if len(seen) < d.cap:
+                self._new_scan(s, w)
+                seen = hs_l[s]
+                assert seen is not None
+            if seen.pop(a, None) is None:
+                if len(seen) < caps[s]:
                     seen[a] = now
                 else:
-                    d.add(a, now)
+                    hosts_l[s].add(a, now)
                 if len(seen) >= th_h[s]:
                     hot.add(s)
-            d = pairs_l[s]
-            assert d is not None
-            seen = d.seen
-            k = a << 64 | (port & _M64)  # host, then the port (-1: none) as 64 bits
-            if seen.pop(k, None) is not None:
-                seen[k] = now
             else:
-                if len(seen) < d.cap:
+                seen[a] = now
+            seen = ps_l[s]
+            k = a << 64 | (port & _M64)  # host, then the port (-1: none) as 64 bits
+            if seen.pop(k, None) is None:
+                if len(seen) < caps[s]:
                     seen[k] = now
-                    groups = d.groups
-                    assert groups is not None
+                    groups = pg_l[s]
                     groups[a] = groups.get(a, 0) + 1
                 else:
-                    d.add(k, now)
+                    pairs_l[s].add(k, now)
                 if len(seen) >= th_p[s]:
                     hot.add(s)
+            else:
+                seen[k] = now
 
     def _store(self, cols: SampleColumns, ag: I64, so: I64, ro: I64,
                ev: npt.NDArray[np.uint16]) -> None:
