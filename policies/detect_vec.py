@@ -65,6 +65,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
@@ -126,6 +127,7 @@ _E_PORTS = 128  # one row adds one undeclared port at most (in/udp needs dport >
 _EV_KINDS = (("ev_flood", _E_FLOOD), ("ev_spam", _E_SPAM), ("ev_scan", _E_SCAN),
              ("ev_spoof", _E_SPOOF), ("ev_proxy", _E_PROXY), ("ev_ports", _E_PORTS))
 
+_BULK_ROWS = 16  # a server's scan rows in one batch from which _scan_bulk takes them
 _DENSE_PORTS = 1 << 18  # entries of the dense port table at most (2 MB)
 _EV_CACHE = 4096  # evidence FlowSamples kept by stored row (see _stored_samples)
 _STORE_COLS = ("agent", "input_ifindex", "output_ifindex", "sampling_rate", "frame_length",
@@ -510,6 +512,7 @@ class VectorDetector(AbuseDetector):
         self._scan_ps: list[dict[int, float]] = [{}] * n
         self._scan_pg: list[dict[int, int]] = [{}] * n
         self._caps = [t.distinct_cap for t in self._t]
+        self._bulk_rows = _BULK_ROWS
         self._proxied = np.zeros(n, dtype=np.bool_)
         self._follow = np.array([t.proxy_follow_s for t in self._t], dtype=np.float64)
         self._th_hosts = [t.scan_distinct_hosts for t in self._t]
@@ -1003,6 +1006,16 @@ class VectorDetector(AbuseDetector):
         # servers are independent, and their objects are then visited in memory order.
         rows = rows[np.argsort(so[rows], kind="stable")]
         srv = so[rows]
+        # A server with many rows in the batch (an attacker, a SPAN port) takes them in bulk.
+        heads = np.flatnonzero(np.diff(srv, prepend=-1))
+        counts = np.diff(heads, append=srv.size)
+        bulk = counts >= self._bulk_rows
+        if bulk.any():
+            keep = np.ones(srv.size, dtype=np.bool_)
+            for h, c in zip(heads[bulk].tolist(), counts[bulk].tolist(), strict=True):
+                if self._scan_bulk(cols, rows[h:h + c], int(srv[h])):
+                    keep[h:h + c] = False
+            rows, srv = rows[keep], srv[keep]
         hosts_l = self._scan_h
         pairs_l = self._scan_p
         hs_l = self._scan_hs
@@ -1051,6 +1064,49 @@ class VectorDetector(AbuseDetector):
                     hot.add(s)
             else:
                 seen[k] = now
+
+    def _scan_bulk(self, cols: SampleColumns, rows: I64, s: int) -> bool:
+        """Server s's scan rows (in row order) at once, where no window can reach its cap:
+        without evictions a window ends as its keys before the batch that the batch does not
+        sight, then the batch's keys in order of last sight at their last times, and it grew
+        by the keys it did not hold. Dict operations run in C (map, zip, update); False
+        (nothing done) when a cap is within reach: the row loop handles the evictions."""
+        if self._scan_hs[s] is None:
+            w = self._win.get(s)
+            if w is None:
+                w = self._win[s] = _Windows()
+            self._new_scan(s, w)
+        hosts = self._scan_hs[s]
+        pairs = self._scan_ps[s]
+        groups = self._scan_pg[s]
+        assert hosts is not None
+        m = rows.size
+        cap = self._caps[s]
+        if len(hosts) + m > cap or len(pairs) + m > cap:
+            return False
+        addrs = _addrs(cols.dst_hi, cols.dst_lo, rows)
+        ports = cols.dst_port[rows].astype(np.uint64).tolist()  # -1 (none) as 2**64 - 1
+        times = cols.now[rows].tolist()
+        hot = False
+        for seen, keys, th, grouped in (
+                (hosts, addrs, self._th_hosts[s], False),
+                (pairs, [a << 64 | p for a, p in zip(addrs, ports, strict=True)],
+                 self._th_ports[s], True)):
+            last = dict(zip(keys, range(m), strict=True))  # key -> its last row
+            order = sorted(last.values())  # the keys' last rows, in row order
+            ks = [keys[i] for i in order]
+            was = list(map(seen.pop, ks, repeat(None)))
+            seen.update(zip(ks, [times[i] for i in order], strict=True))
+            new = was.count(None)
+            if new:
+                hot = hot or len(seen) >= th
+                if grouped:
+                    for k in compress(ks, [x is None for x in was]):
+                        g = k >> 64
+                        groups[g] = groups.get(g, 0) + 1
+        if hot:
+            self._hot.add(s)
+        return True
 
     def _store(self, cols: SampleColumns, ag: I64, so: I64, ro: I64,
                ev: npt.NDArray[np.uint16]) -> None:
@@ -1474,26 +1530,43 @@ class VectorDetector(AbuseDetector):
         cap = self._t[s].flow_table_cap
         flows: dict[_FlowKey, list[float]] = {}
         seqs = self._s_seq[pos].tolist()
+        # The rows' flow keys and counts, column by column (as _ServerState.outbound makes
+        # them: an absent protocol or port is 0, an absent source "").
+        c = self._s_cols
+        rate = c["sampling_rate"][pos]
+        rate = np.where(rate > 0, rate, 1)
+        sizes = (c["frame_length"][pos] * rate).tolist()
+
+        def zero(name: str) -> list[int]:
+            v = c[name][pos]
+            out: list[int] = np.where(v == NONE, 0, v).tolist()
+            return out
+
+        w = self._s_words[pos]
+        has = self._s_has[pos]
+        srcs = [_text(h << 64 | lo) if ok else "" for h, lo, ok in zip(
+            w[:, 0].tolist(), w[:, 1].tolist(), has[:, 0].tolist(), strict=True)]
+        # Flow rows all have a destination (_E_FLOW is set only then).
+        dsts = [_text(h << 64 | lo) for h, lo in zip(w[:, 2].tolist(), w[:, 3].tolist(),
+                                                      strict=True)]
         e = 0
-        for p, q in zip(pos.tolist(), seqs, strict=True):
+        for q, r, size, now, key in zip(
+                seqs, rate.tolist(), sizes, self._s_now[pos].tolist(),
+                zip(zero("protocol"), srcs, dsts, zero("src_port"), zero("dst_port"),
+                    strict=True), strict=True):
             while e < len(events) and events[e][0] <= q:
                 horizon = events[e][1]
                 for k in [k for k, v in flows.items() if v[3] < horizon]:
                     del flows[k]
                 e += 1
-            row = self._stored_row(p)
-            r = row["sampling_rate"] if row["sampling_rate"] > 0 else 1
-            size = row["frame_length"] * r
-            key = (row["protocol"] or 0, row["src_ip"] or "", row["dst_ip"], row["src_port"] or 0,
-                   row["dst_port"] or 0)
             f = flows.get(key)
             if f is not None:
                 f[0] += r
                 f[1] += size
                 f[2] += 1
-                f[3] = row["now"]
+                f[3] = now
             elif len(flows) < cap:
-                flows[key] = [r, size, 1, row["now"]]
+                flows[key] = [r, size, 1, now]
         for _q, horizon in events[e:]:
             for k in [k for k, v in flows.items() if v[3] < horizon]:
                 del flows[k]

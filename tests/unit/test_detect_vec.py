@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rackwarden.policies import detect
 from rackwarden.policies.detect import AbuseDetector, Detection, DetectThresholds, ServerSpec
-from rackwarden.policies.detect_vec import VectorDetector, _Win
+from rackwarden.policies.detect_vec import VectorDetector, _text, _Win
 from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import FLOW_SAMPLE_FIELDS, FlowSample, new_flow_sample
 
@@ -50,6 +50,7 @@ def _detectors(t: DetectThresholds, tight: DetectThresholds, whitelist: bool,
     sparse = VectorDetector(servers, templates={"tight": tight}, default=t, **kw)
     assert sparse._port_dense is not None
     sparse._port_dense = None  # the sorted-key port lookup, as for wide ifIndex numbers
+    sparse._bulk_rows = 2  # and scan rows in bulk wherever a server has two in a batch
     return (AbuseDetector(servers, templates={"tight": tight}, default=t),
             VectorDetector(servers, templates={"tight": tight}, default=t, **kw), sparse)
 
@@ -501,3 +502,39 @@ def test_a_key_due_to_expire_within_rounding_is_pruned() -> None:
     assert not ref._states["s1"].scan_hosts.seen
     w = vec._win[vec._index["s1"]]
     assert w.scan_hosts is not None and not w.scan_hosts.seen
+
+
+@pytest.mark.parametrize("bulk_rows", [1, 10_000])
+def test_a_heavy_scanner_in_one_batch_equals_abuse_detector(bulk_rows: int) -> None:
+    """Many scan rows of one server in one batch (re-sights, a SYN without a destination
+    port, late rows), taken in bulk or row by row, then past the cap (where bulk gives way to
+    the row loop): the same windows, groups and detections as AbuseDetector's."""
+    t = DetectThresholds(distinct_cap=64, scan_distinct_hosts=20, scan_distinct_ports=15)
+    batches = []
+    for b in range(4):
+        rows = [_syn(T0 + b + i * 0.001 - (0.0005 if i % 7 == 3 else 0),
+                     f"203.0.113.{(i * 5 + b) % (12 + 8 * b) + 1}", (80, 443, 22, 25)[i % 4])
+                for i in range(40)]
+        rows.append(_sample(now=T0 + b + 0.05, protocol=6, tcp_flags=0x02,
+                            dst_ip="203.0.113.3", dst_port=None, src_port=40000))
+        batches.append(rows)
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t)
+    vec._bulk_rows = bulk_rows
+    for b, rows in enumerate(batches):
+        ref.ingest(rows)
+        vec.ingest_columns(SampleColumns.from_samples(rows))
+        now = T0 + b + 0.5
+        assert vec.evaluate(now, AT0) == ref.evaluate(now, AT0)
+        w = vec._win[vec._index["s1"]]
+        st = ref._states["s1"]
+        assert w.scan_hosts is not None and w.scan_pairs is not None
+        assert [(_text(k), v) for k, v in w.scan_hosts.seen.items()] == list(
+            st.scan_hosts.seen.items())
+        assert [(_text(k >> 64), None if k & _M64 == _M64 else k & _M64, v)
+                for k, v in w.scan_pairs.seen.items()] == [
+            (a, p, v) for (a, p), v in st.scan_pairs.seen.items()]
+        assert {_text(g): c for g, c in (w.scan_pairs.groups or {}).items()} == \
+            st.scan_pairs.groups
+        assert w.scan_pairs.saturated_until == st.scan_pairs.saturated_until
+    assert vec.active() == ref.active()
