@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
+from operator import attrgetter, is_
 from socket import inet_ntoa
 from types import MappingProxyType
 from typing import Any, cast
@@ -77,13 +78,20 @@ _HEAD = 28  # version, address type, IPv4 address, sub-agent, sequence, uptime, 
 # the raw header's 16 fixed bytes.
 _MIN_FLOW = 8 + 32 + 8 + RAW_HEADER_FIXED
 _PAD = 64  # zero bytes after the batch, so a masked-out gather never reads past the buffer
+_ZEROS = bytes(_PAD)
 _ETH_IPV4 = 0x0800
 _TCP, _UDP = 6, 17
 _FAST_PARSE_MIN = 48  # packets.parse_tuple's fast path wants this many header bytes
+_TZINFO = attrgetter("tzinfo")
 
 
 def _gather_u32(words: npt.NDArray[np.uint32], byte_off: _I64) -> _I64:
     out: _I64 = words[byte_off >> 2].astype(np.int64)
+    return out
+
+
+def _words_at(words: npt.NDArray[np.uint32], word_index: _I64) -> _I64:
+    out: _I64 = words[word_index].astype(np.int64)
     return out
 
 
@@ -149,23 +157,25 @@ def _walk(
     n = len(datagrams)
     if len(nows) != n or len(ats) != n:
         raise ValueError("decode_batch: one now and one at per datagram")
-    datas = [d if type(d) is bytes else bytes(d) for d in datagrams]
-    lens_list = [len(d) for d in datas]
+    datas: Sequence[bytes] = (
+        cast(Sequence[bytes], datagrams) if all(map(is_, map(type, datagrams), repeat(bytes)))
+        else [d if type(d) is bytes else bytes(d) for d in datagrams])
+    lens = np.fromiter(map(len, datas), dtype=np.int64, count=n)
     # One buffer, each datagram starting on a 4-byte boundary so words read as one >u4 view.
-    parts: list[bytes] = []
-    starts_list: list[int] = []
-    pos = 0
-    for d, ln in zip(datas, lens_list, strict=True):
-        starts_list.append(pos)
-        parts.append(d)
-        pad = -ln % 4
-        if pad:
-            parts.append(b"\0" * pad)
-        pos += ln + pad
-    parts.append(b"\0" * _PAD)
-    joined = b"".join(parts)
-    return _walk_buffer(joined, np.array(starts_list, dtype=np.int64),
-                        np.array(lens_list, dtype=np.int64), datas, nows, ats, counters)
+    # sFlow datagrams are whole words (XDR), so they are normally joined as they are.
+    padded = lens + (-lens & 3)
+    starts = np.cumsum(padded) - padded
+    if (padded == lens).all():
+        joined = b"".join([*datas, _ZEROS])
+    else:
+        parts: list[bytes] = []
+        for d, ln in zip(datas, lens.tolist(), strict=True):
+            parts.append(d)
+            if ln % 4:
+                parts.append(b"\0" * (-ln % 4))
+        parts.append(_ZEROS)
+        joined = b"".join(parts)
+    return _walk_buffer(joined, starts, lens, datas, nows, ats, counters)
 
 
 def _walk_buffer(
@@ -184,84 +194,100 @@ def _walk_buffer(
     buf = np.frombuffer(joined, dtype=np.uint8)
     words = np.frombuffer(joined, dtype=">u4")
 
-    ok = (lens >= _HEAD) & (lens % 4 == 0)
+    ok = (lens >= _HEAD) & ((lens & 3) == 0)
     # Datagrams too short to read safely are read at offset 0 and masked out.
-    base = np.where(ok, starts, 0)
-    version = _gather_u32(words, base)
-    atype = _gather_u32(words, base + 4)
-    count = _gather_u32(words, base + 24)
-    ok &= (version == SFLOW_VERSION) & (atype == ADDRESS_IPV4)
-    ok &= count <= (lens - _HEAD) // 8
-    # The receive clock stamps datetime.UTC: one identity test each. Anything else is checked
-    # as the exact decoder does.
-    if not all(at.tzinfo is UTC for at in ats):
+    base = np.where(ok, starts, 0) >> 2
+    ok &= (words[base] == SFLOW_VERSION) & (words[base + 1] == ADDRESS_IPV4)
+    count: _I64 = words[base + 6].astype(np.int64)
+    ok &= count <= (lens - _HEAD) >> 3
+    # A datagram without samples must be the bare header (the walk's last check, below).
+    ok &= (count > 0) | (lens == _HEAD)
+    # The receive clock stamps datetime.UTC: one identity test each, in C. Anything else is
+    # checked as the exact decoder does.
+    if not all(map(is_, map(_TZINFO, ats), repeat(UTC))):
         for i, at in enumerate(ats):
             if ok[i] and (at.tzinfo is None or at.utcoffset() is None):
                 ok[i] = False  # the exact decoder reports it
 
-    # The walk: sample k of every datagram that has one, all at once.
-    off = np.full(n, _HEAD, dtype=np.int64)
-    s_dgram: list[_I64] = []
-    s_start: list[_I64] = []
-    s_k: list[_I64] = []
-    c_dgram: list[_I64] = []
-    c_start: list[_I64] = []
-    c_fmt: list[_I64] = []
+    # The walk: sample k of every datagram that still has one, all at once. Only the chain
+    # of sample lengths is followed here (a few numpy calls per k); what each sample holds is
+    # checked afterwards for all of them in one pass. Every offset followed stays inside its
+    # datagram (a sample not inside it ends the walk of its datagram), so every word read
+    # below, up to 64 bytes past a sample's start, lies inside the buffer.
+    idx = np.nonzero(ok & (count > 0))[0]
+    st = starts[idx]
+    dl = lens[idx]
+    cn = count[idx]
+    o = np.full(idx.size, _HEAD, dtype=np.int64)
+    s_dg: list[_I64] = []
+    s_a: list[_I64] = []
+    s_len: list[_I64] = []
+    s_fine: list[npt.NDArray[np.bool_]] = []
     k = 0
-    cmax = int(count[ok].max()) if ok.any() else 0
-    while k < cmax:
-        act = ok & (count > k)
-        idx = np.nonzero(act)[0]
-        if idx.size == 0:
-            break
-        o = off[idx]
-        dlen = lens[idx]
-        a = starts[idx] + o  # absolute byte offset of the sample's type word
-        good = o + _MIN_FLOW <= dlen
-        a = np.where(good, a, 0)
-        fmt = _gather_u32(words, a)
-        length = _gather_u32(words, a + 4)
+    while idx.size:
+        a = st + o  # absolute byte offset of the sample's type word
+        length: _I64 = words[(a >> 2) + 1].astype(np.int64)
         end = o + 8 + length
-        inside = good & (length % 4 == 0) & (end <= dlen)
+        # Inside its datagram and long enough to be read as a regular flow sample (a shorter
+        # one, counter samples included, goes with its datagram to the exact decoder).
+        fine = (o + _MIN_FLOW <= dl) & ((length & 3) == 0) & (end <= dl)
+        s_dg.append(idx)
+        s_a.append(a)
+        s_len.append(length)
+        s_fine.append(fine)
+        k += 1
+        if not fine.all():
+            ok[idx[~fine]] = False
+            more = fine & (cn > k)
+        else:
+            more = cn > k
+        if more.all():
+            o = end
+            continue
+        # Datagrams whose last sample this was: it must end the datagram (trailing bytes
+        # are the exact decoder's to note).
+        done = fine & ~more
+        ok[idx[done & (end != dl)]] = False
+        idx, st, dl, cn, o = idx[more], st[more], dl[more], cn[more], end[more]
+
+    empty = np.zeros(0, dtype=np.int64)
+    if not s_dg:
+        return _Walked(n, datas, joined, buf, words, starts, count, ok, empty, empty, empty,
+                       empty, empty, empty)
+    sizes = [x.size for x in s_dg]
+    dg = np.concatenate(s_dg)  # k-major: sample 0 of each datagram, then sample 1, ...
+    sa = np.concatenate(s_a)
+    slen = np.concatenate(s_len)
+    fine = np.concatenate(s_fine)
+    sk = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    ab = sa >> 2
+    fmt = words[ab]
+    rlen: _I64 = words[ab + 11].astype(np.int64)
+    good = fine & (fmt == FLOW_SAMPLE) & (slen >= _MIN_FLOW - 8)
+    good &= (words[ab + 9] == 1) & (words[ab + 10] == FLOW_RECORD_RAW_HEADER)
+    good &= (rlen >= RAW_HEADER_FIXED) & (rlen + 40 <= slen)  # the record inside it
+    good &= words[ab + 15] <= rlen - RAW_HEADER_FIXED  # the header inside its record
+    if counters:
         # A counter sample inside its datagram is stepped over: its records are left to the
         # exact decoder's own counter-sample reader (decode_batch_columns).
-        ctr = inside & ((fmt == COUNTER_SAMPLE) | (fmt == COUNTER_SAMPLE_EXPANDED)) if (
-            counters) else np.zeros(idx.size, dtype=np.bool_)
-        good &= (fmt == FLOW_SAMPLE) & (length % 4 == 0) & (end <= dlen)
-        good &= length >= _MIN_FLOW - 8
-        nrec = _gather_u32(words, a + 36)
-        rfmt = _gather_u32(words, a + 40)
-        rlen = _gather_u32(words, a + 44)
-        hlen = _gather_u32(words, a + 60)
-        good &= (nrec == 1) & (rfmt == FLOW_RECORD_RAW_HEADER) & (rlen >= RAW_HEADER_FIXED)
-        good &= o + 48 + rlen <= end  # the record inside its sample
-        good &= hlen <= rlen - RAW_HEADER_FIXED  # the header inside its record
-        ok[idx[~(good | ctr)]] = False
-        off[idx] = end
-        s_dgram.append(idx[good])
-        s_start.append(a[good])
-        s_k.append(np.full(int(good.sum()), k, dtype=np.int64))
-        if counters:
-            c_dgram.append(idx[ctr])
-            c_start.append(a[ctr])
-            c_fmt.append(fmt[ctr])
-        k += 1
-    ok &= off == lens  # trailing bytes are the exact decoder's to note
+        ctr = fine & ((fmt == COUNTER_SAMPLE) | (fmt == COUNTER_SAMPLE_EXPANDED))
+        ok[dg[~(good | ctr)]] = False
+    else:
+        ok[dg[~good]] = False
 
-    # Samples of the taken datagrams, in datagram order then sample order.
-    dg = np.concatenate(s_dgram) if s_dgram else np.zeros(0, dtype=np.int64)
-    sa = np.concatenate(s_start) if s_start else np.zeros(0, dtype=np.int64)
-    sk = np.concatenate(s_k) if s_k else np.zeros(0, dtype=np.int64)
+    # Samples of the taken datagrams, in datagram order then sample order: a stable sort of
+    # the k-major walk by datagram (runs already sorted, so cheap).
     keep = ok[dg]
-    dg, sa, sk = dg[keep], sa[keep], sk[keep]
-    order = np.lexsort((sk, dg))
-    empty = np.zeros(0, dtype=np.int64)
-    cdg = np.concatenate(c_dgram) if c_dgram else empty
-    csa = np.concatenate(c_start) if c_start else empty
-    cfmt = np.concatenate(c_fmt) if c_fmt else empty
-    keep = ok[cdg]
-    return _Walked(n, datas, joined, buf, words, starts, count, ok, dg[order], sa[order],
-                   sk[order], cdg[keep], csa[keep], cfmt[keep])
+    fl = keep & good
+    fdg = dg[fl]
+    order = np.argsort(fdg, kind="stable")
+    if counters:
+        cm = keep & ctr
+        cdg, csa, cfmt = dg[cm], sa[cm], fmt[cm].astype(np.int64)
+    else:
+        cdg = csa = cfmt = empty
+    return _Walked(n, datas, joined, buf, words, starts, count, ok, fdg[order],
+                   sa[fl][order], sk[fl][order], cdg, csa, cfmt)
 
 
 def decode_batch_unguarded(
@@ -416,6 +442,18 @@ _IPV6_EXT = (0, 43, 44, 51, 60, 135, 139, 140)
 _PORT_PROTOS = (_TCP, _UDP, 132)
 _ICMP_PROTOS = (1, 58)
 _NO_FALLBACK: dict[int, DecodeResult] = {}
+# Lookup tables for the bulk parse (a gather, not np.isin): VLAN TPIDs by EtherType, and
+# protocol classes by IP protocol number, index 256 (= -1, no protocol) in no class.
+_VLAN_TABLE = np.zeros(1 << 16, dtype=np.bool_)
+_VLAN_TABLE[list(_VLAN_TPIDS)] = True
+_IP_VERSION_TABLE = np.zeros(1 << 16, dtype=np.int64)  # by EtherType: 4, 6 or 0
+_IP_VERSION_TABLE[_ETH_IPV4] = 4
+_IP_VERSION_TABLE[_ETH_IPV6] = 6
+_C_IPV6_EXT, _C_PORTS, _C_ICMP = 1, 2, 4
+_PROTO_CLASS = np.zeros(257, dtype=np.uint8)
+for _set, _bit in ((_IPV6_EXT, _C_IPV6_EXT), (_PORT_PROTOS, _C_PORTS), (_ICMP_PROTOS, _C_ICMP)):
+    _PROTO_CLASS[list(_set)] |= _bit
+del _set, _bit
 
 
 @dataclass(slots=True)
@@ -568,10 +606,29 @@ def _agent_text(address: int) -> str:
     return text
 
 
-def _u64(buf: npt.NDArray[np.uint8], at: _I64, width: int) -> npt.NDArray[np.uint64]:
-    out = buf[at].astype(np.uint64)
-    for i in range(1, width):
-        out = (out << np.uint64(8)) | buf[at + i]
+def _u32(words: npt.NDArray[np.uint32], at: _I64) -> _I64:
+    """The 4 bytes from byte offset `at` (any alignment) as big-endian numbers, from two
+    4-byte words, each read as the buffer's last word when past its end (mode="clip": such
+    an offset is only read for a row whose value is masked out or parsed again)."""
+    i = at >> 2
+    w0 = np.take(words, i, mode="clip").astype(np.uint64)
+    w1 = np.take(words, i + 1, mode="clip").astype(np.uint64)
+    sh = ((at & 3) << 3).astype(np.uint64)
+    # (w0 w1) >> 32 - sh holds the 4 bytes in its low 32 bits.
+    out: _I64 = ((((w0 << 32) | w1) >> (32 - sh)) & 0xFFFFFFFF).astype(np.int64)
+    return out
+
+
+def _u64(words: npt.NDArray[np.uint32], at: _I64) -> npt.NDArray[np.uint64]:
+    """The 8 bytes from byte offset `at` (any alignment) as big-endian numbers, from three
+    4-byte words: everything up to at + 12 must lie inside the buffer."""
+    i = at >> 2
+    sh = ((at & 3) << 3).astype(np.uint64)
+    w0 = words[i].astype(np.uint64)
+    w1 = words[i + 1].astype(np.uint64)
+    w2 = words[i + 2].astype(np.uint64)
+    # w2 >> 32 (sh = 0) is 0: the words are 32-bit numbers held in 64 bits.
+    out: npt.NDArray[np.uint64] = (((w0 << 32) | w1) << sh) | (w2 >> (32 - sh))
     return out
 
 
@@ -669,10 +726,9 @@ def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
                     first_number: int | None) -> ColumnBatch:
     n, buf, words = w.n, w.buf, w.words
     ok = w.ok
-    last = buf.shape[0] - 1
     partial = _counter_pass(w, nows, ats) if w.cdg.size else {}
     keep = ok[w.dg]  # a datagram whose counter sample is malformed goes whole to the fallback
-    dg, sa = w.dg[keep], w.sa[keep]
+    dg, sa, sk = w.dg[keep], w.sa[keep], w.sk[keep]
 
     results = {i: decode_datagram(w.datas[i], nows[i], ats[i])
                for i in np.nonzero(~ok)[0].tolist()}
@@ -684,55 +740,55 @@ def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
     hsub = np.zeros(n, dtype=np.int64)
     hseq = np.zeros(n, dtype=np.int64)
     hup = np.zeros(n, dtype=np.int64)
-    fb = w.starts[fast]
-    agent_ip = _gather_u32(words, fb + 8)
-    uniq, inverse = np.unique(agent_ip, return_inverse=True)
-    codes = np.array([names.setdefault(_agent_text(v), len(names)) for v in uniq.tolist()],
-                     dtype=np.int64)
-    hagent[fast] = codes[inverse] if uniq.size else hagent[fast]
-    hsub[fast] = _gather_u32(words, fb + 12)
-    hseq[fast] = _gather_u32(words, fb + 16)
-    hup[fast] = _gather_u32(words, fb + 20)
+    fb = w.starts[fast] >> 2
+    uniq, inverse = np.unique(words[fb + 2], return_inverse=True)
+    # `names` is empty here and distinct addresses have distinct texts: agent j of `uniq`
+    # gets code j.
+    get = _AGENT_TEXT.get
+    for j, v in enumerate(uniq.tolist()):
+        names[get(v) or _agent_text(v)] = j
+    hagent[fast] = inverse
+    hsub[fast] = words[fb + 3]
+    hseq[fast] = words[fb + 4]
+    hup[fast] = words[fb + 5]
     _fill_headers(results, names, hagent, hsub, hseq, hup)
 
     m = int(sa.size)
-    seq = _gather_u32(words, sa + 8)
-    sid = _gather_u32(words, sa + 12)
-    rate = _gather_u32(words, sa + 16)
-    pool = _gather_u32(words, sa + 20)
-    inp = _gather_u32(words, sa + 28)
-    outp = _gather_u32(words, sa + 32)
-    hproto = _gather_u32(words, sa + 48)
-    frame = _gather_u32(words, sa + 52)
-    hl = _gather_u32(words, sa + 60)
-    hb = sa + 64  # first header byte
-    in_fmt, in_val = inp >> 30, inp & 0x3FFFFFFF
-    out_fmt, out_val = outp >> 30, outp & 0x3FFFFFFF
+    per = np.bincount(dg, minlength=n)  # rows per datagram
+    sw = sa >> 2
+    seq = _words_at(words, sw + 2)
+    sid = _words_at(words, sw + 3)
+    rate = _words_at(words, sw + 4)
+    pool = _words_at(words, sw + 5)
+    inp = _words_at(words, sw + 7)
+    outp = _words_at(words, sw + 8)
+    hproto = _words_at(words, sw + 12)
+    frame = _words_at(words, sw + 13)
+    hl = _words_at(words, sw + 15)
+    hb = sa + 64  # first header byte, 4-aligned; hb + 64 is still inside the buffer
+    hw = sw + 16
 
     def u8(rel: _I64) -> _I64:
-        out: _I64 = buf[np.minimum(hb + rel, last)].astype(np.int64)
+        # mode="clip" reads the last byte for an offset past the buffer (a row whose header
+        # is too short for it, which is `slow` or masked out).
+        out: _I64 = np.take(buf, hb + rel, mode="clip").astype(np.int64)
         return out
-
-    def u16(rel: _I64) -> _I64:
-        return (u8(rel) << 8) | u8(rel + 1)
 
     # packets.parse_tuple, in bulk, for Ethernet with at most one VLAN tag (or a bare IP
     # header), IPv4 with any IHL, IPv6 without extension headers, then TCP/UDP/SCTP ports,
     # TCP flags or the ICMP type, all inside the sampled bytes. Anything else (a cut header,
     # a second tag, extension headers, a bad version) is `slow`: parse_tuple per row.
-    zero = np.zeros(m, dtype=np.int64)
     eth = hproto == HEADER_ETHERNET
     slow = ~(eth | (hproto == HEADER_IPV4) | (hproto == HEADER_IPV6))
     slow |= eth & (hl < 14)
-    et = u16(zero + 12)
-    tagged = eth & np.isin(et, _VLAN_TPIDS)
+    et = words[hw + 3] >> 16  # header bytes 12-13
+    tagged = eth & _VLAN_TABLE[et]
     slow |= tagged & (hl < 18)
-    et2 = u16(zero + 16)
-    slow |= tagged & np.isin(et2, _VLAN_TPIDS)
+    et2 = words[hw + 4] >> 16  # bytes 16-17
+    slow |= tagged & _VLAN_TABLE[et2]
     et = np.where(tagged, et2, et)
     off = np.where(eth, np.where(tagged, 18, 14), 0)
-    want = np.where(eth, np.where(et == _ETH_IPV4, 4, np.where(et == _ETH_IPV6, 6, 0)),
-                    np.where(hproto == HEADER_IPV4, 4, 6))
+    want = np.where(eth, _IP_VERSION_TABLE[et], np.where(hproto == HEADER_IPV4, 4, 6))
     v4 = want == 4
     v6 = want == 6
     slow |= v4 & (off + 20 > hl)
@@ -741,34 +797,41 @@ def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
     slow |= (v4 & (verihl >> 4 != 4)) | (v6 & (verihl >> 4 != 6))
     ihl = (verihl & 0x0F) * 4
     slow |= v4 & (ihl < 20)
-    proto = np.where(v4, u8(off + 9), np.where(v6, u8(off + 6), NONE))
-    slow |= v6 & np.isin(proto, _IPV6_EXT)
-    l4 = (v4 & ((u16(off + 6) & 0x1FFF) == 0)) | v6  # a later IPv4 fragment has no L4 header
-    p = off + np.where(v4, ihl, 40)
-    ports = l4 & np.isin(proto, _PORT_PROTOS)
-    tcp = ports & (proto == _TCP)
-    icmp = l4 & np.isin(proto, _ICMP_PROTOS)
-    slow |= (ports & (p + 4 > hl)) | (tcp & (p + 14 > hl)) | (icmp & (p + 2 > hl))
     ipv = v4 | v6
+    proto = np.where(ipv, u8(off + np.where(v4, 9, 6)), NONE)
+    pclass = _PROTO_CLASS[proto]  # proto is -1 (index 256, no class) or a byte
+    slow |= v6 & ((pclass & _C_IPV6_EXT) != 0)
+    # A later IPv4 fragment has no L4 header. Bytes off + 6 and 7 share one word (off is 0,
+    # 14 or 18): its high half when off + 6 is a multiple of 4, else its low half.
+    o6 = off + 6
+    frag = words[hw + (o6 >> 2)] >> ((~o6 & 2) << 3)
+    l4 = (v4 & ((frag & 0x1FFF) == 0)) | v6
+    p = off + np.where(v4, ihl, 40)
+    ports = l4 & ((pclass & _C_PORTS) != 0)
+    tcp = ports & (proto == _TCP)
+    icmp = l4 & ((pclass & _C_ICMP) != 0)
+    slow |= (ports & (p + 4 > hl)) | (tcp & (p + 14 > hl)) | (icmp & (p + 2 > hl))
+    sdport = _u32(words, hb + p)  # both ports
     src_hi = np.zeros(m, dtype=np.uint64)
     dst_hi = np.zeros(m, dtype=np.uint64)
     mapped = np.uint64(V4_MAPPED)
-    src_lo = np.where(v4, _u64(buf, np.minimum(hb + off + 12, last - 4), 4) | mapped,
-                      np.uint64(0))
-    dst_lo = np.where(v4, _u64(buf, np.minimum(hb + off + 16, last - 4), 4) | mapped,
-                      np.uint64(0))
+    # IPv4 source and destination in one 8-byte read (off is at most 18: inside the buffer).
+    sd = _u64(words, hb + off + 12)
+    src_lo = np.where(v4, (sd >> 32) | mapped, np.uint64(0))
+    dst_lo = np.where(v4, (sd & 0xFFFFFFFF) | mapped, np.uint64(0))
     six = np.nonzero(v6 & ~slow)[0]
     if six.size:
         b6 = hb[six] + off[six]
-        src_hi[six] = _u64(buf, b6 + 8, 8)
-        src_lo[six] = _u64(buf, b6 + 16, 8)
-        dst_hi[six] = _u64(buf, b6 + 24, 8)
-        dst_lo[six] = _u64(buf, b6 + 32, 8)
+        src_hi[six] = _u64(words, b6 + 8)
+        src_lo[six] = _u64(words, b6 + 16)
+        dst_hi[six] = _u64(words, b6 + 24)
+        dst_lo[six] = _u64(words, b6 + 32)
     cols = SampleColumns(
         agent_names=[],
         agent=hagent[dg],
-        input_ifindex=np.where((in_fmt == 0) & (in_val != 0), in_val, NONE),
-        output_ifindex=np.where((out_fmt == 0) & (out_val != 0), out_val, NONE),
+        # Format 0 (the top two bits) with a nonzero index: 0 < word < 2**30.
+        input_ifindex=np.where((inp > 0) & (inp < 1 << 30), inp, NONE),
+        output_ifindex=np.where((outp > 0) & (outp < 1 << 30), outp, NONE),
         sampling_rate=rate,
         now=np.asarray(nows, dtype=np.float64)[dg] if m else np.zeros(0, dtype=np.float64),
         frame_length=frame,
@@ -776,16 +839,20 @@ def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
         src_hi=src_hi, src_lo=src_lo, has_src=ipv.copy(),
         dst_hi=dst_hi, dst_lo=dst_lo, has_dst=ipv.copy(),
         protocol=proto,
-        src_port=np.where(ports, u16(p), NONE),
-        dst_port=np.where(ports, u16(p + 2), NONE),
+        src_port=np.where(ports, sdport >> 16, NONE),
+        dst_port=np.where(ports, sdport & 0xFFFF, NONE),
         tcp_flags=np.where(tcp, u8(p + 13), NONE),
         icmp_type=np.where(icmp, u8(p), NONE),
         sample_sequence=seq,
         source_id_type=sid >> 24,
         source_id_index=sid & 0x00FFFFFF,
         sample_pool=pool,
-        # k: the row's index among its datagram's rows (dg is sorted).
-        ref=((dg + first_number) << REF_SAMPLE_BITS) | (np.arange(m) - np.searchsorted(dg, dg))
+        # k: the row's index among its datagram's rows. That is its sample index when no
+        # taken datagram holds a counter sample (all of those are in `partial`); otherwise
+        # counted from the datagram's first row (dg is sorted: rows of datagram i start at
+        # the sum of the earlier datagrams' row counts).
+        ref=((dg + first_number) << REF_SAMPLE_BITS)
+        | (sk if not partial else np.arange(m) - (np.cumsum(per) - per)[dg])
         if first_number is not None else np.full(m, NONE, dtype=np.int64),
     )
     for j in np.nonzero(slow)[0].tolist():
@@ -794,7 +861,7 @@ def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
 
     flows = np.zeros(n, dtype=np.int64)
     if m:
-        flows[fast] = np.bincount(dg, minlength=n)[fast]
+        flows[fast] = per[fast]
     extra = _fallback_columns(results, names, flows, first_number)
     if extra is not None:
         # Rows of the exactly decoded datagrams go in their datagram's place.
