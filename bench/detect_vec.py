@@ -10,8 +10,10 @@ for the baseline, as the same FlowSamples. Both detectors must give the same det
 
 Figures: samples per CPU-second of ingest + evaluate (medians of --reps, interleaved in the
 same run) of VectorDetector, of VectorDetector with every distinct window fed by its general
-policies/detect_vec.py as it was at git revision --baseline (`baseline`, default the first
-version, 49067ca, whose windows were all fed by one row loop; skipped without git) and of
+policies/detect_vec.py as it was at git revision --baseline (`baseline`, default 387b4bf: the
+version before the steady-state work, whose rate rings took a fleet-sized pass per batch and
+whose evaluate() re-resolved the evidence of every active detection; 49067ca is the first,
+whose windows were all fed by one row loop; skipped without git) and of
 AbuseDetector, and the detector's memory (tracemalloc, retained bytes) empty and loaded (after
 the corpus), scaled to 10,000 servers. The last line is JSON.
 """
@@ -211,11 +213,12 @@ def retained(build: Callable[[], Any], load: Callable[[Any], None]) -> tuple[flo
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--samples", type=int, default=240_000)
+    ap.add_argument("--samples", type=int, default=960_000,
+                    help="100 per server: ~1.9 s of simulated time, 7 evaluations")
     ap.add_argument("--batch", type=int, default=7_700, help="samples per columnar batch "
                     "(~1,024 datagrams of 7.5 samples)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--baseline", default="49067ca", help="git revision of "
+    ap.add_argument("--baseline", default="387b4bf", help="git revision of "
                     "policies/detect_vec.py to compare with in the same run ('' for none)")
     args = ap.parse_args()
     servers = fleet()
