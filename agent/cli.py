@@ -61,8 +61,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .api import ApiTokenError
     from .webauth import WebConfigError
 
+    runtime = Runtime(cfg, Path(args.config))
+    # A SIGHUP reload hands every part a new snapshot; kept in this frame, the first one
+    # would stay in memory for the daemon's lifetime beside it.
+    del cfg
     try:
-        asyncio.run(Runtime(cfg, Path(args.config)).run())
+        asyncio.run(runtime.run())
     except (ApiTokenError, WebConfigError) as e:
         # A file read at start-up (the API token, a listener's TLS files) that cannot be used.
         print(f"rackwarden run: {e}", file=sys.stderr)

@@ -359,6 +359,18 @@ class _Reader:
         self.require_credentials = require_credentials
         given = credentials_dir if credentials_dir is not None else os.environ.get("CREDENTIALS_DIRECTORY")
         self.credentials_dir = Path(given) if given else None
+        self._own: dict[str, str] = {}
+
+    def own(self, text: str) -> str:
+        """`text` (a node's string) as a string of the config's own, one per distinct value.
+
+        The config must not keep the node tree's strings: each would keep its 16 KB pymalloc
+        pool mapped after the tree is freed (~80 MB at 10,000 servers, bench/scale.py). A copy
+        made now sits with the config's other objects; equal values share one copy."""
+        kept = self._own.get(text)
+        if kept is None:
+            kept = self._own[text] = text.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+        return kept
 
     def error(self, node: yaml.Node | None, key: str, reason: str) -> None:
         self.issues.append(f"{self.file}:{self._line(node)} {key}: {reason}")
@@ -395,7 +407,7 @@ class _Reader:
             return None
         out: dict[str, yaml.Node] = {}
         for k_node, v_node in node.value:
-            k = str(k_node.value)
+            k = self.own(str(k_node.value))
             path = _join(key, k)
             if k in out:
                 self.error(k_node, path, "duplicate key")
@@ -482,7 +494,7 @@ class _Reader:
         if node.style is None and node.value in ("", "~", "null", "Null", "NULL"):
             self.error(node, key, "value missing")
             return None
-        return str(node.value)
+        return self.own(str(node.value))
 
     def string(self, node: yaml.Node, key: str, pattern: str | None = None) -> str | None:
         v = self.scalar(node, key)
@@ -730,11 +742,20 @@ class _MemoResolver(yaml.resolver.Resolver):
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if self.yaml_path_resolvers:
             return _RESOLVE(self, kind, value, implicit)
-        memo: dict[Any, Any] = self.__dict__.setdefault("_memo", {})
-        key = (kind, value, implicit)
-        tag = memo.get(key)
+        # Nested by kind, then implicit, then value: a (kind, value, implicit) key would be one
+        # small tuple per distinct value, made between the tree's nodes and all freed with the
+        # loader, and the holes they leave are where the config's own objects then go, which
+        # keeps the whole tree's memory mapped after the load (bench/scale.py, issue 10).
+        memo: dict[Any, dict[Any, dict[Any, Any]]] = self.__dict__.setdefault("_memo", {})
+        by_implicit = memo.get(kind)
+        if by_implicit is None:
+            by_implicit = memo[kind] = {}
+        by_value = by_implicit.get(implicit)
+        if by_value is None:
+            by_value = by_implicit[implicit] = {}
+        tag = by_value.get(value)
         if tag is None:
-            tag = memo[key] = _RESOLVE(self, kind, value, implicit)
+            tag = by_value[value] = _RESOLVE(self, kind, value, implicit)
         return tag
 
 
@@ -814,8 +835,9 @@ def loads(text: str, file: str = "<config>", base: Path | None = None, *,
     # config grow, and find nothing: neither has reference cycles. One collection after the
     # load releases whatever a failed load left (a traceback's frames); the node tree itself
     # goes by reference counting on return, and malloc_trim hands glibc's freed pages back.
-    # (pymalloc keeps an arena while any object in it lives, and the config keeps strings
-    # from the tree: RSS after a first load stays near its peak, which a reload then reuses.)
+    # pymalloc hands an arena back only when no object in it lives: the config keeps none of
+    # the tree's objects (_Reader.own) and the composer leaves no holes between the tree's
+    # nodes for the config's objects to fill (_MemoResolver), so the tree's arenas go back.
     enabled = gc.isenabled()
     gc.disable()
     try:

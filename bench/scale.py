@@ -16,7 +16,8 @@ time.process_time, peak from tracemalloc only where named):
   its RSS before the load, and its RSS after;
 - RSS at rest: after the imports, after the loads, and with the daemon's core objects built
   for the fleet as `rackwarden run` builds them (wiring.Runtime: metering state, metrics, the
-  enforcer, the AbuseDetector with a server state per server) but no network;
+  enforcer, the AbuseDetector with a server state per server, the SNMP poller started on
+  loopback) but no switch polled: two polls of every port are handed to metering;
 - RSS after a SIGHUP-like reload (Daemon.reload: the file loaded again and every part
   reconfigured), against the RSS before it;
 - RSS under sFlow load: the sFlow batch path (SflowCollector.datagrams_received, as
@@ -258,19 +259,6 @@ def run_child(kind: str, path: Path, creds: Path) -> dict[str, Any]:
 
 # -- the daemon's core objects -------------------------------------------------------------------
 
-class _NoPoller:
-    """The runtime's poller, never started: the bench hands polls to metering itself."""
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def poll(self, target: Any) -> Any:
-        raise RuntimeError("no network in the scale bench")
-
-
 def poll_everything(rt: Any, at0: Any, now0: float, rounds: int = 2) -> None:
     """Two polls of every port (60 s apart) into metering and the poll metrics, then the
     detector re-keyed by the ifIndexes they reported, as after the daemon's first polls."""
@@ -381,6 +369,7 @@ def main() -> int:
     rss_start = rss_mb()
     import rackwarden.agent.wiring as wiring
     from rackwarden.agent.clock import FakeClock
+    from rackwarden.drivers.snmp.poller import SnmpPoller
     rss_imports = rss_mb()
 
     work = Path(tempfile.mkdtemp(prefix="rw-bench-scale-"))
@@ -421,7 +410,18 @@ def main() -> int:
     if tracer:
         tracer.stage("config loaded")
     clock = FakeClock(datetime(2026, 12, 1, tzinfo=UTC))
-    rt = wiring.Runtime(cfg, path, clock, poller=_NoPoller())  # type: ignore[arg-type]
+    # The daemon's SNMP poller, started as start_core starts it (its sockets, and pysnmp's
+    # engine if it builds one), on loopback; it polls nothing: the bench hands polls to
+    # metering itself.
+    snmp = SnmpPoller(wall=clock.at, mono=clock.now, max_concurrency=cfg.agent.snmp_max_concurrency,
+                      local_address=("127.0.0.1", 0))
+    rt = wiring.Runtime(cfg, path, clock, poller=snmp)
+    import asyncio  # (here: the daemon imports it, and "interpreter" above is without it)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(snmp.start())
+    # As `rackwarden run` does: only the runtime holds the config, so a reload replaces it.
+    cfg = None
     rss_built = rss_mb()
     if tracer:
         tracer.stage("runtime built")
@@ -443,7 +443,7 @@ def main() -> int:
     print(f"  interpreter                                {rss_start:7.1f}")
     print(f"  + daemon imports                           {rss_imports:7.1f}")
     print(f"  after the config loads above (trimmed)     {rss_loaded:7.1f}")
-    print(f"  runtime built (config, metering, detector) {rss_built:7.1f}")
+    print(f"  runtime built, SNMP poller started         {rss_built:7.1f}")
     print(f"  at rest, after two polls of every port     {rss_rest:7.1f}")
     print(f"  after a SIGHUP reload (Daemon.reload)      {rss_reload:7.1f}  ({rss_reload_trim:.1f} after malloc_trim)")
 
@@ -466,6 +466,8 @@ def main() -> int:
         "config_load_old_peak_mb": round(peaks["old"]["hwm_mb"] - peaks["old"]["rss_before_mb"], 1),
         "sflow_samples": samples,
     }))
+    loop.run_until_complete(snmp.close())
+    loop.close()
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -15,38 +15,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pyasn1.error import PyAsn1Error
-from pyasn1.type import univ
-from pysnmp.carrier.asyncio.dgram import udp
-from pysnmp.entity import config as snmp_config
 from pysnmp.error import PySnmpError
-from pysnmp.hlapi.v3arch.asyncio import (
-    CommunityData,
-    ContextData,
-    ObjectIdentity,
-    ObjectType,
-    SnmpEngine,
-    UdpTransportTarget,
-    UsmUserData,
-    bulk_cmd,
-    usm3DESEDEPrivProtocol,
-    usmAesBlumenthalCfb192Protocol,
-    usmAesBlumenthalCfb256Protocol,
-    usmAesCfb128Protocol,
-    usmAesCfb192Protocol,
-    usmAesCfb256Protocol,
-    usmDESPrivProtocol,
-    usmHMAC128SHA224AuthProtocol,
-    usmHMAC192SHA256AuthProtocol,
-    usmHMAC256SHA384AuthProtocol,
-    usmHMAC384SHA512AuthProtocol,
-    usmHMACMD5AuthProtocol,
-    usmHMACSHAAuthProtocol,
-)
-from pysnmp.hlapi.varbinds import CommandGeneratorVarBinds
-from pysnmp.proto import errind, rfc1905
+from pysnmp.proto import errind
 from rackwarden.policies.facts import PollErrorKind, PortPoll
 
 from . import ber, usm
@@ -66,24 +39,31 @@ from .ifmib import (
     parse_if_walk,
 )
 
+if TYPE_CHECKING:
+    from pysnmp.hlapi.v3arch.asyncio import CommunityData, SnmpEngine, UdpTransportTarget, UsmUserData
+
+# pysnmp's hlapi (with pysmi, its MIB compiler, and that one's requests, jinja2 and lark: ~20 MB
+# of RSS) is imported only when a switch is polled through it: the fast paths poll the rest.
+# So the protocols are pysnmp's identifiers written out (the same tuples as its usm*Protocol
+# constants, tests/unit/test_memory_imports.py compares them).
 AUTH_PROTOCOLS: Mapping[str, tuple[int, ...]] = {
-    "md5": usmHMACMD5AuthProtocol,
-    "sha": usmHMACSHAAuthProtocol,
-    "sha224": usmHMAC128SHA224AuthProtocol,
-    "sha256": usmHMAC192SHA256AuthProtocol,
-    "sha384": usmHMAC256SHA384AuthProtocol,
-    "sha512": usmHMAC384SHA512AuthProtocol,
+    "md5": (1, 3, 6, 1, 6, 3, 10, 1, 1, 2),  # usmHMACMD5AuthProtocol
+    "sha": (1, 3, 6, 1, 6, 3, 10, 1, 1, 3),  # usmHMACSHAAuthProtocol
+    "sha224": (1, 3, 6, 1, 6, 3, 10, 1, 1, 4),  # usmHMAC128SHA224AuthProtocol
+    "sha256": (1, 3, 6, 1, 6, 3, 10, 1, 1, 5),  # usmHMAC192SHA256AuthProtocol
+    "sha384": (1, 3, 6, 1, 6, 3, 10, 1, 1, 6),  # usmHMAC256SHA384AuthProtocol
+    "sha512": (1, 3, 6, 1, 6, 3, 10, 1, 1, 7),  # usmHMAC384SHA512AuthProtocol
 }
 PRIV_PROTOCOLS: Mapping[str, tuple[int, ...]] = {
-    "des": usmDESPrivProtocol,
-    "3des": usm3DESEDEPrivProtocol,
-    "aes": usmAesCfb128Protocol,
-    "aes128": usmAesCfb128Protocol,
+    "des": (1, 3, 6, 1, 6, 3, 10, 1, 2, 2),  # usmDESPrivProtocol
+    "3des": (1, 3, 6, 1, 6, 3, 10, 1, 2, 3),  # usm3DESEDEPrivProtocol
+    "aes": (1, 3, 6, 1, 6, 3, 10, 1, 2, 4),  # usmAesCfb128Protocol
+    "aes128": (1, 3, 6, 1, 6, 3, 10, 1, 2, 4),  # usmAesCfb128Protocol
     # AES-192/256 key extension as Cisco does it (draft-reeder); the *blmt ones are Blumenthal's.
-    "aes192": usmAesCfb192Protocol,
-    "aes256": usmAesCfb256Protocol,
-    "aes192blmt": usmAesBlumenthalCfb192Protocol,
-    "aes256blmt": usmAesBlumenthalCfb256Protocol,
+    "aes192": (1, 3, 6, 1, 4, 1, 9, 12, 6, 1, 101),  # usmAesCfb192Protocol
+    "aes256": (1, 3, 6, 1, 4, 1, 9, 12, 6, 1, 102),  # usmAesCfb256Protocol
+    "aes192blmt": (1, 3, 6, 1, 4, 1, 9, 12, 6, 1, 1),  # usmAesBlumenthalCfb192Protocol
+    "aes256blmt": (1, 3, 6, 1, 4, 1, 9, 12, 6, 1, 2),  # usmAesBlumenthalCfb256Protocol
 }
 
 # GETBULK non-repeaters act as GETNEXT, so they name the object, not the .0 instance.
@@ -207,6 +187,9 @@ def _warm_mib_view(engine: SnmpEngine) -> None:
     if _shared_mib_view is not None:
         engine.cache["mibViewController"] = _shared_mib_view
         return
+    from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType
+    from pysnmp.hlapi.varbinds import CommandGeneratorVarBinds
+
     CommandGeneratorVarBinds().make_varbinds(
         engine.cache, (ObjectType(ObjectIdentity(_SYS_UPTIME_OBJECT)),)
     )
@@ -280,6 +263,9 @@ class _UsmGate:
 
 def plain_value(value: Any) -> SnmpValue:
     """A pysnmp value as an int, bytes, OID tuple or Absent (ifmib works on these only)."""
+    from pyasn1.type import univ
+    from pysnmp.proto import rfc1905
+
     if isinstance(value, rfc1905.NoSuchObject):
         return Absent.NO_SUCH_OBJECT
     if isinstance(value, rfc1905.NoSuchInstance):
@@ -305,10 +291,14 @@ def _auth_fingerprint(target: SnmpTarget, auth_key: str | None, priv_key: str | 
 
 
 class SnmpPoller:
-    """Polls switches' IF-MIB counters; one SNMP engine and one UDP socket for all targets.
+    """Polls switches' IF-MIB counters; one socket per path (fast v2c, fast v3, pysnmp) for all
+    targets.
 
-    The constructor does no I/O: `await start()` builds the engine (≈1 s of CPU for pysnmp's MIB
-    view, paid once, not in the first poll) and `await close()` waits for polls in flight.
+    The constructor does no I/O: `await start()` opens the fast paths' sockets and `await
+    close()` waits for polls in flight. pysnmp's engine (its socket, and ≈1 s of CPU for its MIB
+    view, once per process) is built at start() only when a fast path is off; otherwise by the
+    first poll that falls back to it: a fleet the fast paths read never imports pysnmp's hlapi
+    (~20 MB of RSS, issue 10).
     """
 
     def __init__(
@@ -333,6 +323,7 @@ class SnmpPoller:
         self._max_concurrency = max_concurrency
         self._rcvbuf_request = rcvbuf_bytes
         self._local_address = local_address
+        self._started = False
         self._engine: SnmpEngine | None = None
         self._sock: socket.socket | None = None
         self._sem: asyncio.Semaphore | None = None
@@ -354,21 +345,8 @@ class SnmpPoller:
         self._fallback_reason: dict[str, str] = {}
 
     async def start(self) -> None:
-        if self._engine is not None:
+        if self._started:
             return
-        engine = SnmpEngine()
-        # All targets share this one socket. Linux's default 208 KiB receive buffer overflows
-        # at ~50 concurrent polls and the overflow looks like timeouts, so ask for more.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            _raise_rcvbuf(sock, self._rcvbuf_request)
-            sock.bind(self._local_address)
-            sock.setblocking(False)
-            transport = udp.UdpAsyncioTransport().open_server_mode(sock=sock)
-            snmp_config.add_transport(engine, udp.DOMAIN_NAME, transport)
-        except BaseException:
-            sock.close()
-            raise
         if self._fast_enabled:
             fast_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
@@ -379,8 +357,6 @@ class SnmpPoller:
                 await fast.open()
             except BaseException:
                 fast_sock.close()
-                sock.close()
-                engine.close_dispatcher()
                 raise
             self._fast, self._fast_sock = fast, fast_sock
         if self._fast3_enabled:
@@ -394,42 +370,72 @@ class SnmpPoller:
                 await fast3.open()
             except BaseException:
                 fast3_sock.close()
-                for other in (self._fast, self._fast_sock, sock):
-                    if other is not None:
-                        other.close()
-                self._fast = self._fast_sock = None
-                engine.close_dispatcher()
+                self._close_fast()
                 raise
             self._fast3, self._fast3_sock = fast3, fast3_sock
-        _warm_mib_view(engine)
-        self._engine = engine
-        self._sock = sock
+        if not (self._fast_enabled and self._fast3_enabled):
+            # Every switch of that version goes through pysnmp: its first poll must not pay
+            # for the engine.
+            try:
+                self._pysnmp_engine()
+            except BaseException:
+                self._close_fast()
+                raise
         self._sem = asyncio.Semaphore(self._max_concurrency)
         self._idle = asyncio.Condition()
         self._usm_gate = _UsmGate()
         self._closing = False
+        self._started = True
+
+    def _pysnmp_engine(self) -> SnmpEngine:
+        """pysnmp's engine and its socket, built at the first call. Nothing in it awaits, so two
+        polls on the loop never both build one."""
+        if self._engine is not None:
+            return self._engine
+        from pysnmp.carrier.asyncio.dgram import udp
+        from pysnmp.entity import config as snmp_config
+        from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+
+        engine = SnmpEngine()
+        # All pysnmp targets share this one socket. Linux's default 208 KiB receive buffer
+        # overflows at ~50 concurrent polls and the overflow looks like timeouts, so ask for more.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            _raise_rcvbuf(sock, self._rcvbuf_request)
+            sock.bind(self._local_address)
+            sock.setblocking(False)
+            transport = udp.UdpAsyncioTransport().open_server_mode(sock=sock)
+            snmp_config.add_transport(engine, udp.DOMAIN_NAME, transport)
+            _warm_mib_view(engine)
+        except BaseException:
+            engine.close_dispatcher()
+            sock.close()
+            raise
+        self._engine, self._sock = engine, sock
+        return engine
+
+    def _close_fast(self) -> None:
+        for client in (self._fast, self._fast3):
+            if client is not None:
+                client.close()
+        for sock in (self._fast_sock, self._fast3_sock):
+            if sock is not None:
+                sock.close()
+        self._fast = self._fast3 = None
+        self._fast_sock = self._fast3_sock = None
 
     async def close(self) -> None:
         """Refuse new polls, wait for those in flight (bounded by their timeouts), release."""
-        if self._engine is None or self._idle is None:
+        if not self._started or self._idle is None:
             return
         self._closing = True
         async with self._idle:
             await self._idle.wait_for(lambda: self._in_flight == 0)
-        self._engine.close_dispatcher()
-        self._engine = None
-        if self._fast is not None:
-            self._fast.close()
-            self._fast = None
-        if self._fast_sock is not None:
-            self._fast_sock.close()
-            self._fast_sock = None
-        if self._fast3 is not None:
-            self._fast3.close()
-            self._fast3 = None
-        if self._fast3_sock is not None:
-            self._fast3_sock.close()
-            self._fast3_sock = None
+        self._started = False
+        if self._engine is not None:
+            self._engine.close_dispatcher()
+            self._engine = None
+        self._close_fast()
         if self._sock is not None:
             self._sock.close()  # the transport closed it already; this is for a failed start
             self._sock = None
@@ -508,7 +514,7 @@ class SnmpPoller:
 
     async def poll(self, target: SnmpTarget) -> PortPoll:
         """One poll of one switch. Failures come back as PortPoll.error, never as exceptions."""
-        if self._engine is None or self._sem is None or self._idle is None:
+        if not self._started or self._sem is None or self._idle is None:
             raise RuntimeError("SnmpPoller.poll() before start() or after close()")
         if self._closing:
             return self._failed(target, self._mono(), "transport", "poller is closing")
@@ -516,7 +522,7 @@ class SnmpPoller:
         # semaphore; they must not reach an engine that is already gone.
         self._in_flight += 1
         try:
-            auth, gate, scalars = self._credentials(target)
+            gate, scalars = self._credentials(target)
             # The gate comes first: a poll waiting for its key set must not hold a slot.
             async with gate, self._sem:
                 started = self._mono()
@@ -526,7 +532,7 @@ class SnmpPoller:
                             return await self._poll_fast(target, started, scalars)
                         except FastPathUnavailable as exc:
                             self._fall_back(target, str(exc))
-                    return await self._poll(target, auth, scalars, started)
+                    return await self._poll(target, scalars, started)
                 except _PollFailure as failure:
                     return self._failed(target, started, failure.kind, failure.detail)
                 except (PySnmpError, PyAsn1Error, OSError) as exc:
@@ -539,31 +545,16 @@ class SnmpPoller:
 
     def _credentials(
         self, target: SnmpTarget
-    ) -> tuple[
-        CommunityData | UsmUserData, contextlib.AbstractAsyncContextManager[None], list[Oid]
-    ]:
-        """pysnmp's auth object, the gate this poll must pass, and the scalars to ask for."""
+    ) -> tuple[contextlib.AbstractAsyncContextManager[None], list[Oid]]:
+        """The gate this poll must pass, and the scalars to ask for."""
         if target.version == "2c":
-            return (
-                CommunityData(reveal(target.community), mpModel=1),
-                contextlib.nullcontext(),
-                [_SYS_UPTIME_OBJECT],
-            )
+            return contextlib.nullcontext(), [_SYS_UPTIME_OBJECT]
         assert target.user is not None and self._usm_gate is not None
         auth_key, priv_key = reveal(target.auth_key), reveal(target.priv_key)
-        auth = UsmUserData(
-            target.user,
-            authKey=auth_key,
-            privKey=priv_key,
-            authProtocol=AUTH_PROTOCOLS[target.auth_protocol] if auth_key else None,
-            privProtocol=PRIV_PROTOCOLS[target.priv_protocol]
-            if priv_key and target.priv_protocol
-            else None,
-        )
         gate = self._usm_gate.hold(target.user, _auth_fingerprint(target, auth_key, priv_key))
         # snmpEngineBoots as a non-repeater costs one varbind; reading it out of pysnmp's USM
         # timeline would mean private attributes.
-        return auth, gate, [_SYS_UPTIME_OBJECT, _SNMP_ENGINE_BOOTS_OBJECT]
+        return gate, [_SYS_UPTIME_OBJECT, _SNMP_ENGINE_BOOTS_OBJECT]
 
     def _failed(
         self, target: SnmpTarget, started: float, kind: PollErrorKind, detail: str
@@ -676,18 +667,15 @@ class SnmpPoller:
         host, port = infos[0][4][:2]
         return str(host), int(port)
 
-    async def _poll(
-        self,
-        target: SnmpTarget,
-        auth: CommunityData | UsmUserData,
-        scalars: list[Oid],
-        started: float,
-    ) -> PortPoll:
+    async def _poll(self, target: SnmpTarget, scalars: list[Oid], started: float) -> PortPoll:
+        """One poll through pysnmp's hlapi."""
+        engine = self._pysnmp_engine()
+        auth = _pysnmp_auth(target)
         transport = await self._transport(target)
         stamp = _Stamp(self._wall(), started)
 
         async def bulk(request: list[Oid], non_repeaters: int, round_no: int) -> list[VarBind]:
-            return await self._bulk_pysnmp(target, auth, transport, request, non_repeaters,
+            return await self._bulk_pysnmp(engine, target, auth, transport, request, non_repeaters,
                                            round_no, stamp)
 
         poll, _rows = await self._walk_all(target, bulk, scalars, stamp, started)
@@ -721,6 +709,8 @@ class SnmpPoller:
         cached = self._targets.get(key)
         if cached is not None:
             return cached
+        from pysnmp.hlapi.v3arch.asyncio import UdpTransportTarget
+
         made = await UdpTransportTarget.create(
             (target.host, target.port), timeout=target.timeout_s, retries=target.retries
         )
@@ -732,6 +722,7 @@ class SnmpPoller:
 
     async def _bulk_pysnmp(
         self,
+        engine: SnmpEngine,
         target: SnmpTarget,
         auth: CommunityData | UsmUserData,
         transport: UdpTransportTarget,
@@ -741,11 +732,12 @@ class SnmpPoller:
         stamp: _Stamp,
     ) -> list[VarBind]:
         """One GETBULK through pysnmp's hlapi; the reply's varbinds as plain values."""
-        assert self._engine is not None
+        from pysnmp.hlapi.v3arch.asyncio import ContextData, ObjectIdentity, ObjectType, bulk_cmd
+
         try:
             answer = await asyncio.wait_for(
                 bulk_cmd(
-                    self._engine,
+                    engine,
                     auth,
                     transport,
                     ContextData(),
@@ -766,6 +758,24 @@ class SnmpPoller:
             raise _failure_from_status(error_status, int(error_index), request, round_no)
         stamp.at, stamp.now = self._wall(), self._mono()
         return [(tuple(oid), plain_value(value)) for oid, value in reply]
+
+
+def _pysnmp_auth(target: SnmpTarget) -> CommunityData | UsmUserData:
+    """pysnmp's auth object for the target."""
+    from pysnmp.hlapi.v3arch.asyncio import CommunityData, UsmUserData
+
+    if target.version == "2c":
+        return CommunityData(reveal(target.community), mpModel=1)
+    auth_key, priv_key = reveal(target.auth_key), reveal(target.priv_key)
+    return UsmUserData(
+        target.user,
+        authKey=auth_key,
+        privKey=priv_key,
+        authProtocol=AUTH_PROTOCOLS[target.auth_protocol] if auth_key else None,
+        privProtocol=PRIV_PROTOCOLS[target.priv_protocol]
+        if priv_key and target.priv_protocol
+        else None,
+    )
 
 
 def _usm_credentials(target: SnmpTarget) -> usm.Credentials | None:

@@ -8,6 +8,7 @@ see must not change: the scrape of the same state is byte-for-byte what the Gaug
 from __future__ import annotations
 
 import gc
+import math
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,3 +120,38 @@ def test_per_server_series_stay_small() -> None:
     per_server = _retained_per_server(2000)
     assert per_server < 2000, f"{per_server:.0f} bytes per server"
 
+
+
+def test_one_label_state_series_keep_no_object_of_their_own() -> None:
+    """A one-label series is its label's string and its value: no 1-tuple per series (56
+    bytes), and a state or flag (0, 1, 2) is one shared float, not a new one per series."""
+    m = Metrics()
+    ids = [f"srv-{i:05d}" for i in range(3000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i, sid in enumerate(ids):
+            m.server_cap_state.labels(sid).set(i % 3)
+            m.server_cap_actionable.labels(server=sid).set(i % 2)
+            m.server_cap_actionable.labels(server=sid).inc()
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    blocks = sum(st.count_diff for st in after.compare_to(before, "filename"))
+    # Only the dicts' tables grow (a handful of blocks), whatever the number of series.
+    assert blocks < 100, f"{blocks} blocks for {2 * len(ids)} series"
+    sample = m.registry.get_sample_value
+    assert sample("rackwarden_server_cap_state", {"server": "srv-00007"}) == 1.0
+    assert sample("rackwarden_server_cap_actionable", {"server": "srv-00007"}) == 2.0
+    m.server_cap_state.remove("srv-00007")
+    assert sample("rackwarden_server_cap_state", {"server": "srv-00007"}) is None
+    # What is not a small whole number is kept as given: -0.0 keeps its sign, NaN stays NaN.
+    m.server_cap_bps.labels("srv-1").set(-0.0)
+    m.server_cap_bps.labels("srv-2").set(float("nan"))
+    m.server_cap_bps.labels("srv-3").set(2.5)
+    negative_zero, nan = (sample("rackwarden_server_cap_bps", {"server": s}) for s in ("srv-1", "srv-2"))
+    assert negative_zero is not None and math.copysign(1.0, negative_zero) < 0
+    assert nan is not None and math.isnan(nan)
+    assert sample("rackwarden_server_cap_bps", {"server": "srv-3"}) == 2.5
