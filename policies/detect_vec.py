@@ -30,9 +30,11 @@ How the state is laid out, and why each part is exact:
 * Declared and allowed ports (R8): membership by a sorted (server, port) key array; only the
   rows on an undeclared port reach the window loop (its `undeclared` window keeps
   _ServerState's text keys).
-* Servers with a whitelist keep detect._ServerState (the object path) for all their rows: the
-  network test is per row and such servers are few. Their rows are handed over as FlowSamples
-  (the columns' `objects`, else `resolve`, else rebuilt from the columns).
+* Destination whitelists: each network as a 128-bit value and mask; an outbound row to a
+  whitelisted destination counts for the source checks (addresses in use, spoofing) and
+  nothing else, as in _ServerState.outbound. (Before, such servers kept a _ServerState fed
+  FlowSamples resolved per row: at 10 % of a fleet that was ~30 MB of evidence objects and a
+  datagram decode per row.)
 * The sampling-rate check (`_check_rate`) per (agent, source type, source index) in arrays:
   each pass takes every source's next judging sample at once; a batch needs as many passes as
   the most judgements one source makes in it (usually one).
@@ -55,12 +57,14 @@ Evidence and top flows come from a bounded store of the last `evidence_rows` att
   evaluate made, in order): equal to AbuseDetector's whenever the store holds every row of the
   server since its oldest live flow began, else the flows of the rows it holds.
 * An IPv6 packet with an IPv4-mapped address (::ffff:a.b.c.d) is keyed as the IPv4 address
-  (SampleColumns cannot tell them apart); AbuseDetector keys the two texts apart.
+  (SampleColumns cannot tell them apart), and so matches a whitelisted IPv4 network, not an
+  IPv6 one; AbuseDetector keys the two texts apart.
 * A sample_pool or sample_sequence of -1 reads as absent (SampleColumns' encoding of None).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -435,14 +439,23 @@ class VectorDetector(AbuseDetector):
         self._ids = [s.id for s in specs]
         n = len(specs)
         self._t = [self.templates.get(s.template, self.default) for s in specs]
-        self._states: dict[str, _ServerState] = {}  # AbuseDetector's; the object path's only
-        self._objs: dict[int, _ServerState] = {}
-        is_obj = np.zeros(n, dtype=np.bool_)
+        self._states: dict[str, _ServerState] = {}  # AbuseDetector's; always empty here
+        # Destination whitelists as 128-bit (value, mask) words, IPv4 networks as ::ffff:0:0/96
+        # (SampleColumns' IPv4 form), grouped by server: _wl_at[s] .. _wl_at[s + 1].
+        nets: list[tuple[int, int, int, int, int]] = []
         for i, spec in enumerate(specs):
-            if spec.whitelist:
-                self._objs[i] = self._states[spec.id] = _ServerState(spec, self._t[i])
-                is_obj[i] = True
-        self._is_obj = is_obj
+            for text in spec.whitelist:
+                net = ipaddress.ip_network(text, strict=False)
+                value = int(net.network_address)
+                plen = net.prefixlen
+                if net.version == 4:
+                    value, plen = 0xFFFF << 32 | value, plen + 96
+                mask = ((1 << plen) - 1) << (128 - plen)
+                nets.append((i, value >> 64, value & _M64, mask >> 64, mask & _M64))
+        nets.sort(key=lambda x: x[0])
+        self._wl_srv = np.array([x[0] for x in nets], dtype=np.int64)
+        self._wl_words = np.array([x[1:] for x in nets], dtype=np.uint64).reshape(-1, 4)
+        self._wl_at = np.searchsorted(self._wl_srv, np.arange(n + 1))
         # Templates: per-server index, and the per-template values the vector code reads.
         tlist: list[DetectThresholds] = []
         tix = np.zeros(n, dtype=np.int64)
@@ -634,15 +647,8 @@ class VectorDetector(AbuseDetector):
         self._check_rates(cols, ag, np.where(sp >= 0, sp, rp))
         if not self._ids:
             return
-        obj_out = np.where(sender >= 0, self._is_obj[np.maximum(sender, 0)], False)
-        obj_in = np.where(receiver >= 0, self._is_obj[np.maximum(receiver, 0)], False)
-        if obj_out.any() or obj_in.any():
-            self._object_rows(cols, np.flatnonzero(obj_out | obj_in), sender, receiver,
-                              obj_out, obj_in, port_hit)
-        so = np.where(obj_out, -1, sender)
-        ro = np.where(obj_in, -1, receiver)
-        if (so >= 0).any() or (ro >= 0).any():
-            self._vector_rows(cols, ag, so, ro, port_hit)
+        if (sender >= 0).any() or (receiver >= 0).any():
+            self._vector_rows(cols, ag, sender, receiver, port_hit)
 
     def _port_lookup(self, ag: I64, ifindex: I64) -> I64:
         dense = self._port_dense
@@ -687,20 +693,7 @@ class VectorDetector(AbuseDetector):
         i = np.minimum(np.searchsorted(keys, q), keys.size - 1)
         return np.where((a >= 0) & (keys[i] == q), i, -1)
 
-    # ---- rows of object-path servers -----------------------------------------------------
-
-    def _samples(self, cols: SampleColumns, rows: I64) -> list[FlowSample]:
-        if cols.objects is not None:
-            return [cols.objects[i] for i in rows.tolist()]
-        got: list[FlowSample | None] = [None] * rows.size
-        if self.resolve is not None:
-            refs = cols.ref[rows]
-            have = np.flatnonzero(refs >= 0)
-            if have.size:
-                for j, s in zip(have.tolist(), self.resolve(refs[have]), strict=True):
-                    got[j] = s
-        return [s if s is not None else self._rebuild(cols.row(i))
-                for s, i in zip(got, rows.tolist(), strict=True)]
+    # ---- rows ------------------------------------------------------------------------------
 
     def _rebuild(self, kw: dict[str, Any]) -> FlowSample:
         """A FlowSample from column values alone: no header bytes; `at` from the clock pair
@@ -711,17 +704,6 @@ class VectorDetector(AbuseDetector):
         except (OverflowError, ValueError):
             when = at
         return FlowSample(source="sflow", at=when, header=b"", **kw)
-
-    def _object_rows(self, cols: SampleColumns, rows: I64, sender: I64, receiver: I64,
-                     obj_out: B1, obj_in: B1, port_hit: B1) -> None:
-        objs = self._objs
-        for s, i in zip(self._samples(cols, rows), rows.tolist(), strict=True):
-            if obj_out[i]:
-                objs[int(sender[i])].outbound(s, bool(port_hit[i]))
-            if obj_in[i]:
-                objs[int(receiver[i])].inbound(s)
-
-    # ---- rows of vector servers ----------------------------------------------------------
 
     def _vector_rows(self, cols: SampleColumns, ag: I64, so: I64, ro: I64,
                      port_hit: B1) -> None:
@@ -754,6 +736,13 @@ class VectorDetector(AbuseDetector):
                                                                          cols.src_lo)
         code |= np.uint16(_A_SPOOF) * spoof
         ev |= np.uint16(_E_SPOOF) * spoof
+        # A whitelisted destination: the source checks above, nothing else (as outbound).
+        wl = out_rows & has_dst & (self._wl_at[s0 + 1] > self._wl_at[s0])
+        if wl.any():
+            rows = np.flatnonzero(wl)
+            hit = self._whitelisted(so[rows], cols.dst_hi[rows], cols.dst_lo[rows])
+            out_rows = out_rows.copy()
+            out_rows[rows[hit]] = False
         # Outbound classification, as _ServerState.outbound.
         tcp = proto == _TCP
         hasf = flags >= 0
@@ -832,6 +821,18 @@ class VectorDetector(AbuseDetector):
         code |= np.uint16(_A_PROXY_IN) * (to_proxy & ~rst)
         self._window_rows(cols, code, ev, so, ro)
         self._store(cols, ag, so, ro, ev)
+
+    def _whitelisted(self, srv: I64, hi: npt.NDArray[np.uint64],
+                     lo: npt.NDArray[np.uint64]) -> B1:
+        """Whether each row's destination is in its server's whitelist (every row's server
+        has one): rows expanded by their server's networks, matched under each mask."""
+        start = self._wl_at[srv]
+        count = self._wl_at[srv + 1] - start
+        row = np.repeat(np.arange(srv.size), count)
+        net = np.arange(row.size) - np.repeat(np.cumsum(count) - count, count) + start[row]
+        w = self._wl_words[net]
+        match = ((hi[row] & w[:, 2]) == w[:, 0]) & ((lo[row] & w[:, 3]) == w[:, 1])
+        return np.bincount(row[match], minlength=srv.size) > 0
 
     def _port_in(self, keys: I64, srv: I64, port: I64) -> B1:
         """(server, port) among the sorted keys (server << 32 | port), per row."""
@@ -1262,12 +1263,7 @@ class VectorDetector(AbuseDetector):
 
     def _suspect(self, row: I64, srv: I64, until: F64) -> None:
         o = np.argsort(row, kind="stable")
-        row, srv, until = row[o], srv[o], until[o]
-        for s, u in zip(srv.tolist(), until.tolist(), strict=True):
-            if s in self._objs:
-                self._objs[s].rate_suspect_until = u
-        vec = ~self._is_obj[srv]
-        _last_wins(srv[vec], until[vec], self._rate_suspect)
+        _last_wins(srv[o], until[o], self._rate_suspect)
 
     def _check_rates_rowwise(self, rows: I64, key: I64, seq: I64, pool: I64,
                              cols: SampleColumns, st: I64) -> None:
@@ -1318,13 +1314,10 @@ class VectorDetector(AbuseDetector):
         out: list[Detection] = []
         active_servers = {k[0] for k in self._active}
         cand = self._dirty.copy()
-        for s, obj in self._objs.items():
-            cand[s] |= obj.dirty
         for sid in active_servers:
             cand[self._index[sid]] = True
-        idx = np.flatnonzero(cand)
-        self._dirty[idx] = False
-        vec = idx[~self._is_obj[idx]]
+        vec = np.flatnonzero(cand)
+        self._dirty[vec] = False
         # Flow-table prunes (_ServerState.prune) of the vector servers, kept to replay.
         due = vec[now - self._last_flow_prune[vec] >= self._bucket_s[vec] * 4]
         if due.size:
@@ -1334,19 +1327,9 @@ class VectorDetector(AbuseDetector):
             while self._pev and self._pev[0][0] < oldest:
                 self._pev.popleft()
         flagged = self._screen(vec, now)
-        # Only these can give or end a detection; in idx's (ascending) order.
-        judge = flagged.union([s for s in self._objs if cand[s]],
-                              [self._index[sid] for sid in active_servers])
-        for s in sorted(judge):
-            sid = self._ids[s]
-            if s in self._objs:
-                st = self._objs[s]
-                st.dirty = False
-                if sid not in active_servers and not st.screen(now):
-                    continue
-                self._judge(sid, st, now, at, out)
-            elif sid in active_servers or s in flagged:
-                self._judge(sid, self._view(s, now), now, at, out)
+        # Only these can give or end a detection, judged in server order.
+        for s in sorted(flagged.union([self._index[sid] for sid in active_servers])):
+            self._judge(self._ids[s], self._view(s, now), now, at, out)
         return out
 
     def _screen(self, vec: I64, now: float) -> set[int]:

@@ -37,7 +37,8 @@ def fleet(whitelist: bool) -> list[ServerSpec]:
             ServerSpec("s6", frozenset({(AGENT2, 1)}), frozenset({"2001:db8::66", "10.9.9.9"}),
                        contract_ips=1, allowed_out_ports=frozenset({443, 25})),
             ServerSpec("s7", frozenset({(AGENT2, 2), (AGENT, 9)}), frozenset({"2001:db8:f::9"}),
-                       template="tight", declared_ports=frozenset({22, 53}))]
+                       template="tight", declared_ports=frozenset({22, 53}),
+                       whitelist=("fe80::/64", "203.0.113.54/31") if whitelist else ())]
 
 
 def on_agent2(s: FlowSample) -> FlowSample:
@@ -538,3 +539,31 @@ def test_a_heavy_scanner_in_one_batch_equals_abuse_detector(bulk_rows: int) -> N
             st.scan_pairs.groups
         assert w.scan_pairs.saturated_until == st.scan_pairs.saturated_until
     assert vec.active() == ref.active()
+
+
+def test_whitelisted_servers_stay_on_the_columns() -> None:
+    """A server with a destination whitelist is judged from its columns like any other: its
+    rows are not turned into FlowSamples (resolving one decodes its datagram), and traffic to
+    the whitelisted network counts for nothing but the source checks."""
+    t = DetectThresholds(udp_pps=5.0, min_samples=1, rate_window_s=1.0)
+    s2 = {"input_ifindex": 2, "src_ip": "198.51.100.12"}  # s2 whitelists 203.0.113.48/30
+    to_wl = [_sample(**{**s2, "now": T0 + i * 0.01, "dst_ip": "203.0.113.49"}) for i in range(40)]
+    spoofed = [_sample(**{**s2, "now": T0 + 0.5, "src_ip": "203.0.113.77",
+                          "dst_ip": "203.0.113.49"}) for _ in range(6)]
+    asked: list[int] = []
+
+    def resolve(refs: np.ndarray) -> list[FlowSample | None]:
+        asked.extend(refs.tolist())
+        return [None] * len(refs)
+
+    ref = AbuseDetector(fleet(True), default=t)
+    vec = VectorDetector(fleet(True), default=t, resolve=resolve)
+    cols = SampleColumns.from_samples(to_wl + spoofed)
+    cols.objects = None
+    cols.ref = np.arange(len(cols), dtype=np.int64)
+    ref.ingest(to_wl + spoofed)
+    vec.ingest_columns(cols)
+    assert asked == []
+    want = ref.evaluate(T0 + 0.6, AT0)
+    assert [d.key for d in want] == [("s2", "spoof", "spoofed")]  # no flood: whitelisted
+    assert [d.key for d in vec.evaluate(T0 + 0.6, AT0)] == [d.key for d in want]
