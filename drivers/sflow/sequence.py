@@ -256,7 +256,13 @@ class ColumnSequenceTracker:
         # Rows grouped by key, row order inside (one stable sort; np.unique would sort again
         # for its inverse): `gs` is each grouped row's key number, `uniq` the keys, `first`
         # each key's first row.
-        order = np.argsort(codes, kind="stable")
+        shift = n.bit_length()
+        if int(codes.min()) >= 0 and int(codes.max()) < 1 << (62 - shift):
+            # Codes with their row number below them are distinct, so the faster unstable
+            # sort gives the stable order (~half the time of a stable sort of 64-bit ints).
+            order = np.argsort((codes << shift) | np.arange(n, dtype=np.int64))
+        else:
+            order = np.argsort(codes, kind="stable")
         sc = codes[order]
         head = np.ones(n, dtype=np.bool_)
         head[1:] = sc[1:] != sc[:-1]
