@@ -305,6 +305,17 @@ class SflowCollector(asyncio.DatagramProtocol):
 
     # -- receive thread ------------------------------------------------------------------------
 
+    def _post(self, fn: Callable[..., None], *args: object) -> bool:
+        """fn(*args) on the event loop, from the receive thread; False once the loop is closed
+        (nobody will take anything any more)."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            return False
+        return True
+
     def _receive_forever(self) -> None:
         sock, loop, clock = self._sock, self._loop, self._clock
         assert sock is not None and loop is not None
@@ -313,13 +324,7 @@ class SflowCollector(asyncio.DatagramProtocol):
         stopping = self._stopping
         columns = self._on_columns is not None
         monotonic = time.monotonic
-
-        def post(fn: Callable[..., None], *args: object) -> bool:
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:  # the loop is closed: nobody will take anything any more
-                return False
-            return True
+        post = self._post
 
         while not stopping.is_set():
             try:
@@ -375,13 +380,7 @@ class SflowCollector(asyncio.DatagramProtocol):
         stopping = self._stopping
         monotonic = time.monotonic
         cap = rx.slots
-
-        def post(fn: Callable[..., None], *args: object) -> bool:
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:  # the loop is closed: nobody will take anything any more
-                return False
-            return True
+        post = self._post
 
         while not stopping.is_set():
             try:
