@@ -37,6 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Literal, Protocol, cast
 
 import numpy as np
@@ -316,6 +317,24 @@ class SflowCollector(asyncio.DatagramProtocol):
             return False
         return True
 
+    def _reserve(self, n: int) -> bool:
+        """Take n datagrams into the backlog the event loop has yet to take; False when that
+        would pass MAX_PENDING_DATAGRAMS (the caller drops and counts them)."""
+        with self._pending_lock:
+            if self._pending + n > MAX_PENDING_DATAGRAMS:
+                return False
+            self._pending += n
+            return True
+
+    def _post_columns(self, n: int, prepare: Callable[[], _Prepared]) -> bool:
+        """The columns of n reserved datagrams (`prepare`, on this thread) to the event loop;
+        a decode bug costs the batch (counted), not the receive thread."""
+        try:
+            return self._post(self._deliver_columns, prepare(), n)
+        except Exception:  # noqa: BLE001 - a bug must cost this batch, not the thread
+            log.exception("sflow: columns decode failed on %d datagrams", n)
+            return self._post(self._count_failed_batch, n)
+
     def _receive_forever(self) -> None:
         sock, loop, clock = self._sock, self._loop, self._clock
         assert sock is not None and loop is not None
@@ -355,18 +374,10 @@ class SflowCollector(asyncio.DatagramProtocol):
                     continue
                 batch.append((data, addr, clock.now(), clock.at()))
             n = len(batch)
-            with self._pending_lock:
-                full = self._pending + n > MAX_PENDING_DATAGRAMS
-                if not full:
-                    self._pending += n
-            if full:
+            if not self._reserve(n):
                 posted = post(self._count_backlog_drop, n)
             elif columns:
-                try:
-                    posted = post(self._deliver_columns, self._prepare_columns(batch), n)
-                except Exception:  # noqa: BLE001 - a bug must cost this batch, not the thread
-                    log.exception("sflow: columns decode failed on %d datagrams", n)
-                    posted = post(self._count_failed_batch, n)
+                posted = self._post_columns(n, partial(self._prepare_columns, batch))
             else:
                 posted = post(self._deliver, batch)
             if not posted:
@@ -406,18 +417,10 @@ class SflowCollector(asyncio.DatagramProtocol):
                     if more:
                         stamps.append((more, clock.now(), clock.at()))
                         n += more
-            with self._pending_lock:
-                full = self._pending + n > MAX_PENDING_DATAGRAMS
-                if not full:
-                    self._pending += n
-            if full:
+            if not self._reserve(n):
                 posted = post(self._count_backlog_drop, n)
             else:
-                try:
-                    posted = post(self._deliver_columns, self._prepare_mmsg(rx, n, stamps), n)
-                except Exception:  # noqa: BLE001 - a bug must cost this batch, not the thread
-                    log.exception("sflow: columns decode failed on %d datagrams", n)
-                    posted = post(self._count_failed_batch, n)
+                posted = self._post_columns(n, partial(self._prepare_mmsg, rx, n, stamps))
             rx.release(n)
             if not posted:
                 return
