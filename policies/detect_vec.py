@@ -255,15 +255,18 @@ def _text_pair(k: int) -> tuple[str, int | None]:
     return _text_port((k >> 64, p - (1 << 64) if p >> 63 else p))
 
 
-def _copy_distinct(src: _Distinct | _Win | None, dst: _Distinct, conv: Callable[[Any], Any],
-                   conv_group: Callable[[Any], Any] | None = None) -> None:
-    """dst becomes src with keys as AbuseDetector's texts, order and saturation kept."""
+def _copy_distinct(src: _Distinct | _Win | None, dst: _Distinct,
+                   conv: Callable[[Any], Any] | None = None) -> None:
+    """dst becomes src, order, groups and saturation kept, each key through `conv` (to
+    AbuseDetector's text, or to a pair int), or as it is where findings only counts keys."""
     if src is None:
         return
-    dst.seen = OrderedDict((conv(k), v) for k, v in src.seen.items())
+    seen: Mapping[Any, float] = src.seen
+    dst.seen = OrderedDict(seen if conv is None else ((conv(k), v) for k, v in seen.items()))
     dst.saturated_until = src.saturated_until
-    if src.groups is not None and conv_group is not None:
-        dst.groups = {conv_group(g): c for g, c in src.groups.items()}
+    groups: Mapping[Any, int] | None = src.groups
+    if groups is not None:  # only the scan pairs' (int hosts: _IntPairs names the top one)
+        dst.groups = dict(groups)
 
 
 class _Lazy(Sequence[FlowSample]):
@@ -299,20 +302,6 @@ class _IntPairs(_Distinct):
     def max_group(self) -> tuple[object, int]:
         g, n = super().max_group()
         return (None if g is None else _text(g), n)
-
-
-def _copy_ints(src: _Distinct | _Win | None, dst: _Distinct,
-               conv: Callable[[Any], Any] | None = None) -> None:
-    """dst becomes src keyed by ints (conv maps a key to its pair int), order, groups and
-    saturation kept: for the windows findings never lists."""
-    if src is None:
-        return
-    seen: Mapping[Any, float] = src.seen
-    dst.seen = OrderedDict(seen if conv is None else ((conv(k), v) for k, v in seen.items()))
-    dst.saturated_until = src.saturated_until
-    groups: Mapping[Any, int] | None = src.groups
-    if groups is not None:
-        dst.groups = dict(groups)
 
 
 def _pair_int(k: tuple[int, int]) -> int:
@@ -989,14 +978,17 @@ class VectorDetector(AbuseDetector):
             srv = ro[in_rows]
             np.minimum.at(self._wdue, srv, cols.now[in_rows] + self._minwin[srv])
 
-    def _new_scan(self, s: int, w: _Windows) -> _Win:
-        """Server s's scan windows (hosts, then (host, port) pairs grouped by host)."""
+    def _new_scan(self, s: int) -> None:
+        """Server s's scan windows (hosts, then (host, port) pairs grouped by host), made on
+        its first scan row (and its _Windows with them, if it has none yet)."""
+        w = self._win.get(s)
+        if w is None:
+            w = self._win[s] = _Windows()
         t = self._t[s]
         d = w.scan_hosts = self._scan_h[s] = _Win(t.scan_window_s, t.distinct_cap)
         p = w.scan_pairs = self._scan_p[s] = _Win(t.scan_window_s, t.distinct_cap, grouped=True)
         assert p.groups is not None
         self._scan_hs[s], self._scan_ps[s], self._scan_pg[s] = d.seen, p.seen, p.groups
-        return d
 
     def _scan_rows(self, cols: SampleColumns, rows: I64, so: I64) -> None:
         """The scan rows (outbound SYNs, UDP with both ports) into their senders' scan
@@ -1026,7 +1018,6 @@ class VectorDetector(AbuseDetector):
         th_h = self._th_hosts
         th_p = self._th_ports
         hot = self._hot
-        wins = self._win
         # _Win.add inlined (but for an eviction) on the windows' own dicts. A server goes hot
         # when a scan window reaches its count rule, checked only when the window grows: a
         # window that reached its rule without a flag at the last screen and merely re-sights
@@ -1037,10 +1028,7 @@ class VectorDetector(AbuseDetector):
                                    strict=True):
             seen = hs_l[s]
             if seen is None:
-                w = wins.get(s)
-                if w is None:
-                    w = wins[s] = _Windows()
-                self._new_scan(s, w)
+                self._new_scan(s)
                 seen = hs_l[s]
                 assert seen is not None
             if seen.pop(a, None) is None:
@@ -1073,10 +1061,7 @@ class VectorDetector(AbuseDetector):
         by the keys it did not hold. Dict operations run in C (map, zip, update); False
         (nothing done) when a cap is within reach: the row loop handles the evictions."""
         if self._scan_hs[s] is None:
-            w = self._win.get(s)
-            if w is None:
-                w = self._win[s] = _Windows()
-            self._new_scan(s, w)
+            self._new_scan(s)
         hosts = self._scan_hs[s]
         pairs = self._scan_ps[s]
         groups = self._scan_pg[s]
@@ -1406,9 +1391,9 @@ class VectorDetector(AbuseDetector):
             # The scan windows (the largest) stay int-keyed: findings counts them, tests
             # answered keys against the pairs and names only the top host.
             st.scan_pairs.__class__ = _IntPairs
-            _copy_ints(w.scan_hosts, st.scan_hosts)
-            _copy_ints(w.scan_pairs, st.scan_pairs)
-            _copy_ints(w.scan_answered, st.scan_answered, _pair_int)
+            _copy_distinct(w.scan_hosts, st.scan_hosts)
+            _copy_distinct(w.scan_pairs, st.scan_pairs)
+            _copy_distinct(w.scan_answered, st.scan_answered, _pair_int)
             _copy_distinct(w.spoof_srcs, st.spoof_srcs, _text)
             _copy_distinct(w.proxy_clients, st.proxy_clients, _text_port)
             _copy_distinct(w.proxy_fanout, st.proxy_fanout, _text_port)
