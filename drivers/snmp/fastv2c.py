@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -48,6 +49,9 @@ class _Waiting(Protocol):
 
     @property
     def addr(self) -> tuple[str, int]: ...
+
+    @property
+    def ids(self) -> list[int]: ...
 
     garbled: str | None
 
@@ -94,6 +98,38 @@ class DatagramClient(Generic[W]):
 
     def _received(self, data: bytes, addr: tuple[str, int]) -> None:
         raise NotImplementedError
+
+    async def _send_and_wait(self, pending: W, build: Callable[[int], bytes], *,
+                             timeout_s: float, retries: int) -> Any:
+        """Up to 1 + retries sends of build(id) to pending.addr, each under an id of its own
+        and waiting timeout_s: a late reply to an earlier try is as good as the latest one.
+
+        Raises BulkTimeout when nothing matched, FastPathUnavailable when the request cannot
+        be encoded or what came back from the agent's address could not be read."""
+        assert self._transport is not None
+        try:
+            for _attempt in range(retries + 1):
+                rid = self._new_id()
+                pending.ids.append(rid)
+                self._pending[rid] = pending
+                try:
+                    packet = build(rid)
+                except ValueError as exc:  # an OID the agent gave us that BER cannot carry
+                    raise FastPathUnavailable(f"cannot encode the request: {exc}") from None
+                self._transport.sendto(packet, pending.addr)
+                self.sent += 1
+                try:
+                    return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
+                except TimeoutError:
+                    continue
+            if pending.garbled is not None:
+                raise FastPathUnavailable(pending.garbled)
+            raise BulkTimeout()
+        finally:
+            for rid in pending.ids:
+                self._pending.pop(rid, None)
+            if not pending.future.done():
+                pending.future.cancel()
 
     def _undecodable(self, addr: tuple[str, int], exc: Exception) -> None:
         """A reply with no id to match on. One request waiting on that address: it is the one.
@@ -168,30 +204,9 @@ class FastV2cClient(DatagramClient[_Pending]):
         the agent's address could not be read."""
         if self._transport is None:
             raise RuntimeError("FastV2cClient.get_bulk() before open() or after close()")
-        loop = asyncio.get_running_loop()
-        pending = _Pending(loop.create_future(), addr, community)
-        try:
-            for _attempt in range(retries + 1):
-                rid = self._new_id()
-                pending.ids.append(rid)
-                self._pending[rid] = pending
-                try:
-                    packet = ber.encode_getbulk(
-                        community, rid, non_repeaters, max_repetitions, oids
-                    )
-                except ValueError as exc:  # an OID the agent gave us that BER cannot carry
-                    raise FastPathUnavailable(f"cannot encode the request: {exc}") from None
-                self._transport.sendto(packet, addr)
-                self.sent += 1
-                try:
-                    return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
-                except TimeoutError:
-                    continue
-            if pending.garbled is not None:
-                raise FastPathUnavailable(pending.garbled)
-            raise BulkTimeout()
-        finally:
-            for rid in pending.ids:
-                self._pending.pop(rid, None)
-            if not pending.future.done():
-                pending.future.cancel()
+        pending = _Pending(asyncio.get_running_loop().create_future(), addr, community)
+        msg: ber.Message = await self._send_and_wait(
+            pending, lambda rid: ber.encode_getbulk(community, rid, non_repeaters,
+                                                    max_repetitions, oids),
+            timeout_s=timeout_s, retries=retries)
+        return msg

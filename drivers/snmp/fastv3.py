@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import ber, usm
-from .fastv2c import BulkTimeout, DatagramClient, FastPathUnavailable
+from .fastv2c import DatagramClient, FastPathUnavailable
 from .ifmib import Oid
 
 _ID_MAX = 2**31 - 1
@@ -169,31 +169,11 @@ class FastV3Client(DatagramClient[_Pending]):
         keys = None
         if engine is not None and flags & usm.FLAG_AUTH:
             keys = creds.localized(engine.engine_id)
-        loop = asyncio.get_running_loop()
-        pending = _Pending(loop.create_future(), addr, creds, flags, keys, engine)
-        try:
-            for _attempt in range(retries + 1):
-                mid = self._new_id()
-                pending.ids.append(mid)
-                self._pending[mid] = pending
-                try:
-                    packet = build(mid, keys)
-                except ValueError as exc:
-                    raise FastPathUnavailable(f"cannot encode the request: {exc}") from None
-                self._transport.sendto(packet, addr)
-                self.sent += 1
-                try:
-                    return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
-                except TimeoutError:
-                    continue
-            if pending.garbled is not None:
-                raise FastPathUnavailable(pending.garbled)
-            raise BulkTimeout()
-        finally:
-            for mid in pending.ids:
-                self._pending.pop(mid, None)
-            if not pending.future.done():
-                pending.future.cancel()
+        pending = _Pending(asyncio.get_running_loop().create_future(), addr, creds, flags, keys,
+                           engine)
+        reply: _Reply = await self._send_and_wait(pending, lambda mid: build(mid, keys),
+                                                  timeout_s=timeout_s, retries=retries)
+        return reply
 
     async def discover(self, addr: tuple[str, int], creds: usm.Credentials, *, timeout_s: float,
                        retries: int) -> EngineState:
