@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEB_PACKAGES := python3-venv gcc libc6-dev snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
+DEB_PACKAGES := python3-venv python3-dev gcc libc6-dev snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
 	tshark postgresql iproute2 iputils-ping procps tcpdump tcpreplay chromium chromium-driver \
 	fonts-wqy-microhei
 DEB_STAMP := $(VENV)/.deb-ok

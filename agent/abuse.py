@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,17 @@ def server_specs(config: Config, if_index: IfIndexOf) -> list[ServerSpec]:
     return specs
 
 
+SCANWIN_ENV = "RACKWARDEN_SCANWIN"  # "python" forces VectorDetector's Python scan loop, "c" the C one
+
+
+def scanwin_choice() -> str | None:
+    """$RACKWARDEN_SCANWIN for VectorDetector (None: C when built); a bad value fails at start."""
+    want = os.environ.get(SCANWIN_ENV) or None
+    if want not in (None, "c", "python"):
+        raise ValueError(f"{SCANWIN_ENV} must be 'c' or 'python', not {want!r}")
+    return want
+
+
 def exemptions(config: Config) -> list[Exemption]:
     return [Exemption(s.id, detector, until, reason)
             for s in config.servers for detector, until, reason in s.exemptions]
@@ -108,7 +120,7 @@ class AbuseService:
         templates = {name: DetectThresholds(**values) for name, values in self.config.detection.thresholds.items()}
         if self.engine == "vector":
             return VectorDetector(self._specs, templates=templates, exemptions=exemptions(self.config),
-                                  resolve=self._resolve)
+                                  resolve=self._resolve, scanwin=scanwin_choice())
         return AbuseDetector(self._specs, templates=templates, exemptions=exemptions(self.config))
 
     def _rebuild_detector(self) -> None:

@@ -15,7 +15,10 @@ version before the steady-state work, whose rate rings took a fleet-sized pass p
 whose evaluate() re-resolved the evidence of every active detection; 49067ca is the first,
 whose windows were all fed by one row loop; skipped without git) and of
 AbuseDetector, and the detector's memory (tracemalloc, retained bytes) empty and loaded (after
-the corpus), scaled to 10,000 servers. The last line is JSON.
+the corpus), scaled to 10,000 servers. VectorDetector runs with the compiled scan-window loop
+(policies/_scanwin.c) when it is built; then the C and the Python loop run side by side, batch
+by batch (`run_pair`): the whole detector's rate with the Python loop and each loop's own CPU
+time per scan row (`scanwin_*_loop_us_per_row`). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -181,6 +184,57 @@ def run_vector(det: VectorDetector, batches: list[SampleColumns],
     return time.process_time() - t0, found
 
 
+def timed_scan_loop(det: VectorDetector) -> list[float]:
+    """Wrap det's scan-window loop to add its CPU time and rows into the returned [s, rows]."""
+    inner = det._scan_loop
+    acc = [0.0, 0.0]
+
+    def loop(srv: Any, *rest: Any) -> None:
+        t0 = time.process_time()
+        inner(srv, *rest)
+        acc[0] += time.process_time() - t0
+        acc[1] += len(srv)
+
+    det._scan_loop = loop
+    return acc
+
+
+def run_pair(dets: list[VectorDetector], batches: list[SampleColumns],
+             eval_every: float) -> tuple[list[float], list[list[float]], list[list[Detection]]]:
+    """run_vector for several detectors in lockstep, batch by batch (each its own CPU time and
+    scan-loop time), so that all of them see the same load from the machine's other work; the
+    order turns from batch to batch (none always finds the batch cold), and the corpus' own
+    objects are out of the garbage collector's passes (gc.freeze), whose cost would fall on
+    whichever detector happens to set one off."""
+    cpu = [0.0] * len(dets)
+    found: list[list[Detection]] = [[] for _ in dets]
+    loops = [timed_scan_loop(d) for d in dets]
+    nxt = eval_every
+    gc.collect()
+    gc.freeze()
+
+    def each(i: int, b: SampleColumns | None, upto: float) -> None:
+        t0 = time.process_time()
+        if b is not None:
+            dets[i].ingest_columns(b)
+        t = nxt
+        while upto >= t:
+            found[i] += dets[i].evaluate(t, at_of(t))
+            t += eval_every
+        cpu[i] += time.process_time() - t0
+
+    for j, b in enumerate(batches):
+        last = float(b.now[-1])
+        for k in range(len(dets)):
+            each((j + k) % len(dets), b, last)
+        while last >= nxt:
+            nxt += eval_every
+    for i in range(len(dets)):
+        each(i, None, nxt)
+    gc.unfreeze()
+    return cpu, loops, found
+
+
 def run_object(det: AbuseDetector, batches: list[list[FlowSample]],
                eval_every: float) -> tuple[float, list[Detection]]:
     found: list[Detection] = []
@@ -234,25 +288,54 @@ def main() -> int:
           f"batches of {args.batch}, evaluate every 0.25 s")
     base_cls = load_baseline(args.baseline) if args.baseline else None
     vec_rates: list[float] = []
+    pyscan_rates: list[float] = []
+    cscan_rates: list[float] = []
+    loop_us: dict[str, list[float]] = {"c": [], "python": []}
     row_rates: list[float] = []
     obj_rates: list[float] = []
+    scanwin = VectorDetector([]).scanwin
+    print(f"scan-window loop: {scanwin}"
+          + ("" if scanwin == "c" else " (the compiled one is not built: C figures are null)"))
     for rep in range(args.reps):
         v_cpu, v_found = run_vector(VectorDetector(servers), batches, 0.25)
         r_cpu, r_found = run_vector((base_cls or VectorDetector)(servers), batches, 0.25)
         o_cpu, o_found = run_object(AbuseDetector(servers), obj_batches, 0.25)
-        if v_found != o_found or r_found != o_found:
+        # The two scan-window loops side by side, batch by batch (the machine's load varies
+        # more between runs than the two differ).
+        pair = [VectorDetector(servers, scanwin="python")]
+        if scanwin == "c":
+            pair.insert(0, VectorDetector(servers, scanwin="c"))
+        p_cpu, p_loops, p_found = run_pair(pair, batches, 0.25)
+        if v_found != o_found or r_found != o_found or any(f != o_found for f in p_found):
             print("MISMATCH: the detectors disagree", file=sys.stderr)
             return 1
         vec_rates.append(n / v_cpu)
+        pyscan_rates.append(n / p_cpu[-1])
+        if len(pair) == 2:
+            cscan_rates.append(n / p_cpu[0])
+        for d, acc in zip(pair, p_loops, strict=True):
+            loop_us[d.scanwin].append(acc[0] / max(acc[1], 1) * 1e6)
         row_rates.append(n / r_cpu)
         obj_rates.append(n / o_cpu)
         print(f"rep {rep}: vector {n / v_cpu:,.0f} samples/CPU-s, baseline {n / r_cpu:,.0f}, "
-              f"object {n / o_cpu:,.0f} ({len(o_found)} detections on all)")
+              f"object {n / o_cpu:,.0f} ({len(o_found)} detections on all); side by side: "
+              + ", ".join(f"{d.scanwin} scan loop {n / c:,.0f} samples/CPU-s "
+                          f"(loop {acc[0]:.3f} s for {acc[1]:,.0f} scan rows)"
+                          for d, c, acc in zip(pair, p_cpu, p_loops, strict=True)))
     vec = statistics.median(vec_rates)
+    pyscan = statistics.median(pyscan_rates)
+    cscan = statistics.median(cscan_rates) if cscan_rates else None
     row = statistics.median(row_rates)
     obj = statistics.median(obj_rates)
+    c_us = statistics.median(loop_us["c"]) if loop_us["c"] else None
+    py_us = statistics.median(loop_us["python"])
     print(f"median: vector {vec:,.0f}, baseline {row:,.0f}, object {obj:,.0f} samples/CPU-s: "
           f"{vec / row:.2f}x baseline, {vec / obj:.1f}x object")
+    print(f"scan-window loop per scan row, side by side: "
+          f"C {'n/a' if c_us is None else f'{c_us:.3f} us'}, Python {py_us:.3f} us"
+          + ("" if c_us is None or cscan is None else
+             f" ({py_us / c_us:.2f}x); the whole detector {cscan:,.0f} samples/CPU-s with the C "
+             f"loop, {pyscan:,.0f} with the Python loop ({cscan / pyscan:.2f}x)"))
 
     def load_vec(d: VectorDetector) -> None:
         for b in batches:
@@ -283,6 +366,12 @@ def main() -> int:
         "baseline_state_mb_loaded": round(r_loaded * scale, 1),
         "object_state_mb_empty": round(o_empty * scale, 1),
         "object_state_mb_loaded": round(o_loaded * scale, 1),
+        "scanwin": scanwin,
+        "scanwin_c_samples_per_cpu_s": None if cscan is None else round(cscan),
+        "scanwin_python_samples_per_cpu_s": round(pyscan),
+        "scanwin_c_loop_us_per_row": None if c_us is None else round(c_us, 3),
+        "scanwin_python_loop_us_per_row": round(py_us, 3),
+        "ratio_scanwin_c_vs_python_loop": None if c_us is None else round(py_us / c_us, 2),
     }))
     return 0
 

@@ -24,7 +24,9 @@ How the state is laid out, and why each part is exact:
   only, so the windows are independent: the scan windows (hosts; (host, port) pairs), which
   take most rows of a healthy fleet, are `_Win` (detect._Distinct's rules over a plain dict
   with int keys, no tuple per pair; bench/detect_vec.py measures it) fed by their own loop
-  over the rows sorted by server (stably: each server's rows stay in row order); the others
+  over the rows sorted by server (stably: each server's rows stay in row order), which runs
+  in C (policies/_scanwin.c: the same dict operations in the same order on the same dicts)
+  when that optional extension is built, else in Python (`scanwin` chooses); the others
   keep `detect._Distinct`, fed by the general loop. Texts are built only for a server the
   screen flags.
 * Declared and allowed ports (R8): membership by a sorted (server, port) key array; only the
@@ -70,7 +72,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import compress, repeat
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -93,6 +95,16 @@ from .detect import (
 )
 from .flowcols import NONE, SampleColumns, ip_words, words_ip
 from .flowfacts import FlowSample
+
+# The scan-window row loop in C (policies/_scanwin.c): an optional extension, so a machine
+# without a compiler or Python's headers still installs and runs the Python loop below.
+try:
+    from ._scanwin_c import scan_rows as _scan_rows_c
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _scan_rows_c = None
+    SCANWIN_C_ERROR: str | None = f"the compiled scan-window loop is not built ({exc})"
+else:
+    SCANWIN_C_ERROR = None
 
 __all__ = ["Resolver", "VectorDetector"]
 
@@ -132,6 +144,7 @@ _EV_KINDS = (("ev_flood", _E_FLOOD), ("ev_spam", _E_SPAM), ("ev_scan", _E_SCAN),
              ("ev_spoof", _E_SPOOF), ("ev_proxy", _E_PROXY), ("ev_ports", _E_PORTS))
 
 _BULK_ROWS = 16  # a server's scan rows in one batch from which _scan_bulk takes them
+_NO_BULK = 1 << 62  # (with the C loop: never)
 _DENSE_PORTS = 1 << 18  # entries of the dense port table at most (2 MB)
 _EV_CACHE = 4096  # evidence FlowSamples kept by stored row (see _stored_samples)
 _STORE_COLS = ("agent", "input_ifindex", "output_ifindex", "sampling_rate", "frame_length",
@@ -387,8 +400,77 @@ def _last_wins(idx: I64, vals: F64, arr: F64) -> None:
     arr[u] = vals[::-1][first]
 
 
+def _scan_loop_py(srv: I64, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64],
+                  port: I64, now: F64, hs_l: list[dict[int, float] | None],
+                  ps_l: list[dict[int, float]], pg_l: list[dict[int, int]],
+                  hosts_l: list[_Win | None], pairs_l: list[_Win | None], caps: list[int],
+                  th_h: list[int], th_p: list[int], hot: set[int],
+                  new_scan: Callable[[int], None]) -> None:
+    """VectorDetector._scan_rows' row loop: each row (server, destination host, destination
+    port, time) into the server's scan windows, in row order (policies/_scanwin.c is its
+    twin in C, with the same arguments; tests/unit/test_scanwin_c.py holds them equal).
+
+    _Win.add inlined (but for an eviction) on the windows' own dicts. A server goes hot when
+    a scan window reaches its count rule, checked only when the window grows: a window that
+    reached its rule without a flag at the last screen and merely re-sights keys since cannot
+    be flagged by it, and every other rule's rows make their server hot themselves."""
+    addrs: list[int] = lo.tolist()
+    for j in np.flatnonzero(hi).tolist():
+        addrs[j] |= int(hi[j]) << 64
+    for s, a, p, t in zip(srv.tolist(), addrs, port.tolist(), now.tolist(), strict=True):
+        seen = hs_l[s]
+        if seen is None:
+            new_scan(s)
+            seen = hs_l[s]
+            assert seen is not None
+        if seen.pop(a, None) is None:
+            if len(seen) < caps[s]:
+                seen[a] = t
+            else:
+                hosts_l[s].add(a, t)
+            if len(seen) >= th_h[s]:
+                hot.add(s)
+        else:
+            seen[a] = t
+        seen = ps_l[s]
+        k = a << 64 | (p & _M64)  # host, then the port (-1: none) as 64 bits
+        if seen.pop(k, None) is None:
+            if len(seen) < caps[s]:
+                seen[k] = t
+                groups = pg_l[s]
+                groups[a] = groups.get(a, 0) + 1
+            else:
+                pairs_l[s].add(k, t)
+            if len(seen) >= th_p[s]:
+                hot.add(s)
+        else:
+            seen[k] = t
+
+
+ScanLoop = Callable[..., None]
+ScanImpl = Literal["c", "python"]
+
+
+def scan_loop(impl: str | None = None) -> tuple[ScanImpl, ScanLoop]:
+    """The scan-window row loop to use: `impl` ("c" or "python"), else the compiled one when
+    it is built (policies/_scanwin.c, an optional extension of `pip install -e .`), else
+    Python. RuntimeError when "c" is asked for and it is not built."""
+    if impl == "python":
+        return "python", _scan_loop_py
+    if impl not in (None, "c"):
+        raise ValueError(f"scanwin must be 'c' or 'python', not {impl!r}")
+    if _scan_rows_c is not None:
+        return "c", _scan_rows_c
+    if impl == "c":
+        raise RuntimeError(f"scanwin 'c' asked for, but {SCANWIN_C_ERROR}")
+    return "python", _scan_loop_py
+
+
 class VectorDetector(AbuseDetector):
-    """AbuseDetector's detectors over columns; see the module docstring."""
+    """AbuseDetector's detectors over columns; see the module docstring.
+
+    `scanwin` picks the scan-window row loop (scan_loop): "c" (RuntimeError when the
+    extension is not built), "python", or None for C when built."""
 
     def __init__(
         self,
@@ -399,6 +481,7 @@ class VectorDetector(AbuseDetector):
         *,
         resolve: Resolver | None = None,
         evidence_rows: int = 1 << 15,
+        scanwin: str | None = None,
     ) -> None:
         if evidence_rows < 1:
             raise ValueError("evidence_rows must be at least 1")
@@ -514,7 +597,11 @@ class VectorDetector(AbuseDetector):
         self._scan_ps: list[dict[int, float]] = [{}] * n
         self._scan_pg: list[dict[int, int]] = [{}] * n
         self._caps = [t.distinct_cap for t in self._t]
-        self._bulk_rows = _BULK_ROWS
+        # The scan-window row loop, "c" or "python" (scan_loop; None: C when built). The C
+        # loop takes a server's many rows for less than _scan_bulk does (bench/scanwin.py,
+        # `heavy`), so with it every row takes the loop.
+        self.scanwin, self._scan_loop = scan_loop(scanwin)
+        self._bulk_rows = _BULK_ROWS if self.scanwin == "python" else _NO_BULK
         self._proxied = np.zeros(n, dtype=np.bool_)
         self._follow = np.array([t.proxy_follow_s for t in self._t], dtype=np.float64)
         self._th_hosts = [t.scan_distinct_hosts for t in self._t]
@@ -999,7 +1086,8 @@ class VectorDetector(AbuseDetector):
         # servers are independent, and their objects are then visited in memory order.
         rows = rows[np.argsort(so[rows], kind="stable")]
         srv = so[rows]
-        # A server with many rows in the batch (an attacker, a SPAN port) takes them in bulk.
+        # A server with many rows in the batch (an attacker, a SPAN port) takes them in bulk
+        # (with the Python loop; see _bulk_rows).
         heads = np.flatnonzero(np.diff(srv, prepend=-1))
         counts = np.diff(heads, append=srv.size)
         bulk = counts >= self._bulk_rows
@@ -1009,50 +1097,17 @@ class VectorDetector(AbuseDetector):
                 if self._scan_bulk(cols, rows[h:h + c], int(srv[h])):
                     keep[h:h + c] = False
             rows, srv = rows[keep], srv[keep]
-        hosts_l = self._scan_h
-        pairs_l = self._scan_p
-        hs_l = self._scan_hs
-        ps_l = self._scan_ps
-        pg_l = self._scan_pg
-        caps = self._caps
-        th_h = self._th_hosts
-        th_p = self._th_ports
-        hot = self._hot
-        # _Win.add inlined (but for an eviction) on the windows' own dicts. A server goes hot
-        # when a scan window reaches its count rule, checked only when the window grows: a
-        # window that reached its rule without a flag at the last screen and merely re-sights
-        # keys since cannot be flagged by it, and every other rule's rows make their server
-        # hot themselves.
-        for s, a, port, now in zip(srv.tolist(), _addrs(cols.dst_hi, cols.dst_lo, rows),
-                                   cols.dst_port[rows].tolist(), cols.now[rows].tolist(),
-                                   strict=True):
-            seen = hs_l[s]
-            if seen is None:
-                self._new_scan(s)
-                seen = hs_l[s]
-                assert seen is not None
-            if seen.pop(a, None) is None:
-                if len(seen) < caps[s]:
-                    seen[a] = now
-                else:
-                    hosts_l[s].add(a, now)
-                if len(seen) >= th_h[s]:
-                    hot.add(s)
-            else:
-                seen[a] = now
-            seen = ps_l[s]
-            k = a << 64 | (port & _M64)  # host, then the port (-1: none) as 64 bits
-            if seen.pop(k, None) is None:
-                if len(seen) < caps[s]:
-                    seen[k] = now
-                    groups = pg_l[s]
-                    groups[a] = groups.get(a, 0) + 1
-                else:
-                    pairs_l[s].add(k, now)
-                if len(seen) >= th_p[s]:
-                    hot.add(s)
-            else:
-                seen[k] = now
+        if rows.size:
+            # The C loop reads these as native 64-bit arrays (a no-op for SampleColumns' own).
+            def col(a: npt.NDArray[Any], t: type[np.generic]) -> npt.NDArray[Any]:
+                return np.ascontiguousarray(a[rows], dtype=t)
+
+            self._scan_loop(np.ascontiguousarray(srv, dtype=np.int64),
+                            col(cols.dst_hi, np.uint64), col(cols.dst_lo, np.uint64),
+                            col(cols.dst_port, np.int64), col(cols.now, np.float64),
+                            self._scan_hs, self._scan_ps, self._scan_pg, self._scan_h,
+                            self._scan_p, self._caps, self._th_hosts, self._th_ports, self._hot,
+                            self._new_scan)
 
     def _scan_bulk(self, cols: SampleColumns, rows: I64, s: int) -> bool:
         """Server s's scan rows (in row order) at once, where no window can reach its cap:
@@ -1087,9 +1142,13 @@ class VectorDetector(AbuseDetector):
             if new:
                 hot = hot or len(seen) >= th
                 if grouped:
-                    for k in compress(ks, [x is None for x in was]):
-                        g = k >> 64
-                        groups[g] = groups.get(g, 0) + 1
+                    # In order of first sight, as the row loop makes the groups: a tie in
+                    # max_group goes to the group made first (the host a detection names).
+                    fresh = set(compress(ks, [x is None for x in was]))
+                    for k in dict.fromkeys(keys):
+                        if k in fresh:
+                            g = k >> 64
+                            groups[g] = groups.get(g, 0) + 1
         if hot:
             self._hot.add(s)
         return True

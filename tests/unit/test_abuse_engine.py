@@ -141,3 +141,29 @@ def test_a_flood_over_real_sflow_gives_the_same_detection_on_both_engines(tmp_pa
     _datagrams, frames = flood_datagrams(400)
     assert v.evidence and [s.header for s in v.evidence] == [s.header for s in o.evidence]
     assert {s.header for s in v.evidence} <= set(frames)
+
+
+@pytest.mark.parametrize("value", ["python", "c"])
+def test_rackwarden_scanwin_picks_the_scan_loop(tmp_path: Path, value: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """RACKWARDEN_SCANWIN reaches the detector the daemon builds (and survives a rebuild)."""
+    from rackwarden.policies.detect_vec import SCANWIN_C_ERROR
+    if value == "c" and SCANWIN_C_ERROR is not None:
+        print(f"\n*** {SCANWIN_C_ERROR}: the 'c' case is SKIPPED ***")
+        pytest.skip(SCANWIN_C_ERROR)
+    monkeypatch.setenv("RACKWARDEN_SCANWIN", value)
+    svc = AbuseService(loads(config_text(tmp_path, None)), clock=SystemClock(),
+                       metrics=Metrics(), enforcer=_Enforcer(),  # type: ignore[arg-type]
+                       if_index=lambda sw, port: 1)
+    assert isinstance(svc.detector, VectorDetector) and svc.detector.scanwin == value
+    svc._rebuild_detector()
+    assert isinstance(svc.detector, VectorDetector) and svc.detector.scanwin == value
+
+
+def test_a_bad_rackwarden_scanwin_fails_at_start_naming_it(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RACKWARDEN_SCANWIN", "fast")
+    with pytest.raises(ValueError, match="RACKWARDEN_SCANWIN"):
+        AbuseService(loads(config_text(tmp_path, None)), clock=SystemClock(),
+                     metrics=Metrics(), enforcer=_Enforcer(),  # type: ignore[arg-type]
+                     if_index=lambda sw, port: 1)

@@ -5,13 +5,15 @@ thresholds, two agents, IPv4 and IPv6, unattributed rows, servers attributed by 
 whitelists and declared ports on the object path) go to AbuseDetector.ingest, to
 VectorDetector.ingest, and to VectorDetector.ingest_columns in random batch splits; every
 evaluation's detections (every field, evidence and top flows included: the row store holds
-the whole stream), the active list and the counters must be equal.
+the whole stream), the active list and the counters must be equal. Every test runs for both
+scan-window loops (policies/_scanwin.c and the Python one); the C one is skipped, loudly, only
+when it is not built.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rackwarden.policies import detect
+from rackwarden.policies import detect, detect_vec
 from rackwarden.policies.detect import AbuseDetector, Detection, DetectThresholds, ServerSpec
 from rackwarden.policies.detect_vec import VectorDetector, _text, _Win
 from rackwarden.policies.flowcols import SampleColumns
@@ -28,6 +30,46 @@ from rackwarden.policies.flowfacts import FLOW_SAMPLE_FIELDS, FlowSample, new_fl
 from .test_detect_columnar import _DEFAULTS, AGENT, AT0, T0, specs, streams, thresholds
 
 AGENT2 = "2001:db8:a::2"
+
+if detect_vec.SCANWIN_C_ERROR is not None:
+    # Said loudly: the C half of every test below is skipped, which must not go unseen.
+    print(f"\n*** test_detect_vec: {detect_vec.SCANWIN_C_ERROR}: C scan-window tests SKIPPED ***")
+
+SCANWINS = [
+    pytest.param("c", marks=pytest.mark.skipif(
+        detect_vec.SCANWIN_C_ERROR is not None, reason=str(detect_vec.SCANWIN_C_ERROR))),
+    "python",
+]
+
+
+@pytest.fixture(scope="module", params=SCANWINS, autouse=True)
+def scanwin(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this module runs once for each scan-window loop (policies/_scanwin.c and
+    the Python one): every VectorDetector built here uses the one asked for. Module-scoped,
+    so hypothesis' tests take it too."""
+    impl: str = request.param
+    plain = detect_vec.scan_loop
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(detect_vec, "scan_loop", lambda want=None: plain(want or impl))
+        yield impl
+
+
+SCAN_LOOP = detect_vec.scan_loop  # before the fixture above stands in for it
+
+
+def test_the_scan_window_loop_is_the_one_asked_for(scanwin: str) -> None:
+    vec = VectorDetector(fleet(False))
+    assert vec.scanwin == scanwin
+    with pytest.raises(ValueError, match="must be 'c' or 'python'"):
+        VectorDetector([], scanwin="fortran")
+
+
+def test_c_asked_for_without_the_module_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detect_vec, "_scan_rows_c", None)
+    monkeypatch.setattr(detect_vec, "SCANWIN_C_ERROR", "the compiled scan-window loop is not built")
+    with pytest.raises(RuntimeError, match="'c' asked for, but the compiled scan-window loop is not"):
+        SCAN_LOOP("c")
+    assert SCAN_LOOP(None)[0] == SCAN_LOOP("python")[0] == "python"
 
 
 def fleet(whitelist: bool) -> list[ServerSpec]:
@@ -567,3 +609,24 @@ def test_whitelisted_servers_stay_on_the_columns() -> None:
     want = ref.evaluate(T0 + 0.6, AT0)
     assert [d.key for d in want] == [("s2", "spoof", "spoofed")]  # no flood: whitelisted
     assert [d.key for d in vec.evaluate(T0 + 0.6, AT0)] == [d.key for d in want]
+
+
+@pytest.mark.parametrize("bulk_rows", [16, 10_000])
+def test_a_port_scan_tie_names_the_host_first_scanned(bulk_rows: int) -> None:
+    """Two hosts scanned on as many ports: the detection names the one whose ports were
+    first seen (its group was made first), as AbuseDetector does, also when the batch is
+    taken in bulk and the other host's pairs were last seen first."""
+    t = DetectThresholds(scan_distinct_ports=3, scan_distinct_hosts=50)
+    a, b = "203.0.113.1", "203.0.113.2"
+    rows = [_syn(T0, a, 80), _syn(T0 + 0.01, b, 80), _syn(T0 + 0.02, b, 443),
+            _syn(T0 + 0.03, b, 22), _syn(T0 + 0.04, a, 443), _syn(T0 + 0.05, a, 22)]
+    rows += [_syn(T0 + 0.06 + i * 0.01, b, 80) for i in range(10)]  # re-sights
+    rows.append(_syn(T0 + 0.2, a, 80))  # a's first pair is the last one seen
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t)
+    vec._bulk_rows = bulk_rows
+    ref.ingest(rows)
+    vec.ingest_columns(SampleColumns.from_samples(rows))
+    want = ref.evaluate(T0 + 0.5, AT0)
+    assert [d.subjects for d in want if d.key[1:] == ("scan", "ports")] == [(a,)]
+    assert vec.evaluate(T0 + 0.5, AT0) == want

@@ -1,0 +1,433 @@
+/* The scan-window row loop of VectorDetector._scan_rows, in C.
+ *
+ * detect_vec.py's loop, row by row, with the same dict operations in the same order on the
+ * same Python objects: the windows are plain dicts that the rest of the detector (the screen,
+ * evaluate(), the evidence code) reads, so this module works through the C API on them
+ * rather than keeping state of its own. Per row (server s, host a, pair k, time now):
+ *
+ *   seen = hs_l[s]; if None: new_scan(s); seen = hs_l[s]
+ *   if seen.pop(a, None) is None:
+ *       if len(seen) < caps[s]: seen[a] = now
+ *       else: hosts_l[s].add(a, now)          # the eviction, in _Win.add
+ *       if len(seen) >= th_h[s]: hot.add(s)
+ *   else: seen[a] = now
+ *   seen = ps_l[s]; k = a << 64 | (port & 2**64-1)
+ *   if seen.pop(k, None) is None:
+ *       if len(seen) < caps[s]: seen[k] = now; pg_l[s][a] = pg_l[s].get(a, 0) + 1
+ *       else: pairs_l[s].add(k, now)
+ *       if len(seen) >= th_p[s]: hot.add(s)
+ *   else: seen[k] = now
+ *
+ * The keys are Python ints of the same values (a = hi << 64 | lo, non-negative; the pair
+ * adds the port as 64 bits, -1 -> 2**64 - 1). A key's hash is computed once per row for its
+ * stores and its group (the private _KnownHash calls of 3.11/3.12; the public ones, hashing
+ * again, elsewhere); a pop is one lookup (_PyDict_Pop, PyDict_Pop from 3.13).
+ *
+ * Measured (bench/detect_vec.py): at a fleet's size the loop waits on memory more than it
+ * computes, each row touching another server's dicts (perf: most of its time in the dict
+ * lookups' cache misses), so C saves the interpreter's share only. Prefetching the next rows'
+ * dicts and key tables measured no gain and is not done. A key wider than 64 bits is made
+ * from its bytes (_PyLong_FromByteArray): 0.72 against 1.11 us a row for
+ * PyLong_FromUnsignedLongLong with shifts and ors, on windows that fit the cache.
+ *
+ * An exception raised by .add or new_scan (or any failing call) stops the loop there and
+ * propagates: the rows before it are done, as in the Python loop.
+ *
+ * scan_rows(srv, hi, lo, port, now, hs_l, ps_l, pg_l, hosts_l, pairs_l, caps, th_h, th_p,
+ *           hot, new_scan) -> None
+ *   srv int64, hi/lo uint64, port int64, now float64: C-contiguous, one row each, same length.
+ *   The eight lists are indexed by server (a negative or too large index: IndexError).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if PY_VERSION_HEX < 0x030D0000
+#define KNOWN_HASH 1
+#else
+#define KNOWN_HASH 0
+#endif
+
+static PyObject *str_add;  /* "add" */
+static PyObject *one;      /* 1 */
+
+/* A key's int from little-endian 64-bit words (n of them), the highest nonzero word first
+ * trimmed: PyLong_FromUnsignedLongLong when it fits one word. */
+static PyObject *
+key_from_words(const uint64_t *w, int n)
+{
+    while (n > 1 && w[n - 1] == 0)
+        n--;
+    if (n == 1)
+        return PyLong_FromUnsignedLongLong(w[0]);
+    unsigned char buf[24];
+    for (int j = 0; j < n; j++)
+        for (int b = 0; b < 8; b++)
+            buf[8 * j + b] = (unsigned char)(w[j] >> (8 * b));
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyLong_FromUnsignedNativeBytes(
+        buf, (size_t)(8 * n), Py_ASNATIVEBYTES_LITTLE_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
+#else
+    return _PyLong_FromByteArray(buf, (size_t)(8 * n), 1, 0);
+#endif
+}
+
+/* len(d) < lim (op Py_LT) or len(d) >= lim (op Py_GE), as Python compares them: exact ints
+ * directly, anything else through rich comparison. 1/0, -1 with an exception set. */
+static int
+len_cmp(Py_ssize_t n, PyObject *lim, int op)
+{
+    if (PyLong_CheckExact(lim)) {
+        int ovf;
+        long long v = PyLong_AsLongLongAndOverflow(lim, &ovf);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (!ovf)
+            return op == Py_LT ? (long long)n < v : (long long)n >= v;
+    }
+    PyObject *nn = PyLong_FromSsize_t(n);
+    if (nn == NULL)
+        return -1;
+    int r = PyObject_RichCompareBool(nn, lim, op);
+    Py_DECREF(nn);
+    return r;
+}
+
+static int
+store(PyObject *d, PyObject *key, Py_hash_t h, PyObject *val)
+{
+#if KNOWN_HASH
+    return _PyDict_SetItem_KnownHash(d, key, val, h);
+#else
+    (void)h;
+    return PyDict_SetItem(d, key, val);
+#endif
+}
+
+/* d.pop(key, None) is None, the key then stored at the end with value now when it was there
+ * (popped not None). Returns 1 when the key was absent (nothing stored: the caller decides),
+ * 0 when it was re-sighted (popped and stored again), -1 on error. */
+static int
+pop_or_touch(PyObject *d, PyObject *key, Py_hash_t h, PyObject *now)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *v;
+    if (PyDict_Pop(d, key, &v) < 0)
+        return -1;
+#else
+    PyObject *v = _PyDict_Pop(d, key, Py_None);  /* one lookup for the pop */
+    if (v == NULL)
+        return -1;
+#endif
+    int absent = v == NULL || v == Py_None;
+    Py_XDECREF(v);
+    if (absent)
+        return 1;
+    return store(d, key, h, now) < 0 ? -1 : 0;
+}
+
+/* groups[g] = groups.get(g, 0) + 1 */
+static int
+group_inc(PyObject *groups, PyObject *g, Py_hash_t h)
+{
+#if KNOWN_HASH
+    PyObject *v = _PyDict_GetItem_KnownHash(groups, g, h);
+#else
+    PyObject *v = PyDict_GetItemWithError(groups, g);
+#endif
+    PyObject *nv;
+    if (v == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        nv = one;
+        Py_INCREF(nv);
+    } else {
+        nv = PyNumber_Add(v, one);
+        if (nv == NULL)
+            return -1;
+    }
+    int r = store(groups, g, h, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+/* lst[s] as a new reference, which must be an exact dict (or None when none_ok: *out NULL). */
+static int
+list_item(PyObject *lst, Py_ssize_t s, const char *name, int dict_only, PyObject **out)
+{
+    if (s < 0 || s >= PyList_GET_SIZE(lst)) {
+        PyErr_Format(PyExc_IndexError, "scan_rows: server %zd out of range of %s", s, name);
+        return -1;
+    }
+    PyObject *o = PyList_GET_ITEM(lst, s);
+    if (dict_only && !PyDict_CheckExact(o)) {
+        PyErr_Format(PyExc_TypeError, "scan_rows: %s[%zd] is %.100s, not a dict", name, s,
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    Py_INCREF(o);
+    *out = o;
+    return 0;
+}
+
+/* obj.add(key, now) */
+static int
+call_add(PyObject *lst, Py_ssize_t s, const char *name, PyObject *key, PyObject *now)
+{
+    PyObject *win;
+    if (list_item(lst, s, name, 0, &win) < 0)
+        return -1;
+    PyObject *args[3] = {win, key, now};
+    PyObject *r = PyObject_VectorcallMethod(str_add, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                            NULL);
+    Py_DECREF(win);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+get_buf(PyObject *o, Py_buffer *b, const char *name, const char *kinds, Py_ssize_t n)
+{
+    if (PyObject_GetBuffer(o, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    const char *f = b->format ? b->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<')
+        f++;
+    if (b->itemsize != 8 || strlen(f) != 1 || strchr(kinds, *f) == NULL) {
+        PyErr_Format(PyExc_TypeError, "scan_rows: %s must be a contiguous array of 8-byte '%s', "
+                     "not '%s' of %zd bytes", name, kinds, b->format ? b->format : "B",
+                     b->itemsize);
+        PyBuffer_Release(b);
+        return -1;
+    }
+    if (n >= 0 && b->len / 8 != n) {
+        PyErr_Format(PyExc_ValueError, "scan_rows: %s has %zd rows, srv %zd", name,
+                     b->len / 8, n);
+        PyBuffer_Release(b);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+is_list(PyObject *o, const char *name)
+{
+    if (!PyList_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "scan_rows: %s must be a list, not %.100s", name,
+                     Py_TYPE(o)->tp_name);
+        return 0;
+    }
+    return 1;
+}
+
+/* One row; 0 or -1 (exception set). Owns nothing on return. */
+static int
+one_row(Py_ssize_t s, PyObject *s_obj, uint64_t hi, uint64_t lo, int64_t port, double t,
+        PyObject *hs_l, PyObject *ps_l, PyObject *pg_l, PyObject *hosts_l, PyObject *pairs_l,
+        PyObject *caps, PyObject *th_h, PyObject *th_p, PyObject *hot, PyObject *new_scan)
+{
+    PyObject *seen = NULL, *a = NULL, *k = NULL, *now = NULL, *cap = NULL, *th = NULL;
+    PyObject *groups = NULL;
+    int rc = -1, r;
+    Py_hash_t ha, hk;
+
+    if (s < 0 || s >= PyList_GET_SIZE(hs_l)) {
+        PyErr_Format(PyExc_IndexError, "scan_rows: server %zd out of range of hs_l", s);
+        return -1;
+    }
+    if (PyList_GET_ITEM(hs_l, s) == Py_None) {
+        PyObject *res = PyObject_CallOneArg(new_scan, s_obj);
+        if (res == NULL)
+            return -1;
+        Py_DECREF(res);
+        if (s >= PyList_GET_SIZE(hs_l) || PyList_GET_ITEM(hs_l, s) == Py_None) {
+            PyErr_Format(PyExc_AssertionError, "scan_rows: new_scan(%zd) made no hosts window", s);
+            return -1;
+        }
+    }
+    if (list_item(hs_l, s, "hs_l", 1, &seen) < 0)
+        return -1;
+    {
+        uint64_t w[2] = {lo, hi};
+        a = key_from_words(w, 2);
+    }
+    if (a == NULL || (ha = PyObject_Hash(a)) == -1)
+        goto done;
+    now = PyFloat_FromDouble(t);
+    if (now == NULL)
+        goto done;
+    /* Hosts. */
+    r = pop_or_touch(seen, a, ha, now);
+    if (r < 0)
+        goto done;
+    if (r == 1) {
+        if (list_item(caps, s, "caps", 0, &cap) < 0)
+            goto done;
+        r = len_cmp(PyDict_GET_SIZE(seen), cap, Py_LT);
+        Py_CLEAR(cap);
+        if (r < 0)
+            goto done;
+        if (r) {
+            if (store(seen, a, ha, now) < 0)
+                goto done;
+        } else if (call_add(hosts_l, s, "hosts_l", a, now) < 0) {
+            goto done;
+        }
+        if (list_item(th_h, s, "th_h", 0, &th) < 0)
+            goto done;
+        r = len_cmp(PyDict_GET_SIZE(seen), th, Py_GE);
+        Py_CLEAR(th);
+        if (r < 0 || (r && PySet_Add(hot, s_obj) < 0))
+            goto done;
+    }
+    Py_CLEAR(seen);
+    /* (host, port) pairs. */
+    if (list_item(ps_l, s, "ps_l", 1, &seen) < 0)
+        goto done;
+    {
+        uint64_t w[3] = {(uint64_t)port, lo, hi};
+        k = key_from_words(w, 3);
+    }
+    if (k == NULL || (hk = PyObject_Hash(k)) == -1)
+        goto done;
+    r = pop_or_touch(seen, k, hk, now);
+    if (r < 0)
+        goto done;
+    if (r == 1) {
+        if (list_item(caps, s, "caps", 0, &cap) < 0)
+            goto done;
+        r = len_cmp(PyDict_GET_SIZE(seen), cap, Py_LT);
+        Py_CLEAR(cap);
+        if (r < 0)
+            goto done;
+        if (r) {
+            if (store(seen, k, hk, now) < 0)
+                goto done;
+            if (list_item(pg_l, s, "pg_l", 1, &groups) < 0 || group_inc(groups, a, ha) < 0)
+                goto done;
+        } else if (call_add(pairs_l, s, "pairs_l", k, now) < 0) {
+            goto done;
+        }
+        if (list_item(th_p, s, "th_p", 0, &th) < 0)
+            goto done;
+        r = len_cmp(PyDict_GET_SIZE(seen), th, Py_GE);
+        Py_CLEAR(th);
+        if (r < 0 || (r && PySet_Add(hot, s_obj) < 0))
+            goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(seen);
+    Py_XDECREF(groups);
+    Py_XDECREF(a);
+    Py_XDECREF(k);
+    Py_XDECREF(now);
+    return rc;
+}
+
+static PyObject *
+scan_rows(PyObject *self, PyObject *args)
+{
+    PyObject *o_srv, *o_hi, *o_lo, *o_port, *o_now;
+    PyObject *hs_l, *ps_l, *pg_l, *hosts_l, *pairs_l, *caps, *th_h, *th_p, *hot, *new_scan;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOO:scan_rows", &o_srv, &o_hi, &o_lo, &o_port,
+                          &o_now, &hs_l, &ps_l, &pg_l, &hosts_l, &pairs_l, &caps, &th_h, &th_p,
+                          &hot, &new_scan))
+        return NULL;
+    if (!is_list(hs_l, "hs_l") || !is_list(ps_l, "ps_l") || !is_list(pg_l, "pg_l")
+        || !is_list(hosts_l, "hosts_l") || !is_list(pairs_l, "pairs_l") || !is_list(caps, "caps")
+        || !is_list(th_h, "th_h") || !is_list(th_p, "th_p"))
+        return NULL;
+    if (!Py_IS_TYPE(hot, &PySet_Type)) {
+        PyErr_Format(PyExc_TypeError, "scan_rows: hot must be a set, not %.100s",
+                     Py_TYPE(hot)->tp_name);
+        return NULL;
+    }
+    if (!PyCallable_Check(new_scan)) {
+        PyErr_SetString(PyExc_TypeError, "scan_rows: new_scan must be callable");
+        return NULL;
+    }
+    Py_buffer b_srv, b_hi, b_lo, b_port, b_now;
+    if (get_buf(o_srv, &b_srv, "srv", "ql", -1) < 0)
+        return NULL;
+    Py_ssize_t n = b_srv.len / 8;
+    if (get_buf(o_hi, &b_hi, "hi", "QL", n) < 0)
+        goto rel1;
+    if (get_buf(o_lo, &b_lo, "lo", "QL", n) < 0)
+        goto rel2;
+    if (get_buf(o_port, &b_port, "port", "ql", n) < 0)
+        goto rel3;
+    if (get_buf(o_now, &b_now, "now", "d", n) < 0)
+        goto rel4;
+
+    const int64_t *srv = (const int64_t *)b_srv.buf;
+    const uint64_t *hi = (const uint64_t *)b_hi.buf, *lo = (const uint64_t *)b_lo.buf;
+    const int64_t *port = (const int64_t *)b_port.buf;
+    const double *now = (const double *)b_now.buf;
+    PyObject *s_obj = NULL;
+    int64_t last = 0;
+    int err = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t s = srv[i];
+        if (s_obj == NULL || s != last) {
+            Py_XDECREF(s_obj);
+            s_obj = PyLong_FromLongLong(s);
+            if (s_obj == NULL) {
+                err = 1;
+                break;
+            }
+            last = s;
+        }
+        if (one_row((Py_ssize_t)s, s_obj, hi[i], lo[i], port[i], now[i], hs_l, ps_l, pg_l,
+                    hosts_l, pairs_l, caps, th_h, th_p, hot, new_scan) < 0) {
+            err = 1;
+            break;
+        }
+    }
+    Py_XDECREF(s_obj);
+    PyBuffer_Release(&b_now);
+    PyBuffer_Release(&b_port);
+    PyBuffer_Release(&b_lo);
+    PyBuffer_Release(&b_hi);
+    PyBuffer_Release(&b_srv);
+    if (err)
+        return NULL;
+    Py_RETURN_NONE;
+rel4:
+    PyBuffer_Release(&b_port);
+rel3:
+    PyBuffer_Release(&b_lo);
+rel2:
+    PyBuffer_Release(&b_hi);
+rel1:
+    PyBuffer_Release(&b_srv);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"scan_rows", scan_rows, METH_VARARGS,
+     "scan_rows(srv, hi, lo, port, now, hs_l, ps_l, pg_l, hosts_l, pairs_l, caps, th_h, th_p, "
+     "hot, new_scan): VectorDetector._scan_rows' row loop (see policies/_scanwin.c)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_scanwin_c",
+    "The scan-window row loop of VectorDetector, in C (policies/_scanwin.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__scanwin_c(void)
+{
+    if (str_add == NULL && (str_add = PyUnicode_InternFromString("add")) == NULL)
+        return NULL;
+    if (one == NULL && (one = PyLong_FromLong(1)) == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}
