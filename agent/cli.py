@@ -49,10 +49,32 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compiled_helpers_error() -> str | None:
+    """What is wrong with RACKWARDEN_RINGWALK, RACKWARDEN_SFLOW_WALK or RACKWARDEN_SCANWIN (each
+    "c" or "python": which twin of a compiled helper to use), or None."""
+    from rackwarden.drivers.capture import ringwalk
+    from rackwarden.drivers.sflow import cwalk
+    from rackwarden.policies.detect_vec import scan_loop
+
+    from .abuse import scanwin_choice
+
+    try:
+        ringwalk.choose()
+        cwalk.choose()
+        scan_loop(scanwin_choice())
+    except (ValueError, RuntimeError) as e:
+        return str(e)
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .wiring import Runtime
 
     cfg = _load_or_exit(args.config)
+    bad = _compiled_helpers_error()
+    if bad is not None:
+        print(f"rackwarden run: {bad}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.metrics_port is not None:

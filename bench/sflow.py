@@ -13,7 +13,9 @@ otherwise the object path (decode_batch -> FlowSamples -> AbuseDetector.ingest).
 flow samples taken in per CPU-second of this process (all its threads: receive, decode,
 detect, evaluate; the sender's CPU is its own), the median of --reps runs, each with a fresh
 collector and detector; datagrams lost on the way (kernel or backlog) are reported, and not
-counted as samples.
+counted as samples. Beside it, same run, interleaved: the columns path with the collector's
+earlier batching (up to 1,024 datagrams or 20 ms a batch, against the default 2,048 or 50 ms),
+and the object path.
 
 Decode stages, same run, interleaved: decode_batch_columns against decode_batch on the same
 fleet datagrams in 1,024-datagram batches (samples per CPU-second), and the bare struct walk
@@ -189,6 +191,9 @@ def _task_cpu(tid: int | None) -> float:
         return 0.0
 
 
+OLD_BATCHING = "VectorDetector, 1,024 datagrams or 20 ms batches"
+
+
 class _WallClock:
     def now(self) -> float:
         return time.monotonic()
@@ -206,7 +211,7 @@ def _detector_kind() -> str:
 
 
 async def _whole_once(paths: list[str], ndatagrams: int, specs: list[Any], kind: str,
-                      rate: float) -> dict[str, float]:
+                      rate: float, batching: dict[str, Any] | None = None) -> dict[str, float]:
     from rackwarden.drivers.sflow.collector import SflowCollector
     from rackwarden.drivers.sflow.rawring import RawRing
     from rackwarden.policies.detect import AbuseDetector
@@ -219,7 +224,7 @@ async def _whole_once(paths: list[str], ndatagrams: int, specs: list[Any], kind:
         det = VectorDetector(specs, resolve=ring.resolve)
         col = SflowCollector(allowed_agents=["127.0.0.1"], on_samples=lambda s: None,
                              clock=clock, bind="127.0.0.1", port=0, on_columns=det.ingest_columns,
-                             raw_ring=ring)
+                             raw_ring=ring, **(batching or {}))
     else:
         det = AbuseDetector(specs)
 
@@ -287,7 +292,8 @@ async def _whole_once(paths: list[str], ndatagrams: int, specs: list[Any], kind:
 
 
 def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | None,
-               stages_seconds: float, baseline_reps: int) -> dict[str, Any]:
+               stages_seconds: float, baseline_reps: int,
+               batch_baseline_reps: int = 1) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from rackwarden.drivers.sflow.batch import decode_batch, decode_batch_columns
 
@@ -341,25 +347,34 @@ def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | Non
     # The object path (FlowSamples into AbuseDetector) is the baseline, on the same traffic;
     # it is offered less, as it takes less without a backlog, and (to keep the run short) the
     # first 8 seconds' worth of each half.
-    plan = [(kind, reps, rate or (30_000.0 if kind == "VectorDetector" else 3_000.0),
-             len(datagrams))]
+    # The columns path is also run with the collector's earlier batching (1,024 datagrams or
+    # 20 ms), the same-run baseline of its default (collector.BATCH_MAX, BATCH_WAIT_S).
+    plan: list[tuple[str, str, int, float, int]] = [
+        (kind, kind, reps, rate or (30_000.0 if kind == "VectorDetector" else 3_000.0),
+         len(datagrams))]
+    if kind == "VectorDetector" and batch_baseline_reps > 0:
+        plan.append((OLD_BATCHING, kind, batch_baseline_reps, plan[0][3], len(datagrams)))
     if kind == "VectorDetector" and baseline_reps > 0:
-        plan.append(("AbuseDetector", baseline_reps, 3_000.0, min(len(datagrams), 24_000)))
+        plan.append(("AbuseDetector", "AbuseDetector", baseline_reps, 3_000.0,
+                     min(len(datagrams), 24_000)))
     runs: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         files: dict[int, list[str]] = {}
-        for _, _, _, count in plan:
+        for *_, count in plan:
             paths = files[count] = [os.path.join(tmp, f"warmup{count}.bin"),
                                     os.path.join(tmp, f"measured{count}.bin")]
             for path, part in zip(paths, (warmup, datagrams), strict=True):
                 with open(path, "wb") as f:
                     for d in part[:count]:
                         f.write(len(d).to_bytes(4, "big") + d)
-        for k in range(max(n for _, n, _, _ in plan)):  # interleaved
-            for which, n, offered, count in plan:
+        for k in range(max(n for _, _, n, _, _ in plan)):  # interleaved
+            for which, det_kind, n, offered, count in plan:
                 if k >= n:
                     continue
-                r = asyncio.run(_whole_once(files[count], count, specs, which, offered))
+                batching = ({"batch_wait_s": 0.02, "batch_max": 1024} if which == OLD_BATCHING
+                            else None)
+                r = asyncio.run(_whole_once(files[count], count, specs, det_kind, offered,
+                                            batching))
                 runs.setdefault(which, []).append(r)
                 lost = 1 - r["received"] / r["sent"]
                 print(f"whole path ({which}): {r['samples'] / r['cpu_s']:10,.0f} samples/CPU-s"
@@ -373,11 +388,17 @@ def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | Non
     print(f"whole path median ({kind}): {whole:,.0f} samples/CPU-s = "
           f"{whole / med['walk']:.2f} x the struct walk")
     extra: dict[str, Any] = {}
+    if OLD_BATCHING in runs:
+        old = statistics.median(r["samples"] / r["cpu_s"] for r in runs[OLD_BATCHING])
+        print(f"whole path median ({OLD_BATCHING}): {old:,.0f} samples/CPU-s; default batching "
+              f"{whole / old:.2f}x")
+        extra = {"whole_path_old_batching_samples_per_cpu_s": round(old),
+                 "ratio_whole_path_vs_old_batching": round(whole / old, 2)}
     if "AbuseDetector" in runs and kind != "AbuseDetector":
         base = statistics.median(r["samples"] / r["cpu_s"] for r in runs["AbuseDetector"])
         print(f"whole path median (AbuseDetector, object path): {base:,.0f} samples/CPU-s; "
               f"columns path {whole / base:.1f}x")
-        extra = {"whole_path_object_samples_per_cpu_s": round(base),
+        extra |= {"whole_path_object_samples_per_cpu_s": round(base),
                  "ratio_whole_path_columns_vs_object": round(whole / base, 2)}
     return {
         **extra,
@@ -411,10 +432,13 @@ def main() -> int:
     ap.add_argument("--stage-seconds", type=float, default=6.0)
     ap.add_argument("--baseline-reps", type=int, default=1,
                     help="object-path (AbuseDetector) whole-path runs beside the columns path")
+    ap.add_argument("--batch-baseline-reps", type=int, default=1,
+                    help="columns-path runs with the collector's earlier batching (1,024 "
+                    "datagrams or 20 ms) beside its default")
     args = ap.parse_args()
 
     whole = whole_path(args.servers, args.samples_per_port, args.reps, args.rate,
-                       args.stage_seconds, args.baseline_reps)
+                       args.stage_seconds, args.baseline_reps, args.batch_baseline_reps)
 
     datagrams, nsamples = make_datagrams()
     avg_len = sum(len(d) for d in datagrams) / len(datagrams)

@@ -9,6 +9,10 @@ goes to packets.parse_tuple. The answers are decode_datagram's, datagram by data
 tests/unit/test_sflow_batch.py compares the two on generated, recorded, lossy and malformed
 traffic. decode_batch_columns_in reads datagrams already lying 4-aligned in one buffer (the
 collector's recvmmsg path) with the same code and the same answers, without joining them again.
+The walk of the sample chains and the bulk header parse of the columns path are done in C when
+the compiled walker is built (cwalk.py, _sflowwalk.c; RACKWARDEN_SFLOW_WALK=python|c picks one):
+the same values, row for row, as the numpy code below, which stays as the fallback and the twin
+tests/unit/test_sflow_cwalk.py compares it with.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 from rackwarden.drivers.packets import HeaderTuple, ip4_text, mac_text, parse_tuple
+from rackwarden.drivers.sflow import cwalk
 from rackwarden.drivers.sflow.decoder import (
     _NO_SKIPS,
     ADDRESS_IPV4,
@@ -146,6 +151,9 @@ class _Walked:
     cdg: _I64
     csa: _I64
     cfmt: _I64
+    # The compiled walk's rows (cwalk.Walk.rows: one row per dg/sa/sk entry, the header
+    # already parsed), or None after the numpy walk.
+    rows: _I64 | None = None
 
 
 def _walk(
@@ -193,6 +201,8 @@ def _walk_buffer(
     n = int(starts.shape[0])
     buf = np.frombuffer(joined, dtype=np.uint8)
     words = np.frombuffer(joined, dtype=">u4")
+    if cwalk.choose() == "c":
+        return _walk_compiled(joined, buf, words, starts, lens, datas, ats, counters)
 
     ok = (lens >= _HEAD) & ((lens & 3) == 0)
     # Datagrams too short to read safely are read at offset 0 and masked out.
@@ -288,6 +298,33 @@ def _walk_buffer(
         cdg = csa = cfmt = empty
     return _Walked(n, datas, joined, buf, words, starts, count, ok, fdg[order],
                    sa[fl][order], sk[fl][order], cdg, csa, cfmt)
+
+
+def _walk_compiled(
+    joined: _Buffer,
+    buf: npt.NDArray[np.uint8],
+    words: npt.NDArray[np.uint32],
+    starts: _I64,
+    lens: _I64,
+    datas: Sequence[bytes],
+    ats: Sequence[datetime],
+    counters: bool,
+) -> _Walked:
+    """_walk_buffer's walk in C (cwalk.walk): the same datagrams taken, the same samples, and
+    each flow sample's header parsed as _columns_walked parses it."""
+    eligible = None
+    if not all(map(is_, map(_TZINFO, ats), repeat(UTC))):
+        eligible = np.fromiter((at.tzinfo is not None and at.utcoffset() is not None
+                                for at in ats), dtype=np.bool_, count=len(ats))
+    c = cwalk.walk(buf, starts, lens, eligible, counters)
+    rows = c.rows
+    ctr = c.ctr
+    if ctr.shape[1] > 1:
+        # The numpy walk meets them k-major (every datagram's sample 0, then sample 1, ...).
+        ctr = ctr[:, np.lexsort((ctr[0], ctr[3]))]
+    return _Walked(int(starts.shape[0]), datas, joined, buf, words, starts, c.count, c.ok,
+                   rows[cwalk.DG], rows[cwalk.SA], rows[cwalk.SK], ctr[0], ctr[1], ctr[2],
+                   rows)
 
 
 def decode_batch_unguarded(
@@ -722,39 +759,50 @@ def _in_place(buffer: _Buffer, starts: npt.NDArray[np.integer[Any]],
     return s, ln, _Slices(buffer, s, ln)
 
 
-def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
-                    first_number: int | None) -> ColumnBatch:
-    n, buf, words = w.n, w.buf, w.words
-    ok = w.ok
-    partial = _counter_pass(w, nows, ats) if w.cdg.size else {}
-    keep = ok[w.dg]  # a datagram whose counter sample is malformed goes whole to the fallback
-    dg, sa, sk = w.dg[keep], w.sa[keep], w.sk[keep]
+@dataclass(slots=True)
+class _Parsed:
+    """The rows' sample fields and parsed headers, as SampleColumns holds them (`slow` rows
+    still to be parsed by parse_tuple from `hb`, `hl` and `hproto`)."""
 
-    results = {i: decode_datagram(w.datas[i], nows[i], ats[i])
-               for i in np.nonzero(~ok)[0].tolist()}
-    fast = np.nonzero(ok)[0]
+    seq: _I64
+    sid: _I64
+    rate: _I64
+    pool: _I64
+    input_ifindex: _I64
+    output_ifindex: _I64
+    frame: _I64
+    hproto: _I64
+    hb: _I64  # absolute offset of the header's first byte
+    hl: _I64
+    ip_version: _I64
+    ipv: npt.NDArray[np.bool_]
+    src_hi: npt.NDArray[np.uint64]
+    src_lo: npt.NDArray[np.uint64]
+    dst_hi: npt.NDArray[np.uint64]
+    dst_lo: npt.NDArray[np.uint64]
+    protocol: _I64
+    src_port: _I64
+    dst_port: _I64
+    tcp_flags: _I64
+    icmp_type: _I64
+    slow: npt.NDArray[np.bool_]
 
-    # Datagram headers: the taken ones read in bulk (agent text once per distinct address).
-    names: dict[str, int] = {}
-    hagent = np.full(n, NONE, dtype=np.int64)
-    hsub = np.zeros(n, dtype=np.int64)
-    hseq = np.zeros(n, dtype=np.int64)
-    hup = np.zeros(n, dtype=np.int64)
-    fb = w.starts[fast] >> 2
-    uniq, inverse = np.unique(words[fb + 2], return_inverse=True)
-    # `names` is empty here and distinct addresses have distinct texts: agent j of `uniq`
-    # gets code j.
-    get = _AGENT_TEXT.get
-    for j, v in enumerate(uniq.tolist()):
-        names[get(v) or _agent_text(v)] = j
-    hagent[fast] = inverse
-    hsub[fast] = words[fb + 3]
-    hseq[fast] = words[fb + 4]
-    hup[fast] = words[fb + 5]
-    _fill_headers(results, names, hagent, hsub, hseq, hup)
 
-    m = int(sa.size)
-    per = np.bincount(dg, minlength=n)  # rows per datagram
+def _parsed_compiled(rows: _I64) -> _Parsed:
+    """_Parsed of the compiled walk's rows (cwalk.walk did _parsed_numpy's work per row)."""
+    ipver = rows[cwalk.IPVER]
+    return _Parsed(
+        rows[cwalk.SEQ], rows[cwalk.SID], rows[cwalk.RATE], rows[cwalk.POOL],
+        rows[cwalk.IN_IF], rows[cwalk.OUT_IF], rows[cwalk.FRAME], rows[cwalk.HPROTO],
+        rows[cwalk.SA] + 64, rows[cwalk.HL], ipver, ipver >= 0,
+        rows[cwalk.SRC_HI].view(np.uint64), rows[cwalk.SRC_LO].view(np.uint64),
+        rows[cwalk.DST_HI].view(np.uint64), rows[cwalk.DST_LO].view(np.uint64),
+        rows[cwalk.PROTO], rows[cwalk.SPORT], rows[cwalk.DPORT], rows[cwalk.FLAGS],
+        rows[cwalk.ICMP], rows[cwalk.SLOW] != 0)
+
+
+def _parsed_numpy(buf: npt.NDArray[np.uint8], words: npt.NDArray[np.uint32], sa: _I64) -> _Parsed:
+    """The sample fields and headers of the flow samples whose type words are at `sa`."""
     sw = sa >> 2
     seq = _words_at(words, sw + 2)
     sid = _words_at(words, sw + 3)
@@ -812,6 +860,7 @@ def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
     icmp = l4 & ((pclass & _C_ICMP) != 0)
     slow |= (ports & (p + 4 > hl)) | (tcp & (p + 14 > hl)) | (icmp & (p + 2 > hl))
     sdport = _u32(words, hb + p)  # both ports
+    m = int(sa.size)
     src_hi = np.zeros(m, dtype=np.uint64)
     dst_hi = np.zeros(m, dtype=np.uint64)
     mapped = np.uint64(V4_MAPPED)
@@ -826,27 +875,78 @@ def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
         src_lo[six] = _u64(words, b6 + 16)
         dst_hi[six] = _u64(words, b6 + 24)
         dst_lo[six] = _u64(words, b6 + 32)
+    return _Parsed(
+        seq, sid, rate, pool,
+        # Format 0 (the top two bits) with a nonzero index: 0 < word < 2**30.
+        np.where((inp > 0) & (inp < 1 << 30), inp, NONE),
+        np.where((outp > 0) & (outp < 1 << 30), outp, NONE),
+        frame, hproto, hb, hl, np.where(ipv, want, NONE), ipv, src_hi, src_lo, dst_hi, dst_lo,
+        proto,
+        np.where(ports, sdport >> 16, NONE),
+        np.where(ports, sdport & 0xFFFF, NONE),
+        np.where(tcp, u8(p + 13), NONE),
+        np.where(icmp, u8(p), NONE),
+        slow)
+
+
+def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
+                    first_number: int | None) -> ColumnBatch:
+    n, buf, words = w.n, w.buf, w.words
+    ok = w.ok
+    partial = _counter_pass(w, nows, ats) if w.cdg.size else {}
+    keep = ok[w.dg]  # a datagram whose counter sample is malformed goes whole to the fallback
+    whole = bool(keep.all())
+    dg, sa, sk = (w.dg, w.sa, w.sk) if whole else (w.dg[keep], w.sa[keep], w.sk[keep])
+
+    results = {i: decode_datagram(w.datas[i], nows[i], ats[i])
+               for i in np.nonzero(~ok)[0].tolist()}
+    fast = np.nonzero(ok)[0]
+
+    # Datagram headers: the taken ones read in bulk (agent text once per distinct address).
+    names: dict[str, int] = {}
+    hagent = np.full(n, NONE, dtype=np.int64)
+    hsub = np.zeros(n, dtype=np.int64)
+    hseq = np.zeros(n, dtype=np.int64)
+    hup = np.zeros(n, dtype=np.int64)
+    fb = w.starts[fast] >> 2
+    uniq, inverse = np.unique(words[fb + 2], return_inverse=True)
+    # `names` is empty here and distinct addresses have distinct texts: agent j of `uniq`
+    # gets code j.
+    get = _AGENT_TEXT.get
+    for j, v in enumerate(uniq.tolist()):
+        names[get(v) or _agent_text(v)] = j
+    hagent[fast] = inverse
+    hsub[fast] = words[fb + 3]
+    hseq[fast] = words[fb + 4]
+    hup[fast] = words[fb + 5]
+    _fill_headers(results, names, hagent, hsub, hseq, hup)
+
+    m = int(sa.size)
+    per = np.bincount(dg, minlength=n)  # rows per datagram
+    if w.rows is not None:
+        p = _parsed_compiled(w.rows if whole else w.rows[:, keep])
+    else:
+        p = _parsed_numpy(buf, words, sa)
     cols = SampleColumns(
         agent_names=[],
         agent=hagent[dg],
-        # Format 0 (the top two bits) with a nonzero index: 0 < word < 2**30.
-        input_ifindex=np.where((inp > 0) & (inp < 1 << 30), inp, NONE),
-        output_ifindex=np.where((outp > 0) & (outp < 1 << 30), outp, NONE),
-        sampling_rate=rate,
+        input_ifindex=p.input_ifindex,
+        output_ifindex=p.output_ifindex,
+        sampling_rate=p.rate,
         now=np.asarray(nows, dtype=np.float64)[dg] if m else np.zeros(0, dtype=np.float64),
-        frame_length=frame,
-        ip_version=np.where(ipv, want, NONE),
-        src_hi=src_hi, src_lo=src_lo, has_src=ipv.copy(),
-        dst_hi=dst_hi, dst_lo=dst_lo, has_dst=ipv.copy(),
-        protocol=proto,
-        src_port=np.where(ports, sdport >> 16, NONE),
-        dst_port=np.where(ports, sdport & 0xFFFF, NONE),
-        tcp_flags=np.where(tcp, u8(p + 13), NONE),
-        icmp_type=np.where(icmp, u8(p), NONE),
-        sample_sequence=seq,
-        source_id_type=sid >> 24,
-        source_id_index=sid & 0x00FFFFFF,
-        sample_pool=pool,
+        frame_length=p.frame,
+        ip_version=p.ip_version,
+        src_hi=p.src_hi, src_lo=p.src_lo, has_src=p.ipv.copy(),
+        dst_hi=p.dst_hi, dst_lo=p.dst_lo, has_dst=p.ipv.copy(),
+        protocol=p.protocol,
+        src_port=p.src_port,
+        dst_port=p.dst_port,
+        tcp_flags=p.tcp_flags,
+        icmp_type=p.icmp_type,
+        sample_sequence=p.seq,
+        source_id_type=p.sid >> 24,
+        source_id_index=p.sid & 0x00FFFFFF,
+        sample_pool=p.pool,
         # k: the row's index among its datagram's rows. That is its sample index when no
         # taken datagram holds a counter sample (all of those are in `partial`); otherwise
         # counted from the datagram's first row (dg is sorted: rows of datagram i start at
@@ -855,7 +955,8 @@ def _columns_walked(w: _Walked, nows: Sequence[float], ats: Sequence[datetime],
         | (sk if not partial else np.arange(m) - (np.cumsum(per) - per)[dg])
         if first_number is not None else np.full(m, NONE, dtype=np.int64),
     )
-    for j in np.nonzero(slow)[0].tolist():
+    hb, hl, hproto = p.hb, p.hl, p.hproto
+    for j in np.nonzero(p.slow)[0].tolist():
         a = int(hb[j])
         _set_row(cols, j, parse_tuple(bytes(w.joined[a:a + int(hl[j])]), int(hproto[j])))
 

@@ -42,7 +42,7 @@ from typing import Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
-from rackwarden.drivers.sflow import mmsg
+from rackwarden.drivers.sflow import cwalk, mmsg
 from rackwarden.drivers.sflow.batch import (
     ColumnBatch,
     decode_batch,
@@ -74,12 +74,15 @@ OTHER_SOURCES = "other"
 # The bound is in datagrams, not batches: at a low rate every datagram is a batch of its own, and
 # a bound of 64 batches dropped sFlow at 2,500 datagrams/s whenever evaluate() held the loop for
 # a few tens of milliseconds (bench/peer_fastnetmon.py). 16,384 datagrams is ~21 MB at most.
-BATCH_MAX = 1024
+BATCH_MAX = 2048
 MAX_PENDING_DATAGRAMS = 16384
-# On the columns path a batch also closes this long after its first datagram: the bulk
-# decode's fixed cost (a few hundred numpy calls) wants batches of hundreds of datagrams, and
-# 20 ms is nothing against the detectors' 250 ms evaluation.
-BATCH_WAIT_S = 0.02
+# On the columns path a batch also closes this long after its first datagram. Every batch
+# costs a fixed few hundred numpy calls (decode, sequence tracking, detector) and one hand-over
+# between the receive thread and the event loop, both of which want the GIL: at 30k datagrams/s
+# batches of up to 2,048 datagrams or 50 ms cost about 0.7x the CPU per sample of 1,024 or 20 ms
+# (bench/sflow.py --batch-wait 0.02 --batch-max 1024 against the defaults). 50 ms is still
+# small against the detectors' 250 ms evaluation.
+BATCH_WAIT_S = 0.05
 # recvmmsg's buffer has one 64 KiB slot per datagram of a batch (address space, not RSS: see
 # mmsg.py); past this many a batch closes early, whatever batch_max says.
 MMSG_SLOTS_MAX = 4096
@@ -88,7 +91,6 @@ MMSG_SLOTS_MAX = 4096
 # numbering starts afresh and both trackers forget their state, as SequenceTracker's eviction
 # would long have done by then (it clears at 65,536 keys).
 MAX_KEY_CODES = 1 << 18
-_ZERO_PAD = bytes(64)  # after a batch's datagrams: batch.decode_batch_columns_in wants 64 bytes
 # Python 3.11's socket module does not export it; the value is Linux's asm-generic/socket.h.
 _SO_RCVBUFFORCE_LINUX = 33 if sys.platform.startswith("linux") else None
 
@@ -171,6 +173,10 @@ class SflowCollector(asyncio.DatagramProtocol):
             raise ValueError("receive='mmsg' needs on_columns and Linux recvmmsg")
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
+        if on_columns is not None:
+            # A bad RACKWARDEN_SFLOW_WALK fails here, at start, not as a slower batch later (the
+            # bulk decode's guard would quietly take the exact decoder).
+            cwalk.choose()
         nets = [ipaddress.ip_network(a, strict=False) for a in allowed_agents]
         self._allowed_nets = tuple(nets)
         self._verdicts: dict[str, bool] = {}  # per source address text; bounded below
@@ -565,16 +571,13 @@ class SflowCollector(asyncio.DatagramProtocol):
             nows = [nows[i] for i in kept]
             ats = [ats[i] for i in kept]
         # One copy of the accepted datagrams, back to back, each padded to a 4-byte boundary
-        # (the slot's next bytes: the decoder never reads a pad), for both the decode and the
-        # ring, which keeps it. Reading the slots in place costs more: 64 KiB apart, every
+        # (the slot's next bytes: the decoder never reads a pad), then 64 zero bytes, for both
+        # the decode and the ring, which keeps it: one C call (cwalk.gather) where the sFlow
+        # walker is built. Reading the slots in place costs more: 64 KiB apart, every
         # datagram is on a page of its own and the bulk read's gathers ran ~2x slower
         # (bench/sflow_receive.py).
         padded = (lengths + 3) & ~3
-        view = rx.memory
-        parts: list[bytes | memoryview] = [
-            view[a:a + p] for a, p in zip(starts.tolist(), padded.tolist(), strict=True)]
-        parts.append(_ZERO_PAD)
-        blob = b"".join(parts)
+        blob = cwalk.gather(rx.memory, starts, padded)
         offsets = np.cumsum(padded) - padded
         first = ring.add_blob(blob, offsets, lengths, nows, ats)
         return _Prepared(accepted, rejected, decode_batch_columns_in(

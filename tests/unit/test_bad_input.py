@@ -247,3 +247,17 @@ def test_a_ledger_that_cannot_be_reached_is_named_without_its_password(capsys: p
     assert rc == 2 and out == ""
     assert "cannot open ledger postgresql+psycopg://rw:***@127.0.0.1:1/ledger" in err, err
     assert "s3cr3t-pw" not in err
+
+
+# --- the compiled helpers' switches -------------------------------------------------------------
+
+@pytest.mark.parametrize("var", ["RACKWARDEN_RINGWALK", "RACKWARDEN_SFLOW_WALK", "RACKWARDEN_SCANWIN"])
+def test_a_bad_compiled_helper_switch_stops_run_naming_it(
+    good_config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    """Each switch is "c" or "python"; anything else stops `rackwarden run` before it starts
+    anything, with the variable named and no traceback (a typo must not mean a slower path)."""
+    monkeypatch.setenv(var, "fast")
+    rc, _out, err = run(["run", "-c", str(good_config)], capsys)
+    assert rc == cli.EXIT_BAD_INPUT
+    assert var in err and "fast" in err

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rackwarden.drivers.sflow import cwalk
 from rackwarden.drivers.sflow.batch import decode_batch, decode_batch_unguarded
 from rackwarden.drivers.sflow.collector import SflowCollector
 from rackwarden.drivers.sflow.decoder import DatagramHeader, Sample, decode_datagram
@@ -42,6 +43,29 @@ from tests.unit.test_sflow_decoder import (
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sflow"
 FIXTURE_NAMES = sorted(p.stem for p in FIXTURES.glob("*.hex"))
+
+if not cwalk.compiled_available():
+    # Said loudly: the compiled walker's half of the tests below is skipped, which must not go
+    # unseen.
+    print(f"\n*** test_sflow_batch: {cwalk.unavailable_reason()}: C walker tests SKIPPED ***")
+
+# The bulk read's two walkers (cwalk.py): the numpy one and the compiled one, skipped only
+# when it is not built. Tests marked usefixtures("walker") run once with each.
+WALKERS = [
+    pytest.param("c", marks=pytest.mark.skipif(
+        not cwalk.compiled_available(),
+        reason=f"compiled sFlow walker not built: {cwalk.unavailable_reason()}")),
+    "python",
+]
+# The walker is set once per test, not per hypothesis example: the same for all of them.
+EACH_WALKER = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+
+@pytest.fixture(params=WALKERS)
+def walker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    impl: str = request.param
+    monkeypatch.setenv(cwalk.ENV_VAR, impl)
+    return impl
 
 
 def _stamps(n: int) -> tuple[list[float], list[datetime]]:
@@ -64,6 +88,7 @@ def assert_same(data: Sequence[bytes | bytearray | memoryview]) -> None:
 
 # -- decode_batch ---------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("walker")
 def test_recorded_fixtures_one_batch_and_one_by_one() -> None:
     data = [load(n) for n in FIXTURE_NAMES]
     assert_same(data)
@@ -76,6 +101,7 @@ def test_empty_batch() -> None:
     assert decode_batch_unguarded([], [], []) == []
 
 
+@pytest.mark.usefixtures("walker")
 def test_a_large_batch_goes_through_the_bulk_read() -> None:
     data = (_valid_datagrams() + _regular()) * 10  # over BULK_MIN; bulk and fallback mixed
     assert_same(data)
@@ -92,6 +118,7 @@ def _regular() -> list[bytes]:
     return pack_datagrams([s] * 30, agent="192.0.2.1")
 
 
+@pytest.mark.usefixtures("walker")
 def test_bulk_read_is_taken_on_regular_datagrams() -> None:
     """The common layout is really decoded by the bulk read, not all by the fallback."""
     import rackwarden.drivers.sflow.batch as batch
@@ -117,7 +144,8 @@ def test_bulk_read_is_taken_on_regular_datagrams() -> None:
     assert got == want
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.usefixtures("walker")
+@settings(max_examples=120, deadline=None, suppress_health_check=EACH_WALKER)
 @given(dgs=st.lists(datagrams(), min_size=1, max_size=6), expanded=st.sampled_from([None, True]))
 def test_generated_datagrams(dgs: list[tuple[DatagramHeader, list[Sample]]],
                              expanded: bool | None) -> None:
@@ -140,13 +168,15 @@ def regular_datagrams(draw: st.DrawFn) -> bytes:
                            expanded=False)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.usefixtures("walker")
+@settings(max_examples=120, deadline=None, suppress_health_check=EACH_WALKER)
 @given(dgs=st.lists(regular_datagrams(), min_size=1, max_size=8))
 def test_generated_regular_datagrams(dgs: list[bytes]) -> None:
     assert_same(dgs)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.usefixtures("walker")
+@settings(max_examples=200, deadline=None, suppress_health_check=EACH_WALKER)
 @given(base=st.lists(regular_datagrams(), min_size=1, max_size=4), data=st.data())
 def test_malformed_among_good_ones(base: list[bytes], data: st.DataObject) -> None:
     """Truncated, overwritten and extended datagrams mixed into a batch of good ones."""
@@ -170,6 +200,7 @@ def test_malformed_among_good_ones(base: list[bytes], data: st.DataObject) -> No
     assert_same(out)
 
 
+@pytest.mark.usefixtures("walker")
 def test_every_truncation_and_extreme_word_of_the_valid_datagrams() -> None:
     batch: list[bytes] = []
     for d in _valid_datagrams():
@@ -180,6 +211,7 @@ def test_every_truncation_and_extreme_word_of_the_valid_datagrams() -> None:
     assert_same(batch)
 
 
+@pytest.mark.usefixtures("walker")
 def test_bytearray_memoryview_and_naive_at() -> None:
     good = _valid_datagrams()[0]
     assert_same([bytearray(good), memoryview(good), good])
@@ -189,7 +221,8 @@ def test_bytearray_memoryview_and_naive_at() -> None:
     assert want[0].error == "naive_at"
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.usefixtures("walker")
+@settings(max_examples=100, deadline=None, suppress_health_check=EACH_WALKER)
 @given(frames_=st.lists(frames(), min_size=1, max_size=12))
 def test_scapy_frames_through_the_bulk_parse(frames_: list[bytes]) -> None:
     from rackwarden.drivers.packets import flow_sample_from_frame
@@ -199,6 +232,7 @@ def test_scapy_frames_through_the_bulk_parse(frames_: list[bytes]) -> None:
     assert_same(pack_datagrams(samples, agent="192.0.2.9", max_datagram_bytes=700))
 
 
+@pytest.mark.usefixtures("walker")
 def test_a_bulk_read_bug_costs_speed_not_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     import rackwarden.drivers.sflow.batch as batch
 
@@ -329,7 +363,8 @@ def test_collector_batches_equal_one_by_one(stream: list[tuple[bytes, str]],
     _both(stream, sizes)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.usefixtures("walker")
+@settings(max_examples=60, deadline=None, suppress_health_check=EACH_WALKER)
 @given(dgs=st.lists(st.tuples(datagrams(), st.sampled_from(["192.0.2.1", "2001:db8::7",
                                                               "203.0.113.1"])), max_size=8))
 def test_collector_on_any_datagram_shape(
@@ -337,6 +372,7 @@ def test_collector_on_any_datagram_shape(
     _both([(encode_datagram(h, s), src) for (h, s), src in dgs], [3])
 
 
+@pytest.mark.usefixtures("walker")
 def test_recorded_fixtures_through_both_collectors() -> None:
     data = [load(n) for n in FIXTURE_NAMES]
     _both([(d, "192.0.2.1") for d in data] * 2, [1, 5, 100])

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from rackwarden.drivers.sflow import batch as batch_mod
 from rackwarden.drivers.sflow.batch import (
@@ -36,6 +36,7 @@ from rackwarden.drivers.sflow.batch import (
     decode_batch_columns_unguarded,
 )
 from rackwarden.drivers.sflow.collector import SflowCollector
+from rackwarden.drivers.sflow.cwalk import Impl
 from rackwarden.drivers.sflow.decoder import DatagramHeader, Sample, decode_datagram
 from rackwarden.drivers.sflow.encoder import encode_datagram, pack_datagrams
 from rackwarden.drivers.sflow.rawring import RawRing
@@ -43,13 +44,16 @@ from rackwarden.drivers.sflow.sequence import ColumnSequenceTracker, SequenceTra
 from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import HEADER_ETHERNET, HEADER_IPV4, HEADER_IPV6, FlowSample
 
-from tests.unit.test_sflow_batch import (
+from tests.unit.test_sflow_batch import (  # noqa: F401 - walker: the fixture, used by name
+    EACH_WALKER,
     FIXTURE_NAMES,
+    WALKERS,
     _Clock,
     _counters,
     _regular,
     lossy_streams,
     regular_datagrams,
+    walker,
 )
 from tests.unit.test_sflow_decoder import (
     AT,
@@ -64,7 +68,7 @@ FIELDS = ("input_ifindex", "output_ifindex", "sampling_rate", "now", "frame_leng
           "ip_version", "src_hi", "src_lo", "has_src", "dst_hi", "dst_lo", "has_dst",
           "protocol", "src_port", "dst_port", "tcp_flags", "icmp_type", "sample_sequence",
           "source_id_type", "source_id_index", "sample_pool")
-SLOW = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=25, deadline=None, suppress_health_check=EACH_WALKER)
 
 
 def _stamps(n: int) -> tuple[list[float], list[datetime]]:
@@ -137,6 +141,7 @@ def assert_batch(data: Sequence[bytes | bytearray | memoryview], first: int = 7,
 
 # -- decode_batch_columns -----------------------------------------------------------------------
 
+@pytest.mark.usefixtures("walker")
 def test_recorded_fixtures() -> None:
     data = [load(n) for n in FIXTURE_NAMES]
     assert_batch(data)
@@ -151,6 +156,7 @@ def test_empty_batch() -> None:
     assert len(decode_batch_columns_unguarded([], [], []).cols) == 0
 
 
+@pytest.mark.usefixtures("walker")
 def test_the_bulk_read_takes_regular_datagrams(monkeypatch: pytest.MonkeyPatch) -> None:
     """No decode_datagram call (so no FlowSample) for the common layout."""
     data = _regular() * 6
@@ -171,6 +177,7 @@ def test_the_bulk_read_takes_regular_datagrams(monkeypatch: pytest.MonkeyPatch) 
     assert_same_columns(got.cols, want)
 
 
+@pytest.mark.usefixtures("walker")
 def test_the_fleet_corpus_goes_through_the_bulk_read_whole() -> None:
     from bench.sflow_batch import build_corpus
     data, _, nsamples = build_corpus(1)
@@ -178,6 +185,7 @@ def test_the_fleet_corpus_goes_through_the_bulk_read_whole() -> None:
     assert got.fallback == {} and len(got.cols) == 2800
 
 
+@pytest.mark.usefixtures("walker")
 @SLOW
 @given(dgs=st.lists(datagrams(), min_size=1, max_size=6), expanded=st.sampled_from([None, True]),
        copies=st.sampled_from([1, 4]))
@@ -187,6 +195,7 @@ def test_generated_datagrams_of_every_shape(dgs: list[tuple[DatagramHeader, list
     assert_batch([encode_datagram(h, s, expanded=expanded) for h, s in dgs] * copies)
 
 
+@pytest.mark.usefixtures("walker")
 @SLOW
 @given(dgs=st.lists(regular_datagrams(), min_size=1, max_size=8))
 def test_generated_regular_datagrams(dgs: list[bytes]) -> None:
@@ -209,6 +218,7 @@ def mixed_datagrams(draw: st.DrawFn) -> bytes:
     return out
 
 
+@pytest.mark.usefixtures("walker")
 @SLOW
 @given(dgs=st.lists(mixed_datagrams(), min_size=1, max_size=6), data=st.data())
 def test_counter_samples_among_flow_samples(dgs: list[bytes], data: st.DataObject) -> None:
@@ -222,6 +232,7 @@ def test_counter_samples_among_flow_samples(dgs: list[bytes], data: st.DataObjec
     assert got.partial  # the path under test was taken
 
 
+@pytest.mark.usefixtures("walker")
 def test_the_bulk_read_takes_flows_beside_counter_samples(
         monkeypatch: pytest.MonkeyPatch) -> None:
     d = load("valid_flow_and_counter")  # IPv4 agent: a flow sample and a counter sample
@@ -273,7 +284,8 @@ def headers(draw: st.DrawFn) -> tuple[bytes, int]:
     return hdr[:cut], hproto
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.usefixtures("walker")
+@settings(max_examples=60, deadline=None, suppress_health_check=EACH_WALKER)
 @given(hs=st.lists(headers(), min_size=1, max_size=40), data=st.data())
 def test_every_branch_of_the_header_parse(hs: list[tuple[bytes, int]], data: st.DataObject) -> None:
     samples = []
@@ -287,6 +299,7 @@ def test_every_branch_of_the_header_parse(hs: list[tuple[bytes, int]], data: st.
     assert_batch(dgs * (1 + COLUMNS_BULK_MIN // len(dgs)))
 
 
+@pytest.mark.usefixtures("walker")
 def test_l4_headers_cut_at_every_length() -> None:
     eth = bytes(12) + b"\x08\x00"
     samples: list[FlowSample] = []
@@ -300,7 +313,8 @@ def test_l4_headers_cut_at_every_length() -> None:
     assert_batch(pack_datagrams(samples, agent="192.0.2.1") * 2)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.usefixtures("walker")
+@settings(max_examples=30, deadline=None, suppress_health_check=EACH_WALKER)
 @given(base=st.lists(regular_datagrams(), min_size=1, max_size=4), data=st.data())
 def test_malformed_among_good_ones(base: list[bytes], data: st.DataObject) -> None:
     out = list(base) * 4
@@ -323,6 +337,7 @@ def test_malformed_among_good_ones(base: list[bytes], data: st.DataObject) -> No
     assert_batch(out)
 
 
+@pytest.mark.usefixtures("walker")
 def test_every_truncation_and_extreme_word() -> None:
     batch: list[bytes] = []
     for d in _valid_datagrams() + _regular()[:1]:
@@ -333,6 +348,7 @@ def test_every_truncation_and_extreme_word() -> None:
     assert_batch(batch)
 
 
+@pytest.mark.usefixtures("walker")
 def test_bytearray_memoryview_and_naive_at() -> None:
     good = _regular()[0]
     assert_batch([bytearray(good), memoryview(good), good] * COLUMNS_BULK_MIN)
@@ -341,6 +357,7 @@ def test_bytearray_memoryview_and_naive_at() -> None:
     assert got.fallback[0].error == "naive_at" and len(got.cols) == 0
 
 
+@pytest.mark.usefixtures("walker")
 def test_a_bulk_read_bug_costs_speed_not_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     data = (_valid_datagrams() + _regular()) * 3
     nows, ats = _stamps(len(data))
@@ -349,7 +366,8 @@ def test_a_bulk_read_bug_costs_speed_not_answers(monkeypatch: pytest.MonkeyPatch
     def boom(*_: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(batch_mod, "_u64", boom)
+    monkeypatch.setattr(batch_mod, "_u64", boom)  # the numpy walker's header parse
+    monkeypatch.setattr(batch_mod, "_parsed_compiled", boom)  # the compiled walker's
     with pytest.raises(RuntimeError):
         decode_batch_columns_unguarded(data, nows, ats)
     assert_same_columns(decode_batch_columns(data, nows, ats).cols, want)
@@ -357,6 +375,7 @@ def test_a_bulk_read_bug_costs_speed_not_answers(monkeypatch: pytest.MonkeyPatch
 
 # -- the raw ring -------------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("walker")
 def test_refs_resolve_to_decode_datagrams_samples_then_none_after_eviction() -> None:
     data = (_valid_datagrams() + _regular()) * 3
     nows, ats = _stamps(len(data))
@@ -434,10 +453,11 @@ def test_one_writer_and_readers_at_once() -> None:
     st.one_of(st.integers(0, 3000), st.integers(2**32 - 2000, 2**32 - 1))), max_size=80),
        cuts=st.lists(st.integers(1, 30), min_size=1, max_size=4),
        max_keys=st.sampled_from([2, 3, 65536]), with_uptime=st.booleans())
+@pytest.mark.parametrize("impl", WALKERS)  # the compiled walk and the numpy one
 def test_column_tracker_equals_observe_one_by_one(items: list[tuple[int, int, int]],
                                                   cuts: list[int], max_keys: int,
-                                                  with_uptime: bool) -> None:
-    a, b = SequenceTracker(max_keys), ColumnSequenceTracker(max_keys)
+                                                  with_uptime: bool, impl: Impl) -> None:
+    a, b = SequenceTracker(max_keys), ColumnSequenceTracker(max_keys, impl=impl)
 
     def key_of(code: int) -> tuple[str, int]:
         return ("192.0.2.1", code)
@@ -460,6 +480,7 @@ def test_column_tracker_equals_observe_one_by_one(items: list[tuple[int, int, in
     assert {k: a.last(key_of(k)) for k in range(6)} == {k: b.last(key_of(k)) for k in range(6)}
 
 
+@pytest.mark.usefixtures("walker")
 def test_lossy_fleet_corpus_loses_the_same_in_bulk() -> None:
     """The notes' check: every 97th datagram dropped, some swapped and repeated."""
     from bench.sflow_batch import build_corpus
@@ -506,7 +527,8 @@ def assert_collectors(stream: list[tuple[bytes, str]], batch_sizes: list[int]) -
     assert col.raw_ring.resolve(refs) == [s for s in objects if type(s) is FlowSample]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.usefixtures("walker")
+@settings(max_examples=40, deadline=None, suppress_health_check=EACH_WALKER)
 @given(stream=lossy_streams(), sizes=st.lists(st.sampled_from([1, 3, 9, 40]), min_size=1,
                                               max_size=3))
 def test_collector_columns_path_counts_the_same(stream: list[tuple[bytes, str]],
@@ -514,6 +536,7 @@ def test_collector_columns_path_counts_the_same(stream: list[tuple[bytes, str]],
     assert_collectors(stream, sizes)
 
 
+@pytest.mark.usefixtures("walker")
 @SLOW
 @given(dgs=st.lists(st.tuples(datagrams(), st.sampled_from(["192.0.2.1", "2001:db8::7",
                                                               "203.0.113.1"])), max_size=8))
@@ -522,6 +545,7 @@ def test_collector_columns_path_on_any_datagram_shape(
     assert_collectors([(encode_datagram(h, s), src) for (h, s), src in dgs] * 3, [3, 30])
 
 
+@pytest.mark.usefixtures("walker")
 def test_recorded_fixtures_through_both_paths() -> None:
     data = [load(n) for n in FIXTURE_NAMES]
     assert_collectors([(d, "192.0.2.1") for d in data] * 3, [1, 5, 100])

@@ -359,3 +359,16 @@ def test_the_chunked_ring_evicts_exactly_as_one_by_one(seed: int) -> None:
             oracle.evicted)
         assert [ring.get(i) for i in range(ring.first - 2, ring.next + 1)] == [
             None, None, *oracle.items, None]
+
+
+def test_a_bad_walker_choice_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RACKWARDEN_SFLOW_WALK is checked when the columns collector is made: a typo must not
+    turn into a quietly slower decode (the bulk decode's guard takes the exact decoder on any
+    error)."""
+    monkeypatch.setenv("RACKWARDEN_SFLOW_WALK", "fast")
+    with pytest.raises(ValueError, match="RACKWARDEN_SFLOW_WALK"):
+        SflowCollector(allowed_agents=ALLOWED, on_samples=lambda s: None, clock=_Clock(),
+                       bind="127.0.0.1", port=0, on_columns=lambda c: None)
+    # The object path does not use the walker: it is not checked there.
+    SflowCollector(allowed_agents=ALLOWED, on_samples=lambda s: None, clock=_Clock(),
+                   bind="127.0.0.1", port=0)
