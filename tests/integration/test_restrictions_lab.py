@@ -85,22 +85,31 @@ def l2_received(lab: Lab, i: int) -> int:
 
 @dataclass
 class Window:
+    # The counters are read by an SNMP get and a file read, which take a while on a loaded
+    # machine (a second get that took 0.7 s once made 2.5 s of counting look like 3.2 s of
+    # traffic over the cap). `seconds` spans every read (each count is from inside it): the
+    # bound for "at most the cap". `inner_s` lies between them (inside each count): for rates.
     seconds: float
     sink_bytes: int  # L2 bytes of this server's traffic the upstream received
     uplink_out: int  # SNMP ifHCOutOctets of the uplink (the upstream's side of the switch)
     port_in: int  # SNMP ifHCInOctets of the server's port
+    inner_s: float
 
     def bps(self, octets: int) -> float:
-        return octets * 8 / self.seconds
+        return octets * 8 / self.inner_s
 
 
 def measure(lab: Lab, snmp: SnmpAgent, i: int, seconds: float) -> Window:
     up, port = lab.if_index(lab.uplink_port), lab.if_index(lab.port_name(i))
     oids = [f"{IF_HC_OUT_OCTETS}.{up}", f"{IF_HC_IN_OCTETS}.{port}"]
-    t0, (out0, in0), s0 = time.monotonic(), map(int, snmp.get(oids)), l2_received(lab, i)
+    t0 = time.monotonic()
+    (out0, in0), s0 = map(int, snmp.get(oids)), l2_received(lab, i)
+    t0_in = time.monotonic()
     time.sleep(seconds)
-    t1, (out1, in1), s1 = time.monotonic(), map(int, snmp.get(oids)), l2_received(lab, i)
-    return Window(t1 - t0, s1 - s0, out1 - out0, in1 - in0)
+    t1_in = time.monotonic()
+    (out1, in1), s1 = map(int, snmp.get(oids)), l2_received(lab, i)
+    t1 = time.monotonic()
+    return Window(t1 - t0, s1 - s0, out1 - out0, in1 - in0, t1_in - t0_in)
 
 
 def oper_up(lab: Lab, port: str) -> bool:
