@@ -1,4 +1,5 @@
-/* The scan-window row loop of VectorDetector._scan_rows, in C.
+/* The scan-window row loop of VectorDetector._scan_rows, in C (and, at the end, distinct_rows:
+ * the same loop for a server's single window of int keys, the spam destinations).
  *
  * detect_vec.py's loop, row by row, with the same dict operations in the same order on the
  * same Python objects: the windows are plain dicts that the rest of the detector (the screen,
@@ -51,6 +52,10 @@
 #endif
 
 static PyObject *str_add;  /* "add" */
+/* The entry point running, for error messages only: "scan_rows" or "distinct_rows", set on
+ * entry (under the GIL; a callback that calls the other one leaves its name behind, which
+ * can only mislabel a later message of the same call). */
+static const char *fn_name = "scan_rows";
 static PyObject *one;      /* 1 */
 
 /* A key's int from little-endian 64-bit words (n of them), the highest nonzero word first
@@ -158,12 +163,12 @@ static int
 list_item(PyObject *lst, Py_ssize_t s, const char *name, int dict_only, PyObject **out)
 {
     if (s < 0 || s >= PyList_GET_SIZE(lst)) {
-        PyErr_Format(PyExc_IndexError, "scan_rows: server %zd out of range of %s", s, name);
+        PyErr_Format(PyExc_IndexError, "%s: server %zd out of range of %s", fn_name, s, name);
         return -1;
     }
     PyObject *o = PyList_GET_ITEM(lst, s);
     if (dict_only && !PyDict_CheckExact(o)) {
-        PyErr_Format(PyExc_TypeError, "scan_rows: %s[%zd] is %.100s, not a dict", name, s,
+        PyErr_Format(PyExc_TypeError, "%s: %s[%zd] is %.100s, not a dict", fn_name, name, s,
                      Py_TYPE(o)->tp_name);
         return -1;
     }
@@ -198,14 +203,14 @@ get_buf(PyObject *o, Py_buffer *b, const char *name, const char *kinds, Py_ssize
     if (*f == '@' || *f == '=' || *f == '<')
         f++;
     if (b->itemsize != 8 || strlen(f) != 1 || strchr(kinds, *f) == NULL) {
-        PyErr_Format(PyExc_TypeError, "scan_rows: %s must be a contiguous array of 8-byte '%s', "
-                     "not '%s' of %zd bytes", name, kinds, b->format ? b->format : "B",
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a contiguous array of 8-byte '%s', "
+                     "not '%s' of %zd bytes", fn_name, name, kinds, b->format ? b->format : "B",
                      b->itemsize);
         PyBuffer_Release(b);
         return -1;
     }
     if (n >= 0 && b->len / 8 != n) {
-        PyErr_Format(PyExc_ValueError, "scan_rows: %s has %zd rows, srv %zd", name,
+        PyErr_Format(PyExc_ValueError, "%s: %s has %zd rows, srv %zd", fn_name, name,
                      b->len / 8, n);
         PyBuffer_Release(b);
         return -1;
@@ -217,7 +222,7 @@ static int
 is_list(PyObject *o, const char *name)
 {
     if (!PyList_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "scan_rows: %s must be a list, not %.100s", name,
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a list, not %.100s", fn_name, name,
                      Py_TYPE(o)->tp_name);
         return 0;
     }
@@ -335,6 +340,7 @@ scan_rows(PyObject *self, PyObject *args)
     PyObject *o_srv, *o_hi, *o_lo, *o_port, *o_now;
     PyObject *hs_l, *ps_l, *pg_l, *hosts_l, *pairs_l, *caps, *th_h, *th_p, *hot, *new_scan;
     (void)self;
+    fn_name = "scan_rows";
     if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOO:scan_rows", &o_srv, &o_hi, &o_lo, &o_port,
                           &o_now, &hs_l, &ps_l, &pg_l, &hosts_l, &pairs_l, &caps, &th_h, &th_p,
                           &hot, &new_scan))
@@ -409,16 +415,169 @@ rel1:
     return NULL;
 }
 
+/* distinct_rows: one single-key window per server (the spam destinations), the hosts half of
+ * scan_rows' row on its own (see the header of detect_vec._distinct_loop_py):
+ *
+ *   seen = seen_l[s]; if None: new_win(s); seen = seen_l[s]
+ *   if seen.pop(a, None) is None:
+ *       if len(seen) < caps[s]: seen[a] = now
+ *       else: win_l[s].add(a, now)            # the eviction, in _Win.add
+ *       if len(seen) >= th[s]: hot.add(s)
+ *   else: seen[a] = now
+ *
+ * distinct_rows(srv, hi, lo, now, seen_l, win_l, caps, th, hot, new_win) -> None
+ *   srv int64, hi/lo uint64, now float64: C-contiguous, one row each, same length. */
+static int
+distinct_row(Py_ssize_t s, PyObject *s_obj, uint64_t hi, uint64_t lo, double t,
+             PyObject *seen_l, PyObject *win_l, PyObject *caps, PyObject *th, PyObject *hot,
+             PyObject *new_win)
+{
+    PyObject *seen = NULL, *a = NULL, *now = NULL, *lim = NULL;
+    int rc = -1, r;
+    Py_hash_t ha;
+
+    if (s < 0 || s >= PyList_GET_SIZE(seen_l)) {
+        PyErr_Format(PyExc_IndexError, "distinct_rows: server %zd out of range of seen_l", s);
+        return -1;
+    }
+    if (PyList_GET_ITEM(seen_l, s) == Py_None) {
+        PyObject *res = PyObject_CallOneArg(new_win, s_obj);
+        if (res == NULL)
+            return -1;
+        Py_DECREF(res);
+        if (s >= PyList_GET_SIZE(seen_l) || PyList_GET_ITEM(seen_l, s) == Py_None) {
+            PyErr_Format(PyExc_AssertionError, "distinct_rows: new_win(%zd) made no window", s);
+            return -1;
+        }
+    }
+    if (list_item(seen_l, s, "seen_l", 1, &seen) < 0)
+        return -1;
+    {
+        uint64_t w[2] = {lo, hi};
+        a = key_from_words(w, 2);
+    }
+    if (a == NULL || (ha = PyObject_Hash(a)) == -1)
+        goto done;
+    now = PyFloat_FromDouble(t);
+    if (now == NULL)
+        goto done;
+    r = pop_or_touch(seen, a, ha, now);
+    if (r < 0)
+        goto done;
+    if (r == 1) {
+        if (list_item(caps, s, "caps", 0, &lim) < 0)
+            goto done;
+        r = len_cmp(PyDict_GET_SIZE(seen), lim, Py_LT);
+        Py_CLEAR(lim);
+        if (r < 0)
+            goto done;
+        if (r) {
+            if (store(seen, a, ha, now) < 0)
+                goto done;
+        } else if (call_add(win_l, s, "win_l", a, now) < 0) {
+            goto done;
+        }
+        if (list_item(th, s, "th", 0, &lim) < 0)
+            goto done;
+        r = len_cmp(PyDict_GET_SIZE(seen), lim, Py_GE);
+        Py_CLEAR(lim);
+        if (r < 0 || (r && PySet_Add(hot, s_obj) < 0))
+            goto done;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(seen);
+    Py_XDECREF(a);
+    Py_XDECREF(now);
+    return rc;
+}
+
+static PyObject *
+distinct_rows(PyObject *self, PyObject *args)
+{
+    PyObject *o_srv, *o_hi, *o_lo, *o_now, *seen_l, *win_l, *caps, *th, *hot, *new_win;
+    (void)self;
+    fn_name = "distinct_rows";
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:distinct_rows", &o_srv, &o_hi, &o_lo, &o_now,
+                          &seen_l, &win_l, &caps, &th, &hot, &new_win))
+        return NULL;
+    if (!is_list(seen_l, "seen_l") || !is_list(win_l, "win_l") || !is_list(caps, "caps")
+        || !is_list(th, "th"))
+        return NULL;
+    if (!Py_IS_TYPE(hot, &PySet_Type)) {
+        PyErr_Format(PyExc_TypeError, "distinct_rows: hot must be a set, not %.100s",
+                     Py_TYPE(hot)->tp_name);
+        return NULL;
+    }
+    if (!PyCallable_Check(new_win)) {
+        PyErr_SetString(PyExc_TypeError, "distinct_rows: new_win must be callable");
+        return NULL;
+    }
+    Py_buffer b_srv, b_hi, b_lo, b_now;
+    if (get_buf(o_srv, &b_srv, "srv", "ql", -1) < 0)
+        return NULL;
+    Py_ssize_t n = b_srv.len / 8;
+    if (get_buf(o_hi, &b_hi, "hi", "QL", n) < 0)
+        goto rel1;
+    if (get_buf(o_lo, &b_lo, "lo", "QL", n) < 0)
+        goto rel2;
+    if (get_buf(o_now, &b_now, "now", "d", n) < 0)
+        goto rel3;
+
+    const int64_t *srv = (const int64_t *)b_srv.buf;
+    const uint64_t *hi = (const uint64_t *)b_hi.buf, *lo = (const uint64_t *)b_lo.buf;
+    const double *now = (const double *)b_now.buf;
+    PyObject *s_obj = NULL;
+    int64_t last = 0;
+    int err = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t s = srv[i];
+        if (s_obj == NULL || s != last) {
+            Py_XDECREF(s_obj);
+            s_obj = PyLong_FromLongLong(s);
+            if (s_obj == NULL) {
+                err = 1;
+                break;
+            }
+            last = s;
+        }
+        if (distinct_row((Py_ssize_t)s, s_obj, hi[i], lo[i], now[i], seen_l, win_l, caps, th,
+                         hot, new_win) < 0) {
+            err = 1;
+            break;
+        }
+    }
+    Py_XDECREF(s_obj);
+    PyBuffer_Release(&b_now);
+    PyBuffer_Release(&b_lo);
+    PyBuffer_Release(&b_hi);
+    PyBuffer_Release(&b_srv);
+    if (err)
+        return NULL;
+    Py_RETURN_NONE;
+rel3:
+    PyBuffer_Release(&b_lo);
+rel2:
+    PyBuffer_Release(&b_hi);
+rel1:
+    PyBuffer_Release(&b_srv);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"scan_rows", scan_rows, METH_VARARGS,
      "scan_rows(srv, hi, lo, port, now, hs_l, ps_l, pg_l, hosts_l, pairs_l, caps, th_h, th_p, "
      "hot, new_scan): VectorDetector._scan_rows' row loop (see policies/_scanwin.c)."},
+    {"distinct_rows", distinct_rows, METH_VARARGS,
+     "distinct_rows(srv, hi, lo, now, seen_l, win_l, caps, th, hot, new_win): "
+     "VectorDetector._spam_rows' row loop (see policies/_scanwin.c)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_scanwin_c",
-    "The scan-window row loop of VectorDetector, in C (policies/_scanwin.c).", -1, methods,
+    "The scan-window and spam-window row loops of VectorDetector, in C (policies/_scanwin.c).",
+    -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -26,9 +26,11 @@ How the state is laid out, and why each part is exact:
   with int keys, no tuple per pair; bench/detect_vec.py measures it) fed by their own loop
   over the rows sorted by server (stably: each server's rows stay in row order), which runs
   in C (policies/_scanwin.c: the same dict operations in the same order on the same dicts)
-  when that optional extension is built, else in Python (`scanwin` chooses); the others
-  keep `detect._Distinct`, fed by the general loop. Texts are built only for a server the
-  screen flags.
+  when that optional extension is built, else in Python (`scanwin` chooses). The spam
+  destinations (a SPAN port's mail senders: one row per SYN) are a `_Win` too, fed the same
+  way by a single-window twin of that loop (`_spam_rows`); the others keep
+  `detect._Distinct`, fed by the general loop. Texts are built only for a server the screen
+  flags.
 * Declared and allowed ports (R8): membership by a sorted (server, port) key array; only the
   rows on an undeclared port reach the window loop (its `undeclared` window keeps
   _ServerState's text keys).
@@ -67,6 +69,7 @@ Evidence and top flows come from a bounded store of the last `evidence_rows` att
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -99,9 +102,11 @@ from .flowfacts import FlowSample
 # The scan-window row loop in C (policies/_scanwin.c): an optional extension, so a machine
 # without a compiler or Python's headers still installs and runs the Python loop below.
 try:
+    from ._scanwin_c import distinct_rows as _distinct_rows_c
     from ._scanwin_c import scan_rows as _scan_rows_c
 except ImportError as exc:  # pragma: no cover - depends on the build
     _scan_rows_c = None
+    _distinct_rows_c = None
     SCANWIN_C_ERROR: str | None = f"the compiled scan-window loop is not built ({exc})"
 else:
     SCANWIN_C_ERROR = None
@@ -216,15 +221,15 @@ class _Win:
 
 class _Windows:
     """A vector server's distinct windows (detect._Distinct, keyed by address ints; the scan
-    windows _Win), each made on first use, and the per-row state the proxy rule reads in
-    order."""
+    and spam windows _Win), each made on first use, and the per-row state the proxy rule
+    reads in order."""
 
     __slots__ = ("spam_dsts", "scan_hosts", "scan_pairs", "scan_answered", "spoof_srcs",
                  "spoof_hits", "proxy_clients", "proxy_fanout", "last_proxy_in", "undeclared",
                  "undeclared_hits")
 
     def __init__(self) -> None:
-        self.spam_dsts: _Distinct | None = None
+        self.spam_dsts: _Win | None = None
         self.scan_hosts: _Win | None = None
         self.scan_pairs: _Win | None = None
         self.scan_answered: _Distinct | None = None
@@ -447,6 +452,46 @@ def _scan_loop_py(srv: I64, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint6
             seen[k] = t
 
 
+def _distinct_loop_py(srv: I64, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64],
+                      now: F64, seen_l: list[dict[int, float] | None],
+                      win_l: list[_Win | None], caps: list[int], th: list[int], hot: set[int],
+                      new_win: Callable[[int], None]) -> None:
+    """VectorDetector._spam_rows' row loop: each row (server, destination, time) into the
+    server's one window of address ints (the spam destinations), in row order; the hosts half
+    of _scan_loop_py's row, and like it twinned in C (policies/_scanwin.c, distinct_rows, with
+    the same arguments; tests/unit/test_scanwin_c.py holds them equal).
+
+    _Win.add inlined (but for an eviction) on the window's own dict. A server goes hot when
+    its window reaches th[s], checked only when a key enters (the window grows, or evicts at
+    its cap), where the general loop checked every row. That is exact: a server leaves `hot`
+    only at a screen that found this window below its rule (the screen re-checks every hot
+    server and drops it only when no rule holds); from then on the window changes only by
+    new keys (checked here), re-sights (no change in size) and prunes (it shrinks), so it
+    cannot reach th[s] unseen. A declared mail server gets no spam rows (_vector_rows), and
+    its th[s] is sys.maxsize all the same (AbuseDetector never counts its mail as spam), so
+    it never goes hot by this window."""
+    addrs: list[int] = lo.tolist()
+    for j in np.flatnonzero(hi).tolist():
+        addrs[j] |= int(hi[j]) << 64
+    for s, a, t in zip(srv.tolist(), addrs, now.tolist(), strict=True):
+        seen = seen_l[s]
+        if seen is None:
+            new_win(s)
+            seen = seen_l[s]
+            assert seen is not None
+        if seen.pop(a, None) is None:
+            if len(seen) < caps[s]:
+                seen[a] = t
+            else:
+                win = win_l[s]
+                assert win is not None
+                win.add(a, t)
+            if len(seen) >= th[s]:
+                hot.add(s)
+        else:
+            seen[a] = t
+
+
 ScanLoop = Callable[..., None]
 ScanImpl = Literal["c", "python"]
 
@@ -466,11 +511,23 @@ def scan_loop(impl: str | None = None) -> tuple[ScanImpl, ScanLoop]:
     return "python", _scan_loop_py
 
 
+def distinct_loop(impl: ScanImpl) -> ScanLoop:
+    """The spam-window row loop that goes with scan_loop's choice `impl` (the C one and the
+    Python one are built and chosen together)."""
+    if impl == "c":
+        if _distinct_rows_c is None:  # pragma: no cover - scan_loop said "c"
+            raise RuntimeError(f"scanwin 'c' asked for, but {SCANWIN_C_ERROR}")
+        loop: ScanLoop = _distinct_rows_c
+        return loop
+    return _distinct_loop_py
+
+
 class VectorDetector(AbuseDetector):
     """AbuseDetector's detectors over columns; see the module docstring.
 
-    `scanwin` picks the scan-window row loop (scan_loop): "c" (RuntimeError when the
-    extension is not built), "python", or None for C when built."""
+    `scanwin` picks the scan-window and spam-window row loops (scan_loop, distinct_loop):
+    "c" (RuntimeError when the extension is not built), "python", or None for C when
+    built."""
 
     def __init__(
         self,
@@ -601,6 +658,14 @@ class VectorDetector(AbuseDetector):
         # loop takes a server's many rows for less than _scan_bulk does (bench/scanwin.py,
         # `heavy`), so with it every row takes the loop.
         self.scanwin, self._scan_loop = scan_loop(scanwin)
+        # The spam windows likewise (_spam_rows): the windows, their dicts (never replaced),
+        # and each server's count rule, none for a declared mail server (see
+        # _distinct_loop_py).
+        self._distinct_loop = distinct_loop(self.scanwin)
+        self._spam_w: list[_Win | None] = [None] * n
+        self._spam_s: list[dict[int, float] | None] = [None] * n
+        self._th_spam = [sys.maxsize if spec.mail_server else t.spam_distinct_dsts
+                         for spec, t in zip(specs, self._t, strict=True)]
         self._bulk_rows = _BULK_ROWS if self.scanwin == "python" else _NO_BULK
         self._proxied = np.zeros(n, dtype=np.bool_)
         self._follow = np.array([t.proxy_follow_s for t in self._t], dtype=np.float64)
@@ -975,6 +1040,7 @@ class VectorDetector(AbuseDetector):
             return
         c_all = code[all_rows]
         self._scan_rows(cols, all_rows[(c_all & _A_SCAN) != 0], so)
+        self._spam_rows(cols, all_rows[(c_all & _A_SPAM) != 0], so)
         loop_code = code & np.uint16(~_A_SCAN & 0xFFFF)
         self._proxied[ro[all_rows[(c_all & _A_PROXY_IN) != 0]]] = True
         fan = all_rows[(c_all & _A_FANOUT) != 0]
@@ -982,15 +1048,14 @@ class VectorDetector(AbuseDetector):
             sf = so[fan]
             idle = ~self._proxied[sf] & np.isfinite(self._follow[sf])
             loop_code[fan[idle]] &= np.uint16(~_A_FANOUT & 0xFFFF)
-        rows = all_rows[loop_code[all_rows] != 0]
+        rows = all_rows[(loop_code[all_rows] & np.uint16(~_A_SPAM & 0xFFFF)) != 0]
         wins = self._win
         tl = self._t
 
         srcs = _addrs(cols.src_hi, cols.src_lo, rows)
         dsts = _addrs(cols.dst_hi, cols.dst_lo, rows)
         hot = self._hot
-        mail = self._mail
-        # The other windows, each in row order.
+        # The other windows (not the scan and spam ones: their own loops), each in row order.
         for i, c, s, r, now, a_src, a_dst, sport, dport in zip(
                 rows.tolist(), loop_code[rows].tolist(), so[rows].tolist(), ro[rows].tolist(),
                 cols.now[rows].tolist(), srcs, dsts, cols.src_port[rows].tolist(),
@@ -1007,12 +1072,6 @@ class VectorDetector(AbuseDetector):
                     w.proxy_fanout.add((a_dst, dport), now)
                     ev[i] |= _E_PROXY
                     hot.add(s)
-                if c & _A_SPAM:
-                    if w.spam_dsts is None:
-                        w.spam_dsts = _Distinct(t.spam_window_s, t.distinct_cap)
-                    w.spam_dsts.add(a_dst, now)
-                    if not mail[s] and len(w.spam_dsts.seen) >= t.spam_distinct_dsts:
-                        hot.add(s)
                 if c & _A_SPOOF:
                     if w.spoof_srcs is None:
                         w.spoof_srcs = _Distinct(t.spoof_window_s, t.distinct_cap)
@@ -1076,6 +1135,32 @@ class VectorDetector(AbuseDetector):
         p = w.scan_pairs = self._scan_p[s] = _Win(t.scan_window_s, t.distinct_cap, grouped=True)
         assert p.groups is not None
         self._scan_hs[s], self._scan_ps[s], self._scan_pg[s] = d.seen, p.seen, p.groups
+
+    def _new_spam(self, s: int) -> None:
+        """Server s's spam-destination window, made on its first spam row (and its _Windows
+        with it, if it has none yet)."""
+        w = self._win.get(s)
+        if w is None:
+            w = self._win[s] = _Windows()
+        t = self._t[s]
+        d = w.spam_dsts = self._spam_w[s] = _Win(t.spam_window_s, t.distinct_cap)
+        self._spam_s[s] = d.seen
+
+    def _spam_rows(self, cols: SampleColumns, rows: I64, so: I64) -> None:
+        """The spam rows (to a mail port, from a server that is not a declared mail server,
+        not to a whitelisted destination) into their senders' spam windows, each server's
+        in row order (as _scan_rows orders them), with nothing else done per row."""
+        if rows.size == 0:
+            return
+        rows = rows[np.argsort(so[rows], kind="stable")]
+
+        def col(a: npt.NDArray[Any], t: type[np.generic]) -> npt.NDArray[Any]:
+            return np.ascontiguousarray(a[rows], dtype=t)
+
+        self._distinct_loop(np.ascontiguousarray(so[rows], dtype=np.int64),
+                            col(cols.dst_hi, np.uint64), col(cols.dst_lo, np.uint64),
+                            col(cols.now, np.float64), self._spam_s, self._spam_w, self._caps,
+                            self._th_spam, self._hot, self._new_spam)
 
     def _scan_rows(self, cols: SampleColumns, rows: I64, so: I64) -> None:
         """The scan rows (outbound SYNs, UDP with both ports) into their senders' scan

@@ -630,3 +630,107 @@ def test_a_port_scan_tie_names_the_host_first_scanned(bulk_rows: int) -> None:
     want = ref.evaluate(T0 + 0.5, AT0)
     assert [d.subjects for d in want if d.key[1:] == ("scan", "ports")] == [(a,)]
     assert vec.evaluate(T0 + 0.5, AT0) == want
+
+
+# Mail senders (the spam windows' own row loop, _spam_rows): s1 a plain server, s2 with the
+# whitelist 203.0.113.48/30, s3 a declared mail server. Destinations from a small pool, so the
+# windows sit around their caps and count rules: re-sights, evictions, saturation, prunes.
+_SENDERS = [(1, "198.51.100.11"), (2, "198.51.100.12"), (3, "198.51.100.13")]
+_MAIL_DSTS = [f"203.0.113.{i}" for i in (48, 49, 50, 51, 52, 60, 61, 62, 63, 64)] + [
+    f"2001:db8:77::{i}" for i in (1, 2, 3)] + ["fe80::1"]  # (not ::ffff:a.b.c.d: documented)
+
+
+@st.composite
+def mail_streams(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    steps: list[tuple[str, Any]] = []
+    now = T0
+    for _ in range(draw(st.integers(1, 10))):
+        batch = []
+        for _ in range(draw(st.integers(1, 40))):
+            now += draw(st.sampled_from([0.0, 0.01, 0.05, 0.3, 1.2, -0.2]))
+            port, src = draw(st.sampled_from(_SENDERS))
+            batch.append(_sample(
+                now=now, input_ifindex=port, src_ip=src, protocol=6,
+                # SYN, mid-connection, RST (no spam), SYN-ACK (no spam)
+                tcp_flags=draw(st.sampled_from([0x02, 0x02, 0x18, 0x10, 0x04, 0x12])),
+                dst_ip=draw(st.sampled_from(_MAIL_DSTS)), src_port=40000,
+                dst_port=draw(st.sampled_from([25, 587, 465, 80]))))
+        steps.append(("samples", batch))
+        if draw(st.integers(0, 2)):
+            steps.append(("evaluate", now + draw(st.sampled_from([0.0, 0.1, 0.5]))))
+    steps.append(("evaluate", now + 0.5))
+    steps.append(("evaluate", now + 30.0))
+    return steps
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(t=st.builds(DetectThresholds, spam_distinct_dsts=st.sampled_from([3, 5, 6]),
+                   spam_window_s=st.sampled_from([1.0, 3.0]),
+                   distinct_cap=st.sampled_from([3, 5, 6, 4096]),
+                   min_samples=st.sampled_from([1, 5]), repeat_s=st.sampled_from([0.0, 10.0]),
+                   evidence_samples=st.sampled_from([1, 3])),
+       steps=mail_streams(), data=st.data())
+def test_mail_senders_around_cap_and_rule_equal_abuse_detector(
+    t: DetectThresholds, steps: list[tuple[str, Any]], data: st.DataObject
+) -> None:
+    """Spam windows at, under and over their caps and count rules (a mail server's mail and
+    whitelisted destinations not counted): the same detections, and the same windows (keys,
+    order, times, saturation) as AbuseDetector's at the end."""
+    ref, a, b = _detectors(t, t, True)
+    _run(ref, a, b, steps, data.draw)
+    for vec in (a, b):
+        for sid in ("s1", "s2", "s3"):
+            st_ = ref._states.get(sid)
+            w = vec._win.get(vec._index[sid])
+            d = None if w is None else w.spam_dsts
+            if st_ is None or not st_.spam_dsts.seen:
+                assert d is None or not d.seen
+                continue
+            assert d is not None
+            assert [(_text(k), v) for k, v in d.seen.items()] == list(st_.spam_dsts.seen.items())
+            assert d.saturated_until == st_.spam_dsts.saturated_until
+
+
+def test_many_mail_destinations_past_the_cap_in_one_batch() -> None:
+    """One batch of 40 mail destinations per sender, twice round (cap 8, rule 6): evictions
+    and saturation inside the batch; the mail server and the whitelisted ones never count."""
+    t = DetectThresholds(spam_distinct_dsts=6, distinct_cap=8, spam_window_s=5.0)
+    samples = []
+    for i in range(80):
+        for port, src in _SENDERS:
+            dst = f"203.0.113.{48 + i % 40}"  # the first four are s2's whitelisted ones
+            samples.append(_syn(T0 + i * 0.01, dst, 25, input_ifindex=port, src_ip=src))
+    ref = AbuseDetector(fleet(True), default=t)
+    vec = VectorDetector(fleet(True), default=t)
+    ref.ingest(samples)
+    vec.ingest_columns(SampleColumns.from_samples(samples))
+    for now in (T0 + 1.0, T0 + 4.0, T0 + 5.5, T0 + 20.0):
+        want = ref.evaluate(now, AT0 + timedelta(seconds=now - T0))
+        assert vec.evaluate(now, AT0 + timedelta(seconds=now - T0)) == want
+        if now == T0 + 1.0:
+            keys = [d.key for d in want]
+            assert ("s1", "spam", "smtp_fanout") in keys
+            assert ("s2", "spam", "smtp_fanout") in keys
+            assert not any(k[0] == "s3" for k in keys)
+    w = vec._win[vec._index["s1"]].spam_dsts
+    assert w is not None and w.saturated_until == ref._states["s1"].spam_dsts.saturated_until
+    assert vec._index["s3"] not in vec._win or vec._win[vec._index["s3"]].spam_dsts is None
+    assert vec.active() == ref.active()
+
+
+@pytest.mark.parametrize("cap", [4, 5, 6])
+@pytest.mark.parametrize("dsts", [4, 5, 6, 9])
+def test_mail_destinations_at_the_rule_and_cap_alone_are_found(cap: int, dsts: int) -> None:
+    """Rule 5 with the cap below, at and above it, and 4 to 9 destinations in one batch at
+    rates far below every rate rule: only the spam window can make the screen judge s1, and
+    it holds min(dsts, cap) keys (a window at its cap that keeps evicting stays at it)."""
+    t = DetectThresholds(spam_distinct_dsts=5, distinct_cap=cap)
+    samples = [_syn(T0 + i * 0.01, f"203.0.113.{60 + i}", 25) for i in range(dsts)]
+    ref = AbuseDetector(fleet(False), default=t)
+    vec = VectorDetector(fleet(False), default=t)
+    ref.ingest(samples)
+    vec.ingest_columns(SampleColumns.from_samples(samples))
+    want = ref.evaluate(T0 + 1.5, AT0)
+    assert (("s1", "spam", "smtp_fanout") in [d.key for d in want]) == (min(dsts, cap) >= 5)
+    assert vec.evaluate(T0 + 1.5, AT0) == want
+    assert vec.active() == ref.active()

@@ -1,4 +1,5 @@
-"""The scan-window row loop in C (policies/_scanwin.c) against its Python twin.
+"""The scan-window row loop in C (policies/_scanwin.c) against its Python twin, and the
+single-window loop (distinct_rows: the spam destinations) against its own.
 
 Both loops get the same random batches on twin copies of the same per-server state (windows
 made on a server's first row or earlier, some of them full, caps and count rules small so
@@ -23,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rackwarden.policies import detect_vec
-from rackwarden.policies.detect_vec import _scan_loop_py, _Win
+from rackwarden.policies.detect_vec import _distinct_loop_py, _scan_loop_py, _Win
 from rackwarden.policies.flowcols import ip_words
 
 if detect_vec.SCANWIN_C_ERROR is not None:
@@ -276,3 +277,199 @@ def test_a_long_loop_leaks_nothing() -> None:
     assert grown < 64 * 1024, grown
     assert [sys.getrefcount(o) for o in args] == refs
     assert all(len(d) == 8 for d in s.hs_l if d is not None)
+
+
+# distinct_rows (the spam windows' loop) against _distinct_loop_py, as above.
+
+
+@dataclass
+class One:
+    """A detector's per-server spam lists (VectorDetector's _spam_* attributes) and hot set."""
+
+    n: int
+    caps: list[int]
+    th: list[int]
+    win_l: list[_Win | None] = field(init=False)
+    seen_l: list[dict[int, float] | None] = field(init=False)
+    hot: set[int] = field(default_factory=set)
+    made: list[int] = field(default_factory=list)  # new_win's calls, in order
+    win_cls: type[_Win] = _Win
+
+    def __post_init__(self) -> None:
+        self.win_l = [None] * self.n
+        self.seen_l = [None] * self.n
+
+    def new_win(self, s: int) -> None:
+        self.made.append(s)
+        w = self.win_l[s] = self.win_cls(WINDOW_S, self.caps[s])
+        self.seen_l[s] = w.seen
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.seen_l, self.win_l, self.caps, self.th, self.hot, self.new_win)
+
+    def picture(self) -> list[Any]:
+        out: list[Any] = [sorted(self.hot), self.made]
+        for s in range(self.n):
+            w = self.win_l[s]
+            if w is None:
+                assert self.seen_l[s] is None
+                out.append(None)
+                continue
+            assert self.seen_l[s] is w.seen
+            out.append((list(w.seen.items()), w.saturated_until))
+        return out
+
+
+def one_arrays(rows: list[Row]) -> tuple[Any, ...]:
+    srv, hi, lo, _port, now = arrays(rows)
+    return srv, hi, lo, now
+
+
+@st.composite
+def one_cases(draw: st.DrawFn) -> tuple[list[int], list[int], list[Row], list[list[Row]]]:
+    """Caps and count rules per server (a rule of sys.maxsize: a declared mail server's; one
+    at, below or above the cap), rows made before (through the Python loop), the batches."""
+    n = draw(st.integers(1, 6))
+    caps = draw(st.lists(st.integers(1, 6), min_size=n, max_size=n))
+    th = draw(st.lists(st.integers(1, 8) | st.just(sys.maxsize), min_size=n, max_size=n))
+    hosts = draw(st.integers(1, len(HOSTS)))
+    row = st.tuples(st.integers(0, n - 1), st.integers(0, hosts - 1), st.just(0),
+                    st.sampled_from([0.0, 1.0, 2.5, 1e9, -3.0]) | st.floats(0, 100))
+    before = draw(st.lists(row, max_size=30))
+    batches = draw(st.lists(st.lists(row, min_size=1, max_size=60), min_size=1, max_size=4))
+    return caps, th, before, batches
+
+
+def one_twins(caps: list[int], th: list[int], before: list[Row]) -> tuple[One, One]:
+    out = []
+    for _ in range(2):
+        o = One(len(caps), list(caps), list(th))
+        if before:
+            _distinct_loop_py(*one_arrays(before), *o.args())
+        o.hot.clear()
+        out.append(o)
+    return out[0], out[1]
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=one_cases(), by_server=st.booleans())
+def test_c_distinct_loop_equals_python_loop(case: tuple[Any, ...], by_server: bool) -> None:
+    caps, th, before, batches = case
+    c, py = one_twins(caps, th, before)
+    assert c.picture() == py.picture()
+    for batch in batches:
+        if by_server:  # as _spam_rows hands them over
+            batch = sorted(batch, key=lambda r: r[0])
+        detect_vec._distinct_rows_c(*one_arrays(batch), *c.args())
+        _distinct_loop_py(*one_arrays(batch), *py.args())
+        assert c.picture() == py.picture()
+    assert not any(th[s] == sys.maxsize for s in c.hot)
+
+
+@pytest.mark.parametrize("cap", [3, 4, 5])
+def test_distinct_loop_at_and_around_the_cap(cap: int) -> None:
+    """Four new keys, a re-sight, a fifth and sixth key (rule 4): below, at and past the cap
+    (evictions and saturation from the fourth, fifth or sixth new key), the same in both,
+    and the window is _Win.add's (the loop only inlines it)."""
+    # (HOSTS[2] is HOSTS[0]'s words: not a new key.)
+    rows: list[Row] = [(0, 0, 0, 1.0), (0, 1, 0, 2.0), (0, 3, 0, 3.0), (0, 4, 0, 4.0),
+                       (0, 1, 0, 5.0), (0, 2, 0, 5.5), (0, 5, 0, 6.0), (0, 6, 0, 7.0)]
+    c, py = One(1, [cap], [4]), One(1, [cap], [4])
+    detect_vec._distinct_rows_c(*one_arrays(rows), *c.args())
+    _distinct_loop_py(*one_arrays(rows), *py.args())
+    assert c.picture() == py.picture()
+    ref = _Win(WINDOW_S, cap)
+    for _s, h, _p, t in rows:
+        ref.add((HOSTS[h][0] << 64) | HOSTS[h][1], t)
+    w = c.win_l[0]
+    assert w is not None
+    assert list(w.seen.items()) == list(ref.seen.items())
+    assert w.saturated_until == ref.saturated_until
+    assert (w.saturated_until > float("-inf")) == (cap < 6)
+    assert c.hot == ({0} if cap >= 4 else set())  # at cap 3 the window never holds 4
+
+
+def run_one_both(prepare: Callable[[One], None], rows: list[Row]) -> tuple[One, One]:
+    out = []
+    for loop in (detect_vec._distinct_rows_c, _distinct_loop_py):
+        o = One(2, [2, 2], [9, 9])
+        prepare(o)
+        with pytest.raises(Boom) as got:
+            loop(*one_arrays(rows), *o.args())
+        assert got.value.args[0] is not None
+        out.append(o)
+    return out[0], out[1]
+
+
+def test_an_exception_in_distinct_add_propagates() -> None:
+    def prepare(o: One) -> None:
+        o.win_cls = FailingWin
+
+    rows = [(0, 0, 0, 1.0), (0, 3, 0, 2.0), (1, 4, 0, 3.0), (0, 4, 0, 4.0), (0, 5, 0, 5.0),
+            (1, 5, 0, 6.0)]
+    c, py = run_one_both(prepare, rows)
+    assert c.picture() == py.picture()
+    assert c.seen_l[1] is not None and len(c.seen_l[1]) == 1  # the row after it was not taken
+
+
+def test_an_exception_in_new_win_propagates() -> None:
+    def prepare(o: One) -> None:
+        def new_win(srv: int) -> None:
+            if srv == 1:
+                raise Boom(srv)
+            One.new_win(o, srv)
+        o.new_win = new_win  # type: ignore[method-assign]
+
+    c, py = run_one_both(prepare, [(0, 0, 0, 1.0), (0, 1, 0, 2.0), (1, 2, 0, 3.0),
+                                   (0, 2, 0, 4.0)])
+    assert c.picture() == py.picture()
+    assert c.seen_l[0] is not None and list(c.seen_l[0].values()) == [1.0, 2.0]
+
+
+def test_distinct_rows_bad_arguments_are_errors() -> None:
+    o = One(1, [2], [2])
+    srv, hi, lo, now = one_arrays([(0, 0, 0, 1.0), (0, 1, 0, 2.0)])
+    with pytest.raises(AssertionError):
+        detect_vec._distinct_rows_c(srv, hi, lo, now, *o.args()[:-1], lambda s: None)
+    for bad in ((srv, hi, lo, now.astype(np.float32)), (srv, hi[:1], lo, now),
+                (srv + 1, hi, lo, now)):
+        with pytest.raises((TypeError, ValueError, IndexError)):
+            detect_vec._distinct_rows_c(*bad, *One(1, [2], [2]).args())
+    with pytest.raises(TypeError, match="distinct_rows: hot must be a set"):
+        detect_vec._distinct_rows_c(srv, hi, lo, now, *o.args()[:4], [], o.new_win)
+
+
+def test_a_long_distinct_loop_leaks_nothing() -> None:
+    """As test_a_long_loop_leaks_nothing, for distinct_rows: full windows, every new key
+    evicting, half the keys re-sighted, hot servers."""
+    rnd = np.random.default_rng(5)
+    n, m = 50, 2000
+    o = One(n, [8] * n, [4] * n)
+    srv = np.sort(rnd.integers(0, n, m)).astype(np.int64)
+    hi = np.where(rnd.random(m) < 0.5, rnd.integers(1, 1 << 62, m), 0).astype(np.uint64)
+
+    def batch(i: int) -> tuple[Any, ...]:
+        lo = (np.arange(m, dtype=np.uint64) + np.uint64(i * m // 2))
+        return srv, hi, lo, np.full(m, float(i))
+
+    args = o.args()
+    refs = [sys.getrefcount(x) for x in args]
+    for i in range(300):
+        detect_vec._distinct_rows_c(*batch(i), *args)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for i in range(300, 310):
+            detect_vec._distinct_rows_c(*batch(i), *args)
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(310, 370):
+            detect_vec._distinct_rows_c(*batch(i), *args)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, grown
+    assert [sys.getrefcount(x) for x in args] == refs
+    assert all(len(d) == 8 for d in o.seen_l if d is not None)
+    assert o.hot == {s for s in range(n) if o.seen_l[s] is not None}
