@@ -229,31 +229,82 @@ is_list(PyObject *o, const char *name)
     return 1;
 }
 
-/* One row; 0 or -1 (exception set). Owns nothing on return. */
+/* lst[s] made by maker(s) when it is None (a server's first row): 0, or -1 with an exception. */
+static int
+ensure_window(PyObject *lst, const char *name, Py_ssize_t s, PyObject *s_obj, PyObject *maker)
+{
+    if (s < 0 || s >= PyList_GET_SIZE(lst)) {
+        PyErr_Format(PyExc_IndexError, "%s: server %zd out of range of %s", fn_name, s, name);
+        return -1;
+    }
+    if (PyList_GET_ITEM(lst, s) != Py_None)
+        return 0;
+    PyObject *res = PyObject_CallOneArg(maker, s_obj);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    if (s >= PyList_GET_SIZE(lst) || PyList_GET_ITEM(lst, s) == Py_None) {
+        PyErr_Format(PyExc_AssertionError, "%s: server %zd's window was not made", fn_name, s);
+        return -1;
+    }
+    return 0;
+}
+
+/* One key into one window of server s (its dict `seen`), _Win.add inlined but for an eviction:
+ *
+ *   if seen.pop(key, None) is None:
+ *       if len(seen) < caps[s]: seen[key] = now       (*stored = 1)
+ *       else: win_l[s].add(key, now)                  (the eviction, in _Win.add)
+ *       if len(seen) >= th_l[s]: hot.add(s)
+ *   else: seen[key] = now
+ *
+ * 0, or -1 with an exception set. */
+static int
+window_key(PyObject *seen, PyObject *key, Py_hash_t h, PyObject *now, Py_ssize_t s,
+           PyObject *s_obj, PyObject *caps, PyObject *win_l, const char *win_name,
+           PyObject *th_l, const char *th_name, PyObject *hot, int *stored)
+{
+    PyObject *lim = NULL;
+    *stored = 0;
+    int r = pop_or_touch(seen, key, h, now);
+    if (r <= 0)
+        return r;
+    if (list_item(caps, s, "caps", 0, &lim) < 0)
+        return -1;
+    r = len_cmp(PyDict_GET_SIZE(seen), lim, Py_LT);
+    Py_CLEAR(lim);
+    if (r < 0)
+        return -1;
+    if (r) {
+        if (store(seen, key, h, now) < 0)
+            return -1;
+        *stored = 1;
+    } else if (call_add(win_l, s, win_name, key, now) < 0) {
+        return -1;
+    }
+    if (list_item(th_l, s, th_name, 0, &lim) < 0)
+        return -1;
+    r = len_cmp(PyDict_GET_SIZE(seen), lim, Py_GE);
+    Py_CLEAR(lim);
+    if (r < 0 || (r && PySet_Add(hot, s_obj) < 0))
+        return -1;
+    return 0;
+}
+
+/* One scan row: the host into the hosts window, then the (host, port) pair into the pairs
+ * window, whose groups count a host's pairs (a stored pair only: an eviction's add counts it
+ * in _Win.add). 0 or -1 (exception set). Owns nothing on return. */
 static int
 one_row(Py_ssize_t s, PyObject *s_obj, uint64_t hi, uint64_t lo, int64_t port, double t,
         PyObject *hs_l, PyObject *ps_l, PyObject *pg_l, PyObject *hosts_l, PyObject *pairs_l,
         PyObject *caps, PyObject *th_h, PyObject *th_p, PyObject *hot, PyObject *new_scan)
 {
-    PyObject *seen = NULL, *a = NULL, *k = NULL, *now = NULL, *cap = NULL, *th = NULL;
-    PyObject *groups = NULL;
-    int rc = -1, r;
+    PyObject *seen = NULL, *a = NULL, *k = NULL, *now = NULL, *groups = NULL;
+    int rc = -1, stored;
     Py_hash_t ha, hk;
 
-    if (s < 0 || s >= PyList_GET_SIZE(hs_l)) {
-        PyErr_Format(PyExc_IndexError, "scan_rows: server %zd out of range of hs_l", s);
+    if (ensure_window(hs_l, "hs_l", s, s_obj, new_scan) < 0)
         return -1;
-    }
-    if (PyList_GET_ITEM(hs_l, s) == Py_None) {
-        PyObject *res = PyObject_CallOneArg(new_scan, s_obj);
-        if (res == NULL)
-            return -1;
-        Py_DECREF(res);
-        if (s >= PyList_GET_SIZE(hs_l) || PyList_GET_ITEM(hs_l, s) == Py_None) {
-            PyErr_Format(PyExc_AssertionError, "scan_rows: new_scan(%zd) made no hosts window", s);
-            return -1;
-        }
-    }
     if (list_item(hs_l, s, "hs_l", 1, &seen) < 0)
         return -1;
     {
@@ -265,32 +316,10 @@ one_row(Py_ssize_t s, PyObject *s_obj, uint64_t hi, uint64_t lo, int64_t port, d
     now = PyFloat_FromDouble(t);
     if (now == NULL)
         goto done;
-    /* Hosts. */
-    r = pop_or_touch(seen, a, ha, now);
-    if (r < 0)
+    if (window_key(seen, a, ha, now, s, s_obj, caps, hosts_l, "hosts_l", th_h, "th_h", hot,
+                   &stored) < 0)
         goto done;
-    if (r == 1) {
-        if (list_item(caps, s, "caps", 0, &cap) < 0)
-            goto done;
-        r = len_cmp(PyDict_GET_SIZE(seen), cap, Py_LT);
-        Py_CLEAR(cap);
-        if (r < 0)
-            goto done;
-        if (r) {
-            if (store(seen, a, ha, now) < 0)
-                goto done;
-        } else if (call_add(hosts_l, s, "hosts_l", a, now) < 0) {
-            goto done;
-        }
-        if (list_item(th_h, s, "th_h", 0, &th) < 0)
-            goto done;
-        r = len_cmp(PyDict_GET_SIZE(seen), th, Py_GE);
-        Py_CLEAR(th);
-        if (r < 0 || (r && PySet_Add(hot, s_obj) < 0))
-            goto done;
-    }
     Py_CLEAR(seen);
-    /* (host, port) pairs. */
     if (list_item(ps_l, s, "ps_l", 1, &seen) < 0)
         goto done;
     {
@@ -299,31 +328,11 @@ one_row(Py_ssize_t s, PyObject *s_obj, uint64_t hi, uint64_t lo, int64_t port, d
     }
     if (k == NULL || (hk = PyObject_Hash(k)) == -1)
         goto done;
-    r = pop_or_touch(seen, k, hk, now);
-    if (r < 0)
+    if (window_key(seen, k, hk, now, s, s_obj, caps, pairs_l, "pairs_l", th_p, "th_p", hot,
+                   &stored) < 0)
         goto done;
-    if (r == 1) {
-        if (list_item(caps, s, "caps", 0, &cap) < 0)
-            goto done;
-        r = len_cmp(PyDict_GET_SIZE(seen), cap, Py_LT);
-        Py_CLEAR(cap);
-        if (r < 0)
-            goto done;
-        if (r) {
-            if (store(seen, k, hk, now) < 0)
-                goto done;
-            if (list_item(pg_l, s, "pg_l", 1, &groups) < 0 || group_inc(groups, a, ha) < 0)
-                goto done;
-        } else if (call_add(pairs_l, s, "pairs_l", k, now) < 0) {
-            goto done;
-        }
-        if (list_item(th_p, s, "th_p", 0, &th) < 0)
-            goto done;
-        r = len_cmp(PyDict_GET_SIZE(seen), th, Py_GE);
-        Py_CLEAR(th);
-        if (r < 0 || (r && PySet_Add(hot, s_obj) < 0))
-            goto done;
-    }
+    if (stored && (list_item(pg_l, s, "pg_l", 1, &groups) < 0 || group_inc(groups, a, ha) < 0))
+        goto done;
     rc = 0;
 done:
     Py_XDECREF(seen);
@@ -432,24 +441,12 @@ distinct_row(Py_ssize_t s, PyObject *s_obj, uint64_t hi, uint64_t lo, double t,
              PyObject *seen_l, PyObject *win_l, PyObject *caps, PyObject *th, PyObject *hot,
              PyObject *new_win)
 {
-    PyObject *seen = NULL, *a = NULL, *now = NULL, *lim = NULL;
-    int rc = -1, r;
+    PyObject *seen = NULL, *a = NULL, *now = NULL;
+    int rc = -1, stored;
     Py_hash_t ha;
 
-    if (s < 0 || s >= PyList_GET_SIZE(seen_l)) {
-        PyErr_Format(PyExc_IndexError, "distinct_rows: server %zd out of range of seen_l", s);
+    if (ensure_window(seen_l, "seen_l", s, s_obj, new_win) < 0)
         return -1;
-    }
-    if (PyList_GET_ITEM(seen_l, s) == Py_None) {
-        PyObject *res = PyObject_CallOneArg(new_win, s_obj);
-        if (res == NULL)
-            return -1;
-        Py_DECREF(res);
-        if (s >= PyList_GET_SIZE(seen_l) || PyList_GET_ITEM(seen_l, s) == Py_None) {
-            PyErr_Format(PyExc_AssertionError, "distinct_rows: new_win(%zd) made no window", s);
-            return -1;
-        }
-    }
     if (list_item(seen_l, s, "seen_l", 1, &seen) < 0)
         return -1;
     {
@@ -461,29 +458,9 @@ distinct_row(Py_ssize_t s, PyObject *s_obj, uint64_t hi, uint64_t lo, double t,
     now = PyFloat_FromDouble(t);
     if (now == NULL)
         goto done;
-    r = pop_or_touch(seen, a, ha, now);
-    if (r < 0)
+    if (window_key(seen, a, ha, now, s, s_obj, caps, win_l, "win_l", th, "th", hot,
+                   &stored) < 0)
         goto done;
-    if (r == 1) {
-        if (list_item(caps, s, "caps", 0, &lim) < 0)
-            goto done;
-        r = len_cmp(PyDict_GET_SIZE(seen), lim, Py_LT);
-        Py_CLEAR(lim);
-        if (r < 0)
-            goto done;
-        if (r) {
-            if (store(seen, a, ha, now) < 0)
-                goto done;
-        } else if (call_add(win_l, s, "win_l", a, now) < 0) {
-            goto done;
-        }
-        if (list_item(th, s, "th", 0, &lim) < 0)
-            goto done;
-        r = len_cmp(PyDict_GET_SIZE(seen), lim, Py_GE);
-        Py_CLEAR(lim);
-        if (r < 0 || (r && PySet_Add(hot, s_obj) < 0))
-            goto done;
-    }
     rc = 0;
 done:
     Py_XDECREF(seen);
