@@ -69,7 +69,6 @@ Evidence and top flows come from a bounded store of the last `evidence_rows` att
 from __future__ import annotations
 
 import ipaddress
-import sys
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -149,7 +148,8 @@ _EV_KINDS = (("ev_flood", _E_FLOOD), ("ev_spam", _E_SPAM), ("ev_scan", _E_SCAN),
              ("ev_spoof", _E_SPOOF), ("ev_proxy", _E_PROXY), ("ev_ports", _E_PORTS))
 
 _BULK_ROWS = 16  # a server's scan rows in one batch from which _scan_bulk takes them
-_NO_BULK = 1 << 62  # (with the C loop: never)
+_NEVER = 1 << 62  # a count no window reaches (a declared mail server's spam rule)
+_NO_BULK = _NEVER  # (with the C loop: never)
 _DENSE_PORTS = 1 << 18  # entries of the dense port table at most (2 MB)
 _EV_CACHE = 4096  # evidence FlowSamples kept by stored row (see _stored_samples)
 _STORE_COLS = ("agent", "input_ifindex", "output_ifindex", "sampling_rate", "frame_length",
@@ -468,7 +468,7 @@ def _distinct_loop_py(srv: I64, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.u
     server and drops it only when no rule holds); from then on the window changes only by
     new keys (checked here), re-sights (no change in size) and prunes (it shrinks), so it
     cannot reach th[s] unseen. A declared mail server gets no spam rows (_vector_rows), and
-    its th[s] is sys.maxsize all the same (AbuseDetector never counts its mail as spam), so
+    its th[s] is _NEVER all the same (AbuseDetector never counts its mail as spam), so
     it never goes hot by this window."""
     addrs: list[int] = lo.tolist()
     for j in np.flatnonzero(hi).tolist():
@@ -664,7 +664,7 @@ class VectorDetector(AbuseDetector):
         self._distinct_loop = distinct_loop(self.scanwin)
         self._spam_w: list[_Win | None] = [None] * n
         self._spam_s: list[dict[int, float] | None] = [None] * n
-        self._th_spam = [sys.maxsize if spec.mail_server else t.spam_distinct_dsts
+        self._th_spam = [_NEVER if spec.mail_server else t.spam_distinct_dsts
                          for spec, t in zip(specs, self._t, strict=True)]
         self._bulk_rows = _BULK_ROWS if self.scanwin == "python" else _NO_BULK
         self._proxied = np.zeros(n, dtype=np.bool_)
