@@ -79,9 +79,9 @@ MAX_PENDING_DATAGRAMS = 16384
 # On the columns path a batch also closes this long after its first datagram. Every batch
 # costs a fixed few hundred numpy calls (decode, sequence tracking, detector) and one hand-over
 # between the receive thread and the event loop, both of which want the GIL: at 30k datagrams/s
-# batches of up to 2,048 datagrams or 50 ms cost about 0.7x the CPU per sample of 1,024 or 20 ms
-# (bench/sflow.py --batch-wait 0.02 --batch-max 1024 against the defaults). 50 ms is still
-# small against the detectors' 250 ms evaluation.
+# batches of up to 2,048 datagrams or 50 ms take 1.29x the samples per CPU-second of 1,024 or
+# 20 ms (bench/sflow.py runs the earlier batching beside these defaults). 50 ms is still small
+# against the detectors' 250 ms evaluation.
 BATCH_WAIT_S = 0.05
 # recvmmsg's buffer has one 64 KiB slot per datagram of a batch (address space, not RSS: see
 # mmsg.py); past this many a batch closes early, whatever batch_max says.
