@@ -468,6 +468,9 @@ class Enforcer:
             return None
         if d.rung != before:
             self.rungs[(server.id, d.rung.reason)] = d.rung
+            # Now, not after the follow-ups: a notice can take seconds to deliver, and the
+            # gauges must not lag the rung (or the action counter) that long.
+            self._publish_states(server.id)
         return begun
 
     def _lets_go(self, server: ServerConfig, before: L.Rung, d: E.Decision) -> bool:
@@ -535,12 +538,16 @@ class Enforcer:
 
     async def _follow(self, server: ServerConfig, reason: L.Reason, rule: L.LadderRule, outcome: E.Event,
                       at: datetime, actor: str, mode: str,
-                      also: Callable[[Connection], None] | None = None) -> None:
-        """An outcome through the step; what it decides is written (with `also`) and carried out."""
+                      also: Callable[[Connection], None] | None = None,
+                      committed: Callable[[], None] | None = None) -> None:
+        """An outcome through the step; what it decides is written (with `also`) and carried out.
+        `committed` runs once the write is tried, before the follow-ups (notices) are awaited."""
         current = self.rungs.get((server.id, reason), L.Rung(server.id, reason))
         follow = E.step(current, rule, outcome, self._rails(server, reason, at), at)
         await self._record_refusal(server, reason, current, follow, at, actor, mode)
         begun = await self._commit(server, current, follow, at, also)
+        if committed is not None:
+            committed()
         if begun is None:
             return
         for nxt in follow.intents:
@@ -579,13 +586,18 @@ class Enforcer:
                 self.outages.enforcement_applied(server.id)
 
         log.info("%s %s %s [%s] %s -> %s: %s", row.action, server.id, reason, row.mode, before, applied, result)
-        self.metrics.enforcement_actions.labels(row.action, reason, state.lower(), row.mode).inc()
+
+        def count() -> None:
+            # After the commit, which publishes the server's gauges: a scrape (a thread of its
+            # own) that sees this action counted sees the state it left, not the one before.
+            self.metrics.enforcement_actions.labels(row.action, reason, state.lower(), row.mode).inc()
+
         if (shut or row.action in E.APPLY_ACTIONS) and state == "APPLIED":
             # A restriction is a change to a customer's port too: it spends the same budget.
             self.safety = S.record_shut(self.safety, self.config.enforcement.safety,
                                         datetime.fromisoformat(row.created_at), row.switch)
         outcome = E.ActionOutcome(row.key, row.action, state, admin, restriction)  # type: ignore[arg-type]
-        await self._follow(server, reason, rule, outcome, end_at, actor, row.mode, also)
+        await self._follow(server, reason, rule, outcome, end_at, actor, row.mode, also, count)
 
     def _dry_run(self, server: ServerConfig, change: E.Change, at: datetime, actor: str, before: str) -> None:
         """Notify mode: the change is recorded and audited; the switch is not touched."""
@@ -824,11 +836,14 @@ class Enforcer:
             if not ok:
                 log.error("alert %s was not accepted by %s", name, sink)
 
-    def _publish_states(self) -> None:
+    def _publish_states(self, only: str | None = None) -> None:
+        """The per-server state gauges from the rungs: every server's, or `only` that one's."""
         strongest: dict[str, str] = {}
         throttled: set[str] = set()
         blocked: set[tuple[str, str]] = set()
         for (sid, _), r in self.rungs.items():
+            if only is not None and sid != only:
+                continue
             if PHASE_RANK[r.phase] > PHASE_RANK[strongest.get(sid, "idle")]:
                 strongest[sid] = r.phase
             if r.restriction is not None and r.phase in ("restricted", "shut"):
@@ -836,12 +851,16 @@ class Enforcer:
                     throttled.add(sid)
                 else:
                     blocked.add((sid, r.restriction.service or ""))
-        for s in self.config.servers:
-            self.metrics.enforcement_state.labels(s.id).set(PHASE_VALUE[strongest.get(s.id, "idle")])
-            self.metrics.server_throttled.labels(s.id).set(1 if s.id in throttled else 0)
+        ids = [s.id for s in self.config.servers] if only is None else [only]
+        for sid in ids:
+            self.metrics.enforcement_state.labels(sid).set(PHASE_VALUE[strongest.get(sid, "idle")])
+            self.metrics.server_throttled.labels(sid).set(1 if sid in throttled else 0)
+        published = self._blocked_published
+        if only is not None:  # the other servers' blocks stand as published
+            blocked |= {b for b in published if b[0] != only}
         for sid, service in blocked:
             self.metrics.server_service_blocked.labels(sid, service).set(1)
-        for sid, service in self._blocked_published - blocked:
+        for sid, service in published - blocked:
             self.metrics.server_service_blocked.labels(sid, service).set(0)
         self._blocked_published = blocked
 

@@ -288,3 +288,33 @@ def test_report_usage_bills_a_throttled_month_at_the_cap_not_the_demand(tmp_path
     assert cli.main(["report", "usage", "--month", "2026-11", "-c", str(cfg), "--format", "json"]) == 0
     rows = {r["server"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert rows["s1"]["buckets"] == 20 and rows["s1"]["p95_bps"] == 10_000_000  # carried, not 15 Mbit/s
+
+
+def test_a_scrape_that_sees_an_action_counted_sees_the_state_it_left(tmp_path: Path) -> None:
+    """Scrapes run in threads of their own: the gauges are published with the rung, before the
+    action is counted and before the customer's notice is awaited. They used to move only at
+    the end of the whole step, after the notices, and the lab caught a scrape in between."""
+    a = Agent(tmp_path)
+    seen: list[tuple[str, float | None, float | None]] = []
+    counter = a.metrics.enforcement_actions
+    labels = counter.labels
+
+    class Counted:
+        def __init__(self, action: str, child: Any) -> None:
+            self.action, self.child = action, child
+
+        def inc(self, amount: float = 1) -> None:
+            seen.append((self.action, a.metric("rackwarden_server_throttled", server="s1"),
+                         a.metric("rackwarden_server_enforcement_state", server="s1")))
+            self.child.inc(amount)
+
+    def spying(*values: str, **kw: str) -> Counted:
+        return Counted(values[0] if values else kw["action"], labels(*values, **kw))
+
+    counter.labels = spying  # type: ignore[method-assign]
+    a.poll()
+    a.poll()  # throttled
+    for _ in range(11):
+        a.poll()
+    a.poll(over=False)  # unthrottled
+    assert [s for s in seen if s[0] in ("throttle", "unthrottle")] == [("throttle", 1, 3), ("unthrottle", 0, 0)]
