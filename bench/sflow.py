@@ -14,8 +14,8 @@ flow samples taken in per CPU-second of this process (all its threads: receive, 
 detect, evaluate; the sender's CPU is its own), the median of --reps runs, each with a fresh
 collector and detector; datagrams lost on the way (kernel or backlog) are reported, and not
 counted as samples. Beside it, same run, interleaved: the columns path with the collector's
-earlier batching (up to 1,024 datagrams or 20 ms a batch, against the default 2,048 or 50 ms),
-and the object path.
+earlier batchings (up to 1,024 datagrams or 20 ms a batch, the first; 2,048 or 50 ms, the one
+before the default 4,096 or 100 ms), and the object path.
 
 Decode stages, same run, interleaved: decode_batch_columns against decode_batch on the same
 fleet datagrams in 1,024-datagram batches (samples per CPU-second), and the bare struct walk
@@ -192,6 +192,9 @@ def _task_cpu(tid: int | None) -> float:
 
 
 OLD_BATCHING = "VectorDetector, 1,024 datagrams or 20 ms batches"
+PREV_BATCHING = "VectorDetector, 2,048 datagrams or 50 ms batches"
+BATCHINGS = {OLD_BATCHING: {"batch_wait_s": 0.02, "batch_max": 1024},
+             PREV_BATCHING: {"batch_wait_s": 0.05, "batch_max": 2048}}
 
 
 class _WallClock:
@@ -347,13 +350,15 @@ def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | Non
     # The object path (FlowSamples into AbuseDetector) is the baseline, on the same traffic;
     # it is offered less, as it takes less without a backlog, and (to keep the run short) the
     # first 8 seconds' worth of each half.
-    # The columns path is also run with the collector's earlier batching (1,024 datagrams or
-    # 20 ms), the same-run baseline of its default (collector.BATCH_MAX, BATCH_WAIT_S).
+    # The columns path is also run with the collector's earlier batchings (1,024 datagrams or
+    # 20 ms; 2,048 or 50 ms), the same-run baselines of its default (collector.BATCH_MAX,
+    # BATCH_WAIT_S).
     plan: list[tuple[str, str, int, float, int]] = [
         (kind, kind, reps, rate or (30_000.0 if kind == "VectorDetector" else 3_000.0),
          len(datagrams))]
     if kind == "VectorDetector" and batch_baseline_reps > 0:
-        plan.append((OLD_BATCHING, kind, batch_baseline_reps, plan[0][3], len(datagrams)))
+        for which in BATCHINGS:
+            plan.append((which, kind, batch_baseline_reps, plan[0][3], len(datagrams)))
     if kind == "VectorDetector" and baseline_reps > 0:
         plan.append(("AbuseDetector", "AbuseDetector", baseline_reps, 3_000.0,
                      min(len(datagrams), 24_000)))
@@ -371,8 +376,7 @@ def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | Non
             for which, det_kind, n, offered, count in plan:
                 if k >= n:
                     continue
-                batching = ({"batch_wait_s": 0.02, "batch_max": 1024} if which == OLD_BATCHING
-                            else None)
+                batching = BATCHINGS.get(which)
                 r = asyncio.run(_whole_once(files[count], count, specs, det_kind, offered,
                                             batching))
                 runs.setdefault(which, []).append(r)
@@ -394,6 +398,12 @@ def whole_path(servers: int, samples_per_port: int, reps: int, rate: float | Non
               f"{whole / old:.2f}x")
         extra = {"whole_path_old_batching_samples_per_cpu_s": round(old),
                  "ratio_whole_path_vs_old_batching": round(whole / old, 2)}
+    if PREV_BATCHING in runs:
+        prev = statistics.median(r["samples"] / r["cpu_s"] for r in runs[PREV_BATCHING])
+        print(f"whole path median ({PREV_BATCHING}): {prev:,.0f} samples/CPU-s; default "
+              f"batching {whole / prev:.2f}x")
+        extra |= {"whole_path_prev_batching_samples_per_cpu_s": round(prev),
+                  "ratio_whole_path_vs_prev_batching": round(whole / prev, 2)}
     if "AbuseDetector" in runs and kind != "AbuseDetector":
         base = statistics.median(r["samples"] / r["cpu_s"] for r in runs["AbuseDetector"])
         print(f"whole path median (AbuseDetector, object path): {base:,.0f} samples/CPU-s; "
@@ -432,9 +442,9 @@ def main() -> int:
     ap.add_argument("--stage-seconds", type=float, default=6.0)
     ap.add_argument("--baseline-reps", type=int, default=1,
                     help="object-path (AbuseDetector) whole-path runs beside the columns path")
-    ap.add_argument("--batch-baseline-reps", type=int, default=1,
-                    help="columns-path runs with the collector's earlier batching (1,024 "
-                    "datagrams or 20 ms) beside its default")
+    ap.add_argument("--batch-baseline-reps", type=int, default=3,
+                    help="columns-path runs with each of the collector's earlier batchings "
+                    "(1,024 datagrams or 20 ms; 2,048 or 50 ms) beside its default")
     args = ap.parse_args()
 
     whole = whole_path(args.servers, args.samples_per_port, args.reps, args.rate,

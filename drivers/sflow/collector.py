@@ -74,15 +74,19 @@ OTHER_SOURCES = "other"
 # The bound is in datagrams, not batches: at a low rate every datagram is a batch of its own, and
 # a bound of 64 batches dropped sFlow at 2,500 datagrams/s whenever evaluate() held the loop for
 # a few tens of milliseconds (bench/peer_fastnetmon.py). 16,384 datagrams is ~21 MB at most.
-BATCH_MAX = 2048
+BATCH_MAX = 4096
 MAX_PENDING_DATAGRAMS = 16384
 # On the columns path a batch also closes this long after its first datagram. Every batch
 # costs a fixed few hundred numpy calls (decode, sequence tracking, detector) and one hand-over
-# between the receive thread and the event loop, both of which want the GIL: at 30k datagrams/s
-# batches of up to 2,048 datagrams or 50 ms take 1.29x the samples per CPU-second of 1,024 or
-# 20 ms (bench/sflow.py runs the earlier batching beside these defaults). 50 ms is still small
-# against the detectors' 250 ms evaluation.
-BATCH_WAIT_S = 0.05
+# between the receive thread and the event loop, both of which want the GIL. At 30k
+# datagrams/s, batches of up to 2,048 datagrams or 50 ms took 1.29x the samples per CPU-second
+# of 1,024 or 20 ms, and 4,096 or 100 ms 1.03-1.14x more again (bench/sflow.py runs both
+# earlier batchings beside these defaults, round by round). 100 ms is still well inside the
+# detectors' 250 ms evaluation: a batch is judged at the first evaluation after it lands. At
+# rates past BATCH_MAX per BATCH_WAIT_S the batches fill before their deadline and run back to
+# back (what the socket holds past a full batch is the next one's), so the wait never costs
+# throughput; the 16 MiB socket buffer holds the 100 ms of 60k datagrams/s with room.
+BATCH_WAIT_S = 0.1
 # recvmmsg's buffer has one 64 KiB slot per datagram of a batch (address space, not RSS: see
 # mmsg.py); past this many a batch closes early, whatever batch_max says.
 MMSG_SLOTS_MAX = 4096
