@@ -4,10 +4,13 @@ Builds a private namespace with a veth pair, replays a mixed frame set into one 
 (tcpreplay at --pps, 300k by default, when installed, else Python AF_PACKET senders) and
 captures on the other with each of:
 - bare_ring / bare_recv: ring or recv_into + a struct walk, no FlowSample (the floor);
-- full_ring: the batch path, SpanCapture(on_columns=...): blocks held to ~4k frames, one ring
-  walk (the compiled walker when built), columns, raw frame ring, then
+- full_ring: the batch path, SpanCapture(on_columns=...): blocks held to ~16k frames or 40 ms
+  (span.DEFAULT_BATCH_FRAMES, DEFAULT_BATCH_WAIT_S), one ring walk (the compiled walker when
+  built), columns, raw frame ring, then
   VectorDetector.ingest_columns + evaluate (every EVALUATE_S, the daemon's default interval)
   when rackwarden.policies.detect_vec exists (printed either way);
+- full_ring_4k: the same with the earlier batching, ~4k frames or 10 ms (the same-run
+  baseline of the default's);
 - full_ring_nodetect: the same without the detector (the capture's own cost);
 - full_ring_pywalk: the batch path with the pure-Python walker;
 - perframe_ring / perframe_recv: today's per-frame SpanCapture (FlowSample per frame) feeding
@@ -43,6 +46,7 @@ from rackwarden.agent.clock import SystemClock
 from rackwarden.drivers.capture import MirrorSource, SpanCapture, ringwalk
 from rackwarden.drivers.capture.afpacket import PKT_HDR, RawSocket, enter_netns
 from rackwarden.drivers.capture.rawring import RawFrameRing
+from rackwarden.drivers.capture.span import DEFAULT_BATCH_FRAMES, DEFAULT_BATCH_WAIT_S
 from rackwarden.policies.detect import AbuseDetector, ServerSpec
 from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import FlowSample
@@ -250,16 +254,18 @@ def vector_detector(raw_ring: RawFrameRing) -> Any | None:
 class BatchPath(_Timed):
     """The batch path: SpanCapture(on_columns) -> columns + raw ring -> ingest_columns."""
 
-    def __init__(self, ifname: str, netns: str, walker: str, detect: bool = True) -> None:
+    def __init__(self, ifname: str, netns: str, walker: str, detect: bool = True,
+                 batching: tuple[int, float] | None = None) -> None:
         super().__init__()
         self.raw_ring = RawFrameRing(slot=SNAPLEN)
         self.detector = vector_detector(self.raw_ring) if detect else None
         self.rows = 0
+        frames, wait = batching or (DEFAULT_BATCH_FRAMES, DEFAULT_BATCH_WAIT_S)
         self.cap = SpanCapture(
             [MirrorSource(ifname)], None, self.clock, netns=netns, mode="ring",  # type: ignore[arg-type]
             mac_ports={_mac(i): 100 + i for i in range(N_SERVERS)}, snaplen=SNAPLEN,
             on_columns=self._on_columns, raw_ring=self.raw_ring,
-            walker=walker)  # type: ignore[arg-type]
+            walker=walker, batch_frames=frames, batch_wait_s=wait)  # type: ignore[arg-type]
 
     def _on_columns(self, cols: SampleColumns) -> None:
         if self._clockid is None:
@@ -373,11 +379,11 @@ class _FullRing(RawSocket):
 
 
 def saturated(frames: list[bytes], kind: str, walker: str) -> int:
-    """Frames per CPU-second of one pass of the capture loop over a full ring (4k batches)."""
+    """Frames per CPU-second of one pass of the capture loop over a full ring (the default
+    batches, as far as half the ring holds)."""
     path: Any = FullPath("x", "unused", "ring") if kind == "perframe" else BatchPath(
         "x", "unused", walker, detect=kind == "batch")
     cap: SpanCapture = path.cap
-    cap.batch_frames = 4096
     raw = _FullRing(frames, 1 << 18, cap._stop)
     cap.sources[0].raw = raw
     t0 = time.thread_time()
@@ -432,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         phases: list[tuple[str, Callable[[], Any]]] = [
             ("bare_ring", lambda: BareCapture("b1", ns, "ring")),
             ("full_ring", lambda: BatchPath("b1", ns, walker)),
+            ("full_ring_4k", lambda: BatchPath("b1", ns, walker, batching=(4096, 0.01))),
             ("full_ring_nodetect", lambda: BatchPath("b1", ns, walker, detect=False)),
             ("full_ring_pywalk", lambda: BatchPath("b1", ns, "python")),
             ("perframe_ring", lambda: FullPath("b1", ns, "ring")),
@@ -478,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{r['kernel_drops'] or 0:>9,} kernel drops  offered ~{r['offered_pps']:,}/s")
         base = results.get("perframe_ring", {}).get("pkts_per_cpu_s")
         new = results.get("full_ring", {}).get("pkts_per_cpu_s")
+        small = results.get("full_ring_4k", {}).get("pkts_per_cpu_s")
         figures = {
             "bench": "capture",
             "sender": "tcpreplay" if shutil.which("tcpreplay") else "python-afpacket",
@@ -491,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **{f"{k}_drops": v["kernel_drops"] for k, v in results.items()},
             **{f"{k}_offered_pps": v["offered_pps"] for k, v in results.items()},
             "ratio_full_ring_vs_perframe_ring": round(new / base, 2) if new and base else None,
+            "ratio_full_ring_vs_4k_batches": round(new / small, 2) if new and small else None,
             "ratio_saturated_batch_vs_perframe": round(
                 sorted(sat["full_ring_saturated"])[a.repeat // 2]
                 / sorted(sat["perframe_ring_saturated"])[a.repeat // 2], 2),

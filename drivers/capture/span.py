@@ -41,10 +41,14 @@ DEFAULT_SNAPLEN = 256  # headers plus some payload for evidence; sFlow keeps 128
 DEFAULT_RCVBUF_BYTES = 32 * 1024 * 1024
 STATS_EVERY_S = 0.5
 # Batch mode: walk the held blocks once this many frames are held, or once the oldest has
-# waited this long. Past a few thousand frames numpy's per-call cost is amortised
-# (PERFORMANCE-NOTES section 2: 4k-frame batches ~6x one-block batches in Python).
-DEFAULT_BATCH_FRAMES = 4096
-DEFAULT_BATCH_WAIT_S = 0.01
+# waited this long (and never more than half the ring: _loop_ring_columns). Every batch costs
+# the columns and the detector a fixed ~1-2 ms of numpy calls, whatever its size: at ~210k
+# frames/s, 16,384 frames or 40 ms took 1.2-1.3x the frames per CPU-second of 4,096 or 10 ms
+# (bench/capture.py runs the earlier batching beside the default). 40 ms is small against the
+# detectors' 250 ms evaluation and the 2 s from flood to port down; ~16k frames of 256 bytes
+# are ~21 of the default ring's 128 blocks.
+DEFAULT_BATCH_FRAMES = 16384
+DEFAULT_BATCH_WAIT_S = 0.04
 HELD_SLEEP_S = 0.002
 
 
