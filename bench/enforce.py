@@ -90,7 +90,7 @@ def main() -> int:
             assert doc["last_action"]["state"] == "APPLIED", doc  # type: ignore[index]
             to_down.append(float(out.strip()) - t0)
             call("/v1/restore", {"server": "srv-1"})
-        store = ActionStore(f"sqlite:///{work / 'state' / 'actions.sqlite'}")
+        store = ActionStore(f"sqlite:///{work / 'state' / 'ledger.sqlite'}")  # the records share the ledger's database
         store.start()
         internal = [a.detail["latency_s"] for a in store.actions("srv-1") if a.action == "shut"]
         store.close()

@@ -59,7 +59,7 @@ def run_path(path: str, rounds: int) -> dict[str, object]:
             exporter = start_sflow_exporter(lab, (lab.noc_addr, sport), sampling_rate=16, ports=[1, 2],
                                             counter_interval_s=2)
         token = (work / "state" / "api.token").read_text().strip()
-        store = ActionStore(f"sqlite:///{work / 'state' / 'actions.sqlite'}")
+        store = ActionStore(f"sqlite:///{work / 'state' / 'ledger.sqlite'}")  # the records share the ledger's database
         store.start()
         offset = time.time() - time.monotonic()  # wall = monotonic + offset, on this host
         time.sleep(6)
