@@ -15,22 +15,22 @@ outside the block stops at that frame (frames before it are kept) and is reporte
 from __future__ import annotations
 
 import ctypes
-import importlib.machinery
 import logging
 import mmap
-import os
 import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ..compiled import CompiledLib
+from ..compiled import Impl as Impl  # the walkers' choice, as callers name it here
+
 log = logging.getLogger(__name__)
 
-Impl = Literal["c", "python"]
 I64 = npt.NDArray[np.int64]
 Buffer = mmap.mmap | bytearray | bytes | memoryview
 
@@ -77,67 +77,37 @@ def _make(cols: list[I64], bad: list[int]) -> Walk:
                 bad_blocks=bad)
 
 
-def _so_path() -> Path | None:
-    here = Path(__file__).resolve().parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        p = here / f"_ringwalk_c{suffix}"
-        if p.exists():
-            return p
-    return None
-
-
 _P = ctypes.c_void_p
-_lib: ctypes.CDLL | None = None
-_lib_error: str | None = None
 
 
-def _load() -> ctypes.CDLL | None:
-    global _lib, _lib_error
-    if _lib is not None or _lib_error is not None:
-        return _lib
-    path = _so_path()
-    if path is None:
-        _lib_error = ("compiled ring walker not built (no C compiler at `pip install -e .`?); "
-                      "SPAN batches use the Python walker")
-        log.warning("%s", _lib_error)
-        return None
-    try:
-        lib = ctypes.CDLL(str(path))
-        lib.rw_walk.restype = ctypes.c_int64
-        walk_args: list[Any] = [_P, ctypes.c_uint64, ctypes.c_uint64, _P, ctypes.c_int64,
-                                ctypes.c_int64]
-        lib.rw_walk.argtypes = walk_args + [_P] * 11
-        lib.rw_copy.restype = ctypes.c_int64
-        lib.rw_copy.argtypes = [_P, ctypes.c_uint64, _P, _P, ctypes.c_int64, _P, ctypes.c_int64]
-    except (OSError, AttributeError) as e:
-        _lib_error = f"compiled ring walker {path} does not load ({e}); using the Python walker"
-        log.warning("%s", _lib_error)
-        return None
-    _lib = lib
-    return lib
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.rw_walk.restype = ctypes.c_int64
+    walk_args: list[Any] = [_P, ctypes.c_uint64, ctypes.c_uint64, _P, ctypes.c_int64,
+                            ctypes.c_int64]
+    lib.rw_walk.argtypes = walk_args + [_P] * 11
+    lib.rw_copy.restype = ctypes.c_int64
+    lib.rw_copy.argtypes = [_P, ctypes.c_uint64, _P, _P, ctypes.c_int64, _P, ctypes.c_int64]
+
+
+# Found beside this module, loaded once (drivers/compiled.py).
+_compiled = CompiledLib(Path(__file__).resolve().parent, "_ringwalk_c",
+                        what="compiled ring walker",
+                        twin_when_missing="SPAN batches use the Python walker",
+                        twin_when_broken="using the Python walker", env_var=ENV_VAR, log=log,
+                        declare=_declare)
 
 
 def compiled_available() -> bool:
-    return _load() is not None
+    return _compiled.available()
 
 
 def unavailable_reason() -> str | None:
-    _load()
-    return _lib_error
+    return _compiled.reason()
 
 
 def choose(impl: Impl | None = None) -> Impl:
     """The walker to use: `impl`, else $RACKWARDEN_RINGWALK, else C when built."""
-    want = impl or os.environ.get(ENV_VAR) or None
-    if want == "python":
-        return "python"
-    if want == "c":
-        if _load() is None:
-            raise RuntimeError(f"{ENV_VAR}=c but {_lib_error}")
-        return "c"
-    if want is not None:
-        raise ValueError(f"{ENV_VAR} must be 'c' or 'python', not {want!r}")
-    return "c" if _load() is not None else "python"
+    return _compiled.choose(impl)
 
 
 def _u8(ring: Buffer) -> npt.NDArray[np.uint8]:
@@ -170,7 +140,7 @@ def walk(ring: Buffer, bases: list[int], block_size: int, *, impl: Impl | None =
 
 
 def _walk_c(ring: Buffer, bases: list[int], block_size: int, cap: int) -> Walk | None:
-    lib = _load()
+    lib = _compiled.load()
     assert lib is not None
     buf = _u8(ring)
     out = np.empty((9, cap), dtype=np.int64)
@@ -252,7 +222,7 @@ def copy_frames(ring: Buffer, offs: I64, lens: I64, slot: int, *,
     offs = np.ascontiguousarray(offs, dtype=np.int64)
     lens = np.ascontiguousarray(lens, dtype=np.int64)
     if which == "c":
-        lib = _load()
+        lib = _compiled.load()
         assert lib is not None
         buf = _u8(ring)
         lib.rw_copy(buf.ctypes.data, buf.shape[0], offs.ctypes.data, lens.ctypes.data, n,

@@ -18,19 +18,19 @@ to back): one C call instead of a slice and a join part per datagram.
 from __future__ import annotations
 
 import ctypes
-import importlib.machinery
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ..compiled import CompiledLib
+from ..compiled import Impl as Impl  # the walkers' choice, as callers name it here
+
 log = logging.getLogger(__name__)
 
-Impl = Literal["c", "python"]
 I64 = npt.NDArray[np.int64]
 
 ENV_VAR = "RACKWARDEN_SFLOW_WALK"  # "python" forces the numpy walk; "c" requires the compiled one
@@ -59,74 +59,44 @@ class Walk:
     ctr: I64
 
 
-def _so_path() -> Path | None:
-    here = Path(__file__).resolve().parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        p = here / f"_sflowwalk_c{suffix}"
-        if p.exists():
-            return p
-    return None
-
-
 _P = ctypes.c_void_p
-_lib: ctypes.CDLL | None = None
-_lib_error: str | None = None
 
 
-def _load() -> ctypes.CDLL | None:
-    global _lib, _lib_error
-    if _lib is not None or _lib_error is not None:
-        return _lib
-    path = _so_path()
-    if path is None:
-        _lib_error = ("compiled sFlow walker not built (no C compiler at `pip install -e .`?); "
-                      "sFlow batches use the numpy walker")
-        log.warning("%s", _lib_error)
-        return None
-    try:
-        lib = ctypes.CDLL(str(path))
-        lib.sw_walk.restype = ctypes.c_int64
-        lib.sw_walk.argtypes = [_P, ctypes.c_uint64, _P, _P, ctypes.c_int64, _P, ctypes.c_int32,
-                                ctypes.c_int64, _P, ctypes.c_int64, _P, _P, _P, _P]
-        lib.sw_gather.restype = ctypes.c_int64
-        lib.sw_gather.argtypes = [_P, ctypes.c_uint64, _P, _P, ctypes.c_int64, _P,
-                                  ctypes.c_uint64, ctypes.c_uint64]
-        lib.sw_seq.restype = ctypes.c_int64
-        lib.sw_seq.argtypes = [_P, _P, _P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int32, _P,
-                               ctypes.c_int64, _P, _P, ctypes.c_int64, _P, ctypes.c_int64, _P,
-                               _P]
-        lib.sw_seq_index.restype = ctypes.c_int64
-        lib.sw_seq_index.argtypes = [_P, ctypes.c_int64, _P, ctypes.c_int64, ctypes.c_int64,
-                                     ctypes.c_int64]
-    except (OSError, AttributeError) as e:
-        _lib_error = f"compiled sFlow walker {path} does not load ({e}); using the numpy walker"
-        log.warning("%s", _lib_error)
-        return None
-    _lib = lib
-    return lib
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.sw_walk.restype = ctypes.c_int64
+    lib.sw_walk.argtypes = [_P, ctypes.c_uint64, _P, _P, ctypes.c_int64, _P, ctypes.c_int32,
+                            ctypes.c_int64, _P, ctypes.c_int64, _P, _P, _P, _P]
+    lib.sw_gather.restype = ctypes.c_int64
+    lib.sw_gather.argtypes = [_P, ctypes.c_uint64, _P, _P, ctypes.c_int64, _P,
+                              ctypes.c_uint64, ctypes.c_uint64]
+    lib.sw_seq.restype = ctypes.c_int64
+    lib.sw_seq.argtypes = [_P, _P, _P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int32, _P,
+                           ctypes.c_int64, _P, _P, ctypes.c_int64, _P, ctypes.c_int64, _P,
+                           _P]
+    lib.sw_seq_index.restype = ctypes.c_int64
+    lib.sw_seq_index.argtypes = [_P, ctypes.c_int64, _P, ctypes.c_int64, ctypes.c_int64,
+                                 ctypes.c_int64]
+
+
+# Found beside this module, loaded once (drivers/compiled.py).
+_compiled = CompiledLib(Path(__file__).resolve().parent, "_sflowwalk_c",
+                        what="compiled sFlow walker",
+                        twin_when_missing="sFlow batches use the numpy walker",
+                        twin_when_broken="using the numpy walker", env_var=ENV_VAR, log=log,
+                        declare=_declare)
 
 
 def compiled_available() -> bool:
-    return _load() is not None
+    return _compiled.available()
 
 
 def unavailable_reason() -> str | None:
-    _load()
-    return _lib_error
+    return _compiled.reason()
 
 
 def choose(impl: Impl | None = None) -> Impl:
     """The walker to use: `impl`, else $RACKWARDEN_SFLOW_WALK, else C when built."""
-    want = impl or os.environ.get(ENV_VAR) or None
-    if want == "python":
-        return "python"
-    if want == "c":
-        if _load() is None:
-            raise RuntimeError(f"{ENV_VAR}=c but {_lib_error}")
-        return "c"
-    if want is not None:
-        raise ValueError(f"{ENV_VAR} must be 'c' or 'python', not {want!r}")
-    return "c" if _load() is not None else "python"
+    return _compiled.choose(impl)
 
 
 def walk(buf: npt.NDArray[np.uint8], starts: I64, lens: I64,
@@ -135,9 +105,9 @@ def walk(buf: npt.NDArray[np.uint8], starts: I64, lens: I64,
 
     eligible: False for datagrams to leave to the exact decoder whatever they hold (None: all
     eligible). counters: step over counter samples (else their datagram is not taken)."""
-    lib = _load()
+    lib = _compiled.load()
     if lib is None:
-        raise RuntimeError(f"compiled sFlow walk called but {_lib_error}")
+        raise RuntimeError(f"compiled sFlow walk called but {_compiled.error}")
     n = int(starts.shape[0])
     starts = np.ascontiguousarray(starts, dtype=np.int64)
     lens = np.ascontiguousarray(lens, dtype=np.int64)
@@ -193,7 +163,7 @@ def gather(view: Any, starts: I64, padded: I64, *, impl: Impl | None = None) -> 
         p = np.ascontiguousarray(padded, dtype=np.int64)
         total = int(p.sum()) + GATHER_TAIL
         out: bytes = _new_bytes(None, total)
-        lib = _load()
+        lib = _compiled.load()
         assert lib is not None
         if lib.sw_gather(src.ctypes.data, src.shape[0], s.ctypes.data, p.ctypes.data,
                          int(s.shape[0]), _bytes_at(out), total, GATHER_TAIL) < 0:
@@ -227,9 +197,9 @@ def _ptr(a: npt.NDArray[Any], dtype: type[np.generic], n: int) -> int:
 
 def seq_index(tab: I64, kcodes: I64, start: int, stop: int) -> None:
     """Enters slots [start, stop) of kcodes in the (code, slot) table `tab` (shape (cap, 2))."""
-    lib = _load()
+    lib = _compiled.load()
     if lib is None:
-        raise RuntimeError(f"compiled sequence walk called but {_lib_error}")
+        raise RuntimeError(f"compiled sequence walk called but {_compiled.error}")
     cap = int(tab.shape[0])
     if lib.sw_seq_index(_ptr(tab, np.int64, 2 * cap), cap, _ptr(kcodes, np.int64, stop),
                         int(kcodes.shape[0]), start, stop) < 0:
@@ -245,9 +215,9 @@ def seq_walk(codes: I64, seqs: I64, ups: I64 | None, start: int, force: bool, ta
     """sw_seq over rows start.. of the batch: (the row it stopped before, or len(codes) when
     done; the number of slots after; why it stopped, SEQ_*). kstate has shape (slots, 2): last
     number, last uptime. Capacities are the arrays' own sizes."""
-    lib = _load()
+    lib = _compiled.load()
     if lib is None:
-        raise RuntimeError(f"compiled sequence walk called but {_lib_error}")
+        raise RuntimeError(f"compiled sequence walk called but {_compiled.error}")
     n = int(codes.shape[0])
     cap = int(tab.shape[0])
     slot_cap = min(int(kcodes.shape[0]), int(kstate.shape[0]))

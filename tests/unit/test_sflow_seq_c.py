@@ -291,8 +291,8 @@ def test_without_the_compiled_helper_the_numpy_walk_answers(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Not built (or not loadable): the tracker takes the numpy walk, and still answers as
     observe() does; asking for C by name is an error that says why."""
-    monkeypatch.setattr(cwalk, "_lib", None)
-    monkeypatch.setattr(cwalk, "_lib_error", "compiled sFlow walker not built (test)")
+    monkeypatch.setattr(cwalk._compiled, "lib", None)
+    monkeypatch.setattr(cwalk._compiled, "error", "compiled sFlow walker not built (test)")
     monkeypatch.delenv(cwalk.ENV_VAR, raising=False)
     rows: list[Row] = [(1, 5, -1), (2, 9, -1), (1, 7, -1), (1, 7, -1), (2, 3, -1)]
     ref, want = reference(rows, 65536, False)
