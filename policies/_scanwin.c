@@ -229,6 +229,68 @@ is_list(PyObject *o, const char *name)
     return 1;
 }
 
+/* The per-row arrays of a call: buffers taken in order (srv first: its length is the rows'),
+ * all released by rows_release, also after a failure part-way. */
+typedef struct {
+    Py_buffer b[5];
+    int held;
+    Py_ssize_t n;
+} Rows;
+
+static void
+rows_release(Rows *r)
+{
+    while (r->held > 0)
+        PyBuffer_Release(&r->b[--r->held]);
+}
+
+static int
+rows_get(Rows *r, int count, PyObject *const *objs, const char *const *names,
+         const char *const *kinds)
+{
+    r->held = 0;
+    r->n = -1;
+    for (int j = 0; j < count; j++) {
+        if (get_buf(objs[j], &r->b[j], names[j], kinds[j], r->n) < 0) {
+            rows_release(r);
+            return -1;
+        }
+        r->held++;
+        if (j == 0)
+            r->n = r->b[0].len / 8;
+    }
+    return 0;
+}
+
+/* hot a set and the window maker callable, or a TypeError naming them: 0 or -1. */
+static int
+check_hot_maker(PyObject *hot, PyObject *maker, const char *maker_name)
+{
+    if (!Py_IS_TYPE(hot, &PySet_Type)) {
+        PyErr_Format(PyExc_TypeError, "%s: hot must be a set, not %.100s", fn_name,
+                     Py_TYPE(hot)->tp_name);
+        return -1;
+    }
+    if (!PyCallable_Check(maker)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be callable", fn_name, maker_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Server s's int, made once per run of rows of one server (*cur, a new reference, is the
+ * last one made, for *last; the caller drops it at the end). NULL with an exception. */
+static PyObject *
+server_int(int64_t s, int64_t *last, PyObject **cur)
+{
+    if (*cur == NULL || s != *last) {
+        Py_XDECREF(*cur);
+        *cur = PyLong_FromLongLong(s);
+        *last = s;
+    }
+    return *cur;
+}
+
 /* lst[s] made by maker(s) when it is None (a server's first row): 0, or -1 with an exception. */
 static int
 ensure_window(PyObject *lst, const char *name, Py_ssize_t s, PyObject *s_obj, PyObject *maker)
@@ -358,70 +420,32 @@ scan_rows(PyObject *self, PyObject *args)
         || !is_list(hosts_l, "hosts_l") || !is_list(pairs_l, "pairs_l") || !is_list(caps, "caps")
         || !is_list(th_h, "th_h") || !is_list(th_p, "th_p"))
         return NULL;
-    if (!Py_IS_TYPE(hot, &PySet_Type)) {
-        PyErr_Format(PyExc_TypeError, "scan_rows: hot must be a set, not %.100s",
-                     Py_TYPE(hot)->tp_name);
+    if (check_hot_maker(hot, new_scan, "new_scan") < 0)
         return NULL;
-    }
-    if (!PyCallable_Check(new_scan)) {
-        PyErr_SetString(PyExc_TypeError, "scan_rows: new_scan must be callable");
+    static const char *const names[] = {"srv", "hi", "lo", "port", "now"};
+    static const char *const kinds[] = {"ql", "QL", "QL", "ql", "d"};
+    PyObject *const objs[] = {o_srv, o_hi, o_lo, o_port, o_now};
+    Rows r;
+    if (rows_get(&r, 5, objs, names, kinds) < 0)
         return NULL;
-    }
-    Py_buffer b_srv, b_hi, b_lo, b_port, b_now;
-    if (get_buf(o_srv, &b_srv, "srv", "ql", -1) < 0)
-        return NULL;
-    Py_ssize_t n = b_srv.len / 8;
-    if (get_buf(o_hi, &b_hi, "hi", "QL", n) < 0)
-        goto rel1;
-    if (get_buf(o_lo, &b_lo, "lo", "QL", n) < 0)
-        goto rel2;
-    if (get_buf(o_port, &b_port, "port", "ql", n) < 0)
-        goto rel3;
-    if (get_buf(o_now, &b_now, "now", "d", n) < 0)
-        goto rel4;
-
-    const int64_t *srv = (const int64_t *)b_srv.buf;
-    const uint64_t *hi = (const uint64_t *)b_hi.buf, *lo = (const uint64_t *)b_lo.buf;
-    const int64_t *port = (const int64_t *)b_port.buf;
-    const double *now = (const double *)b_now.buf;
+    const int64_t *srv = (const int64_t *)r.b[0].buf;
+    const uint64_t *hi = (const uint64_t *)r.b[1].buf, *lo = (const uint64_t *)r.b[2].buf;
+    const int64_t *port = (const int64_t *)r.b[3].buf;
+    const double *now = (const double *)r.b[4].buf;
     PyObject *s_obj = NULL;
     int64_t last = 0;
     int err = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < r.n && !err; i++) {
         int64_t s = srv[i];
-        if (s_obj == NULL || s != last) {
-            Py_XDECREF(s_obj);
-            s_obj = PyLong_FromLongLong(s);
-            if (s_obj == NULL) {
-                err = 1;
-                break;
-            }
-            last = s;
-        }
-        if (one_row((Py_ssize_t)s, s_obj, hi[i], lo[i], port[i], now[i], hs_l, ps_l, pg_l,
-                    hosts_l, pairs_l, caps, th_h, th_p, hot, new_scan) < 0) {
-            err = 1;
-            break;
-        }
+        err = server_int(s, &last, &s_obj) == NULL
+              || one_row((Py_ssize_t)s, s_obj, hi[i], lo[i], port[i], now[i], hs_l, ps_l, pg_l,
+                         hosts_l, pairs_l, caps, th_h, th_p, hot, new_scan) < 0;
     }
     Py_XDECREF(s_obj);
-    PyBuffer_Release(&b_now);
-    PyBuffer_Release(&b_port);
-    PyBuffer_Release(&b_lo);
-    PyBuffer_Release(&b_hi);
-    PyBuffer_Release(&b_srv);
+    rows_release(&r);
     if (err)
         return NULL;
     Py_RETURN_NONE;
-rel4:
-    PyBuffer_Release(&b_port);
-rel3:
-    PyBuffer_Release(&b_lo);
-rel2:
-    PyBuffer_Release(&b_hi);
-rel1:
-    PyBuffer_Release(&b_srv);
-    return NULL;
 }
 
 /* distinct_rows: one single-key window per server (the spam destinations), the hosts half of
@@ -481,64 +505,31 @@ distinct_rows(PyObject *self, PyObject *args)
     if (!is_list(seen_l, "seen_l") || !is_list(win_l, "win_l") || !is_list(caps, "caps")
         || !is_list(th, "th"))
         return NULL;
-    if (!Py_IS_TYPE(hot, &PySet_Type)) {
-        PyErr_Format(PyExc_TypeError, "distinct_rows: hot must be a set, not %.100s",
-                     Py_TYPE(hot)->tp_name);
+    if (check_hot_maker(hot, new_win, "new_win") < 0)
         return NULL;
-    }
-    if (!PyCallable_Check(new_win)) {
-        PyErr_SetString(PyExc_TypeError, "distinct_rows: new_win must be callable");
+    static const char *const names[] = {"srv", "hi", "lo", "now"};
+    static const char *const kinds[] = {"ql", "QL", "QL", "d"};
+    PyObject *const objs[] = {o_srv, o_hi, o_lo, o_now};
+    Rows r;
+    if (rows_get(&r, 4, objs, names, kinds) < 0)
         return NULL;
-    }
-    Py_buffer b_srv, b_hi, b_lo, b_now;
-    if (get_buf(o_srv, &b_srv, "srv", "ql", -1) < 0)
-        return NULL;
-    Py_ssize_t n = b_srv.len / 8;
-    if (get_buf(o_hi, &b_hi, "hi", "QL", n) < 0)
-        goto rel1;
-    if (get_buf(o_lo, &b_lo, "lo", "QL", n) < 0)
-        goto rel2;
-    if (get_buf(o_now, &b_now, "now", "d", n) < 0)
-        goto rel3;
-
-    const int64_t *srv = (const int64_t *)b_srv.buf;
-    const uint64_t *hi = (const uint64_t *)b_hi.buf, *lo = (const uint64_t *)b_lo.buf;
-    const double *now = (const double *)b_now.buf;
+    const int64_t *srv = (const int64_t *)r.b[0].buf;
+    const uint64_t *hi = (const uint64_t *)r.b[1].buf, *lo = (const uint64_t *)r.b[2].buf;
+    const double *now = (const double *)r.b[3].buf;
     PyObject *s_obj = NULL;
     int64_t last = 0;
     int err = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < r.n && !err; i++) {
         int64_t s = srv[i];
-        if (s_obj == NULL || s != last) {
-            Py_XDECREF(s_obj);
-            s_obj = PyLong_FromLongLong(s);
-            if (s_obj == NULL) {
-                err = 1;
-                break;
-            }
-            last = s;
-        }
-        if (distinct_row((Py_ssize_t)s, s_obj, hi[i], lo[i], now[i], seen_l, win_l, caps, th,
-                         hot, new_win) < 0) {
-            err = 1;
-            break;
-        }
+        err = server_int(s, &last, &s_obj) == NULL
+              || distinct_row((Py_ssize_t)s, s_obj, hi[i], lo[i], now[i], seen_l, win_l, caps,
+                              th, hot, new_win) < 0;
     }
     Py_XDECREF(s_obj);
-    PyBuffer_Release(&b_now);
-    PyBuffer_Release(&b_lo);
-    PyBuffer_Release(&b_hi);
-    PyBuffer_Release(&b_srv);
+    rows_release(&r);
     if (err)
         return NULL;
     Py_RETURN_NONE;
-rel3:
-    PyBuffer_Release(&b_lo);
-rel2:
-    PyBuffer_Release(&b_hi);
-rel1:
-    PyBuffer_Release(&b_srv);
-    return NULL;
 }
 
 static PyMethodDef methods[] = {
