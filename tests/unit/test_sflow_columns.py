@@ -19,7 +19,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -446,6 +446,30 @@ def test_one_writer_and_readers_at_once() -> None:
 
 # -- sequence numbers in bulk -----------------------------------------------------------------
 
+# The sequence trackers' rows (here and tests/unit/test_sflow_seq_c.py), each key coded as
+# the collector codes (agent, source id), fed in cuts of the given lengths.
+Row = tuple[int, int, int]  # code, sequence, uptime (-1: unknown)
+
+
+def key_of(code: int) -> Hashable:
+    return ("192.0.2.1", code)
+
+
+def run_columns(t: ColumnSequenceTracker, rows: list[Row], cuts: list[int],
+                with_uptime: bool) -> list[Hashable]:
+    got: list[Hashable] = []
+    i = j = 0
+    while i < len(rows):
+        part = rows[i:i + cuts[j % len(cuts)]]
+        got += t.observe_columns(np.array([c for c, _, _ in part], dtype=np.int64),
+                                 np.array([s for _, s, _ in part], dtype=np.int64), key_of,
+                                 np.array([u for _, _, u in part], dtype=np.int64)
+                                 if with_uptime else None)
+        i += len(part)
+        j += 1
+    return got
+
+
 @settings(max_examples=300, deadline=None)
 @given(items=st.lists(st.tuples(
     st.integers(0, 5),
@@ -458,22 +482,9 @@ def test_column_tracker_equals_observe_one_by_one(items: list[tuple[int, int, in
                                                   cuts: list[int], max_keys: int,
                                                   with_uptime: bool, impl: Impl) -> None:
     a, b = SequenceTracker(max_keys), ColumnSequenceTracker(max_keys, impl=impl)
-
-    def key_of(code: int) -> tuple[str, int]:
-        return ("192.0.2.1", code)
-
     want = [key_of(k) for k, s, u in items
             if a.observe(key_of(k), s, u if with_uptime else None)[0].value == "reset"]
-    got: list[Any] = []
-    i = j = 0
-    while i < len(items):
-        part = items[i:i + cuts[j % len(cuts)]]
-        got += b.observe_columns(np.array([k for k, _, _ in part], dtype=np.int64),
-                                 np.array([s for _, s, _ in part], dtype=np.int64), key_of,
-                                 np.array([u for _, _, u in part], dtype=np.int64)
-                                 if with_uptime else None)
-        i += len(part)
-        j += 1
+    got = run_columns(b, items, cuts, with_uptime)  # fed in cuts, keyed by key_of
     assert got == want
     assert (a.lost, a.resets, a.duplicates, a.late, a.evicted_keys) == (
         b.lost, b.resets, b.duplicates, b.late, b.evicted_keys)

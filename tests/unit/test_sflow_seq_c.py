@@ -11,10 +11,8 @@ counter dict, last(key) of every key, evicted_keys and the keys returned as rese
 
 from __future__ import annotations
 
-import os
 import random
-from collections.abc import Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable
 
 import numpy as np
 import pytest
@@ -28,6 +26,9 @@ from rackwarden.drivers.sflow.sequence import (
     SequenceTracker,
 )
 
+from tests.unit.test_sflow_columns import Row, key_of, run_columns
+from tests.unit.test_sflow_cwalk import walking
+
 if not cwalk.compiled_available():
     print(f"\n*** test_sflow_seq_c: {cwalk.unavailable_reason()}: C sequence walk tests "
           "SKIPPED ***")
@@ -38,13 +39,6 @@ IMPLS = [pytest.param("c", marks=needs_c), "python"]
 MOD = 1 << 32
 # A few codes of each kind the collector makes: packed (agent << 32 | ...), wide (negative).
 CODES = [0, 1, 2, 7, (3 << 32) | (0 << 24) | 5, (3 << 32) | (1 << 24) | 5, -1, -2, (1 << 61) + 3]
-
-Row = tuple[int, int, int]  # code, sequence, uptime (-1: unknown)
-
-
-def key_of(code: int) -> Hashable:
-    return ("192.0.2.1", code)
-
 
 @st.composite
 def streams(draw: st.DrawFn) -> list[Row]:
@@ -102,40 +96,12 @@ def reference(rows: list[Row], max_keys: int, with_uptime: bool) -> tuple[Sequen
     return ref, resets
 
 
-def run_columns(t: ColumnSequenceTracker, rows: list[Row], cuts: list[int],
-                with_uptime: bool) -> list[Hashable]:
-    got: list[Hashable] = []
-    i = j = 0
-    while i < len(rows):
-        part = rows[i:i + cuts[j % len(cuts)]]
-        got += t.observe_columns(np.array([c for c, _, _ in part], dtype=np.int64),
-                                 np.array([s for _, s, _ in part], dtype=np.int64), key_of,
-                                 np.array([u for _, _, u in part], dtype=np.int64)
-                                 if with_uptime else None)
-        i += len(part)
-        j += 1
-    return got
-
-
 def assert_same(ref: SequenceTracker, want: list[Hashable], t: ColumnSequenceTracker,
                 got: list[Hashable], codes: set[int]) -> None:
     assert got == want
     assert (t.lost, t.resets, t.duplicates, t.late, t.evicted_keys) == (
         ref.lost, ref.resets, ref.duplicates, ref.late, ref.evicted_keys)
     assert {c: t.last(key_of(c)) for c in codes} == {c: ref.last(key_of(c)) for c in codes}
-
-
-@contextmanager
-def env_walk(impl: str) -> Iterator[None]:
-    old = os.environ.get(cwalk.ENV_VAR)
-    os.environ[cwalk.ENV_VAR] = impl
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[cwalk.ENV_VAR]
-        else:
-            os.environ[cwalk.ENV_VAR] = old
 
 
 @needs_c
@@ -216,7 +182,7 @@ def test_switching_walks_between_batches_and_forget(rows: list[Row], cuts: list[
             ref_t.evicted_keys += 1
         want += [key_of(c) for c, s, u in part
                  if ref_t.observe(key_of(c), s, None if u < 0 else u)[0].value == "reset"]
-        with env_walk(impls[j % len(impls)]):
+        with walking(impls[j % len(impls)]):
             got += t.observe_columns(np.array([c for c, _, _ in part], dtype=np.int64),
                                      np.array([s for _, s, _ in part], dtype=np.int64), key_of,
                                      np.array([u for _, _, u in part], dtype=np.int64))
