@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rackwarden.policies.facts import IF_STATUS, PortCounters
@@ -87,15 +87,6 @@ class IfWalk:
         return "; ".join(shown)
 
 
-def _column_of(oid: Oid) -> Oid | None:
-    # Every column we read has a 10- or 11-arc prefix followed by exactly one ifIndex arc.
-    if len(oid) >= 2:
-        col = oid[:-1]
-        if col in COLUMN_NAMES:
-            return col
-    return None
-
-
 def _uint(value: SnmpValue) -> int | None:
     # bool is an int subclass; a bool here would be a caller bug, not an SNMP value.
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -115,31 +106,42 @@ def _name(value: SnmpValue) -> str | None:
 def split_columns(
     varbinds: Iterable[VarBind],
 ) -> tuple[dict[Oid, dict[int, SnmpValue]], dict[Oid, SnmpValue], list[str]]:
-    """Sort varbinds into {column: {ifIndex: value}} and {scalar OID: value}; note repeats."""
-    columns: dict[Oid, dict[int, SnmpValue]] = defaultdict(dict)
+    """Sort varbinds into {column: {ifIndex: value}} and {scalar OID: value}; note repeats.
+
+    Only the columns that answered are keys. One tuple hash per varbind (the column lookup):
+    this runs on every varbind of every poll.
+    """
+    known: dict[Oid, dict[int, SnmpValue]] = {col: {} for col in ALL_COLUMNS}
+    find = known.get
     scalars: dict[Oid, SnmpValue] = {}
     problems: list[str] = []
     for oid, value in varbinds:
         oid = tuple(oid)
-        if oid in (SYS_UPTIME, SNMP_ENGINE_BOOTS):
-            scalars[oid] = value
-            continue
-        col = _column_of(oid)
-        if col is None:
+        # Every column we read has a 10- or 11-arc prefix followed by exactly one ifIndex arc.
+        rows = find(oid[:-1])
+        if rows is None:
+            if oid == SYS_UPTIME or oid == SNMP_ENGINE_BOOTS:
+                scalars[oid] = value
             continue  # a walk's overshoot into the next column or table: not ours
         index = oid[-1]
-        if index in columns[col]:
-            problems.append(f"{COLUMN_NAMES[col]}.{index} answered twice; kept the first")
+        if index in rows:
+            problems.append(f"{COLUMN_NAMES[oid[:-1]]}.{index} answered twice; kept the first")
             continue
-        columns[col][index] = value
-    return dict(columns), scalars, problems
+        rows[index] = value
+    return {col: rows for col, rows in known.items() if rows}, scalars, problems
+
+
+def columns_without_hc(columns: Mapping[Oid, Mapping[int, SnmpValue]]) -> set[int]:
+    """ifIndexes of split columns that have an ifName but no ifHCInOctets or ifHCOutOctets row."""
+    empty: Mapping[int, SnmpValue] = {}
+    names = columns.get(IF_NAME, empty).keys()
+    return set(names - columns.get(IF_HC_IN_OCTETS, empty).keys()
+               - columns.get(IF_HC_OUT_OCTETS, empty).keys())
 
 
 def indexes_without_hc(varbinds: Iterable[VarBind]) -> set[int]:
     """ifIndexes that have an ifName but no ifHCInOctets or ifHCOutOctets row at all."""
-    columns, _, _ = split_columns(varbinds)
-    hc = set(columns.get(IF_HC_IN_OCTETS, {})) | set(columns.get(IF_HC_OUT_OCTETS, {}))
-    return set(columns.get(IF_NAME, {})) - hc
+    return columns_without_hc(split_columns(varbinds)[0])
 
 
 class _Table:
@@ -212,7 +214,7 @@ class _Table:
         )
 
 
-def parse_if_walk(varbinds: Iterable[VarBind]) -> IfWalk:
+def parse_if_walk(varbinds: Iterable[VarBind], *, exact: bool = False) -> IfWalk:
     """Turn one poll's varbinds (sysUpTime.0, snmpEngineBoots.0 and IF-MIB columns) into facts.
 
     Ports are keyed by ifName. Counters are Counter64 (ifHC*, counter_bits=64) when the port has
@@ -222,8 +224,23 @@ def parse_if_walk(varbinds: Iterable[VarBind]) -> IfWalk:
     has the column for other ports. A port with an empty ifName is left out silently: nothing in
     an inventory can name it. Ports sharing an ifName are all left out, as a problem: attributing
     either one's bytes would be a guess.
+
+    `exact` reads every port through the checking path (_Table.port); the default reads a port
+    whose values are all well-formed in one step and gives the same answer (the property tests
+    compare the two).
     """
     columns, scalars, problems = split_columns(varbinds)
+    return parse_columns(columns, scalars, problems, exact=exact)
+
+
+def parse_columns(
+    columns: dict[Oid, dict[int, SnmpValue]],
+    scalars: Mapping[Oid, SnmpValue],
+    problems: list[str],
+    *,
+    exact: bool = False,
+) -> IfWalk:
+    """parse_if_walk on what split_columns returned (`problems` is extended in place)."""
     table = _Table(columns, problems)
 
     by_name: dict[str, list[int]] = defaultdict(list)
@@ -237,14 +254,15 @@ def parse_if_walk(varbinds: Iterable[VarBind]) -> IfWalk:
         elif name:
             by_name[name].append(index)
 
-    unnamed = {i for col in ALL_COLUMNS if col != IF_NAME for i in columns.get(col, {})}
-    unnamed -= set(columns.get(IF_NAME, {}))
+    unnamed = set().union(*(columns.get(col, {}) for col in ALL_COLUMNS if col != IF_NAME))
+    unnamed -= columns.get(IF_NAME, {}).keys()
     if unnamed:
         shown = ", ".join(map(str, sorted(unnamed)[:5]))
         more = f" and {len(unnamed) - 5} more" if len(unnamed) > 5 else ""
         problems.append(f"ifIndex {shown}{more} has counters but no ifName")
 
     ports: dict[str, PortCounters] = {}
+    quick = None if exact else _quick_port(columns)
     for name, indexes in by_name.items():
         if len(indexes) > 1:
             problems.append(
@@ -252,7 +270,8 @@ def parse_if_walk(varbinds: Iterable[VarBind]) -> IfWalk:
                 " (give the ports distinct names on the switch)"
             )
             continue
-        ports[name] = table.port(name, indexes[0])
+        port = None if quick is None else quick(name, indexes[0])
+        ports[name] = table.port(name, indexes[0]) if port is None else port
 
     uptime = scalars.get(SYS_UPTIME)
     if uptime is None:
@@ -266,6 +285,42 @@ def parse_if_walk(varbinds: Iterable[VarBind]) -> IfWalk:
         engine_boots=None if boots is None else _uint(boots),
         problems=tuple(problems),
     )
+
+
+def _quick_port(
+    columns: Mapping[Oid, Mapping[int, SnmpValue]],
+) -> Callable[[str, int], PortCounters | None]:
+    """A reader for the common port: Counter64 octets, both statuses known, ifHighSpeed and
+    ifCounterDiscontinuityTime present (or absent for every port), every value a plain
+    non-negative int. It returns None for anything else, which _Table.port then reads and
+    explains; for the ports it does read, its answer is _Table.port's, with no problem noted."""
+    empty: Mapping[int, SnmpValue] = {}
+    hc_in = columns.get(IF_HC_IN_OCTETS, empty).get
+    hc_out = columns.get(IF_HC_OUT_OCTETS, empty).get
+    oper_of = columns.get(IF_OPER_STATUS, empty).get
+    admin_of = columns.get(IF_ADMIN_STATUS, empty).get
+    speeds = columns.get(IF_HIGH_SPEED, empty)
+    discs = columns.get(IF_COUNTER_DISCONTINUITY_TIME, empty)
+    speed_of, disc_of = speeds.get, discs.get
+    # An optional column the agent does not have at all is None for every port, silently.
+    speed_absent, disc_absent = not speeds, not discs
+    status = IF_STATUS.get
+
+    def quick(name: str, index: int) -> PortCounters | None:
+        i, o, op, ad = hc_in(index), hc_out(index), oper_of(index), admin_of(index)
+        speed, disc = speed_of(index), disc_of(index)
+        # type() is int, not isinstance: bool (and any other int subclass) takes the long way.
+        if not (type(i) is int and i >= 0 and type(o) is int and o >= 0
+                and type(op) is int and type(ad) is int
+                and ((type(speed) is int and speed >= 0) or (speed is None and speed_absent))
+                and ((type(disc) is int and disc >= 0) or (disc is None and disc_absent))):
+            return None
+        oper, admin = status(op), status(ad)
+        if oper is None or admin is None:
+            return None
+        return PortCounters(name, index, i, o, 64, oper, admin, speed, disc)
+
+    return quick
 
 
 def parse_if_table(varbinds: Iterable[VarBind]) -> dict[str, PortCounters]:
@@ -296,19 +351,31 @@ def absorb_bulk_rows(
     (the walk overshot into the next column) or at endOfMibView, whose OID is just the request
     echoed back. Raises ValueError if a column's OIDs do not increase (an agent loop).
     """
+    # Per column position, not per column OID: a tuple key would be hashed for every varbind.
     width = len(active)
-    new_last = dict(last)
-    ended: set[Oid] = set()
+    if not width:
+        return BulkStep([], dict(last), frozenset())
+    prefix_len = [len(col) for col in active]
+    lasts = [last[col] for col in active]
+    done = [False] * width
+    end_of_view = Absent.END_OF_MIB_VIEW
     kept: list[VarBind] = []
-    for i, (oid, value) in enumerate(rows):
-        col = active[i % width]
-        if col in ended:
-            continue
-        if value is Absent.END_OF_MIB_VIEW or oid[: len(col)] != col:
-            ended.add(col)
-            continue
-        if oid <= new_last[col]:
-            raise ValueError(f"agent returned non-increasing OID {'.'.join(map(str, oid))}")
-        kept.append((oid, value))
-        new_last[col] = oid
-    return BulkStep(kept, new_last, frozenset(ended))
+    keep = kept.append
+    j = 0
+    for oid, value in rows:
+        if not done[j]:
+            col = active[j]
+            if value is end_of_view or oid[: prefix_len[j]] != col:
+                done[j] = True
+            elif oid <= lasts[j]:
+                raise ValueError(f"agent returned non-increasing OID {'.'.join(map(str, oid))}")
+            else:
+                keep((oid, value))
+                lasts[j] = oid
+        j += 1
+        if j == width:
+            j = 0
+    new_last = dict(last)
+    new_last.update(zip(active, lasts, strict=True))
+    ended = frozenset(col for col, flag in zip(active, done, strict=True) if flag)
+    return BulkStep(kept, new_last, ended)

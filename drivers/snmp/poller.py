@@ -11,7 +11,6 @@ import os
 import secrets
 import socket
 import sys
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,16 +26,16 @@ from .fastv2c import BulkTimeout, FastPathUnavailable, FastV2cClient
 from .fastv3 import FastV3Client
 from .ifmib import (
     FALLBACK_COLUMNS,
-    IF_HC_IN_OCTETS,
-    IF_HC_OUT_OCTETS,
-    IF_NAME,
     PRIMARY_COLUMNS,
     Absent,
     Oid,
     SnmpValue,
     VarBind,
     absorb_bulk_rows,
+    columns_without_hc,
+    parse_columns,
     parse_if_walk,
+    split_columns,
 )
 
 if TYPE_CHECKING:
@@ -686,12 +685,15 @@ class SnmpPoller:
     ) -> tuple[PortPoll, int]:
         """The whole poll over one GETBULK function, and the primary walk's longest column."""
         varbinds = await _walk(bulk, PRIMARY_COLUMNS, scalars)
-        per_column = Counter(oid[:-1] for oid, _ in varbinds[len(scalars) :])
-        rows = max(per_column.values(), default=0)
-        if lacks_hc(varbinds):
+        # Split once: the row count, the Counter64 check and the parse all read the columns.
+        columns, found_scalars, problems = split_columns(varbinds)
+        rows = max(map(len, columns.values()), default=0)
+        if columns_without_hc(columns):
             # Only for agents (or ports) without Counter64: one more walk of two columns.
             varbinds += await _walk(bulk, FALLBACK_COLUMNS, [])
-        walk = parse_if_walk(varbinds)
+            walk = parse_if_walk(varbinds)
+        else:
+            walk = parse_columns(columns, found_scalars, problems)
         return PortPoll(
             switch=target.name,
             at=stamp.at,
@@ -802,20 +804,6 @@ def _usm_credentials(target: SnmpTarget) -> usm.Credentials | None:
         )
     except ValueError:
         return None
-
-
-def lacks_hc(varbinds: Sequence[VarBind]) -> bool:
-    """bool(indexes_without_hc(varbinds)) in one pass: parse_if_walk builds the column table
-    anyway, and building it twice per poll was ~6 % of the fast path's CPU."""
-    names: set[int] = set()
-    hc: set[int] = set()
-    for oid, _ in varbinds:
-        col = oid[:-1]
-        if col == IF_NAME:
-            names.add(oid[-1])
-        elif col == IF_HC_IN_OCTETS or col == IF_HC_OUT_OCTETS:
-            hc.add(oid[-1])
-    return not names <= hc
 
 
 async def _walk(bulk: BulkFn, columns: Sequence[Oid], scalars: Sequence[Oid]) -> list[VarBind]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,8 +25,19 @@ from pyasn1.codec.ber import decoder, encoder
 from pyasn1.error import PyAsn1Error
 from pysnmp.proto import api, rfc1902, rfc1905
 from rackwarden.drivers.snmp import SnmpPoller, SnmpTarget, parse_if_walk
-from rackwarden.drivers.snmp.ifmib import Oid, indexes_without_hc
-from rackwarden.drivers.snmp.poller import lacks_hc
+from rackwarden.drivers.snmp.ifmib import (
+    ALL_COLUMNS,
+    IF_COUNTER_DISCONTINUITY_TIME,
+    IF_HC_IN_OCTETS,
+    IF_HC_OUT_OCTETS,
+    IF_HIGH_SPEED,
+    IF_NAME,
+    Absent,
+    Oid,
+    SnmpValue,
+    VarBind,
+    indexes_without_hc,
+)
 from rackwarden.drivers.snmp.snmprec import parse_oid, read_snmprec
 from rackwarden.policies.facts import PortPoll
 
@@ -363,9 +375,42 @@ def test_replies_from_another_address_are_not_taken_and_the_switch_falls_back() 
 
 @settings(max_examples=200)
 @given(st.sampled_from(RECORDINGS), st.data())
-def test_lacks_hc_is_indexes_without_hc_in_one_pass(path: Path, data: st.DataObject) -> None:
+def test_indexes_without_hc_from_the_split_columns(path: Path, data: st.DataObject) -> None:
     varbinds = read_snmprec(path)
     # Any subset, in any order, with repeats: the walk's varbinds as a faulty agent gives them.
     picked = data.draw(st.lists(st.sampled_from(varbinds), max_size=60))
     for vbs in (varbinds, picked):
-        assert lacks_hc(vbs) == bool(indexes_without_hc(vbs))
+        names = {o[-1] for o, _ in vbs if o[:-1] == IF_NAME}
+        hc = {o[-1] for o, _ in vbs if o[:-1] in (IF_HC_IN_OCTETS, IF_HC_OUT_OCTETS)}
+        assert indexes_without_hc(vbs) == names - hc
+
+
+# Values an agent (or a faulty one) can put where a port's number or name belongs.
+_ODD_VALUES: list[SnmpValue] = [
+    0, 1, 2, 7, 8, -1, 2**32, 2**64 - 1, True, False, b"", b"gi9", b"x\x00", "str", (1, 3, 6),
+    *Absent,
+]
+_WALKS = {p.stem: read_snmprec(p) for p in RECORDINGS}
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(sorted(_WALKS)), st.integers(0, 2**32), st.data())
+def test_the_quick_port_reading_is_the_exact_reading(
+    name: str, seed: int, data: st.DataObject
+) -> None:
+    """parse_if_walk reads a well-formed port in one step and anything else through _Table.port:
+    on recorded walks, with values replaced, rows lost or repeated and optional columns dropped,
+    both readings give the same ports and the same problems in the same order."""
+    varbinds, rnd = _WALKS[name], random.Random(seed)
+    drop = data.draw(st.sets(st.sampled_from([IF_HIGH_SPEED, IF_COUNTER_DISCONTINUITY_TIME,
+                                              IF_HC_OUT_OCTETS])))
+    vbs: list[VarBind] = [(o, v) for o, v in varbinds if o[:-1] not in drop]
+    # The faults go where they matter: into the columns a port is read from.
+    ours = [k for k, (o, _) in enumerate(vbs) if o[:-1] in ALL_COLUMNS]
+    for k in rnd.sample(ours, min(len(ours), rnd.randint(0, 40))):
+        vbs[k] = (vbs[k][0], rnd.choice(_ODD_VALUES))
+    loss = data.draw(st.sampled_from([0.0, 0.02, 0.3]))
+    vbs = [vb for vb in vbs if rnd.random() >= loss]
+    vbs += rnd.sample(varbinds, data.draw(st.integers(0, 5)))  # answered twice
+    assert parse_if_walk(vbs) == parse_if_walk(vbs, exact=True)
+    assert parse_if_walk(varbinds) == parse_if_walk(varbinds, exact=True)
