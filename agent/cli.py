@@ -50,10 +50,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _compiled_helpers_error() -> str | None:
-    """What is wrong with RACKWARDEN_RINGWALK, RACKWARDEN_SFLOW_WALK or RACKWARDEN_SCANWIN (each
-    "c" or "python": which twin of a compiled helper to use), or None."""
+    """What is wrong with RACKWARDEN_RINGWALK, RACKWARDEN_SFLOW_WALK, RACKWARDEN_SCANWIN or
+    RACKWARDEN_SNMP_BER (each "c" or "python": which twin of a compiled helper to use), or
+    None."""
     from rackwarden.drivers.capture import ringwalk
     from rackwarden.drivers.sflow import cwalk
+    from rackwarden.drivers.snmp import ber
     from rackwarden.policies.detect_vec import scan_loop
 
     from .abuse import scanwin_choice
@@ -62,6 +64,7 @@ def _compiled_helpers_error() -> str | None:
         ringwalk.choose()
         cwalk.choose()
         scan_loop(scanwin_choice())
+        ber.varbind_loop()
     except (ValueError, RuntimeError) as e:
         return str(e)
     return None

@@ -1,5 +1,6 @@
 """Ports polled per CPU-second: RackWarden's poller (fast v2c path: drivers/snmp/ber.py and
-fastv2c.py; fast v3 authPriv path, SHA/AES: usm.py and fastv3.py), the same poller through
+fastv2c.py; fast v3 authPriv path, SHA/AES: usm.py and fastv3.py), the same fast path with
+ber.py's varbind loop in Python instead of C (drivers/snmp/_bervb.c), the same poller through
 pysnmp (what every poll used before), and net-snmp's snmpbulkwalk, v2c and v3, in the same run.
 
 Each simulated switch is a network namespace with 48 interfaces (bridge devices: this kernel has
@@ -31,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rackwarden.drivers.snmp import ber  # noqa: E402
 from rackwarden.drivers.snmp.poller import SnmpPoller, SnmpTarget  # noqa: E402
 
 PORTS = 48
@@ -114,7 +116,8 @@ def wait_ready(switches: list[Switch]) -> None:
 
 
 async def bench_poller(switches: list[Switch], seconds: float, *, fast: bool,
-                       version: str = "2c") -> dict[str, float]:
+                       version: str = "2c", ber_loop: str | None = None) -> dict[str, float]:
+    ber.use_varbind_loop(ber_loop)
     poller = SnmpPoller(wall=lambda: datetime.now(UTC), mono=time.monotonic, fast_v2c=fast,
                         fast_v3=fast)
     await poller.start()
@@ -135,6 +138,7 @@ async def bench_poller(switches: list[Switch], seconds: float, *, fast: bool,
     fallbacks = sum(poller.fast_path_fallbacks().values())
     requests = stats().get("requests", 0) - requests0
     await poller.close()
+    ber.use_varbind_loop()
     return {"ports": ports, "polls": polls, "errors": errors, "cpu_s": cpu, "wall_s": wall,
             "fallbacks": fallbacks, "requests": requests}
 
@@ -180,6 +184,9 @@ def one_run(switches: list[Switch], seconds: float) -> dict[str, dict[str, float
                                                          version=version))
         out[f"ours{version}"] = asyncio.run(bench_poller(switches, seconds, fast=True,
                                                          version=version))
+        # The same fast path with the varbind loop in Python (drivers/snmp/_bervb.c's twin).
+        out[f"pyloop{version}"] = asyncio.run(bench_poller(switches, seconds, fast=True,
+                                                           version=version, ber_loop="python"))
         out[f"base{version}"] = bench_snmpbulkwalk(switches, seconds, version)
     return out
 
@@ -240,8 +247,11 @@ def main() -> int:
     fig: dict[str, object] = {"switches": args.switches, "ports_per_switch": PORTS,
                               "reps": args.reps, "seconds_per_side": args.seconds}
     for v, pre in (("2c", ""), ("3", "v3_")):
-        ours, slow, base = f"ours{v}", f"slow{v}", f"base{v}"
+        ours, slow, base, pyloop = f"ours{v}", f"slow{v}", f"base{v}", f"pyloop{v}"
         fig |= {
+            f"{pre}poller_python_varbind_loop_ports_per_cpu_s": rounded(med(pyloop, per_core)),
+            f"ratio_{pre}poller_vs_python_varbind_loop_per_cpu": rounded(med_ratio(ours, pyloop),
+                                                                         2),
             f"{pre}poller_ports_per_cpu_s": rounded(med(ours, per_core)),
             f"{pre}poller_ports_per_wall_s": rounded(med(ours, lambda r: r["ports"] / r["wall_s"])),
             f"{pre}poller_polls": total(ours, "polls"),
@@ -279,6 +289,9 @@ def main() -> int:
               f"{fig[pre + 'poller_getbulk_per_poll']} requests/poll, "
               f"{fig[pre + 'poller_fast_path_fallbacks']} fallbacks, "
               f"{fig[pre + 'poller_errors']} errors")
+        print(f"    the same, varbind loop in Python: "
+              f"{fig[pre + 'poller_python_varbind_loop_ports_per_cpu_s']} ports/CPU-s "
+              f"(C loop {fig['ratio_' + pre + 'poller_vs_python_varbind_loop_per_cpu']}x)")
         print(f"    rackwarden poller through pysnmp: {fig[pre + 'pysnmp_poller_ports_per_cpu_s']} "
               f"ports/CPU-s, {fig[pre + 'pysnmp_poller_ports_per_wall_s']} ports/s wall, "
               f"{fig[pre + 'pysnmp_poller_ms_cpu_per_switch_poll']} ms CPU/poll "

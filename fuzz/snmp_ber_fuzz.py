@@ -3,7 +3,8 @@
     python fuzz/snmp_ber_fuzz.py -max_total_time=600 [libFuzzer flags] [corpus dirs]
 
 Every input goes through `ber.decode_message`; the only allowed outcomes are a Message or a
-`BerError` whose offset lies inside the input. It also goes through the SNMPv3 reader
+`BerError` whose offset lies inside the input, and the C varbind loop (drivers/snmp/_bervb.c,
+when built) and its Python twin must give the same one. It also goes through the SNMPv3 reader
 (`usm.decode_envelope`, the digest check, decryption and `usm.decode_scoped_pdu`, with one
 authPriv SHA/AES user's keys), where a `UsmError` is allowed too. A decoded message must also survive a round
 trip: encoded again with `ber.encode_message` and decoded, it is the same message. Seeds are
@@ -39,6 +40,9 @@ with atheris.instrument_imports(include=["rackwarden.drivers.snmp.ber",
 
 V3_USER = usm.Credentials(b"fuzz", auth_protocol="sha", auth_password=b"fuzz-auth-key",
                           priv_protocol="aes", priv_password=b"fuzz-priv-key")
+
+# Run every input through both varbind loops when the C one (drivers/snmp/_bervb.c) is built.
+C_LOOP = ber.use_varbind_loop() == "c"
 
 RSS_CHECK_EVERY = 20_000
 MAX_RSS_GROWTH_MB = 64.0
@@ -81,14 +85,31 @@ def check_v3(data: bytes) -> None:
         pass
 
 
+def decoded(data: bytes) -> ber.Message | ber.BerError:
+    try:
+        return ber.decode_message(data)
+    except ber.BerError as exc:
+        return exc
+
+
 def check(data: bytes) -> None:
     check_v3(data)
-    try:
-        msg = ber.decode_message(data)
-    except ber.BerError as exc:
-        if not 0 <= exc.offset <= len(data):
-            raise AssertionError(f"BerError offset {exc.offset} outside {len(data)} bytes") from exc
+    got = decoded(data)
+    if C_LOOP:
+        # The C varbind loop (the default) and its Python twin: the same message or the same
+        # error, word for word.
+        ber.use_varbind_loop("python")
+        try:
+            twin = decoded(data)
+        finally:
+            ber.use_varbind_loop("c")
+        if repr(twin) != repr(got):
+            raise AssertionError(f"C loop gave {got!r}, Python loop {twin!r}")
+    if isinstance(got, ber.BerError):
+        if not 0 <= got.offset <= len(data):
+            raise AssertionError(f"BerError offset {got.offset} outside {len(data)} bytes")
         return
+    msg = got
     assert STATS is not None
     STATS.decoded += 1
     again = ber.encode_message(

@@ -21,10 +21,24 @@ IpAddress and Opaque, a tuple for an OID, `Absent` for the v2 exceptions and NUL
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .ifmib import Absent, Oid, SnmpValue, VarBind
+
+# The varbind loop in C (drivers/snmp/_bervb.c): an optional extension, so a machine without a
+# compiler or Python's headers still installs and decodes with the Python loop below. It reads
+# well-formed replies only and hands everything else back to that loop, which names the fault.
+try:
+    from ._bervb_c import varbinds as _varbinds_c
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _varbinds_c = None
+    BERVB_C_ERROR: str | None = f"the compiled varbind loop is not built ({exc})"
+else:
+    BERVB_C_ERROR = None
+
+BER_ENV = "RACKWARDEN_SNMP_BER"  # "python" forces the Python varbind loop, "c" the C one
 
 # Universal and SNMP application tags (RFC 2578 / RFC 3416), as the one-byte identifiers.
 INTEGER = 0x02
@@ -254,6 +268,16 @@ def _decode_pdu(data: bytes, pdu_at: int, stop: int) -> tuple[int, int, int, int
     pos, vend = _expect(data, e, pdu_end, SEQUENCE, "variable-bindings")
     if vend != pdu_end:
         raise BerError(vend, "bytes after the variable-bindings inside the PDU")
+    if _varbinds is not _varbinds_py and type(data) is bytes:
+        got = _varbinds(data, pos, vend, _ABSENTS)
+        if got is not None:
+            return pdu_type, request_id, error_status, error_index, got[0], got[1]
+    varbinds, tags = _varbinds_py(data, pos, vend)
+    return pdu_type, request_id, error_status, error_index, varbinds, tags
+
+
+def _varbinds_py(data: bytes, pos: int, vend: int) -> tuple[list[VarBind], list[int]]:
+    """The VarBindList's contents at data[pos:vend]: (varbinds, tags); BerError if malformed."""
     varbinds: list[VarBind] = []
     tags: list[int] = []
     append_vb, append_tag = varbinds.append, tags.append
@@ -325,7 +349,42 @@ def _decode_pdu(data: bytes, pdu_at: int, stop: int) -> tuple[int, int, int, int
         append_vb((oid, value))
         append_tag(tag)
         pos = e
-    return pdu_type, request_id, error_status, error_index, varbinds, tags
+    return varbinds, tags
+
+
+_ABSENTS = (Absent.NO_SUCH_OBJECT, Absent.NO_SUCH_INSTANCE, Absent.END_OF_MIB_VIEW)
+VarbindLoop = Callable[..., "tuple[list[VarBind], list[int]] | None"]
+
+
+def varbind_loop(impl: str | None = None) -> tuple[str, VarbindLoop]:
+    """The varbind loop to use: `impl` ("c" or "python"), else $RACKWARDEN_SNMP_BER, else the
+    compiled one when built. ValueError for another value, RuntimeError when "c" is asked for
+    and it is not built."""
+    want = impl if impl is not None else (os.environ.get(BER_ENV) or None)
+    if want == "python":
+        return "python", _varbinds_py
+    if want not in (None, "c"):
+        raise ValueError(f"{BER_ENV} must be 'c' or 'python', not {want!r}")
+    if _varbinds_c is not None:
+        return "c", _varbinds_c
+    if want == "c":
+        raise RuntimeError(f"{BER_ENV} 'c' asked for, but {BERVB_C_ERROR}")
+    return "python", _varbinds_py
+
+
+def use_varbind_loop(impl: str | None = None) -> str:
+    """Choose the loop every decode uses from now on (see varbind_loop); returns its name."""
+    global _varbinds
+    name, _varbinds = varbind_loop(impl)
+    return name
+
+
+try:
+    _varbinds: VarbindLoop = varbind_loop()[1]
+except (ValueError, RuntimeError):
+    # A bad $RACKWARDEN_SNMP_BER: `rackwarden run` refuses to start on it (cli.py); anything
+    # else importing this module decodes with the Python loop meanwhile.
+    _varbinds = _varbinds_py
 
 
 # --- encoding --------------------------------------------------------------------------------

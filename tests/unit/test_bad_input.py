@@ -251,7 +251,8 @@ def test_a_ledger_that_cannot_be_reached_is_named_without_its_password(capsys: p
 
 # --- the compiled helpers' switches -------------------------------------------------------------
 
-@pytest.mark.parametrize("var", ["RACKWARDEN_RINGWALK", "RACKWARDEN_SFLOW_WALK", "RACKWARDEN_SCANWIN"])
+@pytest.mark.parametrize("var", ["RACKWARDEN_RINGWALK", "RACKWARDEN_SFLOW_WALK", "RACKWARDEN_SCANWIN",
+                                 "RACKWARDEN_SNMP_BER"])
 def test_a_bad_compiled_helper_switch_stops_run_naming_it(
     good_config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, var: str
 ) -> None:

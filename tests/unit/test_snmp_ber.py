@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +17,19 @@ from rackwarden.drivers.snmp.poller import plain_value
 
 V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
 U32 = 2**32 - 1
+
+if ber.BERVB_C_ERROR is not None:
+    print(f"\n*** test_snmp_ber: {ber.BERVB_C_ERROR}: the C varbind loop's runs SKIPPED ***")
+
+
+@pytest.fixture(autouse=True, scope="module", params=["python", "c"])
+def varbind_loop(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs with each varbind loop (drivers/snmp/_bervb.c and its Python twin)."""
+    if request.param == "c" and ber.BERVB_C_ERROR is not None:
+        pytest.skip(ber.BERVB_C_ERROR)
+    before = ber.use_varbind_loop()
+    yield ber.use_varbind_loop(request.param)
+    ber.use_varbind_loop(before)
 
 # --- strategies: every value type the codec knows, as (pysnmp object, tag, plain value) ---------
 
@@ -271,30 +285,33 @@ def _len(b: bytes) -> bytes:
 OID_SYS = b"\x06\x08\x2b\x06\x01\x02\x01\x01\x03\x00"
 
 
-@pytest.mark.parametrize(
-    ("varbinds", "reason"),
-    [
-        (b"\x30\x80" + OID_SYS + b"\x05\x00\x00\x00", "indefinite length"),
-        (b"\x30\x0d" + OID_SYS + b"\x05\x00\x00", "bytes after the value"),
-        (b"\x30\x7f" + OID_SYS + b"\x05\x00", "runs past the end"),
-        (b"\x30\x85\x00\x00\x00\x00\x0c" + OID_SYS + b"\x05\x00", "beyond 4"),
-        (b"\x30\x16" + OID_SYS + b"\x46\x0a" + b"\x00" * 10, "integer of 10 octets"),
-        (b"\x30\x0d" + OID_SYS + b"\x41\x01\xff", "Counter32 -1 is outside"),
-        (b"\x30\x0c" + OID_SYS + b"\x00\x00", "not an SNMPv2 value type"),
-        (b"\x30\x0c\x06\x08\x2b\x06\x01\x02\x01\x8f\xff\xff\x05\x00",
-         "ends inside a sub-identifier"),
-        (b"\x30\x0e\x06\x0a\x2b\x06\x01\x9f\xff\xff\xff\x7f\x01\x00\x05\x00",
-         "above 2\\*\\*32-1"),
-        (b"\x30\x0b\x06\x07\x2b\x06\x01\x80\x01\x01\x00\x05\x00", "leading 0x80"),
-        (b"\x30\x04\x06\x00\x05\x00", "empty OBJECT IDENTIFIER"),
-        (b"\x30\x0e" + OID_SYS + b"\x40\x02\x0a\x00", "IpAddress of 2 octets"),
-        (b"\x30\x10" + OID_SYS + b"\x24\x04\x04\x02ab", "not an SNMPv2 value type"),
-        (b"\x30\x0d" + OID_SYS + b"\x1f\x01\x00", "multi-byte tag"),
-        (b"\x30\x0d" + OID_SYS + b"\x80\x01\x00", "noSuchObject with content"),
-        (b"\x30\x0c" + OID_SYS + b"\x02\x00", "INTEGER with no content"),
-        (b"\x31\x0c" + OID_SYS + b"\x05\x00", "varbind: expected tag 0x30"),
-    ],
-)
+# One malformed varbind each, and the words its BerError must carry (test_snmp_ber_c.py
+# holds the C varbind loop to refusing each of them too).
+MALFORMED: list[tuple[bytes, str]] = [
+    (b"\x30\x80" + OID_SYS + b"\x05\x00\x00\x00", "indefinite length"),
+    (b"\x30\x0c" + OID_SYS + b"\x05\x80", "indefinite length"),
+    (b"\x30\x0d" + OID_SYS + b"\x05\x00\x00", "bytes after the value"),
+    (b"\x30\x7f" + OID_SYS + b"\x05\x00", "runs past the end"),
+    (b"\x30\x85\x00\x00\x00\x00\x0c" + OID_SYS + b"\x05\x00", "beyond 4"),
+    (b"\x30\x16" + OID_SYS + b"\x46\x0a" + b"\x00" * 10, "integer of 10 octets"),
+    (b"\x30\x0d" + OID_SYS + b"\x41\x01\xff", "Counter32 -1 is outside"),
+    (b"\x30\x0c" + OID_SYS + b"\x00\x00", "not an SNMPv2 value type"),
+    (b"\x30\x0c\x06\x08\x2b\x06\x01\x02\x01\x8f\xff\xff\x05\x00",
+     "ends inside a sub-identifier"),
+    (b"\x30\x0e\x06\x0a\x2b\x06\x01\x9f\xff\xff\xff\x7f\x01\x00\x05\x00",
+     "above 2\\*\\*32-1"),
+    (b"\x30\x0b\x06\x07\x2b\x06\x01\x80\x01\x01\x00\x05\x00", "leading 0x80"),
+    (b"\x30\x04\x06\x00\x05\x00", "empty OBJECT IDENTIFIER"),
+    (b"\x30\x0e" + OID_SYS + b"\x40\x02\x0a\x00", "IpAddress of 2 octets"),
+    (b"\x30\x10" + OID_SYS + b"\x24\x04\x04\x02ab", "not an SNMPv2 value type"),
+    (b"\x30\x0d" + OID_SYS + b"\x1f\x01\x00", "multi-byte tag"),
+    (b"\x30\x0d" + OID_SYS + b"\x80\x01\x00", "noSuchObject with content"),
+    (b"\x30\x0c" + OID_SYS + b"\x02\x00", "INTEGER with no content"),
+    (b"\x31\x0c" + OID_SYS + b"\x05\x00", "varbind: expected tag 0x30"),
+]
+
+
+@pytest.mark.parametrize(("varbinds", "reason"), MALFORMED)
 def test_each_malformation_names_itself(varbinds: bytes, reason: str) -> None:
     with pytest.raises(ber.BerError, match=reason) as info:
         ber.decode_message(vb_message(varbinds))
