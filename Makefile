@@ -74,12 +74,13 @@ SOAK_DAYS ?= 30
 soak: deps
 	$(PY) -m tests.sim.soak --days $(SOAK_DAYS)
 
-# Debian packages only `make bench` needs (the peer run against FastNetMon): make test never
-# installs them. The package enables fastnetmon.service, whose packaged config reports usage
-# home: the bench runs its own copy, so the service is disabled.
-BENCH_DEB_PACKAGES := fastnetmon
+# Debian packages only `make bench` needs (the peer run against FastNetMon; netsniff-ng's
+# trafgen, the SPAN bench's sender): make test never installs them. The fastnetmon package
+# enables fastnetmon.service, whose packaged config reports usage home: the bench runs its own
+# copy, so the service is disabled. The stamp is redone when this file changes (a new package).
+BENCH_DEB_PACKAGES := fastnetmon netsniff-ng
 BENCH_DEB_STAMP := $(VENV)/.bench-deb-ok
-$(BENCH_DEB_STAMP): $(DEB_STAMP)
+$(BENCH_DEB_STAMP): $(DEB_STAMP) Makefile
 	@missing=""; for p in $(BENCH_DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \

@@ -1,8 +1,9 @@
 """Benchmark: SPAN capture frames/s per core, the batch path beside the per-frame path and a bare walk.
 
-Builds a private namespace with a veth pair, replays a mixed frame set into one end
-(tcpreplay at --pps, 300k by default, when installed, else Python AF_PACKET senders) and
-captures on the other with each of:
+Builds a private namespace with a veth pair, replays a mixed frame set into one end (trafgen
+through its TX_RING at top speed from one CPU when netsniff-ng is installed, else tcpreplay at
+--pps, 300k by default, else Python AF_PACKET senders; --sender and --pps choose) and captures
+on the other with each of:
 - bare_ring / bare_recv: ring or recv_into + a struct walk, no FlowSample (the floor);
 - full_ring: the batch path, SpanCapture(on_columns=...): blocks held to ~16k frames or 40 ms
   (span.DEFAULT_BATCH_FRAMES, DEFAULT_BATCH_WAIT_S), one ring walk (the compiled walker when
@@ -284,15 +285,40 @@ def _sh(*argv: str) -> None:
     subprocess.run(list(argv), check=True, capture_output=True, text=True)
 
 
-def _sender(ns: str, pcap: Path, frames_file: Path, seconds: float,
-            pps: int) -> list[subprocess.Popen[str]]:
-    if shutil.which("tcpreplay"):
+def sender_kind(want: str) -> str:
+    """The frame sender: `want`, or for "auto" the fastest installed (trafgen, from Debian's
+    netsniff-ng, writes through a TX_RING; tcpreplay sends a frame per call; Python last)."""
+    if want != "auto":
+        return want
+    for tool in ("trafgen", "tcpreplay"):
+        if shutil.which(tool):
+            return tool
+    return "python"
+
+
+def _trafgen_conf(frames: list[bytes], path: Path) -> None:
+    """The frames as a trafgen packet configuration: one { 0x.., ... } block each."""
+    path.write_text("".join("{ " + ", ".join(f"0x{b:02x}" for b in f) + " }\n" for f in frames))
+
+
+def _sender(kind: str, ns: str, tmp: Path, seconds: float,
+            pps: int | None) -> list[subprocess.Popen[str]]:
+    if kind == "trafgen":
+        # No rate: the TX_RING, as fast as one CPU sends (about 300k frames/s of this mix
+        # here, where a rate limit makes trafgen send a frame per call and reach ~240k).
+        # --no-sock-mem -Q: leave the machine's socket memory limits and IRQ affinity alone.
+        rate = [] if not pps else ["-b", f"{pps}pps"]
+        return [subprocess.Popen(
+            ["ip", "netns", "exec", ns, "timeout", "-s", "INT", f"{seconds:g}", "trafgen",
+             "-i", str(tmp / "mix.cfg"), "-o", "b0", "-P", "1", "--no-sock-mem", "-Q", "-C", *rate],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
+    if kind == "tcpreplay":
         # --pps-multi: bursts of 50 per timer tick; one frame per tick tops out far below
         # 300k/s on this 2-core machine.
-        rate = ["-t"] if pps <= 0 else [f"--pps={pps}", "--pps-multi=50"]
+        rate = ["-t"] if not pps else [f"--pps={pps}", "--pps-multi=50"]
         return [subprocess.Popen(
             ["ip", "netns", "exec", ns, "tcpreplay", "-q", "-i", "b0", *rate, "-K",
-             "--loop=0", f"--duration={int(seconds)}", str(pcap)],
+             "--loop=0", f"--duration={int(seconds)}", str(tmp / "mix.pcap")],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
     code = (
         "import socket,time,pickle,sys\n"
@@ -305,14 +331,14 @@ def _sender(ns: str, pcap: Path, frames_file: Path, seconds: float,
         "        i+=1\n"
     )
     return [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code,
-                              str(frames_file), str(seconds)]) for _ in range(2)]
+                              str(tmp / "frames.pkl"), str(seconds)]) for _ in range(2)]
 
 
-def run_phase(ns: str, pcap: Path, frames_file: Path, seconds: float, pps: int,
+def run_phase(kind: str, ns: str, tmp: Path, seconds: float, pps: int | None,
               make: Callable[[], Any]) -> dict[str, Any]:
     cap = make()
     cap.start()
-    senders = _sender(ns, pcap, frames_file, seconds, pps)
+    senders = _sender(kind, ns, tmp, seconds, pps)
     for p in senders:
         p.wait(timeout=seconds + 30)
     time.sleep(0.3)
@@ -400,8 +426,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--frames", type=int, default=2000)
-    ap.add_argument("--pps", type=int, default=300_000,
-                    help="tcpreplay rate; 0 = --topspeed (the Python sender ignores it)")
+    ap.add_argument("--sender", choices=("auto", "trafgen", "tcpreplay", "python"),
+                    default="auto", help="auto: trafgen when installed, else tcpreplay, else "
+                    "Python AF_PACKET senders")
+    ap.add_argument("--pps", type=int, default=None,
+                    help="offered rate (default: trafgen at top speed from one CPU, tcpreplay "
+                    "300k/s); 0 = top speed; the Python sender ignores it")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
     ap.add_argument("--only", default="", help="comma-separated phase names to run")
     a = ap.parse_args(argv)
@@ -425,8 +455,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         pcap = tmp / "mix.pcap"
         wrpcap(str(pcap), [__import__("scapy.layers.l2", fromlist=["Ether"]).Ether(f)
                            for f in frames])
-        frames_file = tmp / "frames.pkl"
-        frames_file.write_bytes(pickle.dumps(frames))
+        (tmp / "frames.pkl").write_bytes(pickle.dumps(frames))
+        _trafgen_conf(frames, tmp / "mix.cfg")
+        kind = sender_kind(a.sender)
+        pps = a.pps if a.pps is not None else (300_000 if kind == "tcpreplay" else 0)
+        print(f"sender: {kind}, " + (f"{pps:,} frames/s asked" if pps else "top speed"),
+              flush=True)
         walker = ringwalk.choose()
         has_vec = vector_detector(RawFrameRing(byte_budget=1 << 12)) is not None
         print(f"batch path: ring walker {walker!r}"
@@ -466,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in phases}
         for rnd in range(a.repeat):
             for name, make in phases:  # interleaved: each round runs every phase once
-                r = run_phase(ns, pcap, frames_file, a.seconds, a.pps, make)
+                r = run_phase(kind, ns, tmp, a.seconds, pps, make)
                 rounds[name].append(r)
                 print(f"[{rnd + 1}] {name:16s} {r['pkts_per_cpu_s'] or 0:>10,} frames/CPU-s  "
                       f"{r['packets']:>10,} frames  {r['kernel_drops']:>9,} kernel drops  "
@@ -488,9 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         small = results.get("full_ring_4k", {}).get("pkts_per_cpu_s")
         figures = {
             "bench": "capture",
-            "sender": "tcpreplay" if shutil.which("tcpreplay") else "python-afpacket",
+            "sender": kind,
             "seconds": a.seconds,
-            "requested_pps": a.pps,
+            "requested_pps": pps,
             "rounds": a.repeat,
             "ring_walker": walker,
             "detector": "VectorDetector" if has_vec else "none",
