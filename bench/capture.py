@@ -12,6 +12,8 @@ on the other with each of:
   when rackwarden.policies.detect_vec exists (printed either way);
 - full_ring_4k: the same with the earlier batching, ~4k frames or 10 ms (the same-run
   baseline of the default's);
+- full_ring_every_row: the same with the C scan loop taking every row, its skipping of a
+  run's repeated keys off (policies/_scanwin.c skip_repeats; the baseline of that skipping);
 - full_ring_nodetect: the same without the detector (the capture's own cost);
 - full_ring_pywalk: the batch path with the pure-Python walker;
 - perframe_ring / perframe_recv: today's per-frame SpanCapture (FlowSample per frame) feeding
@@ -51,6 +53,11 @@ from rackwarden.drivers.capture.span import DEFAULT_BATCH_FRAMES, DEFAULT_BATCH_
 from rackwarden.policies.detect import AbuseDetector, ServerSpec
 from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import FlowSample
+
+try:
+    from rackwarden.policies import _scanwin_c
+except ImportError:  # the C scan loop is not built: no run skipping to compare
+    _scanwin_c = None  # type: ignore[assignment]
 
 N_SERVERS = 40
 SNAPLEN = 256
@@ -256,8 +263,10 @@ class BatchPath(_Timed):
     """The batch path: SpanCapture(on_columns) -> columns + raw ring -> ingest_columns."""
 
     def __init__(self, ifname: str, netns: str, walker: str, detect: bool = True,
-                 batching: tuple[int, float] | None = None) -> None:
+                 batching: tuple[int, float] | None = None, skip_repeats: bool = True) -> None:
         super().__init__()
+        self.skip_repeats = skip_repeats
+        self._skip_was: bool | None = None
         self.raw_ring = RawFrameRing(slot=SNAPLEN)
         self.detector = vector_detector(self.raw_ring) if detect else None
         self.rows = 0
@@ -267,6 +276,18 @@ class BatchPath(_Timed):
             mac_ports={_mac(i): 100 + i for i in range(N_SERVERS)}, snaplen=SNAPLEN,
             on_columns=self._on_columns, raw_ring=self.raw_ring,
             walker=walker, batch_frames=frames, batch_wait_s=wait)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        # The C scan loop's skipping of a run's repeated keys (policies/_scanwin.c), off for
+        # the full_ring_every_row baseline.
+        if _scanwin_c is not None:
+            self._skip_was = _scanwin_c.skip_repeats(self.skip_repeats)
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if _scanwin_c is not None and self._skip_was is not None:
+            _scanwin_c.skip_repeats(self._skip_was)
 
     def _on_columns(self, cols: SampleColumns) -> None:
         if self._clockid is None:
@@ -473,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("bare_ring", lambda: BareCapture("b1", ns, "ring")),
             ("full_ring", lambda: BatchPath("b1", ns, walker)),
             ("full_ring_4k", lambda: BatchPath("b1", ns, walker, batching=(4096, 0.01))),
+            ("full_ring_every_row", lambda: BatchPath("b1", ns, walker, skip_repeats=False)),
             ("full_ring_nodetect", lambda: BatchPath("b1", ns, walker, detect=False)),
             ("full_ring_pywalk", lambda: BatchPath("b1", ns, "python")),
             ("perframe_ring", lambda: FullPath("b1", ns, "ring")),
@@ -520,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = results.get("perframe_ring", {}).get("pkts_per_cpu_s")
         new = results.get("full_ring", {}).get("pkts_per_cpu_s")
         small = results.get("full_ring_4k", {}).get("pkts_per_cpu_s")
+        every = results.get("full_ring_every_row", {}).get("pkts_per_cpu_s")
         figures = {
             "bench": "capture",
             "sender": kind,
@@ -534,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **{f"{k}_offered_pps": v["offered_pps"] for k, v in results.items()},
             "ratio_full_ring_vs_perframe_ring": round(new / base, 2) if new and base else None,
             "ratio_full_ring_vs_4k_batches": round(new / small, 2) if new and small else None,
+            "ratio_full_ring_vs_every_row": round(new / every, 2) if new and every else None,
             "ratio_saturated_batch_vs_perframe": round(
                 sorted(sat["full_ring_saturated"])[a.repeat // 2]
                 / sorted(sat["perframe_ring_saturated"])[a.repeat // 2], 2),

@@ -13,6 +13,7 @@ references. The C tests are skipped, loudly, only when the module is not built.
 from __future__ import annotations
 
 import gc
+import random
 import sys
 import tracemalloc
 from collections.abc import Callable
@@ -144,6 +145,81 @@ def test_c_loop_equals_python_loop(case: tuple[Any, ...], by_server: bool) -> No
         detect_vec._scan_rows_c(*arrays(batch), *c.args())
         _scan_loop_py(*arrays(batch), *py.args())
         assert c.picture() == py.picture()
+
+
+@st.composite
+def long_runs(draw: st.DrawFn) -> tuple[list[int], list[int], list[int], list[Row], list[list[Row]]]:
+    """Runs of 8 to 120 rows per server over a few keys, with caps around the runs' distinct
+    keys: the C loop's skipping of a run's middle sightings (see plan_run in _scanwin.c) is
+    taken where it may be, refused at and around the cap, and both must end as the Python
+    loop does."""
+    n = draw(st.integers(1, 4))
+    caps = draw(st.lists(st.integers(4, 48), min_size=n, max_size=n))
+    th_h = draw(st.lists(st.integers(2, 40), min_size=n, max_size=n))
+    th_p = draw(st.lists(st.integers(2, 60), min_size=n, max_size=n))
+    hosts = draw(st.integers(1, len(HOSTS)))
+    ports = draw(st.integers(1, len(PORTS)))
+    rnd = random.Random(draw(st.integers(0, 2**32)))
+
+    def run(s: int, t0: float) -> list[Row]:
+        return [(s, rnd.randrange(hosts), rnd.randrange(ports), t0 + rnd.random())
+                for _ in range(rnd.randint(8, 120))]
+
+    before = [row for s in range(n) for row in run(s, 0.0)][: draw(st.integers(0, 60))]
+    batches = [[row for s in rnd.sample(range(n), n) for row in run(s, 10.0 * b)]
+               for b in range(1, draw(st.integers(1, 4)) + 1)]
+    return caps, th_h, th_p, before, batches
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=long_runs(), shuffled=st.booleans())
+def test_long_runs_of_repeated_keys_equal_the_python_loop(case: tuple[Any, ...],
+                                                          shuffled: bool) -> None:
+    caps, th_h, th_p, before, batches = case
+    c, py = twins(caps, th_h, th_p, before)
+    for batch in batches:
+        if shuffled:  # runs broken up: the same keys, shorter runs
+            batch = random.Random(len(batch)).sample(batch, len(batch))
+        detect_vec._scan_rows_c(*arrays(batch), *c.args())
+        _scan_loop_py(*arrays(batch), *py.args())
+        assert c.picture() == py.picture()
+
+
+def test_skip_repeats_switch() -> None:
+    """skip_repeats(False) takes every row (bench/capture.py's baseline); both ways the
+    windows end as the Python loop's, and the switch hands back what it was."""
+    from rackwarden.policies import _scanwin_c
+
+    rows = [(s, h, p, float(t)) for t in range(40) for s in (0, 1) for h in (0, 1, 3)
+            for p in (0, 1)]
+    rows.sort(key=lambda r: r[0])
+    assert _scanwin_c.skip_repeats(False) is True  # on by default
+    try:
+        for on in (False, True):
+            _scanwin_c.skip_repeats(on)
+            c, py = twins([64, 64], [9, 9], [9, 9], [])
+            detect_vec._scan_rows_c(*arrays(rows), *c.args())
+            _scan_loop_py(*arrays(rows), *py.args())
+            assert c.picture() == py.picture()
+        assert _scanwin_c.skip_repeats(True) is True
+    finally:
+        _scanwin_c.skip_repeats(True)
+
+
+@pytest.mark.parametrize("room", [-1, 0, 1])
+def test_a_run_at_the_cap(room: int) -> None:
+    """A run whose distinct keys fill the window to its cap exactly, or one key past it (an
+    eviction: no skipping), or one short: every case ends as the Python loop's."""
+    # 12 distinct pair keys (HOSTS[2] is HOSTS[0] written as IPv4-mapped: left out)
+    keys = [(h, p) for h in (0, 1, 3, 4) for p in range(3)]
+    cap = len(keys) + room
+    rows = [(0, h, p, float(t)) for t, (h, p) in enumerate(keys * 6)]
+    c, py = twins([cap], [100], [100], [])
+    detect_vec._scan_rows_c(*arrays(rows), *c.args())
+    _scan_loop_py(*arrays(rows), *py.args())
+    assert c.picture() == py.picture()
+    assert (c.hosts_l[0].saturated_until > float("-inf")) is False
+    assert (c.pairs_l[0].saturated_until > float("-inf")) is (room < 0)
 
 
 def test_many_servers_and_rows() -> None:
