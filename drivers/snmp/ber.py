@@ -261,10 +261,16 @@ def _decode_pdu(data: bytes, pdu_at: int, stop: int) -> tuple[int, int, int, int
         raise BerError(pdu_end, "bytes after the PDU inside the message")
     s, e = _expect(data, pos, pdu_end, INTEGER, "request-id")
     request_id = _int(data, s, e, INTEGER)
+    bulk = pdu_type == GET_BULK_REQUEST
     s, e = _expect(data, e, pdu_end, INTEGER, "error-status")
     error_status = _int(data, s, e, INTEGER)
+    if bulk and error_status < 0:  # RFC 3416: non-repeaters INTEGER (0..max-bindings)
+        raise BerError(s, f"non-repeaters {error_status} is below 0")
     s, e = _expect(data, e, pdu_end, INTEGER, "error-index")
     error_index = _int(data, s, e, INTEGER)
+    if error_index < 0:  # error-index and max-repetitions are INTEGER (0..max-bindings)
+        raise BerError(s, f"{'max-repetitions' if bulk else 'error-index'} {error_index} is "
+                          "below 0")
     pos, vend = _expect(data, e, pdu_end, SEQUENCE, "variable-bindings")
     if vend != pdu_end:
         raise BerError(vend, "bytes after the variable-bindings inside the PDU")

@@ -338,6 +338,30 @@ def test_message_past_the_size_bound_is_refused_before_reading() -> None:
         ber.decode_message(b"\x30" + b"\x00" * ber.MAX_MESSAGE_BYTES)
 
 
+def test_negative_error_index_max_repetitions_and_non_repeaters_are_refused() -> None:
+    """RFC 3416 gives error-index, non-repeaters and max-repetitions 0..max-bindings, as
+    pysnmp's PDU types do (hypothesis found ber.py reading error-index -128 where pyasn1
+    refuses it); error-status has no such bound there and stays readable."""
+    def pdu_message(tag: int, second: bytes, third: bytes) -> bytes:
+        body = b"\x02\x01\x07" + second + third + b"\x30\x00"
+        pdu = bytes((tag, len(body))) + body
+        head = b"\x02\x01\x01\x04\x01c"
+        return b"\x30" + bytes((len(head + pdu),)) + head + pdu
+
+    zero, minus = b"\x02\x01\x00", b"\x02\x01\x80"  # 0 and -128
+    with pytest.raises(ber.BerError, match="error-index -128 is below 0"):
+        ber.decode_message(pdu_message(ber.GET_REQUEST, zero, minus))
+    with pytest.raises(ber.BerError, match="max-repetitions -128 is below 0"):
+        ber.decode_message(pdu_message(ber.GET_BULK_REQUEST, zero, minus))
+    with pytest.raises(ber.BerError, match="non-repeaters -128 is below 0"):
+        ber.decode_message(pdu_message(ber.GET_BULK_REQUEST, minus, zero))
+    assert ber.decode_message(pdu_message(ber.RESPONSE, minus, zero)).error_status == -128
+    for tag, second, third in ((ber.GET_REQUEST, zero, minus), (ber.GET_BULK_REQUEST, minus, zero),
+                               (ber.GET_BULK_REQUEST, zero, minus)):
+        with pytest.raises(PyAsn1Error):  # the oracle refuses them too
+            pyasn1_view(pdu_message(tag, second, third))
+
+
 def test_pdu_and_message_level_faults() -> None:
     good = vb_message(b"\x30\x0c" + OID_SYS + b"\x05\x00")
     assert ber.decode_message(good).varbinds == [((1, 3, 6, 1, 2, 1, 1, 3, 0),
