@@ -393,7 +393,7 @@ class _Reader:
         return self.credentials_dir / name
 
     def wrong_type(self, node: yaml.Node, key: str, expected: str) -> None:
-        if isinstance(node, yaml.ScalarNode) and node.style in PLAIN_STYLES and node.value.lower() in AMBIGUOUS:
+        if isinstance(node, yaml.ScalarNode) and node.style is None and node.value.lower() in AMBIGUOUS:
             self.error(node, key, f"ambiguous value '{node.value}': {expected}")
         else:
             self.error(node, key, expected)
@@ -488,10 +488,10 @@ class _Reader:
         if not isinstance(node, yaml.ScalarNode):
             self.error(node, key, "expected a single value")
             return None
-        if node.style in PLAIN_STYLES and node.value.lower() in AMBIGUOUS:
+        if node.style is None and node.value.lower() in AMBIGUOUS:
             self.error(node, key, f"ambiguous value '{node.value}': write true/false or quote it")
             return None
-        if node.style in PLAIN_STYLES and node.value in ("", "~", "null", "Null", "NULL"):
+        if node.style is None and node.value in ("", "~", "null", "Null", "NULL"):
             self.error(node, key, "value missing")
             return None
         return self.own(str(node.value))
@@ -532,7 +532,7 @@ class _Reader:
         return True
 
     def boolean(self, node: yaml.Node, key: str) -> bool | None:
-        if isinstance(node, yaml.ScalarNode) and node.style in PLAIN_STYLES:
+        if isinstance(node, yaml.ScalarNode) and node.style is None:
             if node.value in ("true", "True", "false", "False"):
                 return str(node.value).lower() == "true"
         self.wrong_type(node, key, f"expected true or false, got '{getattr(node, 'value', '?')}'")
@@ -740,10 +740,6 @@ class _MemoResolver(yaml.resolver.Resolver):
     path resolvers are what descend/ascend track), so it is the same answer."""
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is yaml.ScalarNode and not value and implicit[0]:
-            # An empty plain scalar (`key:`): the two composers place its mark differently
-            # (see _compose), so the load goes to the pure-Python one.
-            self.__dict__["empty_plain"] = True
         if self.yaml_path_resolvers:
             return _RESOLVE(self, kind, value, implicit)
         # Nested by kind, then implicit, then value: a (kind, value, implicit) key would be one
@@ -786,9 +782,34 @@ _C_LOADER: type[Any] | None = (
     type("_CLoader", (yaml.CSafeLoader, _MemoResolver), {}) if hasattr(yaml, "CSafeLoader") else None)
 
 
-# A plain scalar's style: None from the pure-Python composer, '' from libyaml's. The readers
-# tell a plain `yes` or `~` from a quoted one by it.
-PLAIN_STYLES = (None, "")
+def _plain_style_none(root: yaml.Node) -> bool:
+    """libyaml's composer marks plain scalars with style '' where the pure-Python one gives
+    None, and the readers tell a plain `yes` or `~` from a quoted one by `style is None`.
+
+    False when the tree has an empty plain scalar (`key:` with no value): the two composers
+    place its mark differently (libyaml at the next token, sometimes the next line), and an
+    error about it names that line, so such a file is composed by the pure-Python one.
+    """
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            if node.style == "":
+                if not node.value:
+                    return False
+                node.style = None
+            continue
+        if id(node) in seen:  # an alias repeats a node (or, `&a [*a]`, contains itself)
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.append(k)
+                stack.append(v)
+        else:
+            stack.extend(node.value)
+    return True
 
 
 def _compose(text: str) -> yaml.Node | None:
@@ -798,22 +819,13 @@ def _compose(text: str) -> yaml.Node | None:
     lone surrogate in `text`), is composed again by the pure-Python composer, so an error is
     the one it always gave, with its line (tests/unit/test_config_loader_equivalence.py)."""
     if _C_LOADER is not None and not _libyaml_lenient(text):
-        loader = None
         try:
-            loader = _C_LOADER(text)
-            root: yaml.Node | None = loader.get_single_node()
+            root: yaml.Node | None = yaml.compose(text, Loader=_C_LOADER)
         except Exception:  # noqa: BLE001 - any refusal: the reference composer says why
             pass
         else:
-            # An empty plain scalar (`key:` with no value): the two composers place its mark
-            # differently (libyaml at the next token, sometimes the next line), and an error
-            # about it names that line, so such a file is composed by the pure-Python one.
-            # The resolver saw every plain scalar (no tags reach libyaml: _libyaml_lenient).
-            if not loader.__dict__.get("empty_plain"):
+            if root is None or _plain_style_none(root):
                 return root
-        finally:
-            if loader is not None:
-                loader.dispose()
     return yaml.compose(text)
 
 
@@ -1327,7 +1339,7 @@ def _enforcement(r: _Reader, node: yaml.Node | None) -> EnforcementConfig:
                 s.name: getattr(built_in, s.name) for s in RULE if s.name != "mode"})
             if "term_s" in x:
                 tn = x["term_s"]
-                if isinstance(tn, yaml.ScalarNode) and tn.style in PLAIN_STYLES and tn.value == "until_restored":
+                if isinstance(tn, yaml.ScalarNode) and tn.style is None and tn.value == "until_restored":
                     v["term_s"] = None
                 else:
                     term = r.number(tn, f"{p}.term_s", RULE["term_s"].lo, RULE["term_s"].hi)
