@@ -80,6 +80,21 @@ def test_libyaml_alone_would_change_answers() -> None:
     assert shape(configmod._compose(text)) == shape(reference(text))
 
 
+def test_a_config_without_empty_values_takes_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path must be the one taken (a refusal falls back silently, and every
+    equality here would still hold): a config with no empty plain scalar never reaches the
+    pure-Python composer, and one with `key:` does."""
+    calls: list[str] = []
+    real = yaml.compose
+    monkeypatch.setattr(configmod.yaml, "compose", lambda *a, **k: calls.append(
+        "pure" if k.get("Loader") in (None, yaml.SafeLoader) else "libyaml") or real(*a, **k))
+    root = configmod._compose(GOOD)
+    assert calls == ["libyaml"] and root is not None
+    calls.clear()
+    configmod._compose(GOOD + "\nextra:\n")
+    assert calls == ["libyaml", "pure"]
+
+
 def test_config_reads_no_end_marks() -> None:
     """End marks differ (libyaml ends a collection at the next token, a line later at the end
     of the text); the readers place errors by start marks only, which are held equal."""
