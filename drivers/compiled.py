@@ -81,15 +81,23 @@ class CompiledLib:
         return self.error
 
     def choose(self, impl: Impl | None = None) -> Impl:
-        """The side to use: `impl`, else the environment variable, else C when built.
-        ValueError for a value that is neither; RuntimeError for "c" without the build."""
-        want = impl or os.environ.get(self.env_var) or None
-        if want == "python":
-            return "python"
-        if want == "c":
-            if self.load() is None:
-                raise RuntimeError(f"{self.env_var}=c but {self.error}")
-            return "c"
-        if want is not None:
-            raise ValueError(f"{self.env_var} must be 'c' or 'python', not {want!r}")
-        return "c" if self.load() is not None else "python"
+        """choose_side for this library (loaded only when C could be the answer)."""
+        return choose_side(impl, self.env_var, lambda: self.load() is not None,
+                           lambda: self.error)
+
+
+def choose_side(impl: str | None, env_var: str, built: Callable[[], bool],
+                why_not: Callable[[], str | None]) -> Impl:
+    """Which twin of a compiled helper to use: `impl`, else $env_var, else C when built().
+    ValueError for a value that is neither "c" nor "python"; RuntimeError for "c" without
+    the build (why_not() says why). built() is asked only when C could be the answer."""
+    want = impl or os.environ.get(env_var) or None
+    if want == "python":
+        return "python"
+    if want == "c":
+        if not built():
+            raise RuntimeError(f"{env_var}=c but {why_not()}")
+        return "c"
+    if want is not None:
+        raise ValueError(f"{env_var} must be 'c' or 'python', not {want!r}")
+    return "c" if built() else "python"

@@ -21,10 +21,10 @@ IpAddress and Opaque, a tuple for an OID, `Absent` for the v2 exceptions and NUL
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..compiled import choose_side
 from .ifmib import Absent, Oid, SnmpValue, VarBind
 
 # The varbind loop in C (drivers/snmp/_bervb.c): an optional extension, so a machine without a
@@ -366,15 +366,9 @@ def varbind_loop(impl: str | None = None) -> tuple[str, VarbindLoop]:
     """The varbind loop to use: `impl` ("c" or "python"), else $RACKWARDEN_SNMP_BER, else the
     compiled one when built. ValueError for another value, RuntimeError when "c" is asked for
     and it is not built."""
-    want = impl if impl is not None else (os.environ.get(BER_ENV) or None)
-    if want == "python":
-        return "python", _varbinds_py
-    if want not in (None, "c"):
-        raise ValueError(f"{BER_ENV} must be 'c' or 'python', not {want!r}")
-    if _varbinds_c is not None:
+    side = choose_side(impl, BER_ENV, lambda: _varbinds_c is not None, lambda: BERVB_C_ERROR)
+    if side == "c" and _varbinds_c is not None:
         return "c", _varbinds_c
-    if want == "c":
-        raise RuntimeError(f"{BER_ENV} 'c' asked for, but {BERVB_C_ERROR}")
     return "python", _varbinds_py
 
 
