@@ -37,15 +37,56 @@ def chromium(profile: Path, page_load_timeout_s: float = 30.0) -> Any:
     return driver
 
 
-def click(browser: Any, element: Any) -> None:
-    """Click and wait for the next page: a form's POST and redirect are done when the old page is gone."""
+def click(browser: Any, by: str, value: str) -> None:
+    """Click the element at (by, value) and wait for the next page: a form's POST and redirect
+    are done when the old page is gone. The element is found when the page is complete and
+    found again if the click meets a node that is gone: the previous navigation's redirect may
+    still be replacing the document ("does not belong to the document", or stale)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = browser.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(old))
+    for attempt in range(5):
+        _wait_complete(browser)
+        old = browser.find_element(By.TAG_NAME, "html")
+        try:
+            browser.find_element(by, value).click()
+        except WebDriverException as e:
+            if not _gone(e) or attempt == 4:
+                raise
+            time.sleep(0.2)
+            continue
+        WebDriverWait(browser, 20).until(lambda _, old=old: _detached(old))
+        return
+
+
+def _gone(e: Exception) -> bool:
+    """Whether a WebDriver error says the element's document was replaced: selenium's stale
+    element, or chromium's "does not belong to the document" (which selenium's staleness_of
+    does not take for staleness, and raises)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    return isinstance(e, StaleElementReferenceException) or "does not belong to the document" in str(e)
+
+
+def _detached(element: Any) -> bool:
+    """staleness_of, taking both spellings of a replaced document (see _gone)."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        element.is_enabled()
+    except WebDriverException as e:
+        if _gone(e):
+            return True
+        raise
+    return False
+
+
+def _wait_complete(browser: Any) -> None:
+    for _ in range(100):
+        if browser.execute_script("return document.readyState") == "complete":
+            return
+        time.sleep(0.05)
 
 
 def login(browser: Any, url: str, user: str, password: str) -> None:
@@ -58,13 +99,10 @@ def login(browser: Any, url: str, user: str, password: str) -> None:
     for attempt in range(5):
         try:
             browser.get(url)
-            for _ in range(100):
-                if browser.execute_script("return document.readyState") == "complete":
-                    break
-                time.sleep(0.05)
+            _wait_complete(browser)
             browser.find_element(By.ID, "user").send_keys(user)
             browser.find_element(By.ID, "password").send_keys(password)
-            click(browser, browser.find_element(By.ID, "login"))
+            click(browser, By.ID, "login")
             return
         except WebDriverException:
             if attempt == 4:

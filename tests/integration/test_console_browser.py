@@ -75,7 +75,7 @@ def test_operator_and_customer_in_a_real_browser(lab: Lab, browser: Any, screens
             for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr")}
     assert rows == {"srv-1": "shut", "srv-2": "shut", "srv-3": "ok"}
     screenshots("fleet")
-    click(browser, browser.find_element(By.LINK_TEXT, "srv-1"))
+    click(browser, By.LINK_TEXT, "srv-1")
     assert browser.find_element(By.ID, "state").text == "shut"
     chart = browser.find_element(By.CSS_SELECTOR, "svg.chart")
     assert chart.size["width"] == 720 and chart.find_elements(By.CSS_SELECTOR, "polyline.out")
@@ -88,13 +88,13 @@ def test_operator_and_customer_in_a_real_browser(lab: Lab, browser: Any, screens
     form.find_element(By.CSS_SELECTOR, "select[name=class] option[value=customer]").click()
     form.find_element(By.NAME, "reason").send_keys("customer asked for the cut, ticket 8812")
     screenshots("ledger-before")
-    click(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    click(browser, By.CSS_SELECTOR, "form.reclassify button[type=submit]")
     assert browser.find_elements(By.ID, "no-unknown")
     assert "→ customer" in browser.find_element(By.CLASS_NAME, "flash-ok").text
     screenshots("ledger-after")
     view = lab.agent.rt.ledger.outage(seq)
     assert (view.server, view.outage_class, view.reclassifications[0].by) == ("srv-2", "customer", "noc")
-    click(browser, browser.find_element(By.ID, "logout"))
+    click(browser, By.ID, "logout")
     assert "/login" in browser.current_url
 
     # The customer: its servers only, then "Fixed — please re-check".
@@ -107,7 +107,7 @@ def test_operator_and_customer_in_a_real_browser(lab: Lab, browser: Any, screens
     assert "not found" in browser.page_source
     browser.get(f"{lab.url}/customer/server/srv-1")
     screenshots("customer-server-before")
-    click(browser, browser.find_element(By.ID, "recheck"))
+    click(browser, By.ID, "recheck")
     answer = browser.find_element(By.CLASS_NAME, "flash-ok").text
     assert "Re-check passed (overage): the port is restored" in answer, answer
     assert browser.find_element(By.ID, "state").text == "ok"

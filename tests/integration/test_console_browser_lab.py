@@ -106,7 +106,7 @@ def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, bro
                 for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr")}
         assert rows == {"srv-1": "shut", "srv-2": "shut"}
         screenshots("fleet")
-        click(browser, browser.find_element(By.LINK_TEXT, "srv-1"))
+        click(browser, By.LINK_TEXT, "srv-1")
         assert browser.find_element(By.ID, "state").text == "shut"
         chart = browser.find_element(By.CSS_SELECTOR, "svg.chart")
         # A minute of lab traffic fills one or two 5-minute buckets: a dot or a line, both class "out".
@@ -126,14 +126,15 @@ def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, bro
         form.find_element(By.CSS_SELECTOR, "select[name=class] option[value=customer]").click()
         form.find_element(By.NAME, "reason").send_keys("customer asked for the cut, ticket 8812")
         screenshots("ledger-before")
-        click(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+        click(browser, By.XPATH, f"//form[contains(@class, 'reclassify')][.//input[@name='seq' and "
+                                 f"@value='{seq}']]//button[@type='submit']")
         assert f"#{seq} (srv-2) → customer" in browser.find_element(By.CLASS_NAME, "flash-ok").text
         assert not browser.find_elements(
             By.XPATH, f"//form[contains(@class, 'reclassify')]//input[@name='seq' and @value='{seq}']")
         classified = browser.find_element(By.XPATH, f"//tr[td[1][text()='{seq}']]").text
         assert "customer" in classified and "(noc: customer asked for the cut, ticket 8812)" in classified
         screenshots("ledger-after")
-        click(browser, browser.find_element(By.ID, "logout"))
+        click(browser, By.ID, "logout")
         assert "/login" in browser.current_url
 
         # The customer: its server only, by URL guessing too; then "Fixed — please re-check".
@@ -150,7 +151,7 @@ def test_the_console_in_a_real_browser_against_the_lab_agent(tmp_path: Path, bro
         assert _get(api_port, "/server/srv-1", session)[0] == 404  # no operator page for a customer
         browser.get(f"{url}/customer/server/srv-1")
         screenshots("customer-server-before")
-        click(browser, browser.find_element(By.ID, "recheck"))
+        click(browser, By.ID, "recheck")
         answer = browser.find_element(By.CLASS_NAME, "flash-ok").text
         assert "Re-check passed (overage): the port is restored" in answer, answer
         assert browser.find_element(By.ID, "state").text == "ok"
