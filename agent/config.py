@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from rackwarden.drivers.switch import port_name_problem
 from rackwarden.policies.cap import CapRule, CapSchedule
+from rackwarden.policies.detect import DETECTORS
 from rackwarden.policies.ladder import DEFAULT_RULES, REASONS, LadderRule
 from rackwarden.policies.safety import SafetyConfig
 from rackwarden.policies.sla import NO_CREDIT
@@ -59,6 +60,7 @@ from .config_schema import (
     Setting,
 )
 from .textfile import TextFileError, read_text
+from .yamldepth import too_deep
 
 __all__ = [
     "AUTH_PROTOCOLS", "CREDIT_RULES", "MODES", "NO_CREDIT", "PRIV_PROTOCOLS", "VENDORS", "AgentSettings", "Config",
@@ -69,6 +71,8 @@ __all__ = [
 
 # YAML 1.1 reads these as booleans; a strict config makes the author say what they mean.
 AMBIGUOUS = {"yes", "no", "on", "off", "y", "n"}
+_AMBIGUOUS_LEN = max(map(len, AMBIGUOUS))  # a longer value is not one: no lower() for it
+_NULLS = frozenset(("", "~", "null", "Null", "NULL"))  # a plain scalar YAML reads as no value
 _RANGE = re.compile(r"^(?P<prefix>.*)\[(?P<lo>\d+)-(?P<hi>\d+)\](?P<suffix>.*)$")
 
 
@@ -340,6 +344,33 @@ def mbps_to_bps(mbps: float) -> int:
 # A small strict reader over PyYAML's node tree, which keeps line numbers and raw scalar text.
 
 
+_FULLMATCH: dict[str, Callable[[str], re.Match[str] | None]] = {}
+
+
+def _fullmatch(pattern: str) -> Callable[[str], re.Match[str] | None]:
+    """`pattern`'s compiled fullmatch, compiled once (re.fullmatch looks it up in re's cache on
+    every call: 10,000 servers ask for a handful of patterns some 40,000 times)."""
+    match = _FULLMATCH.get(pattern)
+    if match is None:
+        match = _FULLMATCH[pattern] = re.compile(pattern).fullmatch
+    return match
+
+
+_WHOLE_NUMBER = _fullmatch(r"[+-]?\d+(_\d+)*")
+
+# An IPv4 address already as ipaddress writes it: four octets 0-255 in ASCII digits without
+# leading zeros. Most of a fleet's addresses are; they skip ipaddress's parse and print.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PLAIN_IPV4 = _fullmatch(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+
+
+def _canonical_ip(text: str) -> str:
+    """`text` as ipaddress writes the address (ValueError when it is not one)."""
+    if _PLAIN_IPV4(text) is not None:
+        return text
+    return str(ipaddress.ip_address(text))
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -406,14 +437,16 @@ class _Reader:
             self.wrong_type(node, key, "expected a mapping")
             return None
         out: dict[str, yaml.Node] = {}
+        kept = self._own
         for k_node, v_node in node.value:
-            k = self.own(str(k_node.value))
-            path = _join(key, k)
+            k = kept.get(k_node.value) if type(k_node.value) is str else None
+            if k is None:
+                k = self.own(str(k_node.value))
             if k in out:
-                self.error(k_node, path, "duplicate key")
+                self.error(k_node, _join(key, k), "duplicate key")
             elif k not in required and k not in optional:
                 allowed = ", ".join(sorted(required + optional))
-                self.error(k_node, path, f"unknown key (allowed: {allowed})")
+                self.error(k_node, _join(key, k), f"unknown key (allowed: {allowed})")
             else:
                 out[k] = v_node
         for r in required:
@@ -488,17 +521,20 @@ class _Reader:
         if not isinstance(node, yaml.ScalarNode):
             self.error(node, key, "expected a single value")
             return None
-        if node.style is None and node.value.lower() in AMBIGUOUS:
-            self.error(node, key, f"ambiguous value '{node.value}': write true/false or quote it")
-            return None
-        if node.style is None and node.value in ("", "~", "null", "Null", "NULL"):
-            self.error(node, key, "value missing")
-            return None
-        return self.own(str(node.value))
+        value = node.value
+        if node.style is None:
+            if len(value) <= _AMBIGUOUS_LEN and value.lower() in AMBIGUOUS:
+                self.error(node, key, f"ambiguous value '{value}': write true/false or quote it")
+                return None
+            if value in _NULLS:
+                self.error(node, key, "value missing")
+                return None
+        kept = self._own.get(value)  # own(), inlined: the readers' most frequent call
+        return kept if kept is not None else self.own(str(value))
 
     def string(self, node: yaml.Node, key: str, pattern: str | None = None) -> str | None:
         v = self.scalar(node, key)
-        if v is not None and pattern and not re.fullmatch(pattern, v):
+        if v is not None and pattern and not _fullmatch(pattern)(v):
             self.error(node, key, f"'{v}' does not match {pattern}")
             return None
         return v
@@ -507,7 +543,7 @@ class _Reader:
         v = self.scalar(node, key)
         if v is None:
             return None
-        if not re.fullmatch(r"[+-]?\d+(_\d+)*", v):
+        if not _WHOLE_NUMBER(v):
             self.error(node, key, f"'{v}' is not a whole number")
             return None
         n = int(v.replace("_", ""))
@@ -734,28 +770,29 @@ def load(path: str | Path, *, credentials_dir: str | Path | None = None,
 
 
 class _MemoResolver(yaml.resolver.Resolver):
-    """PyYAML's resolver with its answers remembered per load: a fleet's files repeat the
-    same keys and values thousands of times, and resolving each is a regex walk. The answer
-    depends only on (kind, value, implicit) while no path resolver is registered (none is:
-    path resolvers are what descend/ascend track), so it is the same answer."""
+    """PyYAML's resolver with its answers for plain scalars remembered per load: a fleet's
+    files repeat the same keys and values thousands of times, and resolving each is a regex
+    walk. While no path resolver is registered (none is: path resolvers are what descend and
+    ascend track), PyYAML's answer for a plain scalar depends on its text alone (its implicit
+    flags matter only to path resolvers), and for anything else it is the kind's default tag
+    without a regex, so that is asked of PyYAML every time."""
+
+    _plain_tags: dict[Any, Any]  # made on the first plain scalar of a load (text -> tag)
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if self.yaml_path_resolvers:
+        if kind is not yaml.ScalarNode or not implicit[0] or self.yaml_path_resolvers:
             return _RESOLVE(self, kind, value, implicit)
-        # Nested by kind, then implicit, then value: a (kind, value, implicit) key would be one
-        # small tuple per distinct value, made between the tree's nodes and all freed with the
-        # loader, and the holes they leave are where the config's own objects then go, which
-        # keeps the whole tree's memory mapped after the load (bench/scale.py, issue 10).
-        memo: dict[Any, dict[Any, dict[Any, Any]]] = self.__dict__.setdefault("_memo", {})
-        by_implicit = memo.get(kind)
-        if by_implicit is None:
-            by_implicit = memo[kind] = {}
-        by_value = by_implicit.get(implicit)
-        if by_value is None:
-            by_value = by_implicit[implicit] = {}
-        tag = by_value.get(value)
+        # Keyed by the text only: a (kind, value, implicit) key would be one small tuple per
+        # distinct value, made between the tree's nodes and all freed with the loader, and the
+        # holes they leave are where the config's own objects then go, which keeps the whole
+        # tree's memory mapped after the load (bench/scale.py, issue 10).
+        try:
+            plain = self._plain_tags
+        except AttributeError:
+            plain = self._plain_tags = {}
+        tag = plain.get(value)
         if tag is None:
-            tag = by_value[value] = _RESOLVE(self, kind, value, implicit)
+            tag = plain[value] = _RESOLVE(self, kind, value, implicit)
         return tag
 
 
@@ -884,6 +921,9 @@ def _loads(text: str, file: str, base: Path | None, *,
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
         raise ConfigError([f"{file}:{line} (syntax): {getattr(e, 'problem', e)}"]) from e
+    except RecursionError:
+        line, reason = too_deep(text)
+        raise ConfigError([f"{file}:{line} (syntax): {reason}"]) from None
     if root is None:
         raise ConfigError([f"{file}:1 (file): empty configuration"])
     top = r.section(root, "", TOP)
@@ -1181,7 +1221,7 @@ def _servers(
             if ip is None:
                 continue
             try:
-                ip = str(ipaddress.ip_address(ip))
+                ip = _canonical_ip(ip)
             except ValueError:
                 r.error(ipn, f"{p}.ips", f"'{ip}' is not an IP address")
                 continue
@@ -1239,8 +1279,6 @@ def _cap_changes(r: _Reader, m: Mapping[str, yaml.Node], p: str, tz: str,
 
 def _exemptions(r: _Reader, m: Mapping[str, yaml.Node], p: str, tz: str) -> list[tuple[str | None, datetime, str]]:
     """servers[].exemptions: [{detectors: [scan, …] | all, until: T, reason: TEXT}]."""
-    from rackwarden.policies.detect import DETECTORS
-
     out: list[tuple[str | None, datetime, str]] = []
     for j, en in enumerate(r.seq(m["exemptions"], f"{p}.exemptions") if "exemptions" in m else []):
         ep = f"{p}.exemptions[{j}]"

@@ -24,6 +24,7 @@ import bcrypt
 import yaml
 
 from .textfile import TextFileError, read_text
+from .yamldepth import too_deep
 
 # The hash forms Go's bcrypt (exporter-toolkit) and htpasswd -B write; $2y$ is $2b$ by another name.
 _BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
@@ -114,6 +115,9 @@ def parse_web_config(
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise WebConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        line, reason = too_deep(text)
+        raise WebConfigError(f"{source}:{line}: not valid YAML: {reason}") from None
     top = _mapping(doc, source, ("tls_server_config", "basic_auth_users"),
                    unsupported=("http_server_config",))
     raw_users = top.get("basic_auth_users") or {}

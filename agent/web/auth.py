@@ -37,6 +37,7 @@ import bcrypt
 import yaml
 
 from ..webauth import WebConfig, WebConfigError, read_config_text
+from ..yamldepth import too_deep
 
 _BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
 # bcrypt takes every core it is given; two at a time keep a guessing flood from starving the
@@ -89,6 +90,9 @@ def parse_customers_config(text: str, source: str = "<customers web config>",
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         raise CustomersConfigError(f"{source}:{line}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        line, reason = too_deep(text)
+        raise CustomersConfigError(f"{source}:{line}: not valid YAML: {reason}") from None
     if root is None:
         return CustomerLogins(source=source)
     logins: dict[str, tuple[str, bytes]] = {}

@@ -271,3 +271,26 @@ def test_broken_configs_give_the_same_errors(old: str, new: str, monkeypatch: py
 def test_a_good_config_is_the_same_config(monkeypatch: pytest.MonkeyPatch) -> None:
     fast, slow = load_both(GOOD, monkeypatch)
     assert fast[0] == "config" and fast == slow
+
+
+_OCTETS = st.one_of(st.integers(0, 300).map(str), st.from_regex(r"0[0-9]{1,3}", fullmatch=True),
+                    st.sampled_from(["", "a", "\u0663", "1 ", "+1", "-0", "0x1"]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.lists(_OCTETS, min_size=3, max_size=5).map(".".join),
+                 st.ip_addresses().map(str), st.text(max_size=20)))
+def test_the_plain_ipv4_shortcut_is_ipaddress(text: str) -> None:
+    """servers[].ips: a dotted quad already as ipaddress writes it skips the parse; anything
+    else (leading zeros, other digits, IPv6, junk) goes through ipaddress, same answer."""
+    import ipaddress
+
+    try:
+        want: str | None = str(ipaddress.ip_address(text))
+    except ValueError:
+        want = None
+    try:
+        got: str | None = configmod._canonical_ip(text)
+    except ValueError:
+        got = None
+    assert got == want
