@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEB_PACKAGES := python3-venv python3-dev gcc libc6-dev snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
+DEB_PACKAGES := python3-venv python3-dev gcc libc6-dev libyaml-dev snmpd snmp openssh-server openssh-client prometheus prometheus-alertmanager \
 	tshark postgresql iproute2 iputils-ping procps tcpdump tcpreplay chromium chromium-driver \
 	fonts-wqy-microhei
 DEB_STAMP := $(VENV)/.deb-ok
@@ -14,7 +14,7 @@ PY_STAMP := $(VENV)/.py-ok
 deps: $(DEB_STAMP) $(PY_STAMP)
 
 # Debian packages: installed only when one is missing, so repeat runs cost nothing.
-$(DEB_STAMP):
+$(DEB_STAMP): Makefile
 	@mkdir -p $(VENV)
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

@@ -60,7 +60,7 @@ from .config_schema import (
     Setting,
 )
 from .textfile import TextFileError, read_text
-from .yamldepth import too_deep
+from .yamldepth import MAX_DEPTH, too_deep
 
 __all__ = [
     "AUTH_PROTOCOLS", "CREDIT_RULES", "MODES", "NO_CREDIT", "PRIV_PROTOCOLS", "VENDORS", "AgentSettings", "Config",
@@ -849,13 +849,32 @@ def _plain_style_none(root: yaml.Node) -> bool:
     return True
 
 
+# agent/_yamlcompose.c, built with libyaml-dev (pyproject's ext-modules); without it, PyYAML's
+# own libyaml binding composes (then, for what libyaml refuses, the pure-Python composer).
+try:
+    from ._yamlcompose_c import compose as _yaml_c_compose
+except ImportError:  # pragma: no cover - depends on the build
+    _yaml_c_compose = None
+
+# PyYAML's resolver, as its composers ask it; the C composer remembers its answers per load.
+_RESOLVER = yaml.resolver.Resolver()
+
+
 def _compose(text: str) -> yaml.Node | None:
-    """The node tree of `text`, with libyaml's composer when there is one (bench/scale.py has
-    the before/after) and the same tree: the same values, styles, tags (both
-    use PyYAML's own resolver) and start marks. Whatever libyaml refuses, or cannot take (a
-    lone surrogate in `text`), is composed again by the pure-Python composer, so an error is
-    the one it always gave, with its line (tests/unit/test_config_loader_equivalence.py)."""
-    if _C_LOADER is not None and not _libyaml_lenient(text):
+    """The node tree of `text`, with a libyaml composer when there is one (bench/scale.py has
+    the before/after) and the same tree: the same values, styles, tags (all use PyYAML's own
+    resolver) and start marks. First choice is agent/_yamlcompose.c (libyaml's events straight
+    to PyYAML's node classes); without its build, PyYAML's libyaml binding. Whatever libyaml
+    refuses, or cannot take (a lone surrogate in `text`), is composed again by the
+    pure-Python composer, so an error is the one it always gave, with its line
+    (tests/unit/test_config_loader_equivalence.py)."""
+    if _libyaml_lenient(text) or _RESOLVER.yaml_path_resolvers:
+        return yaml.compose(text)
+    if _yaml_c_compose is not None:
+        got = _yaml_c_compose(text, _RESOLVER.resolve, yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode,
+                              MAX_DEPTH)
+        return got[0] if got is not None else yaml.compose(text)
+    if _C_LOADER is not None:
         try:
             root: yaml.Node | None = yaml.compose(text, Loader=_C_LOADER)
         except Exception:  # noqa: BLE001 - any refusal: the reference composer says why

@@ -8,10 +8,11 @@ IPs per server, declared ports, whitelists, a cap change and an exemption on som
 Measured, in this order, in one process (RSS from /proc/self/status, CPU from
 time.process_time, peak from tracemalloc only where named):
 
-- config load, wall and CPU seconds, median of the repetitions, with the pure-Python YAML
-  composer (the previous loader: rackwarden.agent.config with its composer switched back,
-  `--reps` times) and with the loader as it is now (libyaml's composer), interleaved: the
-  before/after ratio is from the same run;
+- config load, wall and CPU seconds, median of the repetitions (`--reps`), interleaved, so the
+  ratios are from the same run: the loader as it is now (agent/_yamlcompose.c composing, over
+  libyaml's events), the same with PyYAML's libyaml binding composing (the loader before that
+  module, and on a machine without its build), and the first loader (the pure-Python
+  composer, the GC on): rackwarden.agent.config with its composer switched back;
 - each load's peak: a fresh process (the daemon's imports, then one load) reports VmHWM above
   its RSS before the load, and its RSS after;
 - RSS at rest: after the imports, after the loads, and with the daemon's core objects built
@@ -210,20 +211,24 @@ class _GcLeftOn:
 
 
 def loader(kind: str) -> Callable[[Path, Path], Any]:
-    """`fast`: agent/config.py as it is. `old`: the same with the pure-Python composer and the
-    GC left on, the two changes that took the time (the readers' per-Section plans stay: the
-    old figure is, if anything, flattered)."""
+    """`fast`: agent/config.py as it is (agent/_yamlcompose.c composes, when built).
+    `binding`: the same with PyYAML's libyaml binding composing, as before that module (and
+    as on a machine without its build). `old`: the same with the pure-Python composer and the
+    GC left on, the two changes that took the time at first (the readers' per-Section plans
+    and later tuning stay: the old figures are, if anything, flattered)."""
     from rackwarden.agent import config as configmod
 
     def load(path: Path, creds: Path) -> Any:
         if kind == "fast":
             return configmod.load(path, credentials_dir=creds)
-        saved = configmod._C_LOADER, configmod.gc
-        configmod._C_LOADER, configmod.gc = None, _GcLeftOn  # type: ignore[assignment]
+        saved = configmod._yaml_c_compose, configmod._C_LOADER, configmod.gc
+        configmod._yaml_c_compose = None
+        if kind == "old":
+            configmod._C_LOADER, configmod.gc = None, _GcLeftOn  # type: ignore[assignment]
         try:
             return configmod.load(path, credentials_dir=creds)
         finally:
-            configmod._C_LOADER, configmod.gc = saved  # type: ignore[assignment]
+            configmod._yaml_c_compose, configmod._C_LOADER, configmod.gc = saved  # type: ignore[assignment]
     return load
 
 
@@ -358,7 +363,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8, help="passes of the sFlow corpus")
     ap.add_argument("--trace", type=int, nargs="?", const=15, default=0, metavar="TOP",
                     help="print the top TOP allocation sites of each stage (tracemalloc; slow)")
-    ap.add_argument("--child-load", choices=("fast", "old"))
+    ap.add_argument("--child-load", choices=("fast", "binding", "old"))
     ap.add_argument("--config", type=Path)
     ap.add_argument("--credentials", type=Path)
     args = ap.parse_args()
@@ -368,6 +373,7 @@ def main() -> int:
 
     rss_start = rss_mb()
     import rackwarden.agent.wiring as wiring
+    from rackwarden.agent import config as configmod
     from rackwarden.agent.clock import FakeClock
     from rackwarden.drivers.snmp.poller import SnmpPoller
     rss_imports = rss_mb()
@@ -377,11 +383,13 @@ def main() -> int:
     os.environ["CREDENTIALS_DIRECTORY"] = str(creds)  # as systemd hands it to the daemon (reload)
     print(f"fleet: {args.switches} switches x {PORTS} ports, {path.stat().st_size / 1e6:.1f} MB of YAML")
 
-    # Config load: old and fast interleaved, each in this process (times) and in a fresh one (peak).
-    times: dict[str, list[tuple[float, float]]] = {"old": [], "fast": []}
+    # Config load: old, binding and fast interleaved, each in this process (times) and in a
+    # fresh one (peak).
+    kinds = ("old", "binding", "fast")
+    times: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
     cfg = None
     for _ in range(args.reps):
-        for kind in ("old", "fast"):
+        for kind in kinds:
             cfg = None
             gc.collect()
             t0, c0 = time.perf_counter(), time.process_time()
@@ -390,15 +398,20 @@ def main() -> int:
     assert cfg is not None
     servers = len(cfg.servers)
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
-    peaks = {kind: run_child(kind, path, creds) for kind in ("old", "fast")}
+    peaks = {kind: run_child(kind, path, creds) for kind in kinds}
     print(f"config load, {servers} servers (median of {args.reps}, wall / CPU s):")
-    for kind, label in (("old", "pure-Python composer, GC on (before)"), ("fast", "libyaml composer (now)")):
+    for kind, label in (("old", "pure-Python composer, GC on (first)"),
+                        ("binding", "PyYAML's libyaml binding (before)"),
+                        ("fast", "agent/_yamlcompose.c (now)" if configmod._yaml_c_compose
+                         else "PyYAML's libyaml binding (no C build)")):
         p = peaks[kind]
         peak = p["hwm_mb"] - p["rss_before_mb"]
         print(f"  {label:40s} {med[kind][0]:7.2f} / {med[kind][1]:6.2f}   peak +{peak:6.1f} MB"
               f" over {p['rss_before_mb']:.0f} MB, after {p['rss_after_mb']:.0f} MB")
     speedup = med["old"][0] / med["fast"][0]
-    print(f"  speedup (same run): {speedup:.1f}x wall, {med['old'][1] / med['fast'][1]:.1f}x CPU")
+    vs_binding = med["binding"][0] / med["fast"][0]
+    print(f"  now against the first (same run): {speedup:.1f}x wall, {med['old'][1] / med['fast'][1]:.1f}x CPU;"
+          f" against the binding: {vs_binding:.2f}x wall, {med['binding'][1] / med['fast'][1]:.2f}x CPU")
 
     # The daemon's core objects for the fleet, no network.
     cfg = None
@@ -462,8 +475,11 @@ def main() -> int:
         "config_load_s": round(med["fast"][0], 3), "config_load_cpu_s": round(med["fast"][1], 3),
         "config_load_old_s": round(med["old"][0], 3), "config_load_old_cpu_s": round(med["old"][1], 3),
         "config_load_speedup": round(speedup, 2),
+        "config_load_binding_s": round(med["binding"][0], 3),
+        "config_load_speedup_vs_binding": round(vs_binding, 2),
         "config_load_peak_mb": round(peaks["fast"]["hwm_mb"] - peaks["fast"]["rss_before_mb"], 1),
         "config_load_old_peak_mb": round(peaks["old"]["hwm_mb"] - peaks["old"]["rss_before_mb"], 1),
+        "config_load_binding_peak_mb": round(peaks["binding"]["hwm_mb"] - peaks["binding"]["rss_before_mb"], 1),
         "sflow_samples": samples,
     }))
     loop.run_until_complete(snmp.close())

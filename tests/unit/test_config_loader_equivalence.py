@@ -65,10 +65,26 @@ def assert_same_tree(text: str) -> None:
     assert outcome(configmod._compose, text) == outcome(reference, text), text
 
 
-def test_the_fast_composer_is_libyaml() -> None:
-    # The goal is the speed: a loader without libyaml would pass every equality below.
+# Every test here runs with each fast composer: agent/_yamlcompose.c ("c", the first choice),
+# and PyYAML's libyaml binding, which the loader takes when the C module is not built.
+COMPOSERS = ["c", "pyyaml-libyaml"]
+
+
+@pytest.fixture(autouse=True, params=COMPOSERS)
+def composer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "pyyaml-libyaml":
+        monkeypatch.setattr(configmod, "_yaml_c_compose", None)
+    return str(request.param)
+
+
+def test_the_fast_composers_are_built(composer: str) -> None:
+    # The goal is the speed: a loader without libyaml would pass every equality below, and
+    # make test builds agent/_yamlcompose.c (libyaml-dev is in the Makefile's Debian step).
     assert yaml.__with_libyaml__ and configmod._C_LOADER is not None
     assert issubclass(configmod._C_LOADER, yaml.CSafeLoader)
+    from rackwarden.agent import _yamlcompose_c
+
+    assert composer != "c" or configmod._yaml_c_compose is _yamlcompose_c.compose
 
 
 def test_libyaml_alone_would_change_answers() -> None:
@@ -80,7 +96,7 @@ def test_libyaml_alone_would_change_answers() -> None:
     assert shape(configmod._compose(text)) == shape(reference(text))
 
 
-def test_a_config_without_empty_values_takes_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_config_without_empty_values_takes_libyaml(monkeypatch: pytest.MonkeyPatch, composer: str) -> None:
     """The fast path must be the one taken (a refusal falls back silently, and every
     equality here would still hold): a config with no empty plain scalar never reaches the
     pure-Python composer, and one with `key:` does."""
@@ -88,11 +104,15 @@ def test_a_config_without_empty_values_takes_libyaml(monkeypatch: pytest.MonkeyP
     real = yaml.compose
     monkeypatch.setattr(configmod.yaml, "compose", lambda *a, **k: calls.append(
         "pure" if k.get("Loader") in (None, yaml.SafeLoader) else "libyaml") or real(*a, **k))
+    real_c = configmod._yaml_c_compose
+    if real_c is not None:
+        monkeypatch.setattr(configmod, "_yaml_c_compose", lambda *a: calls.append("c") or real_c(*a))
+    fast = "c" if composer == "c" else "libyaml"
     root = configmod._compose(GOOD)
-    assert calls == ["libyaml"] and root is not None
+    assert calls == [fast] and root is not None
     calls.clear()
     configmod._compose(GOOD + "\nextra:\n")
-    assert calls == ["libyaml", "pure"]
+    assert calls == [fast, "pure"]
 
 
 def test_config_reads_no_end_marks() -> None:
@@ -215,7 +235,8 @@ def load_both(text: str, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> tuple[An
 
     fast = run()
     with monkeypatch.context() as m:
-        m.setattr(configmod, "_C_LOADER", None)  # the pure-Python composer, as before
+        m.setattr(configmod, "_yaml_c_compose", None)  # the pure-Python composer, as before
+        m.setattr(configmod, "_C_LOADER", None)
         slow = run()
     return fast, slow
 
@@ -277,7 +298,7 @@ _OCTETS = st.one_of(st.integers(0, 300).map(str), st.from_regex(r"0[0-9]{1,3}", 
                     st.sampled_from(["", "a", "\u0663", "1 ", "+1", "-0", "0x1"]))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.one_of(st.lists(_OCTETS, min_size=3, max_size=5).map(".".join),
                  st.ip_addresses().map(str), st.text(max_size=20)))
 def test_the_plain_ipv4_shortcut_is_ipaddress(text: str) -> None:
