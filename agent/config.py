@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -853,8 +854,12 @@ def _plain_style_none(root: yaml.Node) -> bool:
 # own libyaml binding composes (then, for what libyaml refuses, the pure-Python composer).
 try:
     from ._yamlcompose_c import compose as _yaml_c_compose
-except ImportError:  # pragma: no cover - depends on the build
+except ImportError as exc:  # pragma: no cover - depends on the build
     _yaml_c_compose = None
+    YAML_C_ERROR: str | None = f"the C YAML composer is not built ({exc})"
+else:
+    YAML_C_ERROR = None
+_told_no_c = False  # whether the first load without it said so (a warning, once)
 
 # PyYAML's resolver, as its composers ask it; the C composer remembers its answers per load.
 _RESOLVER = yaml.resolver.Resolver()
@@ -874,6 +879,12 @@ def _compose(text: str) -> yaml.Node | None:
         got = _yaml_c_compose(text, _RESOLVER.resolve, yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode,
                               MAX_DEPTH)
         return got[0] if got is not None else yaml.compose(text)
+    global _told_no_c
+    if not _told_no_c:
+        _told_no_c = True
+        logging.getLogger(__name__).warning(
+            "%s: config loads compose with PyYAML's libyaml binding, about 1.2x slower",
+            YAML_C_ERROR or "the C YAML composer is not in use")
     if _C_LOADER is not None:
         try:
             root: yaml.Node | None = yaml.compose(text, Loader=_C_LOADER)

@@ -152,3 +152,16 @@ def test_text_from_bytes_python_could_not_decode_never_gets_here(bad: bytes) -> 
     """compose takes str only (the config is read as UTF-8 text first: agent/textfile.py)."""
     with pytest.raises(TypeError, match="must be str"):
         C(bad, configmod._RESOLVER.resolve, yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode, 10)
+
+
+def test_a_load_without_the_build_says_so_once(monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(configmod, "_yaml_c_compose", None)
+    monkeypatch.setattr(configmod, "YAML_C_ERROR", "the C YAML composer is not built (test)")
+    monkeypatch.setattr(configmod, "_told_no_c", False)
+    with caplog.at_level("WARNING", logger="rackwarden.agent.config"):
+        for _ in range(3):
+            assert configmod._compose("a: 1\n") is not None
+    said = [r.getMessage() for r in caplog.records if "C YAML composer" in r.getMessage()]
+    assert said == ["the C YAML composer is not built (test): config loads compose with PyYAML's"
+                    " libyaml binding, about 1.2x slower"]
