@@ -12,17 +12,13 @@ crashed or the RSS grew by more than --max-rss-growth-mb.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import resource
 import sys
-import tempfile
-import time
-import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
 import atheris
+from _harness import Harness  # fuzz/ is this script's folder on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "sflow"
@@ -40,31 +36,6 @@ from rackwarden.drivers.sflow import batch, cwalk  # noqa: E402
 
 # The compiled walker (cwalk.py) is held to the numpy walker's answers on every input, when built.
 C_WALK = cwalk.compiled_available()
-
-RSS_CHECK_EVERY = 20_000  # executions between RSS samples and the time check
-
-
-class Stats:
-    def __init__(self, max_total_time: float | None, artifacts: Path) -> None:
-        self.execs = 0
-        self.crashes: dict[str, str] = {}  # sha1 of the input -> first line of the error
-        self.start = time.monotonic()
-        self.max_total_time = max_total_time
-        self.artifacts = artifacts
-        self.rss_start_kb: int | None = None
-        self.rss_samples_kb: list[int] = []
-
-
-STATS: Stats | None = None
-
-
-def rss_kb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
-
-
-def peak_rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
 def _columns(impl: str, data: list[bytes]) -> batch.ColumnBatch:
@@ -91,82 +62,24 @@ def check_walkers(data: list[bytes]) -> None:
         raise AssertionError("C walk differs from the numpy walk in its results")
 
 
-def test_one_input(data: bytes) -> None:
-    st = STATS
-    assert st is not None
-    st.execs += 1
-    try:
-        r = decoder.decode_unguarded(data, 1.0, AT)
-        # The properties the unit tests hold, checked on every input the fuzzer finds.
-        if r.error is not None and r.samples:
-            raise AssertionError("an errored datagram kept samples")
-        if sum(len(s.header) for s in r.samples if hasattr(s, "header")) > len(data):
-            raise AssertionError("kept more header bytes than the datagram had")
-        # The bulk decoder must give the exact decoder's answer, alone and beside a copy of
-        # the input cut at a 4-byte boundary (so the batch buffer has two layouts to walk).
-        cut = data[:len(data) & ~3]
-        if batch.decode_batch_unguarded([data, cut], [1.0, 1.0], [AT, AT]) != [
-                r, decoder.decode_unguarded(cut, 1.0, AT)]:
-            raise AssertionError("decode_batch differs from decode_datagram")
-        if C_WALK:
-            check_walkers([data, cut, data])
-        packets.parse_tuple(data)  # the same bytes as a frame: parser reached directly
-        packets.parse_tuple(data, 11)
-        packets.parse_tuple(data, 12)
-    except Exception as exc:  # noqa: BLE001 - every exception here is a finding to record
-        digest = hashlib.sha1(data).hexdigest()
-        if digest not in st.crashes:
-            st.crashes[digest] = f"{type(exc).__name__}: {exc}"
-            st.artifacts.mkdir(parents=True, exist_ok=True)
-            (st.artifacts / f"crash-{digest}").write_bytes(data)
-            sys.stderr.write(f"\n== crash {digest}\n{traceback.format_exc()}\n")
-    if st.execs % RSS_CHECK_EVERY == 0:
-        st.rss_samples_kb.append(rss_kb())
-        if st.rss_start_kb is None:
-            st.rss_start_kb = st.rss_samples_kb[-1]  # after warm-up: imports, corpus loaded
-        if st.max_total_time is not None and time.monotonic() - st.start >= st.max_total_time:
-            finish()
-
-
-def finish() -> None:
-    st = STATS
-    assert st is not None
-    elapsed = time.monotonic() - st.start
-    end = rss_kb()
-    start = st.rss_start_kb if st.rss_start_kb is not None else end
-    growth_mb = (end - start) / 1024
-    samples = st.rss_samples_kb or [end]
-    half = samples[len(samples) // 2]
-    report = {
-        "executions": st.execs,
-        "elapsed_s": round(elapsed, 1),
-        "execs_per_s": round(st.execs / elapsed) if elapsed else 0,
-        "crashes": len(st.crashes),
-        "rss_start_mb": round(start / 1024, 1),
-        "rss_end_mb": round(end / 1024, 1),
-        "rss_growth_mb": round(growth_mb, 1),
-        # The first minutes include libFuzzer's corpus and the parser's address caches
-        # filling up; a leak shows as growth in the second half too.
-        "rss_growth_second_half_mb": round((end - half) / 1024, 1),
-        "peak_rss_mb": round(max(peak_rss_kb(), end, *st.rss_samples_kb) / 1024, 1),
-        "rss_samples_mb": [round(x / 1024, 1) for x in st.rss_samples_kb[:: max(
-            1, len(st.rss_samples_kb) // 10)]],
-    }
-    print("\n== sflow fuzz summary", flush=True)
-    print(f"executions: {st.execs} in {elapsed:.0f} s ({report['execs_per_s']}/s)")
-    print(f"crashes: {len(st.crashes)}")
-    for digest, what in st.crashes.items():
-        print(f"  {st.artifacts / ('crash-' + digest)}: {what}")
-    print(f"RSS start {report['rss_start_mb']} MiB, end {report['rss_end_mb']} MiB "
-          f"(second half {report['rss_growth_second_half_mb']:+} MiB), "
-          f"peak {report['peak_rss_mb']} MiB")
-    print(json.dumps(report), flush=True)
-    bad = st.crashes or growth_mb > MAX_RSS_GROWTH_MB
-    # libFuzzer owns the process and exits without running Python's atexit: leave directly.
-    os._exit(1 if bad else 0)
-
-
-MAX_RSS_GROWTH_MB = 64.0
+def check(data: bytes) -> None:
+    r = decoder.decode_unguarded(data, 1.0, AT)
+    # The properties the unit tests hold, checked on every input the fuzzer finds.
+    if r.error is not None and r.samples:
+        raise AssertionError("an errored datagram kept samples")
+    if sum(len(s.header) for s in r.samples if hasattr(s, "header")) > len(data):
+        raise AssertionError("kept more header bytes than the datagram had")
+    # The bulk decoder must give the exact decoder's answer, alone and beside a copy of
+    # the input cut at a 4-byte boundary (so the batch buffer has two layouts to walk).
+    cut = data[:len(data) & ~3]
+    if batch.decode_batch_unguarded([data, cut], [1.0, 1.0], [AT, AT]) != [
+            r, decoder.decode_unguarded(cut, 1.0, AT)]:
+        raise AssertionError("decode_batch differs from decode_datagram")
+    if C_WALK:
+        check_walkers([data, cut, data])
+    packets.parse_tuple(data)  # the same bytes as a frame: parser reached directly
+    packets.parse_tuple(data, 11)
+    packets.parse_tuple(data, 12)
 
 
 def seed_corpus(into: Path) -> int:
@@ -208,39 +121,8 @@ def seed_corpus(into: Path) -> int:
     return len(seeds)
 
 
-def main() -> None:
-    global STATS, MAX_RSS_GROWTH_MB
-    argv = list(sys.argv)
-    for a in list(argv):
-        if a.startswith("--max-rss-growth-mb="):
-            MAX_RSS_GROWTH_MB = float(a.split("=", 1)[1])
-            argv.remove(a)
-    max_total: float | None = None
-    artifacts = ROOT / "fuzz" / "artifacts"
-    for a in argv[1:]:
-        if a.startswith("-max_total_time="):
-            max_total = float(a.split("=", 1)[1])
-        elif a.startswith("-artifact_prefix="):
-            artifacts = Path(a.split("=", 1)[1])
-    corpus_dirs = [a for a in argv[1:] if not a.startswith("-")]
-    if not corpus_dirs:
-        # A scratch corpus: libFuzzer writes what it finds into the first directory, and the
-        # repository should not grow with every run.
-        work = Path(tempfile.mkdtemp(prefix="sflow-fuzz-"))
-        n = seed_corpus(work)
-        print(f"seed corpus: {n} inputs in {work}", flush=True)
-        argv.append(str(work))
-    if max_total is not None:
-        # Our own clock ends the run so the summary prints; libFuzzer's limit is the backstop.
-        argv = [a for a in argv if not a.startswith("-max_total_time=")]
-        argv.append(f"-max_total_time={int(max_total) + 30}")
-    if not any(a.startswith("-max_len=") for a in argv):
-        argv.append("-max_len=4096")  # a datagram rarely exceeds one MTU
-    STATS = Stats(max_total, artifacts)
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
-    finish()
-
+# A datagram rarely exceeds one MTU.
+HARNESS = Harness("sflow", check, seed_corpus, max_len=4096)
 
 if __name__ == "__main__":
-    main()
+    HARNESS.run(sys.argv)

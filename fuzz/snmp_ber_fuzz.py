@@ -10,7 +10,7 @@ authPriv SHA/AES user's keys), where a `UsmError` is allowed too. A decoded mess
 trip: encoded again with `ber.encode_message` and decoded, it is the same message. Seeds are
 responses over the recorded walks in tests/fixtures/snmprec, in minimal and net-snmp-style
 (0x82) lengths, plus pyasn1's own encodings (definite and indefinite lengths). As with
-fuzz/sflow_fuzz.py, a crash is recorded (crash-<sha1> under -artifact_prefix, default
+the other fuzzers (fuzz/_harness.py), a crash is recorded (crash-<sha1> under -artifact_prefix, default
 fuzz/artifacts/) and the run goes on; at the end it prints executions, crashes, RSS and one
 JSON line, and exits 1 if anything crashed or RSS grew by more than --max-rss-growth-mb.
 """
@@ -18,16 +18,11 @@ JSON line, and exits 1 if anything crashed or RSS grew by more than --max-rss-gr
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import resource
 import sys
-import tempfile
-import time
-import traceback
 from pathlib import Path
 
 import atheris
+from _harness import Harness  # fuzz/ is this script's folder on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "snmprec"
@@ -43,30 +38,6 @@ V3_USER = usm.Credentials(b"fuzz", auth_protocol="sha", auth_password=b"fuzz-aut
 
 # Run every input through both varbind loops when the C one (drivers/snmp/_bervb.c) is built.
 C_LOOP = ber.use_varbind_loop() == "c"
-
-RSS_CHECK_EVERY = 20_000
-MAX_RSS_GROWTH_MB = 64.0
-
-
-class Stats:
-    def __init__(self, max_total_time: float | None, artifacts: Path) -> None:
-        self.execs = 0
-        self.decoded = 0
-        self.crashes: dict[str, str] = {}
-        self.start = time.monotonic()
-        self.max_total_time = max_total_time
-        self.artifacts = artifacts
-        self.rss_start_kb: int | None = None
-        self.rss_samples_kb: list[int] = []
-
-
-STATS: Stats | None = None
-
-
-def rss_kb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
-
 
 def check_v3(data: bytes) -> None:
     try:
@@ -110,8 +81,7 @@ def check(data: bytes) -> None:
             raise AssertionError(f"BerError offset {got.offset} outside {len(data)} bytes")
         return
     msg = got
-    assert STATS is not None
-    STATS.decoded += 1
+    HARNESS.counts["decoded"] += 1
     again = ber.encode_message(
         community=msg.community, pdu_type=msg.pdu_type, request_id=msg.request_id,
         error_status=msg.error_status, error_index=msg.error_index, version=msg.version,
@@ -120,62 +90,6 @@ def check(data: bytes) -> None:
     )
     if ber.decode_message(again) != msg:
         raise AssertionError("decode(encode(decode(x))) differs from decode(x)")
-
-
-def test_one_input(data: bytes) -> None:
-    st = STATS
-    assert st is not None
-    st.execs += 1
-    try:
-        check(data)
-    except Exception as exc:  # noqa: BLE001 - every exception here is a finding to record
-        digest = hashlib.sha1(data).hexdigest()
-        if digest not in st.crashes:
-            st.crashes[digest] = f"{type(exc).__name__}: {exc}"
-            st.artifacts.mkdir(parents=True, exist_ok=True)
-            (st.artifacts / f"crash-{digest}").write_bytes(data)
-            sys.stderr.write(f"\n== crash {digest}\n{traceback.format_exc()}\n")
-    if st.execs % RSS_CHECK_EVERY == 0:
-        st.rss_samples_kb.append(rss_kb())
-        if st.rss_start_kb is None:
-            st.rss_start_kb = st.rss_samples_kb[-1]
-        if st.max_total_time is not None and time.monotonic() - st.start >= st.max_total_time:
-            finish()
-
-
-def finish() -> None:
-    st = STATS
-    assert st is not None
-    elapsed = time.monotonic() - st.start
-    end = rss_kb()
-    start = st.rss_start_kb if st.rss_start_kb is not None else end
-    growth_mb = (end - start) / 1024
-    samples = st.rss_samples_kb or [end]
-    half = samples[len(samples) // 2]
-    report = {
-        "executions": st.execs,
-        "decoded": st.decoded,
-        "elapsed_s": round(elapsed, 1),
-        "execs_per_s": round(st.execs / elapsed) if elapsed else 0,
-        "crashes": len(st.crashes),
-        "rss_start_mb": round(start / 1024, 1),
-        "rss_end_mb": round(end / 1024, 1),
-        "rss_growth_mb": round(growth_mb, 1),
-        "rss_growth_second_half_mb": round((end - half) / 1024, 1),
-        "peak_rss_mb": round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, end,
-                                 *st.rss_samples_kb) / 1024, 1),
-    }
-    print("\n== snmp ber fuzz summary", flush=True)
-    print(f"executions: {st.execs} in {elapsed:.0f} s ({report['execs_per_s']}/s), "
-          f"{st.decoded} decoded")
-    print(f"crashes: {len(st.crashes)}")
-    for digest, what in st.crashes.items():
-        print(f"  {st.artifacts / ('crash-' + digest)}: {what}")
-    print(f"RSS start {report['rss_start_mb']} MiB, end {report['rss_end_mb']} MiB "
-          f"(second half {report['rss_growth_second_half_mb']:+} MiB), "
-          f"peak {report['peak_rss_mb']} MiB")
-    print(json.dumps(report), flush=True)
-    os._exit(1 if st.crashes or growth_mb > MAX_RSS_GROWTH_MB else 0)
 
 
 def seed_corpus(into: Path) -> int:
@@ -239,34 +153,8 @@ def seed_corpus(into: Path) -> int:
     return len(seeds)
 
 
-def main() -> None:
-    global STATS, MAX_RSS_GROWTH_MB
-    argv = list(sys.argv)
-    for a in list(argv):
-        if a.startswith("--max-rss-growth-mb="):
-            MAX_RSS_GROWTH_MB = float(a.split("=", 1)[1])
-            argv.remove(a)
-    max_total: float | None = None
-    artifacts = ROOT / "fuzz" / "artifacts"
-    for a in argv[1:]:
-        if a.startswith("-max_total_time="):
-            max_total = float(a.split("=", 1)[1])
-        elif a.startswith("-artifact_prefix="):
-            artifacts = Path(a.split("=", 1)[1])
-    if not [a for a in argv[1:] if not a.startswith("-")]:
-        work = Path(tempfile.mkdtemp(prefix="snmp-ber-fuzz-"))
-        print(f"seed corpus: {seed_corpus(work)} inputs in {work}", flush=True)
-        argv.append(str(work))
-    if max_total is not None:
-        argv = [a for a in argv if not a.startswith("-max_total_time=")]
-        argv.append(f"-max_total_time={int(max_total) + 30}")
-    if not any(a.startswith("-max_len=") for a in argv):
-        argv.append("-max_len=9000")  # a 51-row reply of 7 columns is ~8 KB
-    STATS = Stats(max_total, artifacts)
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
-    finish()
-
+# A 51-row reply of 7 columns is ~8 KB.
+HARNESS = Harness("snmp ber", check, seed_corpus, max_len=9000)
 
 if __name__ == "__main__":
-    main()
+    HARNESS.run(sys.argv)

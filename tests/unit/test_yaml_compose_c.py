@@ -67,12 +67,26 @@ def check(text: str) -> str:
     if got is not None:
         assert shape(got[0]) == shape(want), text
         return "answered"
-    allowed = ((want is not None and has_empty_plain_scalar(want))
-               or "!" in text  # a tag, maybe (a config never needs one)
-               or text.count("---") + text.count("...") > 0  # a document marker: maybe two
-               or any(0xD800 <= ord(ch) <= 0xDFFF for ch in text))
-    assert allowed, f"C refused text it must compose: {text!r}"
+    assert refusal_allowed(text, want), f"C refused text it must compose: {text!r}"
     return "refused"
+
+
+def refusal_allowed(text: str, want: Any) -> bool:
+    """Whether the C composer may refuse `text`, which the reference composes into `want`."""
+    return ((want is not None and has_empty_plain_scalar(want))
+            or "!" in text  # a tag, maybe (a config never needs one)
+            or text.count("---") + text.count("...") > 0  # a document marker: maybe two
+            or any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
+            or depth(want) > MAX_DEPTH)
+
+
+def depth(node: Any, seen: set[int] | None = None) -> int:
+    seen = set() if seen is None else seen
+    if node is None or isinstance(node, yaml.ScalarNode) or id(node) in seen:
+        return 0
+    seen.add(id(node))
+    items = [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else node.value
+    return 1 + max((depth(n, seen) for n in items), default=0)
 
 
 def test_every_yaml_file_in_the_repo_is_answered_by_c() -> None:
