@@ -10,9 +10,11 @@
  * The tree is the one PyYAML's pure-Python composer builds (agent/config.py's reference):
  * the same node classes, tags (asked of `resolve`, remembered per plain scalar text, and once
  * per kind for the rest: without path resolvers PyYAML's answer depends on nothing else),
- * values, styles (None for a plain scalar, as the pure-Python composer spells it), flow
- * styles, anchors and aliases (the same node object again), and marks with the line, column
- * and index libyaml reports. Marks are this module's Mark: name, index, line, column, buffer
+ * values, styles (None for a plain scalar, as the pure-Python composer spells it), anchors
+ * and aliases (the same node object again), and start marks with the line, column and index
+ * libyaml reports. Not the same, and never read by agent/config.py: end marks (libyaml's),
+ * and the flow style of a sequence written at its key's indentation (libyaml's False, where
+ * PyYAML's parser leaves None). Marks are this module's Mark: name, index, line, column, buffer
  * and pointer (None), get_snippet() and str() as yaml's own Mark without a buffer.
  *
  * It never raises for what it reads. It returns None, and the caller composes the text with

@@ -43,9 +43,10 @@ def shape(node: Any) -> Any:
         if isinstance(n, yaml.ScalarNode):
             return ("scalar", n.tag, n.value, n.style, marks)
         seen[id(n)] = len(seen)
+        # flow_style: see the test below (libyaml calls an indentless sequence block style)
         if isinstance(n, yaml.MappingNode):
-            return ("map", n.tag, n.flow_style, marks, [(walk(k), walk(v)) for k, v in n.value])
-        return ("seq", n.tag, n.flow_style, marks, [walk(x) for x in n.value])
+            return ("map", n.tag, marks, [(walk(k), walk(v)) for k, v in n.value])
+        return ("seq", n.tag, marks, [walk(x) for x in n.value])
 
     return walk(node)
 
@@ -115,11 +116,24 @@ def test_a_config_without_empty_values_takes_libyaml(monkeypatch: pytest.MonkeyP
     assert calls == [fast, "pure"]
 
 
-def test_config_reads_no_end_marks() -> None:
+def test_config_reads_no_end_marks_and_no_flow_styles() -> None:
     """End marks differ (libyaml ends a collection at the next token, a line later at the end
-    of the text); the readers place errors by start marks only, which are held equal."""
+    of the text); the readers place errors by start marks only, which are held equal. Flow
+    styles differ too: libyaml calls a sequence written at its key's indentation (`k:` then
+    `- x` on the next line) block style, False, where PyYAML's parser leaves None (found by
+    fuzz/yaml_compose_fuzz.py); the readers never ask whether a collection was written in
+    flow or block style."""
     source = (ROOT / "agent" / "config.py").read_text(encoding="utf-8")
     assert "end_mark" not in source and "start_mark" in source
+    assert "flow_style" not in source
+
+
+def test_libyaml_and_pyyaml_differ_on_an_indentless_sequences_flow_style() -> None:
+    """What the test above leaves out, so that a composer keeping PyYAML's None would be seen."""
+    text = "k:\n- x\n"
+    ours = configmod._compose(text)
+    assert ours is not None and ours.value[0][1].flow_style in (False, None)
+    assert reference(text).value[0][1].flow_style is None
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(ROOT)))
