@@ -142,8 +142,8 @@ typedef struct {
 typedef struct {
     PyObject *resolve, *scalar_cls, *seq_cls, *map_cls;
     PyObject *plain_tags;     /* plain scalar text -> tag */
-    PyObject *other_tags[5];  /* quoted scalar by (plain, quoted) implicit flags 0-3, and
-                                 per kind below: the tag for everything but plain scalars */
+    PyObject *quoted_tag;     /* any other scalar's: without path resolvers PyYAML's answer
+                                 depends on neither its text nor its quoted flag */
     PyObject *seq_tag[2], *map_tag[2]; /* by the implicit flag */
     PyObject *anchors;        /* anchor -> node */
     Frame *stack;
@@ -281,11 +281,11 @@ static int on_scalar(State *s, yaml_event_t *e)
             if (rc < 0)
                 goto fail;
         }
-    } else {
+    } else if ((tag = s->quoted_tag) == NULL) { /* asked once per load */
         PyObject *implicit = PyTuple_Pack(2, Py_False, qi ? Py_True : Py_False);
         if (implicit == NULL)
             goto fail;
-        tag = kind_tag(s, &s->other_tags[qi], s->scalar_cls, value, implicit);
+        tag = kind_tag(s, &s->quoted_tag, s->scalar_cls, value, implicit);
         Py_DECREF(implicit);
         if (tag == NULL)
             goto fail;
@@ -388,8 +388,7 @@ static void clear(State *s)
         Py_CLEAR(s->stack[i].key);
     PyMem_Free(s->stack);
     Py_CLEAR(s->plain_tags);
-    for (int i = 0; i < 5; i++)
-        Py_CLEAR(s->other_tags[i]);
+    Py_CLEAR(s->quoted_tag);
     for (int i = 0; i < 2; i++) {
         Py_CLEAR(s->seq_tag[i]);
         Py_CLEAR(s->map_tag[i]);
