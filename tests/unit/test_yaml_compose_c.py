@@ -40,6 +40,11 @@ def c_compose(text: str) -> Any:
                      MAX_DEPTH)
 
 
+def children(node: Any) -> list[Any]:
+    """A collection's nodes: a mapping's keys and values, a sequence's items."""
+    return [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else list(node.value)
+
+
 def has_empty_plain_scalar(node: Any, seen: set[int] | None = None) -> bool:
     seen = set() if seen is None else seen
     if id(node) in seen:
@@ -47,8 +52,7 @@ def has_empty_plain_scalar(node: Any, seen: set[int] | None = None) -> bool:
     seen.add(id(node))
     if isinstance(node, yaml.ScalarNode):
         return node.style is None and node.value == ""
-    items = [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else node.value
-    return any(has_empty_plain_scalar(n, seen) for n in items)
+    return any(has_empty_plain_scalar(n, seen) for n in children(node))
 
 
 def check(text: str) -> str:
@@ -85,8 +89,7 @@ def depth(node: Any, seen: set[int] | None = None) -> int:
     if node is None or isinstance(node, yaml.ScalarNode) or id(node) in seen:
         return 0
     seen.add(id(node))
-    items = [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else node.value
-    return 1 + max((depth(n, seen) for n in items), default=0)
+    return 1 + max((depth(n, seen) for n in children(node)), default=0)
 
 
 def test_every_yaml_file_in_the_repo_is_answered_by_c() -> None:
