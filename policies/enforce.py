@@ -106,6 +106,9 @@ class Observation:
     attack: bool = False  # R9: the finding is an attack on others
     seen_at: datetime | None = None  # when the evidence was last seen (detections)
     finding: str = ""  # what was found: "overage", or the detector ("spam", "flood", ...)
+    # Whether the traffic is measured back within the rule, which lifts a restriction (None:
+    # whenever not violating). An overage is within it only on a valid sample under the cap.
+    within_rule: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,18 +248,19 @@ def covers(restriction: L.Restriction | None, offered: L.Restriction | None) -> 
 
 def _ladder(r: L.Rung, rule: L.LadderRule, rails: Rails, at: datetime, *, violating: bool,
             evidence: L.Evidence | None = None, attack: bool = False, finding: str = "",
-            covered: bool | None = None) -> Decision:
+            covered: bool | None = None, within_rule: bool | None = None) -> Decision:
     """One ladder move under the rails: a refused shut or restriction leaves the rung short of it."""
     gentle = gentle_for(rule, finding or r.reason, rails)
     if covered is None:
         covered = not violating or not finding or covers(r.restriction, gentle)
-    s = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack, gentle=gentle, covered=covered)
+    s = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack, gentle=gentle, covered=covered,
+               within_rule=within_rule)
     shuts = [i for i in s.intents if isinstance(i, L.ShutPort | L.RestrictPort)]
     if shuts:
         refusal = shut_refusal(rails, at)
         if refusal is not None or rails.mode != "enforce":
             held = L.step(r, rule, at, violating=violating, evidence=evidence, attack=attack, may_shut=False,
-                          gentle=gentle, covered=covered)
+                          gentle=gentle, covered=covered, within_rule=within_rule)
             if refusal is not None:
                 return Decision(held.rung, _wrap(held.intents, rails), held.why, refusal)
             # notify mode: the shut is recorded as a dry run and nothing is suspended, so the
@@ -294,7 +298,7 @@ def step(r: L.Rung, rule: L.LadderRule, event: Event, rails: Rails, at: datetime
             # Seen before the last restore: that episode is closed, not a new one.
             event = Observation(False)
         return _ladder(r, rule, rails, at, violating=event.violating, evidence=event.evidence,
-                       attack=event.attack, finding=event.finding)
+                       attack=event.attack, finding=event.finding, within_rule=event.within_rule)
     if isinstance(event, NoticeOutcome):
         if not event.key.endswith(":warning"):
             return Decision(r, (), "notice recorded")
@@ -411,10 +415,12 @@ def overage_evidence(v: CapVerdict, server: str, template: str) -> L.Evidence:
 
 
 def overage_observation(v: CapVerdict, server: str, template: str) -> Observation:
-    """The cap policy's verdict as the ladder sees it: only a sustained, actionable overage counts."""
+    """The cap policy's verdict as the ladder sees it: only a sustained, actionable overage counts
+    as a violation; only a valid measurement under the cap as traffic back within the rule (a
+    restriction is not lifted on a run of over-cap samples restarted by one missed poll)."""
     violating = v.state == "sustained" and v.actionable
     return Observation(violating, overage_evidence(v, server, template) if violating else None,
-                       finding="overage")
+                       finding="overage", within_rule=v.valid and v.state == "ok")
 
 
 def abuse_observation(det: Detection | None, evidence_ref: str | None) -> Observation:

@@ -15,8 +15,10 @@ still refuse a shut. Reasons and their defaults:
 The gentler rung (issue 12): where the shell offers a `Restriction` for the finding (police
 the port to the cap in force for an overage, drop outbound SMTP for a spammer), the end of the
 grace period restricts instead of shutting. The server keeps forwarding, so restricted time is
-not an outage. A restriction is lifted after its term once the violation has cleared, or on a
-restore request when the traffic no longer violates; it escalates to a shut when the violation
+not an outage. A restriction is lifted after its term once the traffic is measured back within
+the rule (`within_rule`: for an overage, a valid sample under the cap, not merely an over-cap
+run too short to be a violation yet), or on a restore request when the traffic no longer
+violates; it escalates to a shut when the violation
 goes on beyond what the restriction stops (`covered=False`) or when it could not be applied
 (`restriction_failed`).
 """
@@ -240,6 +242,7 @@ def step(
     may_shut: bool = True,
     gentle: Restriction | None = None,
     covered: bool = True,
+    within_rule: bool | None = None,
 ) -> Step:
     """Advance one rung by one observation.
 
@@ -250,7 +253,13 @@ def step(
     warning still goes out) and the shut (or restriction) is tried again at the next
     observation. `gentle` is the restriction the shell offers for this finding instead of a
     shut; `covered` says whether the restriction in force stops the violation seen now.
+    `within_rule` is whether the traffic is measured back within the rule, which is what
+    lifts a restriction (None: whenever it is not violating). It is not `not violating`: a
+    throttled server whose demand is over its cap again, but not yet for a whole window, is
+    not violating (nothing new to notice) and not within the rule either.
     """
+    if within_rule is None:
+        within_rule = not violating
     if r.phase in ("idle", "restored"):
         if not violating:
             return Step(r)
@@ -315,13 +324,16 @@ def step(
                 return Step(r, (), f"{why}, but the shut is refused")
             return _shut(r, rule, at, why)
         if r.restore_requested:
-            if violating:
+            if violating or not within_rule:
                 return Step(replace(r, restore_requested=False), (),
                             "re-check: the traffic still violates the rule; the restriction stays")
             return _lift(r, at, "re-check passed: the traffic is back within the rule")
         if r.until is not None and at >= r.until:
             if violating:
                 return Step(r, (), "term served, but the traffic still violates the rule; the restriction stays")
+            if not within_rule:
+                return Step(r, (), "term served, but the traffic is not measured back within the rule; the"
+                                   " restriction stays")
             return _lift(r, at, "term served and the traffic is back within the rule")
         return Step(r, (), "restricted")
 

@@ -15,6 +15,7 @@ import pytest
 from rackwarden.policies import enforce as E
 from rackwarden.policies import ladder as L
 from rackwarden.policies import safety as S
+from rackwarden.policies.cap import CapStateName, CapVerdict
 
 AT = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 EV = L.Evidence("R1/R2 cap 10 Mbit/s", "15 Mbit/s for 300 s")
@@ -136,6 +137,27 @@ def test_a_throttle_is_lifted_after_its_term_once_the_demand_is_back_under_the_c
                   AT + timedelta(hours=1))
     (notice,) = [i for i in done.intents if isinstance(i, L.Notify)]
     assert notice.stage == "lifted" and notice.restriction == THROTTLE
+
+
+@pytest.mark.parametrize(("state", "valid", "lifted"), [
+    ("over", True, False),  # over the cap again, the run restarted (a missed poll): not yet sustained
+    ("ok", False, False),  # no rate measured: nothing shows the traffic is back under the cap
+    ("ok", True, True),
+])
+def test_a_throttle_is_lifted_after_its_term_only_on_a_measurement_under_the_cap(
+        state: CapStateName, valid: bool, lifted: bool) -> None:
+    """Found in the lab: a poll that broke the over-cap run left the next verdict "over", not
+    "sustained", so not violating, and the term's end lifted the throttle of a server still
+    sending twice its cap (the restore re-check already counted "over" as still violating)."""
+    v = CapVerdict("s1", AT + timedelta(hours=1), state, False, CAP, "out", valid=valid,
+                   judged_bps=2 * CAP if state == "over" else CAP / 2)
+    obs = E.overage_observation(v, "s1", "rental")
+    assert not obs.violating
+    d = E.step(throttled(), OVERAGE, obs, rails(), AT + timedelta(hours=1))
+    assert (changes(d) == [("unthrottle", False)]) is lifted
+    assert d.rung.phase == ("restored" if lifted else "restricted")
+    if not lifted:
+        assert "not measured back within the rule" in d.why
 
 
 def test_a_repeat_offender_is_throttled_for_longer() -> None:
