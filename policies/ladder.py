@@ -18,7 +18,8 @@ grace period restricts instead of shutting. The server keeps forwarding, so rest
 not an outage. A restriction is lifted after its term once the traffic is measured back within
 the rule (`within_rule`: for an overage, a valid sample under the cap, not merely an over-cap
 run too short to be a violation yet), or on a restore request when the traffic no longer
-violates; it escalates to a shut when the violation
+violates. A notice ends (back to idle) on the same measurement, not on an over-cap run
+restarted by a missed poll; it escalates to a shut when the violation
 goes on beyond what the restriction stops (`covered=False`) or when it could not be applied
 (`restriction_failed`).
 """
@@ -280,9 +281,13 @@ def step(
         return Step(rung, intents, f"notified; grace {rule.grace_s:g} s before a shut")
 
     if r.phase == "noticed":
-        if not violating:
+        if not violating and within_rule:
             # The customer fixed it within the grace period: back to observing.
             return Step(replace(r, phase="idle"), (), "violation ended within the grace period")
+        if not violating:
+            # Over again but not yet for a whole window (a missed poll restarted the run), or
+            # not measured: not fixed, and not a violation to act on now. The episode goes on.
+            return Step(r, (), "not measured back within the rule; the notice stands")
         if evidence is not None:
             r = replace(r, evidence=evidence, attack=attack)
         assert r.noticed_at is not None

@@ -160,6 +160,18 @@ def test_a_throttle_is_lifted_after_its_term_only_on_a_measurement_under_the_cap
         assert "not measured back within the rule" in d.why
 
 
+@pytest.mark.parametrize(("state", "valid", "ended"), [
+    ("over", True, False), ("ok", False, False), ("ok", True, True)])
+def test_a_notice_ends_only_on_a_measurement_under_the_cap(state: CapStateName, valid: bool, ended: bool) -> None:
+    """Found in the lab too (test_notify_mode_shuts_nothing_...): a restarted over-cap run ended
+    the episode, and the next window sent the customer a second warning for the same overage."""
+    v = CapVerdict("s1", AT, state, False, CAP, "out", valid=valid,
+                   judged_bps=2 * CAP if state == "over" else CAP / 2)
+    d = E.step(noticed("overage"), OVERAGE, E.overage_observation(v, "s1", "rental"), rails(), AT)
+    assert d.rung.phase == ("idle" if ended else "noticed") and d.changes == () and d.intents == ()
+    assert d.rung.episode == noticed("overage").episode
+
+
 def test_a_repeat_offender_is_throttled_for_longer() -> None:
     r = replace(throttled(), phase="restored", restriction=None, until=None, restored_at=AT)
     later = AT + timedelta(hours=3)
