@@ -18,10 +18,9 @@ grace period restricts instead of shutting. The server keeps forwarding, so rest
 not an outage. A restriction is lifted after its term once the traffic is measured back within
 the rule (`within_rule`: for an overage, a valid sample under the cap, not merely an over-cap
 run too short to be a violation yet), or on a restore request when the traffic no longer
-violates. A notice ends (back to idle) on the same measurement, not on an over-cap run
-restarted by a missed poll; it escalates to a shut when the violation
-goes on beyond what the restriction stops (`covered=False`) or when it could not be applied
-(`restriction_failed`).
+violates. A restriction escalates to a shut when the violation goes on beyond what it stops
+(`covered=False`) or when it could not be applied (`restriction_failed`). A notice ends (back
+to idle) on the same measurement, not on an over-cap run restarted by a missed poll.
 """
 
 from __future__ import annotations
