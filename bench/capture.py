@@ -1,19 +1,26 @@
 """Benchmark: SPAN capture frames/s per core, the batch path beside the per-frame path and a bare walk.
 
-Builds a private namespace with a veth pair, replays a mixed frame set into one end (trafgen
-through its TX_RING at top speed, a process per CPU in the idle scheduling class, when
-netsniff-ng is installed; else tcpreplay at --pps, 300k by default; else Python AF_PACKET
-senders; --sender and --pps choose) and captures on the other with each of:
+Builds a private namespace with a veth pair, replays a mixed frame set into one end and
+captures on the other. The sender (--sender): by default bench/_span_sender.py, which offers a
+steady 300,000 frames/s (--pps) in 1 ms steps through sendmmsg, a thread per CPU in the idle
+scheduling class, so it uses only CPU time the capture does not want; or trafgen (netsniff-ng,
+its TX_RING; its -b rate limit sends each second's quota in a burst, so a rate asked of it is
+not a steady rate: with no --pps it runs at top speed, a process per CPU in SCHED_IDLE);
+tcpreplay (paces evenly, a frame per call); Python AF_PACKET senders. Phases:
 - bare_ring / bare_recv: ring or recv_into + a struct walk, no FlowSample (the floor);
 - full_ring: the batch path, SpanCapture(on_columns=...): blocks held to ~16k frames or 40 ms
   (span.DEFAULT_BATCH_FRAMES, DEFAULT_BATCH_WAIT_S), one ring walk (the compiled walker when
   built), columns, raw frame ring, then
   VectorDetector.ingest_columns + evaluate (every EVALUATE_S, the daemon's default interval)
   when rackwarden.policies.detect_vec exists (printed either way);
+- full_ring_flood: the same with the sender at top speed (a flood past the steady rate: what
+  the thread keeps up with, and what the kernel drops when the offer outruns it);
 - full_ring_4k: the same with the earlier batching, ~4k frames or 10 ms (the same-run
   baseline of the default's);
 - full_ring_every_row: the same with the C scan loop taking every row, its skipping of a
   run's repeated keys off (policies/_scanwin.c skip_repeats; the baseline of that skipping);
+- full_ring_numpy_columns: the same with the numpy column read instead of the compiled one
+  (ringwalk rw_columns; the baseline of that read);
 - full_ring_nodetect: the same without the detector (the capture's own cost);
 - full_ring_pywalk: the batch path with the pure-Python walker;
 - perframe_ring / perframe_recv: today's per-frame SpanCapture (FlowSample per frame) feeding
@@ -29,6 +36,7 @@ Needs root. Ends with one JSON line of figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -46,7 +54,7 @@ from struct import Struct
 from typing import Any
 
 from rackwarden.agent.clock import SystemClock
-from rackwarden.drivers.capture import MirrorSource, SpanCapture, ringwalk
+from rackwarden.drivers.capture import MirrorSource, SpanCapture, columns, ringwalk, span
 from rackwarden.drivers.capture.afpacket import PKT_HDR, RawSocket, enter_netns
 from rackwarden.drivers.capture.rawring import RawFrameRing
 from rackwarden.drivers.capture.span import DEFAULT_BATCH_FRAMES, DEFAULT_BATCH_WAIT_S
@@ -263,9 +271,11 @@ class BatchPath(_Timed):
     """The batch path: SpanCapture(on_columns) -> columns + raw ring -> ingest_columns."""
 
     def __init__(self, ifname: str, netns: str, walker: str, detect: bool = True,
-                 batching: tuple[int, float] | None = None, skip_repeats: bool = True) -> None:
+                 batching: tuple[int, float] | None = None, skip_repeats: bool = True,
+                 numpy_columns: bool = False) -> None:
         super().__init__()
         self.skip_repeats = skip_repeats
+        self.numpy_columns = numpy_columns
         self._skip_was: bool | None = None
         self.raw_ring = RawFrameRing(slot=SNAPLEN)
         self.detector = vector_detector(self.raw_ring) if detect else None
@@ -282,12 +292,16 @@ class BatchPath(_Timed):
         # the full_ring_every_row baseline.
         if _scanwin_c is not None:
             self._skip_was = _scanwin_c.skip_repeats(self.skip_repeats)
+        if self.numpy_columns:  # the C walk, then the numpy column read (its baseline)
+            span.frames_to_columns = functools.partial(columns.frames_to_columns,
+                                                       impl="python")
         super().start()
 
     def stop(self) -> None:
         super().stop()
         if _scanwin_c is not None and self._skip_was is not None:
             _scanwin_c.skip_repeats(self._skip_was)
+        span.frames_to_columns = columns.frames_to_columns
 
     def _on_columns(self, cols: SampleColumns) -> None:
         if self._clockid is None:
@@ -306,15 +320,14 @@ def _sh(*argv: str) -> None:
     subprocess.run(list(argv), check=True, capture_output=True, text=True)
 
 
+STEADY_PPS = 300_000  # the issue's offered rate: no kernel drops at a steady 300k frames/s
+TOP_SPEED_PPS = 1_000_000_000  # the paced sender's "as fast as it can"
+
+
 def sender_kind(want: str) -> str:
-    """The frame sender: `want`, or for "auto" the fastest installed (trafgen, from Debian's
-    netsniff-ng, writes through a TX_RING; tcpreplay sends a frame per call; Python last)."""
-    if want != "auto":
-        return want
-    for tool in ("trafgen", "tcpreplay"):
-        if shutil.which(tool):
-            return tool
-    return "python"
+    """The frame sender: `want`; "auto" is the paced sendmmsg sender (bench/_span_sender.py),
+    which needs nothing installed."""
+    return "paced" if want == "auto" else want
 
 
 def _trafgen_conf(frames: list[bytes], path: Path) -> None:
@@ -324,6 +337,12 @@ def _trafgen_conf(frames: list[bytes], path: Path) -> None:
 
 def _sender(kind: str, ns: str, tmp: Path, seconds: float,
             pps: int | None) -> list[subprocess.Popen[str]]:
+    if kind == "paced":
+        return [subprocess.Popen(
+            ["ip", "netns", "exec", ns, "chrt", "--idle", "0", sys.executable,
+             str(Path(__file__).with_name("_span_sender.py")), "b0", str(tmp / "frames.pkl"),
+             str(pps or TOP_SPEED_PPS), f"{seconds:g}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
     if kind == "trafgen":
         # No rate: the TX_RING at top speed, one trafgen process pinned to each CPU, all in
         # the idle scheduling class (SCHED_IDLE), so a sender runs only where nothing else
@@ -332,7 +351,7 @@ def _sender(kind: str, ns: str, tmp: Path, seconds: float,
         # adds frames only while the capture thread waits. The capture is never slowed by
         # its own sender; the rate offered is counted, not assumed (frames seen + dropped).
         # With a rate: one process at normal priority (a rate limit makes trafgen send a
-        # frame per call: ~240k at most here).
+        # frame per call: ~240k at most here, and each second's quota in one burst).
         # --no-sock-mem -Q: leave the machine's socket memory limits and IRQ affinity alone.
         how = (["-P", "1", "-b", f"{pps}pps"] if pps else
                ["-P", str(os.cpu_count() or 1)])
@@ -455,13 +474,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--frames", type=int, default=2000)
-    ap.add_argument("--sender", choices=("auto", "trafgen", "tcpreplay", "python"),
-                    default="auto", help="auto: trafgen when installed, else tcpreplay, else "
-                    "Python AF_PACKET senders")
+    ap.add_argument("--sender", choices=("auto", "paced", "trafgen", "tcpreplay", "python"),
+                    default="auto", help="auto: the paced sendmmsg sender (bench/_span_sender.py)")
     ap.add_argument("--pps", type=int, default=None,
-                    help="offered rate (default: trafgen at top speed on every CPU in the idle "
-                    "scheduling class, tcpreplay 300k/s); 0 = top speed; with a rate, trafgen "
-                    "runs one process at normal priority; the Python sender ignores it")
+                    help="offered rate (default: 300k/s steady for the paced sender and "
+                    "tcpreplay, top speed for trafgen); 0 = top speed; with a rate, trafgen "
+                    "runs one process at normal priority and sends in bursts; the Python "
+                    "sender ignores it")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
     ap.add_argument("--only", default="", help="comma-separated phase names to run")
     a = ap.parse_args(argv)
@@ -488,10 +507,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         (tmp / "frames.pkl").write_bytes(pickle.dumps(frames))
         _trafgen_conf(frames, tmp / "mix.cfg")
         kind = sender_kind(a.sender)
-        pps = a.pps if a.pps is not None else (300_000 if kind == "tcpreplay" else 0)
+        if kind == "trafgen" and not shutil.which("trafgen"):
+            print("bench/capture.py: trafgen not installed (Debian's netsniff-ng)",
+                  file=sys.stderr)
+            return 2
+        pps = a.pps if a.pps is not None else (0 if kind == "trafgen" else STEADY_PPS)
         print(f"sender: {kind}, " + (f"{pps:,} frames/s asked" if pps else "top speed")
               + (f", a process per CPU ({os.cpu_count()}) in SCHED_IDLE"
-                 if kind == "trafgen" and not pps else ""), flush=True)
+                 if kind == "trafgen" and not pps else "")
+              + (f", steady in 1 ms steps, a thread per CPU ({os.cpu_count()}) in SCHED_IDLE"
+                 if kind == "paced" else ""), flush=True)
         walker = ringwalk.choose()
         has_vec = vector_detector(RawFrameRing(byte_budget=1 << 12)) is not None
         print(f"batch path: ring walker {walker!r}"
@@ -503,14 +528,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         phases: list[tuple[str, Callable[[], Any]]] = [
             ("bare_ring", lambda: BareCapture("b1", ns, "ring")),
             ("full_ring", lambda: BatchPath("b1", ns, walker)),
+            ("full_ring_flood", lambda: BatchPath("b1", ns, walker)),
             ("full_ring_4k", lambda: BatchPath("b1", ns, walker, batching=(4096, 0.01))),
             ("full_ring_every_row", lambda: BatchPath("b1", ns, walker, skip_repeats=False)),
+            ("full_ring_numpy_columns", lambda: BatchPath("b1", ns, walker, numpy_columns=True)),
             ("full_ring_nodetect", lambda: BatchPath("b1", ns, walker, detect=False)),
             ("full_ring_pywalk", lambda: BatchPath("b1", ns, "python")),
             ("perframe_ring", lambda: FullPath("b1", ns, "ring")),
             ("bare_recv", lambda: BareCapture("b1", ns, "recv")),
             ("perframe_recv", lambda: FullPath("b1", ns, "recv")),
         ]
+        if kind not in ("paced", "trafgen"):  # no top speed to flood with
+            phases = [p for p in phases if p[0] != "full_ring_flood"]
         if a.only:
             keep = set(a.only.split(","))
             phases = [p for p in phases if p[0] in keep]
@@ -532,7 +561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in phases}
         for rnd in range(a.repeat):
             for name, make in phases:  # interleaved: each round runs every phase once
-                r = run_phase(kind, ns, tmp, a.seconds, pps, make)
+                # The flood phase: the same sender at top speed (trafgen's is its default).
+                r = run_phase(kind, ns, tmp, a.seconds, 0 if name == "full_ring_flood" and
+                              kind in ("paced", "trafgen") else pps, make)
                 rounds[name].append(r)
                 print(f"[{rnd + 1}] {name:16s} {r['pkts_per_cpu_s'] or 0:>10,} frames/CPU-s  "
                       f"{r['packets']:>10,} frames  {r['kernel_drops']:>9,} kernel drops  "
@@ -553,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         new = results.get("full_ring", {}).get("pkts_per_cpu_s")
         small = results.get("full_ring_4k", {}).get("pkts_per_cpu_s")
         every = results.get("full_ring_every_row", {}).get("pkts_per_cpu_s")
+        npcols = results.get("full_ring_numpy_columns", {}).get("pkts_per_cpu_s")
         figures = {
             "bench": "capture",
             "sender": kind,
@@ -568,6 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratio_full_ring_vs_perframe_ring": round(new / base, 2) if new and base else None,
             "ratio_full_ring_vs_4k_batches": round(new / small, 2) if new and small else None,
             "ratio_full_ring_vs_every_row": round(new / every, 2) if new and every else None,
+            "ratio_full_ring_vs_numpy_columns": round(new / npcols, 2) if new and npcols
+            else None,
             "ratio_saturated_batch_vs_perframe": round(
                 sorted(sat["full_ring_saturated"])[a.repeat // 2]
                 / sorted(sat["perframe_ring_saturated"])[a.repeat // 2], 2),

@@ -104,3 +104,71 @@ int64_t rw_copy(const uint8_t *ring, uint64_t ring_len, const int64_t *offs,
     }
     return skipped;
 }
+
+static uint64_t be(const uint8_t *p, int k) {
+    uint64_t v = 0;
+    for (int j = 0; j < k; j++)
+        v = v << 8 | p[j];
+    return v;
+}
+
+/* columns.frames_to_columns' bulk read, row by row: the same fields from the same bytes under
+ * the same conditions (the numpy twin is the reference; tests hold the two equal on any bytes).
+ * frames: n rows of `slot` bytes (slot >= 60), caplen[i] the bytes captured of row i. Tables,
+ * one byte per entry: tpid[65536] (VLAN tag EtherTypes), v6ext[256] (IPv6 extension headers
+ * the exact parser walks), portp[256] (protocols with ports), icmpp[256] (ICMP, ICMPv6).
+ * Writes ok[i] = 1 where the row was read here; rows with ok 0 are the exact parser's to fill
+ * (their other outputs are whatever this read gave). smac/dmac are the 48-bit MACs. */
+void rw_columns(const uint8_t *frames, int64_t n, int64_t slot, const int64_t *caplen,
+                const uint8_t *tpid, const uint8_t *v6ext, const uint8_t *portp,
+                const uint8_t *icmpp, int64_t none, uint64_t v4mapped, uint8_t *ok_out,
+                int64_t *ip_version, int64_t *protocol, int64_t *src_port, int64_t *dst_port,
+                int64_t *tcp_flags, int64_t *icmp_type, uint64_t *src_hi, uint64_t *src_lo,
+                uint64_t *dst_hi, uint64_t *dst_lo, int64_t *smac, int64_t *dmac)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *f = frames + i * slot;
+        int64_t len = caplen[i];
+        int tagged = tpid[f[12] << 8 | f[13]];
+        const uint8_t *x = f + (tagged ? 4 : 0); /* the header with the tag cut out, from 12 */
+        int64_t l2 = tagged ? 18 : 14;
+        unsigned et = (unsigned)x[12] << 8 | x[13];
+        int ok = len >= 14 && (!tagged || (len >= 18 && !tpid[et]));
+        int is4 = et == 0x0800, is6 = et == 0x86DD, ip = is4 || is6;
+        unsigned vb = x[14];
+        if (ip)
+            ok = ok && len > l2 && (int)(vb >> 4) == (is4 ? 4 : 6);
+        int64_t ihl = (int64_t)(vb & 0x0F) * 4;
+        if (is4)
+            ok = ok && len >= l2 + 20 && ihl >= 20;
+        unsigned frag = ((unsigned)x[20] << 8 | x[21]) & 0x1FFF;
+        unsigned proto8 = is4 ? x[23] : x[20];
+        if (is6)
+            ok = ok && len >= l2 + 40 && !v6ext[proto8];
+        int64_t p = is4 ? l2 + ihl : l2 + 40;
+        int l4 = ip && !(is4 && frag != 0);
+        int ports = l4 && portp[proto8];
+        int tcp = ports && proto8 == 6;
+        int icmp = l4 && icmpp[proto8];
+        int64_t need = tcp ? 14 : ports ? 4 : icmp ? 2 : 0;
+        ok = ok && len >= p + need;
+        int64_t top = slot - 1;
+#define G(k) ((int64_t)f[p + (k) < top ? p + (k) : top])
+        int64_t b0 = G(0), b2 = G(2);
+        ip_version[i] = ip ? (is4 ? 4 : 6) : none;
+        protocol[i] = ip ? (int64_t)proto8 : none;
+        src_port[i] = ports ? (b0 << 8 | G(1)) : none;
+        dst_port[i] = ports ? (b2 << 8 | G(3)) : none;
+        tcp_flags[i] = tcp ? G(13) : none;
+        icmp_type[i] = icmp ? b0 : none;
+#undef G
+        int m4 = is4 && ok, m6 = is6 && ok;
+        src_hi[i] = m6 ? be(x + 22, 8) : 0;
+        src_lo[i] = m6 ? be(x + 30, 8) : m4 ? (be(x + 26, 4) | v4mapped) : 0;
+        dst_hi[i] = m6 ? be(x + 38, 8) : 0;
+        dst_lo[i] = m6 ? be(x + 46, 8) : m4 ? (be(x + 30, 4) | v4mapped) : 0;
+        smac[i] = (int64_t)be(f + 6, 6);
+        dmac[i] = (int64_t)be(f, 6);
+        ok_out[i] = (uint8_t)ok;
+    }
+}

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from rackwarden.drivers.capture import ringwalk
 from rackwarden.drivers.packets import parse_tuple
 from rackwarden.policies.flowcols import NONE, V4_MAPPED, SampleColumns, ip_words
 from rackwarden.policies.flowfacts import HEADER_ETHERNET
@@ -42,6 +43,7 @@ _TPID = _lut(1 << 16, (0x8100, 0x88A8, 0x9100))
 _IPV6_EXT = _lut(256, (0, 43, 44, 51, 60, 135, 139, 140))
 _PORT_PROTO = _lut(256, (6, 17, 132))
 _ICMP_PROTO = _lut(256, (1, 58))
+_TABLES = (_TPID, _IPV6_EXT, _PORT_PROTO, _ICMP_PROTO)  # rw_columns' lookup tables
 _HDR_END = 56  # Ethernet + IPv6 fixed header, after the VLAN tag is cut out
 _BE: dict[int, np.dtype[Any]] = {2: np.dtype(">u2"), 4: np.dtype(">u4"), 8: np.dtype(">u8")}
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
@@ -83,30 +85,14 @@ def _opt(v: int | None) -> int:
     return NONE if v is None else v
 
 
-def frames_to_columns(
-    frames: U8,
-    caplen: I64,
-    wire: I64,
-    now: npt.NDArray[np.float64],
-    *,
-    agent: str,
-    sampling_rate: int,
-    input_ifindex: int | None,
-    output_ifindex: int | None,
-    macs: MacTable | None,
-    ref: I64 | None = None,
-) -> tuple[SampleColumns, ParseStats]:
-    """Columns of n frames (row i: frames[i, :caplen[i]], wire length wire[i], seen at now[i]).
-
-    `macs` given: attribute by MAC (a shared mirror; the source's ifIndexes are ignored), as
-    _sample does when the MirrorSource has neither ifIndex."""
+def _read_numpy(frames: U8, L: I64) -> tuple[Any, ...]:
+    """The bulk read in numpy (the reference; drivers/capture/_ringwalk.c rw_columns is its
+    twin): ok, has_ip, ip_version, protocol, src_port, dst_port, tcp_flags, icmp_type,
+    src_hi, src_lo, dst_hi, dst_lo, smac, dmac; rows not ok are the exact parser's."""
     n, slot = int(frames.shape[0]), int(frames.shape[1])
-    if slot < _HDR_END + 4:
-        raise ValueError(f"frames_to_columns: rows of {slot} bytes, at least {_HDR_END + 4}")
     flat = frames.reshape(-1)
     rowbase = np.arange(n, dtype=np.int64) * slot
     top = slot - 1
-    L = caplen.astype(np.int64)
 
     # The fixed headers as one (n, 56) block with the VLAN tag (if any) cut out, so every
     # field up to the IPv6 addresses sits at one column for all rows and reads as a view.
@@ -170,11 +156,45 @@ def frames_to_columns(
     dst_hi = np.where(m6, u(38, 8), zero).astype(np.uint64)
     dst_lo = np.where(m6, u(46, 8), np.where(m4, v4dst, zero)).astype(np.uint64)
     has_ip = ip & ok
+    dmac = (u(0, 8) >> np.uint64(16)).astype(np.int64)
+    smac = (u(4, 8) & np.uint64(0xFFFF_FFFF_FFFF)).astype(np.int64)
+    return (ok, has_ip, ip_version, protocol, src_port, dst_port, tcp_flags, icmp_type,
+            src_hi, src_lo, dst_hi, dst_lo, smac, dmac)
+
+
+def frames_to_columns(
+    frames: U8,
+    caplen: I64,
+    wire: I64,
+    now: npt.NDArray[np.float64],
+    *,
+    agent: str,
+    sampling_rate: int,
+    input_ifindex: int | None,
+    output_ifindex: int | None,
+    macs: MacTable | None,
+    ref: I64 | None = None,
+    impl: ringwalk.Impl | None = None,
+) -> tuple[SampleColumns, ParseStats]:
+    """Columns of n frames (row i: frames[i, :caplen[i]], wire length wire[i], seen at now[i]).
+
+    `macs` given: attribute by MAC (a shared mirror; the source's ifIndexes are ignored), as
+    _sample does when the MirrorSource has neither ifIndex. `impl` chooses the bulk read as
+    ringwalk.choose does: C (rw_columns) when built, else numpy; both give the same rows."""
+    n, slot = int(frames.shape[0]), int(frames.shape[1])
+    if slot < _HDR_END + 4:
+        raise ValueError(f"frames_to_columns: rows of {slot} bytes, at least {_HDR_END + 4}")
+    L = caplen.astype(np.int64)
+    if ringwalk.choose(impl) == "c":
+        ok, ints, words = ringwalk.read_columns_c(frames, L, _TABLES, NONE, V4_MAPPED)
+        ip_version, protocol, src_port, dst_port, tcp_flags, icmp_type, smac, dmac = ints
+        src_hi, src_lo, dst_hi, dst_lo = words
+        has_ip = ok & (ip_version != NONE)
+    else:
+        (ok, has_ip, ip_version, protocol, src_port, dst_port, tcp_flags, icmp_type,
+         src_hi, src_lo, dst_hi, dst_lo, smac, dmac) = _read_numpy(frames, L)
 
     if macs is not None:
-        mask48 = np.uint64(0xFFFF_FFFF_FFFF)
-        dmac = (u(0, 8) >> np.uint64(16)).astype(np.int64)
-        smac = (u(4, 8) & mask48).astype(np.int64)
         in_if = np.where(ok, macs.lookup(smac), NONE)
         out_if = np.where(ok, macs.lookup(dmac), NONE)
     else:

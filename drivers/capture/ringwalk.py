@@ -87,6 +87,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.rw_walk.argtypes = walk_args + [_P] * 11
     lib.rw_copy.restype = ctypes.c_int64
     lib.rw_copy.argtypes = [_P, ctypes.c_uint64, _P, _P, ctypes.c_int64, _P, ctypes.c_int64]
+    lib.rw_columns.restype = None
+    columns_args: list[Any] = [_P, ctypes.c_int64, ctypes.c_int64, _P, _P, _P, _P, _P,
+                               ctypes.c_int64, ctypes.c_uint64]
+    lib.rw_columns.argtypes = columns_args + [_P] * 13
 
 
 # Found beside this module, loaded once (drivers/compiled.py).
@@ -237,3 +241,28 @@ def copy_frames(ring: Buffer, offs: I64, lens: I64, slot: int, *,
         at = i * slot
         flat[at:at + ln] = ring[o:o + ln]
     return dst
+
+
+def read_columns_c(frames: npt.NDArray[np.uint8], caplen: I64,
+                   tables: tuple[npt.NDArray[np.bool_], ...], none: int, v4mapped: int
+                   ) -> tuple[npt.NDArray[np.bool_], I64, npt.NDArray[np.uint64]]:
+    """columns.frames_to_columns' bulk read in C (rw_columns): (ok, ints, words) where ints
+    rows are ip_version, protocol, src_port, dst_port, tcp_flags, icmp_type, smac, dmac and
+    words rows src_hi, src_lo, dst_hi, dst_lo. `tables` are columns' (tpid, ipv6 extension,
+    port protocol, icmp protocol) lookup tables. Only for the compiled side: check choose()."""
+    lib = _compiled.load()
+    assert lib is not None
+    n, slot = int(frames.shape[0]), int(frames.shape[1])
+    frames = np.ascontiguousarray(frames)
+    caplen = np.ascontiguousarray(caplen, dtype=np.int64)
+    ok = np.empty(n, dtype=np.bool_)
+    ints = np.empty((8, n), dtype=np.int64)
+    words = np.empty((4, n), dtype=np.uint64)
+    ti = [np.ascontiguousarray(t, dtype=np.bool_) for t in tables]
+    ip, wp = ints.ctypes.data, words.ctypes.data
+    si, sw = ints.strides[0], words.strides[0]
+    lib.rw_columns(frames.ctypes.data, n, slot, caplen.ctypes.data,
+                   *[t.ctypes.data for t in ti], none, v4mapped & 0xFFFF_FFFF_FFFF_FFFF,
+                   ok.ctypes.data, *[ip + k * si for k in range(6)],
+                   *[wp + k * sw for k in range(4)], ip + 6 * si, ip + 7 * si)
+    return ok, ints, words

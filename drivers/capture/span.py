@@ -469,7 +469,7 @@ class SpanCapture:
             cols, stats = frames_to_columns(
                 frames, caplen, wire, nows, agent=self.agent, sampling_rate=self.sample_every,
                 input_ifindex=src.in_if, output_ifindex=src.out_if,
-                macs=self._macs if src.by_mac else None)
+                macs=self._macs if src.by_mac else None, impl=self.walker)
             cols.ref = raw_ring.add(frames, caplen, wire, nows, at_us, cols.input_ifindex,
                                     cols.output_ifindex, self.agent, self.sample_every)
         except Exception:  # noqa: BLE001 - a batch must never take the capture down

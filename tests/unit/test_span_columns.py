@@ -480,6 +480,72 @@ def test_large_batches_of_ordinary_traffic_equal_the_per_frame_path(walker: str,
     assert _counters(cap) == _counters(old)
 
 
+def _header_rows(draw: Any, n: int, slot: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of bytes that steer the read into every branch: an EtherType (or a tag and one)
+    from those it knows, an IP version/IHL byte, a protocol, fragment bits; the rest random."""
+    rows = np.frombuffer(draw(st.binary(min_size=n * slot, max_size=n * slot)),
+                         dtype=np.uint8).reshape(n, slot).copy()
+    ethertypes = [0x0800, 0x86DD, 0x8100, 0x88A8, 0x9100, 0x0806, 0x0000]
+    for i in range(n):
+        at = 12
+        for _ in range(draw(st.integers(0, 2))):
+            rows[i, at:at + 2] = list(draw(st.sampled_from([0x8100, 0x88A8, 0x9100])).to_bytes(
+                2, "big"))
+            at += 4
+        et = draw(st.sampled_from(ethertypes))
+        rows[i, at:at + 2] = list(et.to_bytes(2, "big"))
+        at += 2
+        if draw(st.booleans()):
+            rows[i, at] = draw(st.sampled_from([0x45, 0x46, 0x4F, 0x44, 0x60, 0x65, 0x40]))
+            proto = draw(st.sampled_from([6, 17, 132, 1, 58, 0, 43, 44, 60, 47]))
+            rows[i, at + 9] = proto  # IPv4's protocol
+            rows[i, at + 6] = proto  # IPv6's next header
+            if draw(st.booleans()):
+                rows[i, at + 6:at + 8] = 0  # IPv4: not a fragment
+    caplen = np.array([draw(st.sampled_from([0, 13, 14, 17, 18, 33, 34, 37, 38, 53, 54, 57,
+                                             58, 61, 62, 66, 70, 80, slot, slot]))
+                       for _ in range(n)], dtype=np.int64)
+    caplen = np.minimum(caplen, slot)
+    for i in range(n):  # zero past the captured length, as copy_frames leaves a row
+        rows[i, caplen[i]:] = 0
+    return rows, caplen
+
+
+@pytest.mark.skipif(not ringwalk.compiled_available(),
+                    reason=f"compiled ring walker not built: {ringwalk.unavailable_reason()}")
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_the_compiled_column_read_equals_numpys_on_any_bytes(data: Any) -> None:
+    """rw_columns (C) and the numpy read give the same SampleColumns, column by column, for
+    rows of any bytes at any captured length and any slot from the least allowed up."""
+    from rackwarden.drivers.capture.columns import MacTable, frames_to_columns
+
+    slot = data.draw(st.sampled_from([60, 64, 96, 128, 256]))
+    n = data.draw(st.integers(1, 12))
+    rows, caplen = _header_rows(data.draw, n, slot)
+    macs = MacTable({m: 10 + i for i, m in enumerate(MACS)})
+    for i in range(n):  # some rows from known MACs
+        if data.draw(st.booleans()):
+            rows[i, 6:12] = list(bytes.fromhex(MACS[i % len(MACS)].replace(":", "")))
+    now = np.arange(n, dtype=np.float64)
+    for shared in (True, False):
+        got = {}
+        for impl in ("c", "python"):
+            cols, stats = frames_to_columns(
+                rows, caplen, caplen + 4, now, agent="span:x", sampling_rate=1,
+                input_ifindex=None if shared else 3, output_ifindex=None,
+                macs=macs if shared else None, impl=impl)  # type: ignore[arg-type]
+            got[impl] = (cols, stats)
+        (c, cs), (p, ps) = got["c"], got["python"]
+        assert cs == ps
+        for name in ("input_ifindex", "output_ifindex", "ip_version", "src_hi", "src_lo",
+                     "has_src", "dst_hi", "dst_lo", "has_dst", "protocol", "src_port",
+                     "dst_port", "tcp_flags", "icmp_type", "frame_length"):
+            a, b = getattr(c, name), getattr(p, name)
+            assert a.dtype == b.dtype, name
+            assert a.tolist() == b.tolist(), name
+
+
 @dataclass
 class _Det:
     detector: str = "flood"
