@@ -19,8 +19,10 @@ tcpreplay (paces evenly, a frame per call); Python AF_PACKET senders. Phases:
   baseline of the default's);
 - full_ring_every_row: the same with the C scan loop taking every row, its skipping of a
   run's repeated keys off (policies/_scanwin.c skip_repeats; the baseline of that skipping);
-- full_ring_numpy_columns: the same with the numpy column read instead of the compiled one
-  (ringwalk rw_columns; the baseline of that read);
+- full_ring_three_pass: the same with the walk, the copy and the column read as three passes
+  over the batch, not one (ringwalk.walk_copy_read_c; the baseline of that one pass);
+- full_ring_numpy_columns: three passes with the numpy column read instead of the compiled one
+  (the path before both);
 - full_ring_nodetect: the same without the detector (the capture's own cost);
 - full_ring_pywalk: the batch path with the pure-Python walker;
 - perframe_ring / perframe_recv: today's per-frame SpanCapture (FlowSample per frame) feeding
@@ -36,7 +38,6 @@ Needs root. Ends with one JSON line of figures.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import random
@@ -267,12 +268,18 @@ def vector_detector(raw_ring: RawFrameRing) -> Any | None:
     return VectorDetector(_specs(), resolve=raw_ring.resolve)
 
 
+def _numpy_read(*args: Any, **kw: Any) -> Any:
+    """frames_to_columns with its numpy read (the read before the compiled one)."""
+    kw["impl"] = "python"
+    return columns.frames_to_columns(*args, **kw)
+
+
 class BatchPath(_Timed):
     """The batch path: SpanCapture(on_columns) -> columns + raw ring -> ingest_columns."""
 
     def __init__(self, ifname: str, netns: str, walker: str, detect: bool = True,
                  batching: tuple[int, float] | None = None, skip_repeats: bool = True,
-                 numpy_columns: bool = False) -> None:
+                 one_pass: bool = True, numpy_columns: bool = False) -> None:
         super().__init__()
         self.skip_repeats = skip_repeats
         self.numpy_columns = numpy_columns
@@ -286,15 +293,15 @@ class BatchPath(_Timed):
             mac_ports={_mac(i): 100 + i for i in range(N_SERVERS)}, snaplen=SNAPLEN,
             on_columns=self._on_columns, raw_ring=self.raw_ring,
             walker=walker, batch_frames=frames, batch_wait_s=wait)  # type: ignore[arg-type]
+        self.cap.one_pass = one_pass and not numpy_columns
 
     def start(self) -> None:
         # The C scan loop's skipping of a run's repeated keys (policies/_scanwin.c), off for
         # the full_ring_every_row baseline.
         if _scanwin_c is not None:
             self._skip_was = _scanwin_c.skip_repeats(self.skip_repeats)
-        if self.numpy_columns:  # the C walk, then the numpy column read (its baseline)
-            span.frames_to_columns = functools.partial(columns.frames_to_columns,
-                                                       impl="python")
+        if self.numpy_columns:  # the C walk and copy, then the numpy column read
+            span.frames_to_columns = _numpy_read
         super().start()
 
     def stop(self) -> None:
@@ -531,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("full_ring_flood", lambda: BatchPath("b1", ns, walker)),
             ("full_ring_4k", lambda: BatchPath("b1", ns, walker, batching=(4096, 0.01))),
             ("full_ring_every_row", lambda: BatchPath("b1", ns, walker, skip_repeats=False)),
+            ("full_ring_three_pass", lambda: BatchPath("b1", ns, walker, one_pass=False)),
             ("full_ring_numpy_columns", lambda: BatchPath("b1", ns, walker, numpy_columns=True)),
             ("full_ring_nodetect", lambda: BatchPath("b1", ns, walker, detect=False)),
             ("full_ring_pywalk", lambda: BatchPath("b1", ns, "python")),
@@ -585,6 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         small = results.get("full_ring_4k", {}).get("pkts_per_cpu_s")
         every = results.get("full_ring_every_row", {}).get("pkts_per_cpu_s")
         npcols = results.get("full_ring_numpy_columns", {}).get("pkts_per_cpu_s")
+        three = results.get("full_ring_three_pass", {}).get("pkts_per_cpu_s")
         figures = {
             "bench": "capture",
             "sender": kind,
@@ -600,6 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ratio_full_ring_vs_perframe_ring": round(new / base, 2) if new and base else None,
             "ratio_full_ring_vs_4k_batches": round(new / small, 2) if new and small else None,
             "ratio_full_ring_vs_every_row": round(new / every, 2) if new and every else None,
+            "ratio_full_ring_vs_three_pass": round(new / three, 2) if new and three else None,
             "ratio_full_ring_vs_numpy_columns": round(new / npcols, 2) if new and npcols
             else None,
             "ratio_saturated_batch_vs_perframe": round(

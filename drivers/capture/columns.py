@@ -43,7 +43,7 @@ _TPID = _lut(1 << 16, (0x8100, 0x88A8, 0x9100))
 _IPV6_EXT = _lut(256, (0, 43, 44, 51, 60, 135, 139, 140))
 _PORT_PROTO = _lut(256, (6, 17, 132))
 _ICMP_PROTO = _lut(256, (1, 58))
-_TABLES = (_TPID, _IPV6_EXT, _PORT_PROTO, _ICMP_PROTO)  # rw_columns' lookup tables
+READ_TABLES = (_TPID, _IPV6_EXT, _PORT_PROTO, _ICMP_PROTO)  # the C read's lookup tables
 _HDR_END = 56  # Ethernet + IPv6 fixed header, after the VLAN tag is cut out
 _BE: dict[int, np.dtype[Any]] = {2: np.dtype(">u2"), 4: np.dtype(">u4"), 8: np.dtype(">u8")}
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
@@ -175,18 +175,22 @@ def frames_to_columns(
     macs: MacTable | None,
     ref: I64 | None = None,
     impl: ringwalk.Impl | None = None,
+    read: ringwalk.Read | None = None,
 ) -> tuple[SampleColumns, ParseStats]:
     """Columns of n frames (row i: frames[i, :caplen[i]], wire length wire[i], seen at now[i]).
 
     `macs` given: attribute by MAC (a shared mirror; the source's ifIndexes are ignored), as
     _sample does when the MirrorSource has neither ifIndex. `impl` chooses the bulk read as
-    ringwalk.choose does: C (rw_columns) when built, else numpy; both give the same rows."""
+    ringwalk.choose does: C (rw_columns) when built, else numpy; both give the same rows.
+    `read`: the C read of these very rows, already made (ringwalk.walk_copy_read_c)."""
     n, slot = int(frames.shape[0]), int(frames.shape[1])
     if slot < _HDR_END + 4:
         raise ValueError(f"frames_to_columns: rows of {slot} bytes, at least {_HDR_END + 4}")
     L = caplen.astype(np.int64)
-    if ringwalk.choose(impl) == "c":
-        ok, ints, words = ringwalk.read_columns_c(frames, L, _TABLES, NONE, V4_MAPPED)
+    if read is not None or ringwalk.choose(impl) == "c":
+        if read is None:
+            read = ringwalk.read_columns_c(frames, L, READ_TABLES, NONE, V4_MAPPED)
+        ok, ints, words = read.ok, read.ints, read.words
         ip_version, protocol, src_port, dst_port, tcp_flags, icmp_type, smac, dmac = ints
         src_hi, src_lo, dst_hi, dst_lo = words
         has_ip = ok & (ip_version != NONE)

@@ -91,6 +91,11 @@ def _declare(lib: ctypes.CDLL) -> None:
     columns_args: list[Any] = [_P, ctypes.c_int64, ctypes.c_int64, _P, _P, _P, _P, _P,
                                ctypes.c_int64, ctypes.c_uint64]
     lib.rw_columns.argtypes = columns_args + [_P] * 13
+    batch_args: list[Any] = walk_args + [_P] * 11 + [ctypes.c_int64, _P, ctypes.c_int64, _P,
+                                                     _P, _P, _P, _P, ctypes.c_int64,
+                                                     ctypes.c_uint64]
+    lib.rw_batch.restype = ctypes.c_int64
+    lib.rw_batch.argtypes = batch_args + [_P] * 13
 
 
 # Found beside this module, loaded once (drivers/compiled.py).
@@ -243,13 +248,66 @@ def copy_frames(ring: Buffer, offs: I64, lens: I64, slot: int, *,
     return dst
 
 
+@dataclass(frozen=True, slots=True)
+class Read:
+    """The bulk column read of a batch (read_columns_c, walk_copy_read_c): ok per row, ints
+    rows ip_version, protocol, src_port, dst_port, tcp_flags, icmp_type, smac, dmac; words
+    rows src_hi, src_lo, dst_hi, dst_lo."""
+
+    ok: npt.NDArray[np.bool_]
+    ints: I64
+    words: npt.NDArray[np.uint64]
+
+
+def _read_args(ok: npt.NDArray[np.bool_], ints: I64, words: npt.NDArray[np.uint64],
+               tables: list[npt.NDArray[np.bool_]], none: int, v4mapped: int) -> list[Any]:
+    ip, wp = ints.ctypes.data, words.ctypes.data
+    si, sw = ints.strides[0], words.strides[0]
+    return [*[t.ctypes.data for t in tables], none, v4mapped & 0xFFFF_FFFF_FFFF_FFFF,
+            ok.ctypes.data, *[ip + k * si for k in range(6)],
+            *[wp + k * sw for k in range(4)], ip + 6 * si, ip + 7 * si]
+
+
+def walk_copy_read_c(ring: Buffer, bases: list[int], block_size: int, expect: int,
+                     snap_limit: int, slot: int, tables: tuple[npt.NDArray[np.bool_], ...],
+                     none: int, v4mapped: int
+                     ) -> tuple[Walk, npt.NDArray[np.uint8], I64, Read]:
+    """walk(), copy_frames(offs, min(snaplen, snap_limit), slot) and read_columns_c() of the
+    copy, in one pass over the ring (rw_batch): the same answers as the three. Compiled side
+    only (check choose()); `expect` as walk's."""
+    lib = _compiled.load()
+    assert lib is not None
+    if slot < 60:
+        raise ValueError(f"walk_copy_read_c: rows of {slot} bytes, at least 60")
+    buf = _u8(ring)
+    bases_a = np.asarray(bases, dtype=np.int64)
+    tabs = [np.ascontiguousarray(t, dtype=np.bool_) for t in tables]
+    bound = max_frames(block_size, len(bases))
+    for cap in ((expect, bound) if 0 <= expect < bound else (bound,)):
+        out = np.empty((10, cap), dtype=np.int64)  # the walk's 9 columns, then caplen
+        dst = np.empty((cap, slot), dtype=np.uint8)
+        ok = np.empty(cap, dtype=np.bool_)
+        ints = np.empty((8, cap), dtype=np.int64)
+        words = np.empty((4, cap), dtype=np.uint64)
+        bad = np.empty(max(1, len(bases)), dtype=np.int64)
+        n_bad = np.zeros(1, dtype=np.int64)
+        row, step = out.ctypes.data, out.strides[0]
+        n = lib.rw_batch(buf.ctypes.data, buf.shape[0], block_size, bases_a.ctypes.data,
+                         len(bases), cap, *[row + k * step for k in range(9)], bad.ctypes.data,
+                         n_bad.ctypes.data, snap_limit, dst.ctypes.data, slot,
+                         row + 9 * step, *_read_args(ok, ints, words, tabs, none, v4mapped))
+        if n >= 0:
+            w = _make([out[k, :n] for k in range(9)], [int(b) for b in bad[: int(n_bad[0])]])
+            return w, dst[:n], out[9, :n], Read(ok[:n], ints[:, :n], words[:, :n])
+    raise RuntimeError("ring walk: output arrays too small")  # no block holds more
+
+
 def read_columns_c(frames: npt.NDArray[np.uint8], caplen: I64,
                    tables: tuple[npt.NDArray[np.bool_], ...], none: int, v4mapped: int
-                   ) -> tuple[npt.NDArray[np.bool_], I64, npt.NDArray[np.uint64]]:
-    """columns.frames_to_columns' bulk read in C (rw_columns): (ok, ints, words) where ints
-    rows are ip_version, protocol, src_port, dst_port, tcp_flags, icmp_type, smac, dmac and
-    words rows src_hi, src_lo, dst_hi, dst_lo. `tables` are columns' (tpid, ipv6 extension,
-    port protocol, icmp protocol) lookup tables. Only for the compiled side: check choose()."""
+                   ) -> Read:
+    """columns.frames_to_columns' bulk read in C (rw_columns). `tables` are columns' (tpid,
+    ipv6 extension, port protocol, icmp protocol) lookup tables. Compiled side only: check
+    choose()."""
     lib = _compiled.load()
     assert lib is not None
     n, slot = int(frames.shape[0]), int(frames.shape[1])
@@ -258,11 +316,7 @@ def read_columns_c(frames: npt.NDArray[np.uint8], caplen: I64,
     ok = np.empty(n, dtype=np.bool_)
     ints = np.empty((8, n), dtype=np.int64)
     words = np.empty((4, n), dtype=np.uint64)
-    ti = [np.ascontiguousarray(t, dtype=np.bool_) for t in tables]
-    ip, wp = ints.ctypes.data, words.ctypes.data
-    si, sw = ints.strides[0], words.strides[0]
+    tabs = [np.ascontiguousarray(t, dtype=np.bool_) for t in tables]
     lib.rw_columns(frames.ctypes.data, n, slot, caplen.ctypes.data,
-                   *[t.ctypes.data for t in ti], none, v4mapped & 0xFFFF_FFFF_FFFF_FFFF,
-                   ok.ctypes.data, *[ip + k * si for k in range(6)],
-                   *[wp + k * sw for k in range(4)], ip + 6 * si, ip + 7 * si)
-    return ok, ints, words
+                   *_read_args(ok, ints, words, tabs, none, v4mapped))
+    return Read(ok, ints, words)

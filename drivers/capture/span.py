@@ -20,11 +20,11 @@ from rackwarden.drivers.capture.afpacket import (
     RawSocket,
     enter_netns,
 )
-from rackwarden.drivers.capture.columns import MacTable, frames_to_columns
+from rackwarden.drivers.capture.columns import READ_TABLES, MacTable, frames_to_columns
 from rackwarden.drivers.capture.evidence import EvidenceRing
 from rackwarden.drivers.capture.rawring import RawFrameRing, at_micros
 from rackwarden.drivers.packets import parse_tuple
-from rackwarden.policies.flowcols import SampleColumns
+from rackwarden.policies.flowcols import NONE, V4_MAPPED, SampleColumns
 from rackwarden.policies.flowfacts import (
     HEADER_ETHERNET,
     OUTPUT_IFINDEX,
@@ -131,6 +131,11 @@ class SpanCapture:
     Many small blocks beat a few big ones: the lab lost a quarter of a 2 s flood with
     32 x 1 MiB blocks at 10 ms (320 ms of buffer) on a loaded machine.
     """
+
+    # The C walker walks, copies and reads the columns in one pass over the ring when no frame
+    # is sampled out (ringwalk.walk_copy_read_c); False: three passes, as with a 1-in-N sample
+    # (bench/capture.py's same-run baseline).
+    one_pass = True
 
     def __init__(
         self,
@@ -440,16 +445,26 @@ class SpanCapture:
         raw_ring = self.raw_ring
         assert raw_ring is not None
         bases = [b[0] for b in blocks]
+        every = self.sample_every
+        read: ringwalk.Read | None = None
         try:
             try:
-                w = ringwalk.walk(ring, bases, raw.block_size, impl=self.walker,
-                                  expect=sum(b[3] for b in blocks))
+                expect = sum(b[3] for b in blocks)
+                if every == 1 and self.walker == "c" and self.one_pass:
+                    # Walk, copy and column read in one pass over the ring (rw_batch).
+                    w, frames, caplen, read = ringwalk.walk_copy_read_c(
+                        ring, bases, raw.block_size, expect, self.snaplen, raw_ring.slot,
+                        READ_TABLES, NONE, V4_MAPPED)
+                else:
+                    w = ringwalk.walk(ring, bases, raw.block_size, impl=self.walker,
+                                      expect=expect)
                 c.exceptions += len(w.bad_blocks)
                 n = len(w)
                 c.packets += n
                 c.bytes += int(w.wire_len.sum())
-                every = self.sample_every
-                if every > 1:
+                if read is not None:
+                    wire, blk = w.wire_len, w.block
+                elif every > 1:
                     # Frame i is kept where the running 1-in-N counter reaches N, exactly
                     # as the per-frame loops count.
                     keep = np.flatnonzero((self._skip + 1 + np.arange(n)) % every == 0)
@@ -458,9 +473,10 @@ class SpanCapture:
                     wire, blk = w.wire_len[keep], w.block[keep]
                 else:
                     offs, snap, wire, blk = w.data_off, w.snaplen, w.wire_len, w.block
-                caplen = np.minimum(snap, self.snaplen)
-                frames = ringwalk.copy_frames(ring, offs, caplen, raw_ring.slot,
-                                              impl=self.walker)
+                if read is None:
+                    caplen = np.minimum(snap, self.snaplen)
+                    frames = ringwalk.copy_frames(ring, offs, caplen, raw_ring.slot,
+                                                  impl=self.walker)
             finally:
                 for b in bases:
                     raw.release(b)
@@ -469,7 +485,7 @@ class SpanCapture:
             cols, stats = frames_to_columns(
                 frames, caplen, wire, nows, agent=self.agent, sampling_rate=self.sample_every,
                 input_ifindex=src.in_if, output_ifindex=src.out_if,
-                macs=self._macs if src.by_mac else None, impl=self.walker)
+                macs=self._macs if src.by_mac else None, impl=self.walker, read=read)
             cols.ref = raw_ring.add(frames, caplen, wire, nows, at_us, cols.input_ifindex,
                                     cols.output_ifindex, self.agent, self.sample_every)
         except Exception:  # noqa: BLE001 - a batch must never take the capture down

@@ -336,6 +336,52 @@ def test_broken_chains_are_counted_never_read_outside(walker: str, fr: list[byte
     assert cap.counters.packets == len(w) == sum(len(c) for c in cols)
 
 
+@pytest.mark.skipif(not ringwalk.compiled_available(),
+                    reason=f"compiled ring walker not built: {ringwalk.unavailable_reason()}")
+@settings(max_examples=80, deadline=None)
+@given(st.lists(frames(), min_size=1, max_size=30), st.data())
+def test_the_one_pass_walk_copy_read_equals_its_three_steps(fr: list[bytes], data: Any) -> None:
+    """rw_batch (the capture's path when nothing is sampled out) gives what walk, copy_frames
+    and the column read give one after the other, on good rings and on rings with corrupted
+    headers, for any snaplen limit and slot; it reads nothing outside the ring."""
+    from rackwarden.drivers.capture.columns import READ_TABLES
+    from rackwarden.policies.flowcols import NONE, V4_MAPPED
+
+    ring = build_ring(fr, [0] * len(fr), per_block=data.draw(st.sampled_from([4, 1 << 30])))
+    buf = bytearray(ring.data)
+    nblocks = ring.blocks - 1
+    for _ in range(data.draw(st.integers(0, 3))):
+        b = data.draw(st.integers(0, nblocks - 1)) * ring.block_size
+        at = data.draw(st.sampled_from([12, 16, 48, 48 + 12, 48 + 24]) | st.integers(48, 400))
+        val = data.draw(st.sampled_from([0, 1, 47, 48, 4096, ring.block_size, 0xFFFF,
+                                         0xFFFF_FFFF]) | st.integers(0, 1 << 20))
+        struct.pack_into("=I", buf, b + at, val)
+    limit = data.draw(st.sampled_from([64, 100, 256, 4096]))
+    slot = data.draw(st.sampled_from([256, 300])) if limit <= 256 else 256
+    expect = data.draw(st.sampled_from([0, len(fr), 10_000]))
+    m, view = _guarded(bytes(buf))
+    try:
+        bases = [b * ring.block_size for b in range(nblocks)]
+        w, rows, caplen, read = ringwalk.walk_copy_read_c(
+            view, bases, ring.block_size, expect, limit, slot, READ_TABLES, NONE, V4_MAPPED)
+        w3 = ringwalk.walk(view, bases, ring.block_size, impl="c")
+        cap3 = np.minimum(w3.snaplen, limit)
+        rows3 = ringwalk.copy_frames(view, w3.data_off, cap3, slot, impl="c")
+        read3 = ringwalk.read_columns_c(rows3, cap3, READ_TABLES, NONE, V4_MAPPED)
+    finally:
+        view.release()
+        m.close()
+    assert w.bad_blocks == w3.bad_blocks
+    for f in ("data_off", "snaplen", "wire_len", "sec", "nsec", "status", "vlan_tci",
+              "vlan_tpid", "block"):
+        assert getattr(w, f).tolist() == getattr(w3, f).tolist(), f
+    assert caplen.tolist() == cap3.tolist()
+    assert rows.shape == rows3.shape and rows.tobytes() == rows3.tobytes()
+    assert read.ok.tolist() == read3.ok.tolist()
+    assert read.ints.tolist() == read3.ints.tolist()
+    assert read.words.tolist() == read3.words.tolist()
+
+
 @pytest.mark.parametrize("walker", WALKERS)
 def test_a_broken_chain_keeps_the_frames_before_the_break(walker: str) -> None:
     fr = [bytes(60)] * 10
@@ -467,10 +513,12 @@ def _mix(count: int) -> list[bytes]:
     return out
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
 @pytest.mark.parametrize("walker", WALKERS)
 @pytest.mark.parametrize("kind", ["ingress", "shared"])
-def test_large_batches_of_ordinary_traffic_equal_the_per_frame_path(walker: str,
-                                                                     kind: str) -> None:
+def test_large_batches_of_ordinary_traffic_equal_the_per_frame_path(
+        walker: str, kind: str, one_pass: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SpanCapture, "one_pass", one_pass)
     fr = _mix(2500)
     ring = build_ring(fr, [i % 2 for i in range(2500)], block_size=1 << 16)
     want, old = per_frame(ring, kind)
