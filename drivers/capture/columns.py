@@ -9,6 +9,9 @@ IHL, QinQ, IPv6 extension headers) goes through packets.parse_tuple one frame at
 row equals the FlowSample that span.SpanCapture._sample builds for the frame, field by field
 (tests/unit/test_span_columns.py holds it to that), and port attribution is the same:
 per-source ifIndexes, or source/destination MAC through `mac_ports` on a shared mirror.
+The bulk read runs in C when the ring walker is built (ringwalk.read_columns_c, or within
+the ring walk itself: ringwalk.walk_copy_read_c); the numpy read here is its twin and
+reference, held equal to it on any bytes.
 """
 
 from __future__ import annotations

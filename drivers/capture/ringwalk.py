@@ -2,10 +2,12 @@
 
 The SPAN batch path (span.SpanCapture with `on_columns`) holds a few ring blocks, walks them
 here, copies the frames out (copy_frames) and releases the blocks. Following tp_next_offset
-is inherently one frame after another, so it is the one step done in C
-(_ringwalk.c, built by `pip install -e .` as an optional extension and loaded with
-ctypes); the pure-Python walker below gives identical results and is used when the compiled
-one is not built, or when RACKWARDEN_RINGWALK=python (or impl="python") asks for it.
+is inherently one frame after another, so it is done in C (_ringwalk.c, built by
+`pip install -e .` as an optional extension and loaded with ctypes); the pure-Python walker
+below gives identical results and is used when the compiled one is not built, or when
+RACKWARDEN_RINGWALK=python (or impl="python") asks for it. With the C side, the walk, the
+copy and the column read (columns.frames_to_columns' numpy read, in C) can be one pass over
+the ring (walk_copy_read_c), which the capture uses when it keeps every frame.
 
 Both are bounds-checked the same way: a block whose header, chain or frame data points
 outside the block stops at that frame (frames before it are kept) and is reported in
