@@ -95,13 +95,14 @@ $(BENCH_DEB_STAMP): $(DEB_STAMP) Makefile
 bench: deps $(BENCH_DEB_STAMP)
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-# Coverage-guided fuzzing (atheris) of the sFlow decoders, the SNMP codec and the C YAML composer;
-# each prints executions, crashes and RSS (fuzz/_harness.py).
+# Coverage-guided fuzzing (atheris) of the sFlow decoders, the SNMP codec, the C YAML composer
+# and the SPAN batch path; each prints executions, crashes and RSS (fuzz/_harness.py).
 FUZZ_SECONDS ?= 600
 fuzz: deps
 	$(PY) fuzz/sflow_fuzz.py -max_total_time=$(FUZZ_SECONDS)
 	$(PY) fuzz/snmp_ber_fuzz.py -max_total_time=$(FUZZ_SECONDS)
 	$(PY) fuzz/yaml_compose_fuzz.py -max_total_time=$(FUZZ_SECONDS)
+	$(PY) fuzz/span_frames_fuzz.py -max_total_time=$(FUZZ_SECONDS)
 
 # Installs under /opt/rackwarden, /etc/rackwarden and the systemd unit (scripts/install.sh --help).
 install: deps

@@ -594,6 +594,27 @@ def test_the_compiled_column_read_equals_numpys_on_any_bytes(data: Any) -> None:
             assert a.tolist() == b.tolist(), name
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=16, max_size=16), st.sampled_from([b"", bytes(12), bytes(10) + b"\xff\xff",
+                                                           bytes(15)]))
+def test_column_address_text_is_the_parsers(raw: bytes, prefix: bytes) -> None:
+    """words_ip spells an address as packets.parse_tuple does (inet_ntop): also the IPv6 ones
+    whose first 96 bits are 0 (::a.b.c.d; ipaddress writes ::a0b:c0d) and the one difference
+    SampleColumns documents, an IPv4-mapped address, kept as the IPv4 address."""
+    from rackwarden.drivers.packets import parse_tuple
+    from rackwarden.policies.flowcols import ip_words, words_ip
+
+    addr = (prefix + raw)[:16]
+    frame = (bytes.fromhex("020000000001020000000002") + b"\x86\xdd"
+             + struct.pack("!IHBB", 0x60000000, 8, 17, 64) + addr + addr + bytes(8))
+    text = parse_tuple(frame, 1)[5]
+    v = int.from_bytes(addr, "big")
+    got = words_ip(v >> 64, v & ((1 << 64) - 1))
+    mapped = addr[:12] == bytes(10) + b"\xff\xff"
+    assert got == (text[len("::ffff:"):] if mapped else text)
+    assert ip_words(got)[:2] == (v >> 64, v & ((1 << 64) - 1))  # and back
+
+
 @dataclass
 class _Det:
     detector: str = "flood"
