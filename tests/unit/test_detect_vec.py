@@ -636,8 +636,9 @@ def test_a_port_scan_tie_names_the_host_first_scanned(bulk_rows: int) -> None:
 # whitelist 203.0.113.48/30, s3 a declared mail server. Destinations from a small pool, so the
 # windows sit around their caps and count rules: re-sights, evictions, saturation, prunes.
 _SENDERS = [(1, "198.51.100.11"), (2, "198.51.100.12"), (3, "198.51.100.13")]
+# Not ::ffff:a.b.c.d (documented); ::a.b.c.d is spelled as the parser spells it (inet_ntop).
 _MAIL_DSTS = [f"203.0.113.{i}" for i in (48, 49, 50, 51, 52, 60, 61, 62, 63, 64)] + [
-    f"2001:db8:77::{i}" for i in (1, 2, 3)] + ["fe80::1"]  # (not ::ffff:a.b.c.d: documented)
+    f"2001:db8:77::{i}" for i in (1, 2, 3)] + ["fe80::1", "::203.0.113.9", "::102"]
 
 
 @st.composite
