@@ -696,3 +696,7 @@ def test_held_blocks_do_not_spin_the_capture_loop(walker: str) -> None:
     raw.close()
     assert sum(len(c) for c in got) == 5  # delivered at stop
     assert calls[0] < 400, f"{calls[0]} passes over the ring in 0.2 s: the loop spins"
+    # Nor does it wake every 2 ms while the batch is far from full: at the rate seen (5 frames
+    # in the first block) it would take hours to fill, so it sleeps the longest step (10 ms;
+    # a slow machine only oversleeps, giving fewer passes, never more).
+    assert calls[0] < 50, f"{calls[0]} passes over the ring in 0.2 s: it wakes too often"
