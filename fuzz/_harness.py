@@ -34,6 +34,14 @@ def rss_kb() -> int:
         return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
 
+def write_seeds(into: Path, seeds: list[bytes]) -> int:
+    """The seeds as files named by their SHA-1 in `into` (a libFuzzer corpus); how many."""
+    into.mkdir(parents=True, exist_ok=True)
+    for s in seeds:
+        (into / hashlib.sha1(s).hexdigest()).write_bytes(s)
+    return len(seeds)
+
+
 class Harness:
     def __init__(self, name: str, check: Callable[[bytes], None],
                  seed_corpus: Callable[[Path], int], max_len: int) -> None:

@@ -11,14 +11,13 @@ crashed or the RSS grew by more than --max-rss-growth-mb.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import atheris
-from _harness import Harness  # fuzz/ is this script's folder on sys.path
+from _harness import Harness, write_seeds  # fuzz/ is this script's folder on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "sflow"
@@ -115,10 +114,7 @@ def seed_corpus(into: Path) -> int:
             seeds.append(encode_datagram(DatagramHeader(agent, 0, 1, 100), samples,
                                          expanded=expanded))
     seeds.extend(frames)
-    into.mkdir(parents=True, exist_ok=True)
-    for s in seeds:
-        (into / hashlib.sha1(s).hexdigest()).write_bytes(s)
-    return len(seeds)
+    return write_seeds(into, seeds)
 
 
 # A datagram rarely exceeds one MTU.

@@ -17,12 +17,11 @@ JSON line, and exits 1 if anything crashed or RSS grew by more than --max-rss-gr
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
 import atheris
-from _harness import Harness  # fuzz/ is this script's folder on sys.path
+from _harness import Harness, write_seeds  # fuzz/ is this script's folder on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "snmprec"
@@ -147,10 +146,7 @@ def seed_corpus(into: Path) -> int:
                 msg_id=n + 1, flags=flags, engine_id=b"\x80\x00\x1f\x88\x04fuzz", boots=3,
                 time=1000 + n, user=b"fuzz", keys=V3_USER.localized(b"\x80\x00\x1f\x88\x04fuzz"),
                 pdu=pdu, salt_counter=n))
-    into.mkdir(parents=True, exist_ok=True)
-    for s in seeds:
-        (into / hashlib.sha1(s).hexdigest()).write_bytes(s)
-    return len(seeds)
+    return write_seeds(into, seeds)
 
 
 # A 51-row reply of 7 columns is ~8 KB.

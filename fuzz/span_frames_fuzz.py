@@ -17,7 +17,6 @@ RSS and the report as fuzz/_harness.py.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ with atheris.instrument_imports():
     from rackwarden.drivers import packets  # noqa: F401  (the exact parser: coverage steers)
 
 import numpy as np  # noqa: E402
-from _harness import Harness  # noqa: E402  (fuzz/ is this script's folder on sys.path)
+from _harness import Harness, write_seeds  # noqa: E402  (fuzz/ is this script's folder on sys.path)
 from rackwarden.drivers.capture import ringwalk  # noqa: E402
 from rackwarden.drivers.capture.columns import MacTable, frames_to_columns  # noqa: E402
 from rackwarden.drivers.capture.rawring import RawFrameRing  # noqa: E402
@@ -140,10 +139,7 @@ def seed_corpus(into: Path) -> int:
     seeds = [bytes([0]) + bytes(p) for p in pkts]
     seeds.append(bytes([3]) + b"".join(bytes(p) for p in pkts[:4]))
     seeds += [s[:k] for s in seeds[:3] for k in (15, 30, 40)]
-    into.mkdir(parents=True, exist_ok=True)
-    for s in seeds:
-        (into / hashlib.sha1(s).hexdigest()).write_bytes(s)
-    return len(seeds)
+    return write_seeds(into, seeds)
 
 
 # Four frames of a few hundred bytes: the header shapes, not the payload, matter.

@@ -295,22 +295,28 @@ def _guarded(data: bytes) -> tuple[mmap.mmap, memoryview]:
     return m, memoryview(m)[start:size]
 
 
+def _corrupted_ring(fr: list[bytes], data: Any, least: int) -> tuple[Ring, bytearray]:
+    """The frames' ring and its bytes with `least` to least + 3 words of the block and frame
+    headers overwritten (next offsets, num_pkts, first, tp_mac, tp_snaplen), from small
+    values to huge."""
+    ring = build_ring(fr, [0] * len(fr), per_block=data.draw(st.sampled_from([4, 1 << 30])))
+    buf = bytearray(ring.data)
+    for _ in range(data.draw(st.integers(least, least + 3))):
+        b = data.draw(st.integers(0, ring.blocks - 2)) * ring.block_size
+        at = data.draw(st.sampled_from([12, 16, 48, 48 + 12, 48 + 24]) | st.integers(48, 400))
+        val = data.draw(st.sampled_from([0, 1, 47, 48, 4096, ring.block_size, 0xFFFF,
+                                         0xFFFF_FFFF]) | st.integers(0, 1 << 20))
+        struct.pack_into("=I", buf, b + at, val)
+    return ring, buf
+
+
 @pytest.mark.parametrize("walker", WALKERS)
 @settings(max_examples=80, deadline=None)
 @given(st.lists(frames(), min_size=1, max_size=30), st.data())
 def test_broken_chains_are_counted_never_read_outside(walker: str, fr: list[bytes],
                                                       data: Any) -> None:
-    ring = build_ring(fr, [0] * len(fr), per_block=data.draw(st.sampled_from([4, 1 << 30])))
-    buf = bytearray(ring.data)
+    ring, buf = _corrupted_ring(fr, data, least=1)
     nblocks = ring.blocks - 1
-    # Corrupt words of the block headers and frame headers: next offsets, num_pkts, first,
-    # tp_mac, tp_snaplen, with values from small to huge.
-    for _ in range(data.draw(st.integers(1, 4))):
-        b = data.draw(st.integers(0, nblocks - 1)) * ring.block_size
-        at = data.draw(st.sampled_from([12, 16, 48, 48 + 12, 48 + 24]) | st.integers(48, 400))
-        val = data.draw(st.sampled_from([0, 1, 47, 48, 4096, ring.block_size, 0xFFFF,
-                                         0xFFFF_FFFF]) | st.integers(0, 1 << 20))
-        struct.pack_into("=I", buf, b + at, val)
     m, view = _guarded(bytes(buf))
     try:
         bases = [b * ring.block_size for b in range(nblocks)]
@@ -347,15 +353,8 @@ def test_the_one_pass_walk_copy_read_equals_its_three_steps(fr: list[bytes], dat
     from rackwarden.drivers.capture.columns import READ_TABLES
     from rackwarden.policies.flowcols import NONE, V4_MAPPED
 
-    ring = build_ring(fr, [0] * len(fr), per_block=data.draw(st.sampled_from([4, 1 << 30])))
-    buf = bytearray(ring.data)
+    ring, buf = _corrupted_ring(fr, data, least=0)
     nblocks = ring.blocks - 1
-    for _ in range(data.draw(st.integers(0, 3))):
-        b = data.draw(st.integers(0, nblocks - 1)) * ring.block_size
-        at = data.draw(st.sampled_from([12, 16, 48, 48 + 12, 48 + 24]) | st.integers(48, 400))
-        val = data.draw(st.sampled_from([0, 1, 47, 48, 4096, ring.block_size, 0xFFFF,
-                                         0xFFFF_FFFF]) | st.integers(0, 1 << 20))
-        struct.pack_into("=I", buf, b + at, val)
     limit = data.draw(st.sampled_from([64, 100, 256, 4096]))
     slot = data.draw(st.sampled_from([256, 300])) if limit <= 256 else 256
     expect = data.draw(st.sampled_from([0, len(fr), 10_000]))
