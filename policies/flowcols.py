@@ -20,7 +20,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from socket import AF_INET6, inet_ntoa, inet_ntop
 from typing import Any
 
 import numpy as np
@@ -49,12 +48,15 @@ def ip_words(text: str | None) -> tuple[int, int, bool]:
 
 
 def words_ip(hi: int, lo: int) -> str:
-    """The address text of (high, low) as packets.parse_tuple writes it (inet_ntoa, inet_ntop):
-    IPv4-mapped addresses print as IPv4, and an IPv6 address as inet_ntop spells it (RFC 5952,
-    with ::a.b.c.d for one whose first 96 bits are 0, where ipaddress writes ::a0b:c0d)."""
+    """The address text of (high, low) as packets.parse_tuple writes it (inet_ntop):
+    IPv4-mapped addresses print as IPv4, and IPv6 as RFC 5952 (ipaddress) but for one whose
+    first six 16-bit words are 0 and the seventh is not, which inet_ntop writes ::a.b.c.d
+    where ipaddress writes ::a0b:c0d (glibc's inet_ntop6; a policy module stays off socket)."""
     if hi == 0 and (lo >> 32) == 0xFFFF:
-        return inet_ntoa((lo & 0xFFFF_FFFF).to_bytes(4, "big"))
-    return inet_ntop(AF_INET6, ((hi << 64) | lo).to_bytes(16, "big"))
+        return str(ipaddress.IPv4Address(lo & 0xFFFF_FFFF))
+    if hi == 0 and (lo >> 32) == 0 and (lo >> 16) & 0xFFFF:
+        return "::" + str(ipaddress.IPv4Address(lo))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
 @dataclass(slots=True)
