@@ -37,8 +37,8 @@ from rackwarden.policies.flowfacts import FlowSample  # noqa: E402
 
 from tests.unit.test_span_columns import (  # noqa: E402
     MACS,
-    ROW_FIELDS,
     _counters,
+    assert_same,
     batched,
     build_ring,
     per_frame,
@@ -100,18 +100,11 @@ def check(data: bytes) -> None:
             cols, cap = batched(ring, kind, walker, batch_frames=2,
                                 raw_ring=RawFrameRing(byte_budget=1 << 14, slot=256))
             where = f"{walker} walker, {kind} mirror"
-            rows = [c.row(i) for c in cols for i in range(len(c))]
-            if len(rows) != len(want):
-                raise AssertionError(f"{where}: {len(rows)} rows, {len(want)} frames")
-            for i, (row, s) in enumerate(zip(rows, want, strict=True)):
-                exp = {f: _as_columns_keep(s, f) for f in ROW_FIELDS}
-                if row != exp:
-                    bad = {f: (row[f], exp[f]) for f in ROW_FIELDS if row[f] != exp[f]}
-                    raise AssertionError(f"{where}: row {i} differs from its frame: {bad}")
-            refs = [int(r) for c in cols for r in c.ref]
-            assert cap.raw_ring is not None
-            if cap.raw_ring.resolve(refs) != want:
-                raise AssertionError(f"{where}: the raw ring resolves other FlowSamples")
+            try:
+                assert_same(cols, cap, want, kept=_as_columns_keep)
+            except AssertionError as e:
+                raise AssertionError(f"{where}: batch differs from the per-frame path: "
+                                     f"{e}") from None
             if _counters(cap) != _counters(old):
                 raise AssertionError(f"{where}: counters {_counters(cap)} differ from "
                                      f"{_counters(old)}")

@@ -104,22 +104,28 @@ int64_t rw_walk(const uint8_t *ring, uint64_t ring_len, uint64_t block_size,
 /* Copies frame i's first lens[i] bytes (from offs[i] in the ring) into row i of dst
  * (n rows of `slot` bytes), zero-filling the rest of the row. Rows whose range is not inside
  * the ring or longer than a slot are left zero and counted in the return value. */
+/* One row of `slot` bytes: src's first l bytes, zero-padded (src NULL: all zero). */
+static void copy_row(uint8_t *row, const uint8_t *src, int64_t l, int64_t slot)
+{
+    if (src == NULL) {
+        memset(row, 0, (size_t)slot);
+        return;
+    }
+    memcpy(row, src, (size_t)l);
+    if (l < slot)
+        memset(row + l, 0, (size_t)(slot - l));
+}
+
 int64_t rw_copy(const uint8_t *ring, uint64_t ring_len, const int64_t *offs,
                 const int64_t *lens, int64_t n, uint8_t *dst, int64_t slot)
 {
     int64_t skipped = 0;
     for (int64_t i = 0; i < n; i++) {
-        uint8_t *row = dst + i * slot;
         int64_t o = offs[i], l = lens[i];
-        if (o < 0 || l < 0 || l > slot || (uint64_t)o > ring_len
-            || (uint64_t)l > ring_len - (uint64_t)o) {
-            memset(row, 0, (size_t)slot);
-            skipped++;
-            continue;
-        }
-        memcpy(row, ring + o, (size_t)l);
-        if (l < slot)
-            memset(row + l, 0, (size_t)(slot - l));
+        int outside = o < 0 || l < 0 || l > slot || (uint64_t)o > ring_len
+                      || (uint64_t)l > ring_len - (uint64_t)o;
+        copy_row(dst + i * slot, outside ? NULL : ring + o, l, slot);
+        skipped += outside;
     }
     return skipped;
 }
@@ -230,13 +236,7 @@ static void copy_and_read(const uint8_t *src, int64_t snap, const struct copy_re
     int64_t l = snap < cr->snap_limit ? snap : cr->snap_limit;
     uint8_t *row = cr->dst + i * slot;
     cr->caplen[i] = l;
-    if (l < 0 || l > slot) {
-        memset(row, 0, (size_t)slot);
-    } else {
-        memcpy(row, src, (size_t)l);
-        if (l < slot)
-            memset(row + l, 0, (size_t)(slot - l));
-    }
+    copy_row(row, l < 0 || l > slot ? NULL : src, l, slot);
     read_row(row, l, slot, &cr->o, i);
 }
 

@@ -192,7 +192,7 @@ def frames_to_columns(
     L = caplen.astype(np.int64)
     if read is not None or ringwalk.choose(impl) == "c":
         if read is None:
-            read = ringwalk.read_columns_c(frames, L, READ_TABLES, NONE, V4_MAPPED)
+            read = ringwalk.read_columns_c(frames, L, READ_TABLES)
         ok, ints, words = read.ok, read.ints, read.words
         ip_version, protocol, src_port, dst_port, tcp_flags, icmp_type, smac, dmac = ints
         src_hi, src_lo, dst_hi, dst_lo = words

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from rackwarden.policies.flowcols import NONE, V4_MAPPED
 
 from ..compiled import CompiledLib
 from ..compiled import Impl as Impl  # the walkers' choice, as callers name it here
@@ -138,16 +139,19 @@ def walk(ring: Buffer, bases: list[int], block_size: int, *, impl: Impl | None =
     only sizes the output arrays, which grow to the blocks' capacity when it is short."""
     which = choose(impl)
     if which == "c":
-        bound = max_frames(block_size, len(bases))
-        if expect is not None and 0 <= expect < bound:
-            w = _walk_c(ring, bases, block_size, expect)
+        for cap in _caps(expect, block_size, len(bases)):
+            w = _walk_c(ring, bases, block_size, cap)
             if w is not None:
                 return w
-        w = _walk_c(ring, bases, block_size, bound)
-        if w is None:  # cannot happen: no block holds more than its capacity
-            raise RuntimeError("ring walk: output arrays too small")
-        return w
+        raise RuntimeError("ring walk: output arrays too small")  # no block holds more
     return _walk_py(ring, bases, block_size)
+
+
+def _caps(expect: int | None, block_size: int, nblocks: int) -> list[int]:
+    """Output array sizes for a C walk to try in turn: the frames the block headers announce
+    (`expect`), then what the blocks can hold at most."""
+    bound = max_frames(block_size, nblocks)
+    return [expect, bound] if expect is not None and 0 <= expect < bound else [bound]
 
 
 def _walk_c(ring: Buffer, bases: list[int], block_size: int, cap: int) -> Walk | None:
@@ -260,19 +264,25 @@ class Read:
     ints: I64
     words: npt.NDArray[np.uint64]
 
+    @classmethod
+    def empty(cls, n: int) -> Read:
+        return cls(np.empty(n, dtype=np.bool_), np.empty((8, n), dtype=np.int64),
+                   np.empty((4, n), dtype=np.uint64))
 
-def _read_args(ok: npt.NDArray[np.bool_], ints: I64, words: npt.NDArray[np.uint64],
-               tables: list[npt.NDArray[np.bool_]], none: int, v4mapped: int) -> list[Any]:
-    ip, wp = ints.ctypes.data, words.ctypes.data
-    si, sw = ints.strides[0], words.strides[0]
-    return [*[t.ctypes.data for t in tables], none, v4mapped & 0xFFFF_FFFF_FFFF_FFFF,
-            ok.ctypes.data, *[ip + k * si for k in range(6)],
-            *[wp + k * sw for k in range(4)], ip + 6 * si, ip + 7 * si]
+    def head(self, n: int) -> Read:
+        return Read(self.ok[:n], self.ints[:, :n], self.words[:, :n])
+
+    def args(self, tables: tuple[npt.NDArray[np.bool_], ...]) -> list[Any]:
+        """rw_columns' and rw_batch's arguments from `tables` on (READ_OUT_ARGS in C)."""
+        ip, wp = self.ints.ctypes.data, self.words.ctypes.data
+        si, sw = self.ints.strides[0], self.words.strides[0]
+        return [*[np.ascontiguousarray(t, dtype=np.bool_).ctypes.data for t in tables], NONE,
+                V4_MAPPED, self.ok.ctypes.data, *[ip + k * si for k in range(6)],
+                *[wp + k * sw for k in range(4)], ip + 6 * si, ip + 7 * si]
 
 
 def walk_copy_read_c(ring: Buffer, bases: list[int], block_size: int, expect: int,
-                     snap_limit: int, slot: int, tables: tuple[npt.NDArray[np.bool_], ...],
-                     none: int, v4mapped: int
+                     snap_limit: int, slot: int, tables: tuple[npt.NDArray[np.bool_], ...]
                      ) -> tuple[Walk, npt.NDArray[np.uint8], I64, Read]:
     """walk(), copy_frames(offs, min(snaplen, snap_limit), slot) and read_columns_c() of the
     copy, in one pass over the ring (rw_batch): the same answers as the three. Compiled side
@@ -283,30 +293,25 @@ def walk_copy_read_c(ring: Buffer, bases: list[int], block_size: int, expect: in
         raise ValueError(f"walk_copy_read_c: rows of {slot} bytes, at least 60")
     buf = _u8(ring)
     bases_a = np.asarray(bases, dtype=np.int64)
-    tabs = [np.ascontiguousarray(t, dtype=np.bool_) for t in tables]
-    bound = max_frames(block_size, len(bases))
-    for cap in ((expect, bound) if 0 <= expect < bound else (bound,)):
+    for cap in _caps(expect, block_size, len(bases)):
         out = np.empty((10, cap), dtype=np.int64)  # the walk's 9 columns, then caplen
         dst = np.empty((cap, slot), dtype=np.uint8)
-        ok = np.empty(cap, dtype=np.bool_)
-        ints = np.empty((8, cap), dtype=np.int64)
-        words = np.empty((4, cap), dtype=np.uint64)
+        read = Read.empty(cap)
         bad = np.empty(max(1, len(bases)), dtype=np.int64)
         n_bad = np.zeros(1, dtype=np.int64)
         row, step = out.ctypes.data, out.strides[0]
         n = lib.rw_batch(buf.ctypes.data, buf.shape[0], block_size, bases_a.ctypes.data,
                          len(bases), cap, *[row + k * step for k in range(9)], bad.ctypes.data,
                          n_bad.ctypes.data, snap_limit, dst.ctypes.data, slot,
-                         row + 9 * step, *_read_args(ok, ints, words, tabs, none, v4mapped))
+                         row + 9 * step, *read.args(tables))
         if n >= 0:
             w = _make([out[k, :n] for k in range(9)], [int(b) for b in bad[: int(n_bad[0])]])
-            return w, dst[:n], out[9, :n], Read(ok[:n], ints[:, :n], words[:, :n])
+            return w, dst[:n], out[9, :n], read.head(n)
     raise RuntimeError("ring walk: output arrays too small")  # no block holds more
 
 
 def read_columns_c(frames: npt.NDArray[np.uint8], caplen: I64,
-                   tables: tuple[npt.NDArray[np.bool_], ...], none: int, v4mapped: int
-                   ) -> Read:
+                   tables: tuple[npt.NDArray[np.bool_], ...]) -> Read:
     """columns.frames_to_columns' bulk read in C (rw_columns). `tables` are columns' (tpid,
     ipv6 extension, port protocol, icmp protocol) lookup tables. Compiled side only: check
     choose()."""
@@ -315,10 +320,6 @@ def read_columns_c(frames: npt.NDArray[np.uint8], caplen: I64,
     n, slot = int(frames.shape[0]), int(frames.shape[1])
     frames = np.ascontiguousarray(frames)
     caplen = np.ascontiguousarray(caplen, dtype=np.int64)
-    ok = np.empty(n, dtype=np.bool_)
-    ints = np.empty((8, n), dtype=np.int64)
-    words = np.empty((4, n), dtype=np.uint64)
-    tabs = [np.ascontiguousarray(t, dtype=np.bool_) for t in tables]
-    lib.rw_columns(frames.ctypes.data, n, slot, caplen.ctypes.data,
-                   *_read_args(ok, ints, words, tabs, none, v4mapped))
-    return Read(ok, ints, words)
+    read = Read.empty(n)
+    lib.rw_columns(frames.ctypes.data, n, slot, caplen.ctypes.data, *read.args(tables))
+    return read

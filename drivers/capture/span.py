@@ -24,7 +24,7 @@ from rackwarden.drivers.capture.columns import READ_TABLES, MacTable, frames_to_
 from rackwarden.drivers.capture.evidence import EvidenceRing
 from rackwarden.drivers.capture.rawring import RawFrameRing, at_micros
 from rackwarden.drivers.packets import parse_tuple
-from rackwarden.policies.flowcols import NONE, V4_MAPPED, SampleColumns
+from rackwarden.policies.flowcols import SampleColumns
 from rackwarden.policies.flowfacts import (
     HEADER_ETHERNET,
     OUTPUT_IFINDEX,
@@ -466,7 +466,7 @@ class SpanCapture:
                     # Walk, copy and column read in one pass over the ring (rw_batch).
                     w, frames, caplen, read = ringwalk.walk_copy_read_c(
                         ring, bases, raw.block_size, expect, self.snaplen, raw_ring.slot,
-                        READ_TABLES, NONE, V4_MAPPED)
+                        READ_TABLES)
                 else:
                     w = ringwalk.walk(ring, bases, raw.block_size, impl=self.walker,
                                       expect=expect)
