@@ -570,8 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rnd in range(a.repeat):
             for name, make in phases:  # interleaved: each round runs every phase once
                 # The flood phase: the same sender at top speed (trafgen's is its default).
-                r = run_phase(kind, ns, tmp, a.seconds, 0 if name == "full_ring_flood" and
-                              kind in ("paced", "trafgen") else pps, make)
+                r = run_phase(kind, ns, tmp, a.seconds, 0 if name == "full_ring_flood" else pps,
+                              make)
                 rounds[name].append(r)
                 print(f"[{rnd + 1}] {name:16s} {r['pkts_per_cpu_s'] or 0:>10,} frames/CPU-s  "
                       f"{r['packets']:>10,} frames  {r['kernel_drops']:>9,} kernel drops  "

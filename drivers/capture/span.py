@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from rackwarden.drivers.capture import ringwalk
 from rackwarden.drivers.capture.afpacket import (
     PKT_HDR,
@@ -33,6 +34,7 @@ from rackwarden.policies.flowfacts import (
 )
 
 log = logging.getLogger(__name__)
+I64 = npt.NDArray[np.int64]
 
 Mode = Literal["ring", "recv"]
 BatchSink = Callable[[Sequence[FlowSample]], None]
@@ -457,12 +459,11 @@ class SpanCapture:
         raw_ring = self.raw_ring
         assert raw_ring is not None
         bases = [b[0] for b in blocks]
-        every = self.sample_every
         read: ringwalk.Read | None = None
         try:
             try:
                 expect = sum(b[3] for b in blocks)
-                if every == 1 and self.walker == "c" and self.one_pass:
+                if self.sample_every == 1 and self.walker == "c" and self.one_pass:
                     # Walk, copy and column read in one pass over the ring (rw_batch).
                     w, frames, caplen, read = ringwalk.walk_copy_read_c(
                         ring, bases, raw.block_size, expect, self.snaplen, raw_ring.slot,
@@ -471,24 +472,12 @@ class SpanCapture:
                     w = ringwalk.walk(ring, bases, raw.block_size, impl=self.walker,
                                       expect=expect)
                 c.exceptions += len(w.bad_blocks)
-                n = len(w)
-                c.packets += n
+                c.packets += len(w)
                 c.bytes += int(w.wire_len.sum())
-                if read is not None:
-                    wire, blk = w.wire_len, w.block
-                elif every > 1:
-                    # Frame i is kept where the running 1-in-N counter reaches N, exactly
-                    # as the per-frame loops count.
-                    keep = np.flatnonzero((self._skip + 1 + np.arange(n)) % every == 0)
-                    self._skip = (self._skip + n) % every
-                    offs, snap = w.data_off[keep], w.snaplen[keep]
-                    wire, blk = w.wire_len[keep], w.block[keep]
-                else:
-                    offs, snap, wire, blk = w.data_off, w.snaplen, w.wire_len, w.block
                 if read is None:
-                    caplen = np.minimum(snap, self.snaplen)
-                    frames = ringwalk.copy_frames(ring, offs, caplen, raw_ring.slot,
-                                                  impl=self.walker)
+                    frames, caplen, wire, blk = self._keep_and_copy(ring, w, raw_ring.slot)
+                else:
+                    wire, blk = w.wire_len, w.block
             finally:
                 for b in bases:
                     raw.release(b)
@@ -520,6 +509,25 @@ class SpanCapture:
         except Exception:  # noqa: BLE001 - the consumer's bug must not stop the capture
             c.callback_errors += 1
             log.exception("span capture: columns callback failed")
+
+    def _keep_and_copy(self, ring: ringwalk.Buffer, w: ringwalk.Walk, slot: int
+                       ) -> tuple[npt.NDArray[np.uint8], I64, I64, I64]:
+        """The walked frames kept by 1-in-N sampling, copied out of the ring: (rows of
+        `slot` bytes, captured lengths, wire lengths, block indexes)."""
+        every = self.sample_every
+        if every > 1:
+            # Frame i is kept where the running 1-in-N counter reaches N, exactly as the
+            # per-frame loops count.
+            n = len(w)
+            keep = np.flatnonzero((self._skip + 1 + np.arange(n)) % every == 0)
+            self._skip = (self._skip + n) % every
+            offs, snap = w.data_off[keep], w.snaplen[keep]
+            wire, blk = w.wire_len[keep], w.block[keep]
+        else:
+            offs, snap, wire, blk = w.data_off, w.snaplen, w.wire_len, w.block
+        caplen = np.minimum(snap, self.snaplen)
+        frames = ringwalk.copy_frames(ring, offs, caplen, slot, impl=self.walker)
+        return frames, caplen, wire, blk
 
     def _loop_recv(self) -> None:
         import socket as _socket
